@@ -1,0 +1,364 @@
+//! Every `ERRSHIM_*` environment variable, parsed from plain strings by pure functions. The
+//! resulting `Config` is built once, in the constructor, and never changes afterwards.
+
+use crate::rules::{self, Rule, RuleError};
+use crate::suggest;
+use core::fmt;
+use log::LevelFilter;
+
+/// The table of variables: name, default, one-line meaning. The README documents the same set.
+pub const VARIABLES: &[(&str, &str, &str)] = &[
+    (
+        "ERRSHIM_RULES",
+        rules::DEFAULT_RULES,
+        "errno-handling rules, CALLS:ERRNOS:ACTION[:OPTION...];...",
+    ),
+    (
+        "ERRSHIM_LOG",
+        "stderr",
+        "where events go: stderr, off, or a file path containing '/'",
+    ),
+    (
+        "ERRSHIM_DISABLE",
+        "0",
+        "1: pure pass-through, nothing parsed or logged",
+    ),
+    (
+        "ERRSHIM_STRICT",
+        "0",
+        "1: a configuration error stops the program at startup with status 2",
+    ),
+    (
+        "ERRSHIM_LOG_LEVEL",
+        "warn",
+        "errshim's own diagnostics: off, error, warn, info, debug",
+    ),
+];
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LogDest {
+    Stderr,
+    Off,
+    /// A path; `%p` in it becomes the pid of the process that writes.
+    File(String),
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub rules: Vec<Rule>,
+    pub log: LogDest,
+    pub strict: bool,
+    pub level: LevelFilter,
+}
+
+/// One problem with one variable. Displayed as the single line errshim prints on stderr.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    pub var: String,
+    pub rule: Option<RuleError>,
+    pub token: String,
+    pub problem: String,
+    pub suggestion: Option<String>,
+    /// What errshim does instead, e.g. "using the default 'stderr'".
+    pub fallback: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "errshim: config error: ")?;
+        match &self.rule {
+            Some(r) => write!(
+                f,
+                "{} '{}' in rule {} of {} ('{}')",
+                r.problem, r.token, r.rule, self.var, r.rule_text
+            )?,
+            None => write!(f, "{} '{}' in {}", self.problem, self.token, self.var)?,
+        }
+        if let Some(s) = &self.suggestion {
+            write!(f, "; did you mean {s}?")?;
+        }
+        write!(f, "; {}", self.fallback)
+    }
+}
+
+fn bool_var(name: &str, value: &str, errors: &mut Vec<ConfigError>) -> bool {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => true,
+        "" | "0" | "false" | "no" | "off" => false,
+        _ => {
+            errors.push(ConfigError {
+                var: name.to_string(),
+                rule: None,
+                token: value.to_string(),
+                problem: "expected 1 or 0, got".to_string(),
+                suggestion: None,
+                fallback: "treating it as 0".to_string(),
+            });
+            false
+        }
+    }
+}
+
+/// Whether `ERRSHIM_DISABLE` turns errshim off. Checked before anything else is parsed.
+pub fn disabled(get: &dyn Fn(&str) -> Option<String>) -> bool {
+    get("ERRSHIM_DISABLE").is_some_and(|v| bool_var("ERRSHIM_DISABLE", &v, &mut Vec::new()))
+}
+
+pub fn parse_log(value: &str) -> Result<LogDest, (String, Option<&'static str>)> {
+    match value.trim() {
+        "" | "stderr" => Ok(LogDest::Stderr),
+        "off" => Ok(LogDest::Off),
+        v if v.contains('/') => Ok(LogDest::File(v.to_string())),
+        v => Err((
+            "not a destination (stderr, off, or a file path containing '/', e.g. ./errshim.log)"
+                .to_string(),
+            suggest::closest(v, ["stderr", "off"]),
+        )),
+    }
+}
+
+pub fn parse_level(value: &str) -> Option<LevelFilter> {
+    Some(match value.trim().to_ascii_lowercase().as_str() {
+        "off" => LevelFilter::Off,
+        "error" => LevelFilter::Error,
+        "" | "warn" | "warning" => LevelFilter::Warn,
+        "info" => LevelFilter::Info,
+        "debug" => LevelFilter::Debug,
+        "trace" => LevelFilter::Trace,
+        _ => return None,
+    })
+}
+
+/// Builds the configuration from a variable lookup and the names of all variables that are
+/// set. Never fails: each bad variable yields one error and falls back to its default.
+pub fn from_lookup(
+    get: &dyn Fn(&str) -> Option<String>,
+    set_names: &[String],
+) -> (Config, Vec<ConfigError>) {
+    let mut errors = Vec::new();
+
+    for name in set_names.iter().filter(|n| n.starts_with("ERRSHIM_")) {
+        if !VARIABLES.iter().any(|(v, _, _)| v == name) {
+            errors.push(ConfigError {
+                var: name.clone(),
+                rule: None,
+                token: name.clone(),
+                problem: "unknown variable".to_string(),
+                suggestion: suggest::closest(name, VARIABLES.iter().map(|(v, _, _)| *v))
+                    .map(str::to_string),
+                fallback: "ignoring it".to_string(),
+            });
+        }
+    }
+
+    let rules = match get("ERRSHIM_RULES") {
+        None => rules::parse_rules(rules::DEFAULT_RULES).unwrap_or_default(),
+        Some(spec) => rules::parse_rules(&spec).unwrap_or_else(|e| {
+            errors.push(ConfigError {
+                var: "ERRSHIM_RULES".to_string(),
+                token: e.token.clone(),
+                problem: e.problem.clone(),
+                suggestion: e.suggestion.clone(),
+                rule: Some(e),
+                fallback: format!("using the default rules '{}'", rules::DEFAULT_RULES),
+            });
+            rules::parse_rules(rules::DEFAULT_RULES).unwrap_or_default()
+        }),
+    };
+
+    let log = match get("ERRSHIM_LOG") {
+        None => LogDest::Stderr,
+        Some(v) => parse_log(&v).unwrap_or_else(|(problem, s)| {
+            errors.push(ConfigError {
+                var: "ERRSHIM_LOG".to_string(),
+                rule: None,
+                token: v.clone(),
+                problem,
+                suggestion: s.map(str::to_string),
+                fallback: "using the default 'stderr'".to_string(),
+            });
+            LogDest::Stderr
+        }),
+    };
+
+    let strict = get("ERRSHIM_STRICT").is_some_and(|v| bool_var("ERRSHIM_STRICT", &v, &mut errors));
+
+    let level = match get("ERRSHIM_LOG_LEVEL") {
+        None => LevelFilter::Warn,
+        Some(v) => parse_level(&v).unwrap_or_else(|| {
+            errors.push(ConfigError {
+                var: "ERRSHIM_LOG_LEVEL".to_string(),
+                rule: None,
+                token: v.clone(),
+                problem: "unknown level".to_string(),
+                suggestion: suggest::closest(&v, ["off", "error", "warn", "info", "debug"])
+                    .map(str::to_string),
+                fallback: "using the default 'warn'".to_string(),
+            });
+            LevelFilter::Warn
+        }),
+    };
+
+    // Parsed for its errors only; `disabled()` decides before this function runs.
+    if let Some(v) = get("ERRSHIM_DISABLE") {
+        bool_var("ERRSHIM_DISABLE", &v, &mut errors);
+    }
+
+    (
+        Config {
+            rules,
+            log,
+            strict,
+            level,
+        },
+        errors,
+    )
+}
+
+impl Config {
+    /// The effective configuration, one line per item, for `ERRSHIM_LOG_LEVEL=info` and
+    /// `scripts/errshim --check`.
+    pub fn describe(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        out.push(match &self.log {
+            LogDest::Stderr => "log: stderr".to_string(),
+            LogDest::Off => "log: off (rules still apply)".to_string(),
+            LogDest::File(p) => format!("log: file {p}"),
+        });
+        if self.rules.is_empty() {
+            out.push("rules: none (pure pass-through)".to_string());
+        }
+        for (i, r) in self.rules.iter().enumerate() {
+            let calls: Vec<&str> = r.calls.iter().map(|c| c.name()).collect();
+            let calls = if r.calls == rules::CallSet::ANY {
+                "any call".to_string()
+            } else {
+                calls.join(",")
+            };
+            let errnos = match &r.errnos {
+                rules::ErrnoSet::Any => "any errno".to_string(),
+                rules::ErrnoSet::List(l) => l
+                    .iter()
+                    .map(|&e| crate::errno::Name(e).to_string())
+                    .collect::<Vec<_>>()
+                    .join(","),
+            };
+            let what = match r.action {
+                rules::Action::Pass => "leave the result, log nothing".to_string(),
+                rules::Action::Log => "leave the result, log an event".to_string(),
+                rules::Action::Ignore => "report success (0) and log an event".to_string(),
+                rules::Action::Quiet => "report success (0), log nothing".to_string(),
+                rules::Action::Map(e) => {
+                    format!("fail with {} instead, log an event", crate::errno::Name(e))
+                }
+            };
+            out.push(format!(
+                "rule {}: {} failing with {} on fd={}: {}",
+                i + 1,
+                calls,
+                errnos,
+                r.fd.name(),
+                what
+            ));
+        }
+        out.push(format!(
+            "strict: {}",
+            if self.strict { "on" } else { "off" }
+        ));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn parse(vars: &[(&str, &str)]) -> (Config, Vec<ConfigError>) {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let names: Vec<String> = map.keys().cloned().collect();
+        from_lookup(&|k| map.get(k).cloned(), &names)
+    }
+
+    #[test]
+    fn defaults() {
+        let (c, e) = parse(&[]);
+        assert!(e.is_empty());
+        assert_eq!(c.rules, rules::parse_rules(rules::DEFAULT_RULES).unwrap());
+        assert_eq!(c.log, LogDest::Stderr);
+        assert!(!c.strict);
+        assert_eq!(c.level, LevelFilter::Warn);
+    }
+
+    #[test]
+    fn empty_rules_mean_none() {
+        let (c, e) = parse(&[("ERRSHIM_RULES", "")]);
+        assert!(e.is_empty() && c.rules.is_empty());
+    }
+
+    #[test]
+    fn bad_rules_fall_back_with_one_line() {
+        let (c, e) = parse(&[("ERRSHIM_RULES", "close,shutdown:ENOTCON:ignore")]);
+        assert_eq!(c.rules, rules::parse_rules(rules::DEFAULT_RULES).unwrap());
+        assert_eq!(e.len(), 1);
+        let line = e[0].to_string();
+        assert!(
+            line.contains("unknown errno 'ENOTCON' in rule 1 of ERRSHIM_RULES"),
+            "{line}"
+        );
+        assert!(line.contains("did you mean ENOTCONN?"), "{line}");
+        assert!(!line.contains('\n'));
+    }
+
+    #[test]
+    fn log_destinations() {
+        assert_eq!(parse(&[("ERRSHIM_LOG", "off")]).0.log, LogDest::Off);
+        assert_eq!(
+            parse(&[("ERRSHIM_LOG", "/tmp/e-%p.log")]).0.log,
+            LogDest::File("/tmp/e-%p.log".into())
+        );
+        let (c, e) = parse(&[("ERRSHIM_LOG", "stdrr")]);
+        assert_eq!(c.log, LogDest::Stderr);
+        assert_eq!(e[0].suggestion.as_deref(), Some("stderr"));
+        assert!(e[0].to_string().contains("ERRSHIM_LOG"));
+    }
+
+    #[test]
+    fn other_variables() {
+        let (c, e) = parse(&[("ERRSHIM_STRICT", "1"), ("ERRSHIM_LOG_LEVEL", "info")]);
+        assert!(e.is_empty() && c.strict && c.level == LevelFilter::Info);
+        let (_, e) = parse(&[("ERRSHIM_LOG_LEVEL", "inof")]);
+        assert_eq!(e[0].suggestion.as_deref(), Some("info"));
+        let (_, e) = parse(&[("ERRSHIM_STRICT", "maybe")]);
+        assert_eq!(e[0].var, "ERRSHIM_STRICT");
+        let (_, e) = parse(&[("ERRSHIM_RULSE", "")]);
+        assert_eq!(
+            (e[0].problem.as_str(), e[0].suggestion.as_deref()),
+            ("unknown variable", Some("ERRSHIM_RULES"))
+        );
+        assert!(disabled(
+            &|k| (k == "ERRSHIM_DISABLE").then(|| "1".to_string())
+        ));
+        assert!(!disabled(&|_| None));
+    }
+
+    #[test]
+    fn describe_mentions_every_rule() {
+        let (c, _) = parse(&[(
+            "ERRSHIM_RULES",
+            "read:ENOTCONN:map=ECONNRESET:fd=tcp;*:*:log",
+        )]);
+        let d = c.describe().join("\n");
+        assert!(
+            d.contains("rule 1: read failing with ENOTCONN on fd=tcp: fail with ECONNRESET"),
+            "{d}"
+        );
+        assert!(
+            d.contains("rule 2: any call failing with any errno on fd=sock"),
+            "{d}"
+        );
+    }
+}

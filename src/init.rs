@@ -1,0 +1,90 @@
+//! Load-time initialisation: resolve the real symbols, read the environment once, set up the
+//! log. Until this has run (another library's constructor calling a hooked function), and when
+//! `ERRSHIM_DISABLE=1`, every hook is a pure pass-through.
+
+use crate::config::{self, Config};
+use crate::fmtbuf::StackBuf;
+use crate::{fdtable, logger, real, sys};
+use core::fmt::Write;
+use once_cell::sync::OnceCell;
+
+static CONFIG: OnceCell<Config> = OnceCell::new();
+static COMM: OnceCell<([u8; 16], usize)> = OnceCell::new();
+
+/// The configuration, once the constructor has finished; `None` before that or when disabled.
+#[inline(always)]
+pub fn config() -> Option<&'static Config> {
+    CONFIG.get()
+}
+
+/// The program's name (the main thread's `comm` when errshim was loaded).
+pub fn comm() -> &'static [u8] {
+    COMM.get().and_then(|(b, n)| b.get(..*n)).unwrap_or(b"?")
+}
+
+fn diag_line(args: core::fmt::Arguments<'_>) {
+    let mut b = StackBuf::<1024>::new();
+    let _ = b.write_fmt(args);
+    logger::diag(b.finish_line());
+}
+
+fn init() {
+    let missing: Vec<_> = real::resolve_all().collect();
+    let vars: Vec<(String, String)> = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.to_string_lossy().into_owned())))
+        .filter(|(k, _)| k.starts_with("ERRSHIM_"))
+        .collect();
+    let get = |name: &str| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    if config::disabled(&get) {
+        return;
+    }
+    let names: Vec<String> = vars.iter().map(|(k, _)| k.clone()).collect();
+    let (cfg, errors) = config::from_lookup(&get, &names);
+
+    fdtable::init();
+    logger::init(&cfg.log);
+    if log::set_logger(&logger::DIAG_LOGGER).is_ok() {
+        log::set_max_level(cfg.level);
+    }
+    for e in &errors {
+        diag_line(format_args!("{e}"));
+    }
+    if cfg.strict && !errors.is_empty() {
+        diag_line(format_args!(
+            "errshim: ERRSHIM_STRICT=1 and {} configuration error(s): stopping with exit status 2",
+            errors.len()
+        ));
+        // SAFETY: ends the process at startup, as strict mode asks.
+        unsafe { libc::_exit(2) };
+    }
+    for name in &missing {
+        log::warn!(
+            "no real {:?} after errshim; that call fails with ENOSYS",
+            name
+        );
+    }
+
+    let mut name = [0u8; 16];
+    let n = sys::thread_name(&mut name);
+    let _ = COMM.set((name, n));
+
+    log::info!(
+        "errshim {} loaded into pid {} ({})",
+        env!("CARGO_PKG_VERSION"),
+        sys::getpid(),
+        String::from_utf8_lossy(comm())
+    );
+    for line in cfg.describe() {
+        log::info!("{line}");
+    }
+    let _ = CONFIG.set(cfg);
+}
+
+extern "C" fn constructor() {
+    // Never take the host down: a bug here leaves errshim as a pass-through.
+    let _ = std::panic::catch_unwind(init);
+}
+
+#[used]
+#[link_section = ".init_array"]
+static CONSTRUCTOR: extern "C" fn() = constructor;

@@ -1,0 +1,34 @@
+//! errshim: an `LD_PRELOAD` shim that handles socket errnos (ENOTCONN, EPIPE, ECONNRESET, ...)
+//! in unmodified programs by rule, and logs each event with its context.
+//!
+//! Layout (one concern per module):
+//! - `hooks`: the exported symbols; thin, unsafe, call the real function exactly once.
+//! - `ops`: what happens after a call failed (rules, event, errno); the only slow path.
+//! - `rules`, `config`: the configuration grammar, pure functions.
+//! - `event`, `fmtbuf`, `timefmt`: formatting an event line on the stack.
+//! - `logger`: destinations and the shim's own descriptors.
+//! - `sockinfo`, `fdtable`: what a descriptor is; `sys`: raw syscalls; `real`: real symbols.
+//! - `init`: the load-time constructor.
+
+pub mod config;
+pub mod errno;
+mod errno_table;
+pub mod event;
+pub mod fdtable;
+pub mod fmtbuf;
+pub mod logger;
+pub mod real;
+pub mod rules;
+pub mod sockinfo;
+pub mod suggest;
+pub mod sys;
+pub mod timefmt;
+
+// The interposing parts exist only in the preloadable library, never in the unit-test binary
+// (which would otherwise interpose its own libc calls).
+#[cfg(not(test))]
+mod hooks;
+#[cfg(not(test))]
+mod init;
+#[cfg(not(test))]
+mod ops;

@@ -1,0 +1,481 @@
+//! `ERRSHIM_RULES`: the grammar, and the decision for one failed call. Pure functions only.
+//!
+//! `CALLS:ERRNOS:ACTION[:OPTION...]`, rules separated by `;`, first match wins.
+
+use crate::errno;
+use crate::sockinfo::Kind;
+use crate::suggest;
+
+/// Every interposed call that rules can name. The fortified `__*_chk` entry points count as
+/// their plain names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Call {
+    Read,
+    Write,
+    Readv,
+    Writev,
+    Recv,
+    Recvfrom,
+    Recvmsg,
+    Send,
+    Sendto,
+    Sendmsg,
+    Shutdown,
+    Close,
+}
+
+impl Call {
+    pub const ALL: [Call; 12] = [
+        Call::Read,
+        Call::Write,
+        Call::Readv,
+        Call::Writev,
+        Call::Recv,
+        Call::Recvfrom,
+        Call::Recvmsg,
+        Call::Send,
+        Call::Sendto,
+        Call::Sendmsg,
+        Call::Shutdown,
+        Call::Close,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Call::Read => "read",
+            Call::Write => "write",
+            Call::Readv => "readv",
+            Call::Writev => "writev",
+            Call::Recv => "recv",
+            Call::Recvfrom => "recvfrom",
+            Call::Recvmsg => "recvmsg",
+            Call::Send => "send",
+            Call::Sendto => "sendto",
+            Call::Sendmsg => "sendmsg",
+            Call::Shutdown => "shutdown",
+            Call::Close => "close",
+        }
+    }
+
+    pub fn from_name(s: &str) -> Option<Call> {
+        let plain = match s {
+            "__read_chk" => "read",
+            "__recv_chk" => "recv",
+            "__recvfrom_chk" => "recvfrom",
+            other => other,
+        };
+        Call::ALL.iter().copied().find(|c| c.name() == plain)
+    }
+
+    /// Calls that transfer data out: reporting success for them would silently lose data.
+    pub fn is_write_family(self) -> bool {
+        matches!(
+            self,
+            Call::Write | Call::Writev | Call::Send | Call::Sendto | Call::Sendmsg
+        )
+    }
+
+    fn bit(self) -> u32 {
+        1 << self as u32
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CallSet(u32);
+
+impl CallSet {
+    pub const ANY: CallSet = CallSet((1 << Call::ALL.len()) - 1);
+    pub fn contains(self, c: Call) -> bool {
+        self.0 & c.bit() != 0
+    }
+    pub fn iter(self) -> impl Iterator<Item = Call> {
+        Call::ALL.into_iter().filter(move |c| self.contains(*c))
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ErrnoSet {
+    Any,
+    List(Vec<i32>),
+}
+
+impl ErrnoSet {
+    pub fn matches(&self, e: i32) -> bool {
+        match self {
+            ErrnoSet::Any => true,
+            ErrnoSet::List(l) => l.contains(&e),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Leave the result alone, log nothing.
+    Pass,
+    /// Leave the result alone, log an event.
+    Log,
+    /// Report success (0: close/shutdown succeed, the read family sees end of file) and log.
+    Ignore,
+    /// Like `Ignore`, without logging.
+    Quiet,
+    /// Fail with another errno, and log.
+    Map(i32),
+}
+
+impl Action {
+    pub fn logs(self) -> bool {
+        matches!(self, Action::Log | Action::Ignore | Action::Map(_))
+    }
+}
+
+/// Which descriptors a rule applies to (`fd=` option).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FdFilter {
+    Sock,
+    Tcp,
+    Udp,
+    Unix,
+    Any,
+}
+
+impl FdFilter {
+    pub const NAMES: [&'static str; 5] = ["sock", "tcp", "udp", "unix", "any"];
+
+    pub fn name(self) -> &'static str {
+        Self::NAMES[self as usize]
+    }
+
+    pub fn matches(self, kind: Kind) -> bool {
+        match self {
+            FdFilter::Any => true,
+            FdFilter::Sock => kind.is_socket(),
+            FdFilter::Tcp => kind.is_tcp(),
+            FdFilter::Udp => kind.is_udp(),
+            FdFilter::Unix => kind.is_unix(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rule {
+    pub calls: CallSet,
+    pub errnos: ErrnoSet,
+    pub action: Action,
+    pub fd: FdFilter,
+    /// The rule as the user wrote it, for messages.
+    pub text: String,
+}
+
+impl Rule {
+    /// Whether this rule applies to a failure of `call` with `err`, ignoring the fd filter
+    /// (which may need a syscall to evaluate, so it is checked last).
+    pub fn matches_call(&self, call: Call, err: i32) -> bool {
+        self.calls.contains(call) && self.errnos.matches(err)
+    }
+}
+
+/// The rules used when `ERRSHIM_RULES` is not set.
+pub const DEFAULT_RULES: &str = "close,shutdown:ENOTCONN:ignore";
+
+/// A rule that could not be parsed: which rule, which token, what is wrong, and the closest
+/// valid name where there is one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RuleError {
+    /// 1-based position of the rule among the non-empty rules.
+    pub rule: usize,
+    pub rule_text: String,
+    pub token: String,
+    pub problem: String,
+    pub suggestion: Option<String>,
+}
+
+impl RuleError {
+    fn new(rule: usize, text: &str, token: &str, problem: &str, suggestion: Option<&str>) -> Self {
+        RuleError {
+            rule,
+            rule_text: text.to_string(),
+            token: token.to_string(),
+            problem: problem.to_string(),
+            suggestion: suggestion.map(str::to_string),
+        }
+    }
+}
+
+const ACTION_NAMES: [&str; 5] = ["pass", "log", "ignore", "quiet", "map="];
+
+fn parse_calls(n: usize, text: &str, field: &str) -> Result<CallSet, RuleError> {
+    if field.trim() == "*" {
+        return Ok(CallSet::ANY);
+    }
+    let mut set = 0;
+    for tok in field.split(',').map(str::trim) {
+        match Call::from_name(tok) {
+            Some(c) => set |= c.bit(),
+            None => {
+                let names = Call::ALL.iter().map(|c| c.name()).chain([
+                    "__read_chk",
+                    "__recv_chk",
+                    "__recvfrom_chk",
+                ]);
+                return Err(RuleError::new(
+                    n,
+                    text,
+                    tok,
+                    "unknown call",
+                    suggest::closest(tok, names),
+                ));
+            }
+        }
+    }
+    Ok(CallSet(set))
+}
+
+fn parse_errno(n: usize, text: &str, tok: &str) -> Result<i32, RuleError> {
+    errno::parse(tok).ok_or_else(|| {
+        let upper = tok.to_ascii_uppercase();
+        RuleError::new(
+            n,
+            text,
+            tok,
+            "unknown errno",
+            suggest::closest(&upper, errno::names()),
+        )
+    })
+}
+
+fn parse_errnos(n: usize, text: &str, field: &str) -> Result<ErrnoSet, RuleError> {
+    if field.trim() == "*" {
+        return Ok(ErrnoSet::Any);
+    }
+    let list = field
+        .split(',')
+        .map(str::trim)
+        .map(|tok| parse_errno(n, text, tok))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(ErrnoSet::List(list))
+}
+
+fn parse_action(n: usize, text: &str, field: &str) -> Result<Action, RuleError> {
+    let field = field.trim();
+    Ok(match field {
+        "pass" => Action::Pass,
+        "log" => Action::Log,
+        "ignore" => Action::Ignore,
+        "quiet" => Action::Quiet,
+        _ => match field.strip_prefix("map=") {
+            Some(e) => Action::Map(parse_errno(n, text, e.trim())?),
+            None => {
+                let head = field.split('=').next().unwrap_or(field);
+                let s =
+                    suggest::closest(head, ACTION_NAMES.iter().map(|a| a.trim_end_matches('=')));
+                let s = s.map(|a| if a == "map" { "map=ERRNO" } else { a });
+                return Err(RuleError::new(n, text, field, "unknown action", s));
+            }
+        },
+    })
+}
+
+fn parse_option(n: usize, text: &str, tok: &str) -> Result<FdFilter, RuleError> {
+    let tok = tok.trim();
+    match tok.split_once('=') {
+        Some(("fd", v)) => match FdFilter::NAMES.iter().position(|&f| f == v.trim()) {
+            Some(i) => Ok([
+                FdFilter::Sock,
+                FdFilter::Tcp,
+                FdFilter::Udp,
+                FdFilter::Unix,
+                FdFilter::Any,
+            ][i]),
+            None => Err(RuleError::new(
+                n,
+                text,
+                v,
+                "unknown fd kind",
+                suggest::closest(v, FdFilter::NAMES),
+            )),
+        },
+        _ => {
+            let key = tok.split('=').next().unwrap_or(tok);
+            let s = suggest::closest(key, ["fd"]).map(|_| "fd=sock|tcp|udp|unix|any");
+            Err(RuleError::new(n, text, tok, "unknown option", s))
+        }
+    }
+}
+
+fn parse_rule(n: usize, text: &str) -> Result<Rule, RuleError> {
+    let fields: Vec<&str> = text.split(':').collect();
+    if fields.len() < 3 {
+        return Err(RuleError::new(
+            n,
+            text,
+            text,
+            "a rule needs CALLS:ERRNOS:ACTION",
+            None,
+        ));
+    }
+    let calls = parse_calls(n, text, fields[0])?;
+    let errnos = parse_errnos(n, text, fields[1])?;
+    let action = parse_action(n, text, fields[2])?;
+    let mut fd = FdFilter::Sock;
+    for opt in &fields[3..] {
+        fd = parse_option(n, text, opt)?;
+    }
+    if matches!(action, Action::Ignore | Action::Quiet) {
+        if let Some(w) = calls.iter().find(|c| c.is_write_family()) {
+            let what = if calls == CallSet::ANY { "*" } else { w.name() };
+            return Err(RuleError::new(
+                n,
+                text,
+                what,
+                "ignore/quiet would tell the program that unsent bytes were written (list the calls without the write family: write, writev, send, sendto, sendmsg)",
+                None,
+            ));
+        }
+    }
+    Ok(Rule {
+        calls,
+        errnos,
+        action,
+        fd,
+        text: text.trim().to_string(),
+    })
+}
+
+/// Parses a whole `ERRSHIM_RULES` value. Empty rules (`;;`, a trailing `;`) are skipped; an
+/// empty value gives no rules at all.
+pub fn parse_rules(spec: &str) -> Result<Vec<Rule>, RuleError> {
+    spec.split(';')
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+        .enumerate()
+        .map(|(i, r)| parse_rule(i + 1, r))
+        .collect()
+}
+
+/// The first rule that applies to `call` failing with `err` on a descriptor of kind `kind`.
+/// `kind` is only evaluated for rules whose call and errno match (it may cost syscalls).
+pub fn decide(
+    rules: &[Rule],
+    call: Call,
+    err: i32,
+    mut kind: impl FnMut() -> Kind,
+) -> Option<(usize, &Rule)> {
+    rules
+        .iter()
+        .enumerate()
+        .find(|(_, r)| r.matches_call(call, err) && (r.fd == FdFilter::Any || r.fd.matches(kind())))
+        .map(|(i, r)| (i + 1, r))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(spec: &str) -> RuleError {
+        parse_rules(spec).unwrap_err()
+    }
+
+    #[test]
+    fn default_rules_parse() {
+        let r = parse_rules(DEFAULT_RULES).unwrap();
+        assert_eq!(r.len(), 1);
+        assert!(r[0].calls.contains(Call::Close) && r[0].calls.contains(Call::Shutdown));
+        assert!(!r[0].calls.contains(Call::Read));
+        assert_eq!(r[0].errnos, ErrnoSet::List(vec![libc::ENOTCONN]));
+        assert_eq!(r[0].action, Action::Ignore);
+        assert_eq!(r[0].fd, FdFilter::Sock);
+    }
+
+    #[test]
+    fn full_grammar() {
+        let r =
+            parse_rules(" read,__read_chk:ENOTCONN,104:map=ECONNRESET:fd=tcp ; *:*:log:fd=any;")
+                .unwrap();
+        assert_eq!(r.len(), 2);
+        assert_eq!(r[0].calls.iter().collect::<Vec<_>>(), vec![Call::Read]);
+        assert_eq!(
+            r[0].errnos,
+            ErrnoSet::List(vec![libc::ENOTCONN, libc::ECONNRESET])
+        );
+        assert_eq!(r[0].action, Action::Map(libc::ECONNRESET));
+        assert_eq!(r[0].fd, FdFilter::Tcp);
+        assert_eq!(r[1].calls, CallSet::ANY);
+        assert_eq!(r[1].errnos, ErrnoSet::Any);
+        assert_eq!(r[1].fd, FdFilter::Any);
+        assert!(parse_rules("").unwrap().is_empty());
+        assert!(parse_rules(" ; ").unwrap().is_empty());
+    }
+
+    #[test]
+    fn errors_name_rule_token_and_suggestion() {
+        let e = err("close:ENOTCONN:ignore;close,shutdown:ENOTCON:ignore");
+        assert_eq!(
+            (e.rule, e.token.as_str(), e.problem.as_str()),
+            (2, "ENOTCON", "unknown errno")
+        );
+        assert_eq!(e.suggestion.as_deref(), Some("ENOTCONN"));
+        let e = err("shutdwon:ENOTCONN:ignore");
+        assert_eq!(
+            (e.token.as_str(), e.suggestion.as_deref()),
+            ("shutdwon", Some("shutdown"))
+        );
+        let e = err("close:ENOTCONN:ingore");
+        assert_eq!(
+            (e.problem.as_str(), e.suggestion.as_deref()),
+            ("unknown action", Some("ignore"))
+        );
+        let e = err("close:ENOTCONN:mapp=EPIPE");
+        assert_eq!(e.suggestion.as_deref(), Some("map=ERRNO"));
+        let e = err("read:ENOTCONN:map=EPIPPE");
+        assert_eq!(
+            (e.token.as_str(), e.suggestion.as_deref()),
+            ("EPIPPE", Some("EPIPE"))
+        );
+        let e = err("close:ENOTCONN:ignore:fd=tpc");
+        assert_eq!(
+            (e.token.as_str(), e.suggestion.as_deref()),
+            ("tpc", Some("tcp"))
+        );
+        let e = err("close:ENOTCONN:ignore:df=tcp");
+        assert_eq!(e.problem, "unknown option");
+        let e = err("close:ENOTCONN");
+        assert!(e.problem.contains("CALLS:ERRNOS:ACTION"));
+        assert_eq!(err("read:0:log").token, "0");
+    }
+
+    #[test]
+    fn ignore_on_write_family_is_refused() {
+        for spec in [
+            "write:EPIPE:ignore",
+            "read,send:EPIPE:quiet",
+            "*:EPIPE:ignore",
+        ] {
+            let e = err(spec);
+            assert!(e.problem.contains("unsent bytes"), "{spec}: {e:?}");
+        }
+        assert_eq!(err("*:EPIPE:ignore").token, "*");
+        assert!(parse_rules("write:EPIPE:log;send:EPIPE:map=ECONNRESET").is_ok());
+    }
+
+    #[test]
+    fn first_match_wins_and_kind_is_lazy() {
+        let rules = parse_rules(
+            "close:EBADF:log:fd=any;shutdown:ENOTCONN:pass:fd=unix;shutdown:ENOTCONN:ignore",
+        )
+        .unwrap();
+        let mut probes = 0;
+        let d = decide(&rules, Call::Close, libc::EBADF, || {
+            probes += 1;
+            Kind::NotOpen
+        });
+        assert_eq!(d.map(|(i, _)| i), Some(1));
+        assert_eq!(probes, 0, "fd=any needs no probe");
+        let d = decide(&rules, Call::Shutdown, libc::ENOTCONN, || Kind::UnixStream);
+        assert_eq!(d.map(|(i, r)| (i, r.action)), Some((2, Action::Pass)));
+        let d = decide(&rules, Call::Shutdown, libc::ENOTCONN, || Kind::Tcp4);
+        assert_eq!(d.map(|(i, r)| (i, r.action)), Some((3, Action::Ignore)));
+        assert!(decide(&rules, Call::Shutdown, libc::ENOTCONN, || Kind::NotSocket).is_none());
+        assert!(decide(&rules, Call::Read, libc::ENOTCONN, || Kind::Tcp4).is_none());
+    }
+}

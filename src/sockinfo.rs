@@ -1,0 +1,229 @@
+//! What a descriptor is and which addresses it has, read from the kernel on the slow path only
+//! (after a call failed), with calls that never change what the program sees next:
+//! `getsockopt(SO_TYPE/SO_DOMAIN/SO_PROTOCOL)`, `getsockname`, `getpeername`. Never `SO_ERROR`.
+
+use crate::sys;
+use core::fmt;
+use core::net::{Ipv4Addr, Ipv6Addr};
+
+/// A descriptor's kind. Stored as one byte in the fd table, 0 meaning "not known".
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Kind {
+    Unknown = 0,
+    Tcp4,
+    Tcp6,
+    Udp4,
+    Udp6,
+    UnixStream,
+    UnixDgram,
+    UnixSeqpacket,
+    OtherSocket,
+    NotSocket,
+    NotOpen,
+}
+
+impl Kind {
+    pub fn from_u8(v: u8) -> Kind {
+        use Kind::*;
+        [
+            Unknown,
+            Tcp4,
+            Tcp6,
+            Udp4,
+            Udp6,
+            UnixStream,
+            UnixDgram,
+            UnixSeqpacket,
+            OtherSocket,
+            NotSocket,
+            NotOpen,
+        ]
+        .get(v as usize)
+        .copied()
+        .unwrap_or(Unknown)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Unknown => "unknown",
+            Kind::Tcp4 => "tcp4",
+            Kind::Tcp6 => "tcp6",
+            Kind::Udp4 => "udp4",
+            Kind::Udp6 => "udp6",
+            Kind::UnixStream => "unix-stream",
+            Kind::UnixDgram => "unix-dgram",
+            Kind::UnixSeqpacket => "unix-seqpacket",
+            Kind::OtherSocket => "socket",
+            Kind::NotSocket => "not-a-socket",
+            Kind::NotOpen => "not-open",
+        }
+    }
+
+    pub fn is_socket(self) -> bool {
+        self.is_tcp() || self.is_udp() || self.is_unix() || self == Kind::OtherSocket
+    }
+    pub fn is_tcp(self) -> bool {
+        matches!(self, Kind::Tcp4 | Kind::Tcp6)
+    }
+    pub fn is_udp(self) -> bool {
+        matches!(self, Kind::Udp4 | Kind::Udp6)
+    }
+    pub fn is_unix(self) -> bool {
+        matches!(
+            self,
+            Kind::UnixStream | Kind::UnixDgram | Kind::UnixSeqpacket
+        )
+    }
+
+    /// The kind a successful `socket(domain, type, protocol)` created, from its arguments alone.
+    pub fn from_socket_args(domain: i32, ty: i32, protocol: i32) -> Kind {
+        let ty = ty & !(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC);
+        match (domain, ty, protocol) {
+            (libc::AF_INET, libc::SOCK_STREAM, 0 | libc::IPPROTO_TCP) => Kind::Tcp4,
+            (libc::AF_INET6, libc::SOCK_STREAM, 0 | libc::IPPROTO_TCP) => Kind::Tcp6,
+            (libc::AF_INET, libc::SOCK_DGRAM, 0 | libc::IPPROTO_UDP) => Kind::Udp4,
+            (libc::AF_INET6, libc::SOCK_DGRAM, 0 | libc::IPPROTO_UDP) => Kind::Udp6,
+            (libc::AF_UNIX, libc::SOCK_STREAM, _) => Kind::UnixStream,
+            (libc::AF_UNIX, libc::SOCK_DGRAM, _) => Kind::UnixDgram,
+            (libc::AF_UNIX, libc::SOCK_SEQPACKET, _) => Kind::UnixSeqpacket,
+            _ => Kind::OtherSocket,
+        }
+    }
+}
+
+/// Asks the kernel what `fd` is. Costs up to three `getsockopt` syscalls: slow path only.
+pub fn probe_kind(fd: i32) -> Kind {
+    let ty = match sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE) {
+        Ok(t) => t,
+        Err(libc::ENOTSOCK) => return Kind::NotSocket,
+        Err(libc::EBADF) => return Kind::NotOpen,
+        Err(_) => return Kind::Unknown,
+    };
+    let domain = sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_DOMAIN).unwrap_or(-1);
+    let protocol = sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PROTOCOL).unwrap_or(-1);
+    Kind::from_socket_args(domain, ty, protocol)
+}
+
+/// A socket address as the kernel reported it, kept by value so events need no heap.
+#[derive(Clone, Copy)]
+pub enum Addr {
+    V4(Ipv4Addr, u16),
+    V6(Ipv6Addr, u16),
+    /// A filesystem path (bytes without the terminating NUL).
+    UnixPath([u8; 108], usize),
+    /// An abstract socket name (shown with a leading `@`).
+    UnixAbstract([u8; 107], usize),
+    UnixUnnamed,
+    Family(i32),
+}
+
+impl Addr {
+    /// Decodes `len` bytes of a sockaddr filled in by the kernel.
+    pub fn from_storage(ss: &libc::sockaddr_storage, len: usize) -> Option<Addr> {
+        let family = i32::from(ss.ss_family);
+        // SAFETY: sockaddr_storage is large and aligned enough for every sockaddr type, and the
+        // kernel wrote a sockaddr of `family` into it.
+        unsafe {
+            match family {
+                libc::AF_INET if len >= core::mem::size_of::<libc::sockaddr_in>() => {
+                    let sin = &*(ss as *const _ as *const libc::sockaddr_in);
+                    let ip = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+                    Some(Addr::V4(ip, u16::from_be(sin.sin_port)))
+                }
+                libc::AF_INET6 if len >= core::mem::size_of::<libc::sockaddr_in6>() => {
+                    let sin6 = &*(ss as *const _ as *const libc::sockaddr_in6);
+                    let ip = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+                    Some(Addr::V6(ip, u16::from_be(sin6.sin6_port)))
+                }
+                libc::AF_UNIX => {
+                    let sun = &*(ss as *const _ as *const libc::sockaddr_un);
+                    let off = core::mem::size_of::<libc::sa_family_t>();
+                    let n = len.saturating_sub(off).min(sun.sun_path.len());
+                    let path = core::slice::from_raw_parts(sun.sun_path.as_ptr() as *const u8, n);
+                    match path.first() {
+                        None => Some(Addr::UnixUnnamed),
+                        Some(0) => {
+                            let mut name = [0u8; 107];
+                            let m = (n - 1).min(name.len());
+                            name[..m].copy_from_slice(&path[1..1 + m]);
+                            Some(Addr::UnixAbstract(name, m))
+                        }
+                        Some(_) => {
+                            let m = path.iter().position(|&b| b == 0).unwrap_or(n);
+                            let mut p = [0u8; 108];
+                            p[..m].copy_from_slice(&path[..m]);
+                            Some(Addr::UnixPath(p, m))
+                        }
+                    }
+                }
+                _ => Some(Addr::Family(family)),
+            }
+        }
+    }
+
+    /// Writes the address for a text line; path bytes are escaped by the caller's buffer.
+    pub fn write_to<const N: usize>(&self, out: &mut crate::fmtbuf::StackBuf<N>) {
+        use core::fmt::Write;
+        let _ = match self {
+            Addr::V4(ip, port) => write!(out, "{ip}:{port}"),
+            Addr::V6(ip, port) => write!(out, "[{ip}]:{port}"),
+            Addr::UnixPath(p, n) => {
+                out.push_escaped(p.get(..*n).unwrap_or(&[]));
+                Ok(())
+            }
+            Addr::UnixAbstract(p, n) => {
+                out.push(b"@");
+                out.push_escaped(p.get(..*n).unwrap_or(&[]));
+                Ok(())
+            }
+            Addr::UnixUnnamed => write!(out, "(unnamed)"),
+            Addr::Family(f) => write!(out, "(family {f})"),
+        };
+    }
+}
+
+impl fmt::Debug for Addr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut b = crate::fmtbuf::StackBuf::<160>::new();
+        self.write_to(&mut b);
+        f.write_str(core::str::from_utf8(b.as_bytes()).unwrap_or("?"))
+    }
+}
+
+pub fn local_addr(fd: i32) -> Option<Addr> {
+    sys::sockname(fd, false)
+}
+
+pub fn peer_addr(fd: i32) -> Option<Addr> {
+    sys::sockname(fd, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_from_socket_args() {
+        let k = Kind::from_socket_args;
+        assert_eq!(
+            k(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0),
+            Kind::Tcp4
+        );
+        assert_eq!(
+            k(libc::AF_INET6, libc::SOCK_DGRAM, libc::IPPROTO_UDP),
+            Kind::Udp6
+        );
+        assert_eq!(
+            k(libc::AF_UNIX, libc::SOCK_SEQPACKET, 0),
+            Kind::UnixSeqpacket
+        );
+        assert_eq!(
+            k(libc::AF_INET, libc::SOCK_STREAM, libc::IPPROTO_SCTP),
+            Kind::OtherSocket
+        );
+        for v in 0..=11u8 {
+            assert_eq!(Kind::from_u8(v) as u8, if v <= 10 { v } else { 0 });
+        }
+    }
+}

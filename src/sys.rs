@@ -1,0 +1,194 @@
+//! Raw system calls for the shim's own work. Everything here goes through `syscall(2)`, never
+//! through the libc wrappers that errshim (or another preload) interposes, so the shim's own
+//! I/O can never re-enter a hook. All of these are async-signal-safe.
+
+use crate::sockinfo::Addr;
+use libc::{c_long, c_void};
+
+fn ret(r: c_long) -> Result<c_long, i32> {
+    if r < 0 {
+        Err(crate::errno::get())
+    } else {
+        Ok(r)
+    }
+}
+
+pub fn write(fd: i32, buf: &[u8]) -> Result<usize, i32> {
+    // SAFETY: buf is a valid slice for its whole length.
+    let r = unsafe { libc::syscall(libc::SYS_write, fd, buf.as_ptr(), buf.len()) };
+    ret(r).map(|n| n as usize)
+}
+
+pub fn close(fd: i32) {
+    // SAFETY: closes a descriptor the shim itself owns.
+    unsafe { libc::syscall(libc::SYS_close, fd) };
+}
+
+pub fn getpid() -> i32 {
+    // SAFETY: no arguments.
+    unsafe { libc::syscall(libc::SYS_getpid) as i32 }
+}
+
+pub fn gettid() -> i32 {
+    // SAFETY: no arguments.
+    unsafe { libc::syscall(libc::SYS_gettid) as i32 }
+}
+
+pub fn getsockopt_int(fd: i32, level: i32, name: i32) -> Result<i32, i32> {
+    let mut v: i32 = 0;
+    let mut len = core::mem::size_of::<i32>() as libc::socklen_t;
+    // SAFETY: v and len are valid for writing.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_getsockopt,
+            fd,
+            level,
+            name,
+            &mut v as *mut i32,
+            &mut len,
+        )
+    };
+    ret(r).map(|_| v)
+}
+
+/// `getsockname` (peer = false) or `getpeername` (peer = true).
+pub fn sockname(fd: i32, peer: bool) -> Option<Addr> {
+    // SAFETY: an all-zero sockaddr_storage is valid.
+    let mut ss: libc::sockaddr_storage = unsafe { core::mem::zeroed() };
+    let mut len = core::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    let nr = if peer {
+        libc::SYS_getpeername
+    } else {
+        libc::SYS_getsockname
+    };
+    // SAFETY: ss and len are valid for writing, len holds ss's size.
+    let r = unsafe { libc::syscall(nr, fd, &mut ss as *mut _ as *mut c_void, &mut len) };
+    ret(r).ok()?;
+    Addr::from_storage(&ss, len as usize)
+}
+
+/// (device, inode) of an open descriptor: how the logger knows its descriptor is still its own.
+pub fn identity(fd: i32) -> Option<(u64, u64)> {
+    // SAFETY: an all-zero stat is valid.
+    let mut st: libc::stat = unsafe { core::mem::zeroed() };
+    // SAFETY: st is valid for writing.
+    let r = unsafe { libc::syscall(libc::SYS_fstat, fd, &mut st as *mut libc::stat) };
+    ret(r).ok()?;
+    Some((st.st_dev, st.st_ino))
+}
+
+/// `fcntl(fd, F_DUPFD_CLOEXEC, min)`.
+pub fn dup_cloexec_at_least(fd: i32, min: i32) -> Result<i32, i32> {
+    // SAFETY: plain integer arguments.
+    let r = unsafe { libc::syscall(libc::SYS_fcntl, fd, libc::F_DUPFD_CLOEXEC, min) };
+    ret(r).map(|n| n as i32)
+}
+
+/// Opens a log file: append-only, close-on-exec, never through a symlink, created 0600.
+pub fn open_log(path: &core::ffi::CStr) -> Result<i32, i32> {
+    let flags = libc::O_WRONLY
+        | libc::O_APPEND
+        | libc::O_CREAT
+        | libc::O_CLOEXEC
+        | libc::O_NOFOLLOW
+        | libc::O_NOCTTY;
+    // SAFETY: path is NUL-terminated.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_openat,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            flags,
+            0o600,
+        )
+    };
+    ret(r).map(|n| n as i32)
+}
+
+/// The soft and hard `RLIMIT_NOFILE`.
+pub fn nofile_limit() -> (u64, u64) {
+    let mut rl = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: rl is valid for writing.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_getrlimit,
+            libc::RLIMIT_NOFILE,
+            &mut rl as *mut libc::rlimit,
+        )
+    };
+    if r < 0 {
+        return (1024, 1024);
+    }
+    (rl.rlim_cur, rl.rlim_max)
+}
+
+/// The calling thread's name (`prctl(PR_GET_NAME)`), at most 15 bytes.
+pub fn thread_name(out: &mut [u8; 16]) -> usize {
+    *out = [0; 16];
+    // SAFETY: PR_GET_NAME writes at most 16 bytes into out.
+    unsafe { libc::syscall(libc::SYS_prctl, libc::PR_GET_NAME, out.as_mut_ptr()) };
+    out.iter().position(|&b| b == 0).unwrap_or(16)
+}
+
+/// Writes `buf` to `fd` with one `write` syscall, without letting a broken pipe raise SIGPIPE
+/// in the host: SIGPIPE is blocked around the write and a SIGPIPE the write itself raised is
+/// consumed, so the program sees exactly the signals it would have seen without errshim.
+pub fn write_nosigpipe(fd: i32, buf: &[u8]) -> Result<usize, i32> {
+    const SIGSET_BYTES: usize = 8;
+    let pipe_bit: u64 = 1 << (libc::SIGPIPE - 1);
+    let mut old: u64 = 0;
+    // SAFETY: the kernel sigset is 8 bytes on Linux; both pointers are valid.
+    unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_BLOCK,
+            &pipe_bit as *const u64,
+            &mut old as *mut u64,
+            SIGSET_BYTES,
+        )
+    };
+    let mut pending: u64 = 0;
+    // SAFETY: as above.
+    unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigpending,
+            &mut pending as *mut u64,
+            SIGSET_BYTES,
+        )
+    };
+    let was_pending = pending & pipe_bit != 0;
+    let mut r = write(fd, buf);
+    while r == Err(libc::EINTR) {
+        r = write(fd, buf);
+    }
+    if r == Err(libc::EPIPE) && !was_pending {
+        let zero = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: consumes the SIGPIPE our own write raised; all pointers valid.
+        unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigtimedwait,
+                &pipe_bit as *const u64,
+                core::ptr::null_mut::<libc::siginfo_t>(),
+                &zero as *const libc::timespec,
+                SIGSET_BYTES,
+            )
+        };
+    }
+    // SAFETY: restores the mask saved above.
+    unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_SETMASK,
+            &old as *const u64,
+            core::ptr::null_mut::<u64>(),
+            SIGSET_BYTES,
+        )
+    };
+    r
+}

@@ -1,0 +1,71 @@
+//! UTC timestamps for event lines, computed with integer arithmetic only (no libc time
+//! functions, which may take locks or read time zone files).
+
+use core::fmt;
+
+/// Seconds and nanoseconds since the Unix epoch, shown as `2026-11-21T10:00:00.123456Z`.
+pub struct Utc {
+    pub secs: i64,
+    pub nanos: i64,
+}
+
+/// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar.
+pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+impl fmt::Display for Utc {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let days = self.secs.div_euclid(86_400);
+        let sod = self.secs.rem_euclid(86_400);
+        let (y, mo, d) = civil_from_days(days);
+        write!(
+            f,
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
+            y,
+            mo,
+            d,
+            sod / 3600,
+            sod / 60 % 60,
+            sod % 60,
+            self.nanos / 1000
+        )
+    }
+}
+
+/// The current wall-clock time (clock_gettime is served by the vDSO: no syscall, no lock).
+pub fn now() -> Utc {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid, writable timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
+    Utc {
+        secs: ts.tv_sec,
+        nanos: ts.tv_nsec,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_dates() {
+        let t = |secs, nanos| Utc { secs, nanos }.to_string();
+        assert_eq!(t(0, 0), "1970-01-01T00:00:00.000000Z");
+        assert_eq!(t(951_782_400, 5_000), "2000-02-29T00:00:00.000005Z");
+        assert_eq!(t(1_795_255_200, 123_456_789), "2026-11-21T10:00:00.123456Z");
+        assert_eq!(t(-1, 0), "1969-12-31T23:59:59.000000Z");
+    }
+}
