@@ -1,0 +1,333 @@
+//! The rules at work on errors that the real kernel produces (recipes from
+//! shared/docs/linux-socket-errors.md), in C programs and in Python.
+
+mod common;
+use common::*;
+
+const ENOTCONN: i32 = libc::ENOTCONN;
+const EILSEQ: i32 = libc::EILSEQ;
+
+fn scenarios() -> std::path::PathBuf {
+    program("scenarios")
+}
+
+/// Recipes A (never connected, TCP and UDP), B (finished FIN exchange), C (reset by unread
+/// data), D (reset before accept), E (refused connect), G (torn-down listener): `shutdown`
+/// fails with ENOTCONN without errshim, and with the default rules it returns 0, leaves errno
+/// alone and logs exactly one event naming the call and the socket.
+#[test]
+fn default_rules_suppress_kernel_enotconn_from_shutdown() {
+    let cases = [
+        (
+            "never_connected shutdown",
+            "shutdown(fd=3, SHUT_RDWR)",
+            "tcp4",
+        ),
+        ("fin shutdown", "SHUT_RDWR)", "tcp4"),
+        ("reset shutdown", "SHUT_WR)", "tcp4"),
+        ("reset_before_accept shutdown", "SHUT_WR)", "tcp4"),
+        ("refused shutdown", "SHUT_RDWR)", "tcp4"),
+        ("listener shutdown_again", "SHUT_RDWR)", "tcp4"),
+        ("udp shutdown", "SHUT_RDWR)", "udp4"),
+    ];
+    for (step, call_text, kind) in cases {
+        let scenario = step.split(' ').next().unwrap();
+        let bare = Cmd::new(scenarios()).args([scenario]).run();
+        bare.assert_ok();
+        assert_eq!(
+            result_of(&bare, step),
+            (-1, ENOTCONN),
+            "without errshim: {step}"
+        );
+        assert!(bare.events().is_empty());
+
+        let shim = Cmd::new(scenarios()).args([scenario]).shim().run();
+        shim.assert_ok();
+        assert_eq!(
+            result_of(&shim, step),
+            (0, EILSEQ),
+            "with errshim, errno must be as before the call: {step}"
+        );
+        let ev = shim.events();
+        assert_eq!(
+            ev.len(),
+            1,
+            "{step}: one event expected:\n{}",
+            shim.describe()
+        );
+        let e = ev[0];
+        assert!(e.contains(call_text), "{step}: {e}");
+        assert!(
+            e.contains(" = -1 ENOTCONN -> ignored, returned 0 | "),
+            "{step}: {e}"
+        );
+        assert!(e.contains(&format!("| {kind} local=")), "{step}: {e}");
+        assert!(
+            e.contains(" peer=? rule=1"),
+            "{step}: the kernel no longer reports the peer: {e}"
+        );
+        assert!(e.contains(&format!("comm=scenarios ")), "{e}");
+        // Everything else the program saw is unchanged.
+        let strip = |r: &Run| {
+            r.stdout
+                .lines()
+                .filter(|l| !l.starts_with(step))
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            strip(&bare),
+            strip(&shim),
+            "{step}: other calls must be unaffected"
+        );
+    }
+}
+
+/// The event line carries a timestamp, pid, tid and the local address the kernel still knows.
+#[test]
+fn event_line_fields() {
+    let r = Cmd::new(scenarios()).args(["reset"]).shim().run();
+    let ev = r.events();
+    assert_eq!(ev.len(), 1, "{}", r.describe());
+    let e = ev[0];
+    let ts = e.split(' ').nth(1).unwrap();
+    assert_eq!(ts.len(), "2026-11-21T10:00:00.123456Z".len(), "{e}");
+    assert!(ts.ends_with('Z') && ts.as_bytes()[10] == b'T', "{e}");
+    let pid = e.split(" pid=").nth(1).unwrap().split(' ').next().unwrap();
+    let tid = e.split(" tid=").nth(1).unwrap().split(' ').next().unwrap();
+    assert!(
+        pid.parse::<u32>().is_ok() && pid == tid,
+        "single-threaded: tid == pid: {e}"
+    );
+    assert!(e.contains("local=127.0.0.1:"), "{e}");
+}
+
+/// `ERRSHIM_RULES=` (set but empty): exactly what the program sees without errshim, nothing
+/// logged, for every scenario (including calls that succeed, fail, and errno afterwards).
+#[test]
+fn empty_rules_are_pure_pass_through() {
+    let all = [
+        "never_connected",
+        "fin",
+        "reset",
+        "reset_before_accept",
+        "refused",
+        "listener",
+        "udp",
+        "unix",
+        "notsock",
+    ];
+    let bare = Cmd::new(scenarios()).args(all).run();
+    bare.assert_ok();
+    let shim = Cmd::new(scenarios())
+        .args(all)
+        .shim()
+        .env("ERRSHIM_RULES", "")
+        .run();
+    shim.assert_ok();
+    let norm = |s: &str| {
+        s.lines()
+            .filter(|l| !l.contains("local="))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(norm(&bare.stdout), norm(&shim.stdout));
+    assert!(shim.stderr.is_empty(), "nothing logged: {}", shim.stderr);
+}
+
+/// `fd=` filters decide by the descriptor's kind: the default (sockets) leaves a pipe's EPIPE
+/// and a non-socket's ENOTSOCK alone; `fd=any` reaches them; `fd=unix` and `fd=tcp` split.
+#[test]
+fn fd_filters() {
+    let r = Cmd::new(scenarios())
+        .args(["notsock"])
+        .shim()
+        .env("ERRSHIM_RULES", "*:*:log")
+        .run();
+    assert!(
+        r.events().is_empty(),
+        "default fd=sock must not touch pipes: {}",
+        r.stderr
+    );
+
+    let r = Cmd::new(scenarios())
+        .args(["notsock"])
+        .shim()
+        .env("ERRSHIM_RULES", "*:*:log:fd=any")
+        .run();
+    let ev = r.events();
+    assert_eq!(ev.len(), 3, "{}", r.describe());
+    assert!(
+        ev[0].contains("write(fd=")
+            && ev[0].contains("= -1 EPIPE -> logged, returned -1 EPIPE | not-a-socket rule=1"),
+        "{}",
+        ev[0]
+    );
+    assert!(
+        ev[1].contains("shutdown(") && ev[1].contains("ENOTSOCK"),
+        "{}",
+        ev[1]
+    );
+    assert!(
+        ev[2].contains("close(fd=1000000) = -1 EBADF") && ev[2].contains("| not-open"),
+        "{}",
+        ev[2]
+    );
+    assert_eq!(
+        result_of(&r, "notsock write"),
+        (-1, libc::EPIPE),
+        "log leaves the result"
+    );
+
+    // AF_UNIX: an unconnected stream socket's write fails with ENOTCONN.
+    let rules = "write:ENOTCONN:map=EPIPE:fd=tcp;write:ENOTCONN:map=ECONNRESET:fd=unix";
+    let r = Cmd::new(scenarios())
+        .args(["unix", "never_connected"])
+        .shim()
+        .env("ERRSHIM_RULES", rules)
+        .run();
+    assert_eq!(result_of(&r, "unix write"), (-1, libc::ECONNRESET));
+    let ev = r.events();
+    assert_eq!(ev.len(), 1, "{}", r.describe());
+    assert!(
+        ev[0].contains(
+            "-> mapped, returned -1 ECONNRESET | unix-stream local=(unnamed) peer=? rule=2"
+        ),
+        "{}",
+        ev[0]
+    );
+}
+
+/// First match wins; `pass` stops later rules; `quiet` suppresses without a log line.
+#[test]
+fn first_match_wins_pass_and_quiet() {
+    let r = Cmd::new(scenarios())
+        .args(["never_connected"])
+        .shim()
+        .env(
+            "ERRSHIM_RULES",
+            "shutdown:ENOTCONN:pass;shutdown,read:ENOTCONN:ignore",
+        )
+        .run();
+    assert_eq!(result_of(&r, "never_connected shutdown"), (-1, ENOTCONN));
+    assert_eq!(
+        result_of(&r, "never_connected read"),
+        (0, EILSEQ),
+        "ignore on read = end of file, errno untouched"
+    );
+    assert_eq!(r.events().len(), 1, "{}", r.describe());
+
+    let r = Cmd::new(scenarios())
+        .args(["never_connected"])
+        .shim()
+        .env("ERRSHIM_RULES", "shutdown:ENOTCONN:quiet")
+        .run();
+    assert_eq!(result_of(&r, "never_connected shutdown"), (0, EILSEQ));
+    assert!(r.stderr.is_empty(), "quiet logs nothing: {}", r.stderr);
+}
+
+/// `map=` and `log` on `read` of a never-connected TCP socket, from a program built with
+/// `-O2 -D_FORTIFY_SOURCE=2`, whose calls go to `__read_chk`, `__recv_chk`, `__recvfrom_chk`.
+#[test]
+fn fortified_entry_points() {
+    let bin = cc("fortify", "fortify", &["-O2", "-D_FORTIFY_SOURCE=2"]);
+    let bare = Cmd::new(&bin).run();
+    assert_eq!(result_of(&bare, "fortify read"), (-1, ENOTCONN));
+
+    let r = Cmd::new(&bin)
+        .shim()
+        .env(
+            "ERRSHIM_RULES",
+            "read:ENOTCONN:map=ECONNRESET;recv,recvfrom:ENOTCONN:log",
+        )
+        .run();
+    r.assert_ok();
+    assert_eq!(result_of(&r, "fortify read"), (-1, libc::ECONNRESET));
+    assert_eq!(result_of(&r, "fortify recv"), (-1, ENOTCONN));
+    assert_eq!(result_of(&r, "fortify recvfrom"), (-1, ENOTCONN));
+    let ev = r.events();
+    assert_eq!(ev.len(), 3, "{}", r.describe());
+    assert!(
+        ev[0].contains(
+            "__read_chk(fd=3, len=64) = -1 ENOTCONN -> mapped, returned -1 ECONNRESET | tcp4"
+        ),
+        "{}",
+        ev[0]
+    );
+    assert!(
+        ev[1].contains(
+            "__recv_chk(fd=3, len=64) = -1 ENOTCONN -> logged, returned -1 ENOTCONN | tcp4"
+        ),
+        "{}",
+        ev[1]
+    );
+    assert!(
+        ev[2].contains("__recvfrom_chk(fd=3, len=64) = -1 ENOTCONN -> logged"),
+        "{}",
+        ev[2]
+    );
+}
+
+const PY_READ: &str = r#"
+import os, socket
+s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+try:
+    os.read(s.fileno(), 100)
+    print("read ok")
+except OSError as e:
+    print("read errno", e.errno)
+try:
+    s.recv(100)
+    print("recv ok")
+except OSError as e:
+    print("recv errno", e.errno)
+try:
+    s.shutdown(socket.SHUT_RDWR)
+    print("shutdown ok")
+except OSError as e:
+    print("shutdown errno", e.errno)
+s.close()
+"#;
+
+/// The same from Python: `os.read` goes through `read`, `socket.recv` through `recv`, and
+/// `socket.shutdown` raises `OSError(107)` without errshim but not with the default rules.
+#[test]
+fn python_read_recv_shutdown() {
+    if !require_tool("python3") {
+        return;
+    }
+    let bare = Cmd::new("python3").args(["-c", PY_READ]).run();
+    assert_eq!(
+        bare.stdout,
+        "read errno 107\nrecv errno 107\nshutdown errno 107\n",
+        "{}",
+        bare.describe()
+    );
+
+    let rules = "read:ENOTCONN:map=ECONNRESET;recv:ENOTCONN:log;shutdown:ENOTCONN:ignore";
+    let r = Cmd::new("python3")
+        .args(["-c", PY_READ])
+        .shim()
+        .env("ERRSHIM_RULES", rules)
+        .run();
+    r.assert_ok();
+    assert_eq!(
+        r.stdout,
+        "read errno 104\nrecv errno 107\nshutdown ok\n",
+        "{}",
+        r.describe()
+    );
+    let ev = r.events();
+    assert_eq!(ev.len(), 3, "{}", r.describe());
+    assert!(ev[0].contains("comm=python3 read(fd=3, len=100) = -1 ENOTCONN -> mapped, returned -1 ECONNRESET | tcp4"), "{}", ev[0]);
+    assert!(
+        ev[1].contains("recv(fd=3, len=100) = -1 ENOTCONN -> logged, returned -1 ENOTCONN"),
+        "{}",
+        ev[1]
+    );
+    assert!(
+        ev[2].contains("shutdown(fd=3, SHUT_RDWR) = -1 ENOTCONN -> ignored, returned 0"),
+        "{}",
+        ev[2]
+    );
+}
