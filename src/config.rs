@@ -59,8 +59,33 @@ pub struct ConfigError {
     pub token: String,
     pub problem: String,
     pub suggestion: Option<String>,
+    pub hint: Option<String>,
     /// What errshim does instead, e.g. "using the default 'stderr'".
     pub fallback: String,
+}
+
+impl ConfigError {
+    fn new(var: &str, token: &str, problem: &str, fallback: &str) -> Self {
+        ConfigError {
+            var: var.to_string(),
+            rule: None,
+            token: token.to_string(),
+            problem: problem.to_string(),
+            suggestion: None,
+            hint: None,
+            fallback: fallback.to_string(),
+        }
+    }
+
+    fn suggest(mut self, s: Option<&str>) -> Self {
+        self.suggestion = s.map(str::to_string);
+        self
+    }
+
+    fn hint(mut self, h: Option<String>) -> Self {
+        self.hint = h;
+        self
+    }
 }
 
 impl fmt::Display for ConfigError {
@@ -77,6 +102,9 @@ impl fmt::Display for ConfigError {
         if let Some(s) = &self.suggestion {
             write!(f, "; did you mean {s}?")?;
         }
+        if let Some(h) = &self.hint {
+            write!(f, "; {h}")?;
+        }
         write!(f, "; {}", self.fallback)
     }
 }
@@ -86,14 +114,12 @@ fn bool_var(name: &str, value: &str, errors: &mut Vec<ConfigError>) -> bool {
         "1" | "true" | "yes" | "on" => true,
         "" | "0" | "false" | "no" | "off" => false,
         _ => {
-            errors.push(ConfigError {
-                var: name.to_string(),
-                rule: None,
-                token: value.to_string(),
-                problem: "expected 1 or 0, got".to_string(),
-                suggestion: None,
-                fallback: "treating it as 0".to_string(),
-            });
+            errors.push(ConfigError::new(
+                name,
+                value,
+                "expected 1 or 0, got",
+                "treating it as 0",
+            ));
             false
         }
     }
@@ -104,13 +130,14 @@ pub fn disabled(get: &dyn Fn(&str) -> Option<String>) -> bool {
     get("ERRSHIM_DISABLE").is_some_and(|v| bool_var("ERRSHIM_DISABLE", &v, &mut Vec::new()))
 }
 
+/// Parses `ERRSHIM_LOG`; on error, the hint and the closest keyword.
 pub fn parse_log(value: &str) -> Result<LogDest, (String, Option<&'static str>)> {
     match value.trim() {
         "" | "stderr" => Ok(LogDest::Stderr),
         "off" => Ok(LogDest::Off),
         v if v.contains('/') => Ok(LogDest::File(v.to_string())),
         v => Err((
-            "not a destination (stderr, off, or a file path containing '/', e.g. ./errshim.log)"
+            "ERRSHIM_LOG is stderr, off, or a file path containing '/' (e.g. ./errshim.log)"
                 .to_string(),
             suggest::closest(v, ["stderr", "off"]),
         )),
@@ -136,47 +163,41 @@ pub fn from_lookup(
     set_names: &[String],
 ) -> (Config, Vec<ConfigError>) {
     let mut errors = Vec::new();
+    let known = || VARIABLES.iter().map(|(v, _, _)| *v);
 
     for name in set_names.iter().filter(|n| n.starts_with("ERRSHIM_")) {
-        if !VARIABLES.iter().any(|(v, _, _)| v == name) {
-            errors.push(ConfigError {
-                var: name.clone(),
-                rule: None,
-                token: name.clone(),
-                problem: "unknown variable".to_string(),
-                suggestion: suggest::closest(name, VARIABLES.iter().map(|(v, _, _)| *v))
-                    .map(str::to_string),
-                fallback: "ignoring it".to_string(),
-            });
+        if !known().any(|v| v == name) {
+            errors.push(
+                ConfigError::new(name, name, "unknown variable", "ignoring it")
+                    .suggest(suggest::closest(name, known())),
+            );
         }
     }
 
+    let default_rules = || rules::parse_rules(rules::DEFAULT_RULES).unwrap_or_default();
     let rules = match get("ERRSHIM_RULES") {
-        None => rules::parse_rules(rules::DEFAULT_RULES).unwrap_or_default(),
+        None => default_rules(),
         Some(spec) => rules::parse_rules(&spec).unwrap_or_else(|e| {
-            errors.push(ConfigError {
-                var: "ERRSHIM_RULES".to_string(),
-                token: e.token.clone(),
-                problem: e.problem.clone(),
-                suggestion: e.suggestion.clone(),
-                rule: Some(e),
-                fallback: format!("using the default rules '{}'", rules::DEFAULT_RULES),
-            });
-            rules::parse_rules(rules::DEFAULT_RULES).unwrap_or_default()
+            let fallback = format!("using the default rules '{}'", rules::DEFAULT_RULES);
+            let mut err = ConfigError::new("ERRSHIM_RULES", &e.token, &e.problem, &fallback)
+                .suggest(e.suggestion)
+                .hint(e.hint.map(str::to_string));
+            err.rule = Some(e);
+            errors.push(err);
+            default_rules()
         }),
     };
 
     let log = match get("ERRSHIM_LOG") {
         None => LogDest::Stderr,
-        Some(v) => parse_log(&v).unwrap_or_else(|(problem, s)| {
-            errors.push(ConfigError {
-                var: "ERRSHIM_LOG".to_string(),
-                rule: None,
-                token: v.clone(),
-                problem,
-                suggestion: s.map(str::to_string),
-                fallback: "using the default 'stderr'".to_string(),
-            });
+        Some(v) => parse_log(&v).unwrap_or_else(|(hint, s)| {
+            let e = ConfigError::new(
+                "ERRSHIM_LOG",
+                &v,
+                "unknown destination",
+                "using the default 'stderr'",
+            );
+            errors.push(e.suggest(s).hint(Some(hint)));
             LogDest::Stderr
         }),
     };
@@ -186,15 +207,14 @@ pub fn from_lookup(
     let level = match get("ERRSHIM_LOG_LEVEL") {
         None => LevelFilter::Warn,
         Some(v) => parse_level(&v).unwrap_or_else(|| {
-            errors.push(ConfigError {
-                var: "ERRSHIM_LOG_LEVEL".to_string(),
-                rule: None,
-                token: v.clone(),
-                problem: "unknown level".to_string(),
-                suggestion: suggest::closest(&v, ["off", "error", "warn", "info", "debug"])
-                    .map(str::to_string),
-                fallback: "using the default 'warn'".to_string(),
-            });
+            let levels = ["off", "error", "warn", "info", "debug"];
+            let e = ConfigError::new(
+                "ERRSHIM_LOG_LEVEL",
+                &v,
+                "unknown level",
+                "using the default 'warn'",
+            );
+            errors.push(e.suggest(suggest::closest(&v, levels)));
             LevelFilter::Warn
         }),
     };

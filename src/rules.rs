@@ -187,18 +187,32 @@ pub struct RuleError {
     pub rule_text: String,
     pub token: String,
     pub problem: String,
-    pub suggestion: Option<String>,
+    pub suggestion: Option<&'static str>,
+    /// What to do instead, where a suggestion of a name does not say it.
+    pub hint: Option<&'static str>,
 }
 
 impl RuleError {
-    fn new(rule: usize, text: &str, token: &str, problem: &str, suggestion: Option<&str>) -> Self {
+    fn new(
+        rule: usize,
+        text: &str,
+        token: &str,
+        problem: &str,
+        suggestion: Option<&'static str>,
+    ) -> Self {
         RuleError {
             rule,
             rule_text: text.to_string(),
             token: token.to_string(),
             problem: problem.to_string(),
-            suggestion: suggestion.map(str::to_string),
+            suggestion,
+            hint: None,
         }
+    }
+
+    fn hint(mut self, hint: &'static str) -> Self {
+        self.hint = Some(hint);
+        self
     }
 }
 
@@ -306,13 +320,8 @@ fn parse_option(n: usize, text: &str, tok: &str) -> Result<FdFilter, RuleError> 
 fn parse_rule(n: usize, text: &str) -> Result<Rule, RuleError> {
     let fields: Vec<&str> = text.split(':').collect();
     if fields.len() < 3 {
-        return Err(RuleError::new(
-            n,
-            text,
-            text,
-            "a rule needs CALLS:ERRNOS:ACTION",
-            None,
-        ));
+        return Err(RuleError::new(n, text, text, "incomplete rule", None)
+            .hint("a rule is CALLS:ERRNOS:ACTION[:OPTION...]"));
     }
     let calls = parse_calls(n, text, fields[0])?;
     let errnos = parse_errnos(n, text, fields[1])?;
@@ -324,12 +333,12 @@ fn parse_rule(n: usize, text: &str) -> Result<Rule, RuleError> {
     if matches!(action, Action::Ignore | Action::Quiet) {
         if let Some(w) = calls.iter().find(|c| c.is_write_family()) {
             let what = if calls == CallSet::ANY { "*" } else { w.name() };
-            return Err(RuleError::new(
-                n,
-                text,
-                what,
-                "ignore/quiet would tell the program that unsent bytes were written (list the calls without the write family: write, writev, send, sendto, sendmsg)",
-                None,
+            let problem = format!(
+                "action '{}' not allowed on write-family call",
+                fields[2].trim()
+            );
+            return Err(RuleError::new(n, text, what, &problem, None).hint(
+                "it would tell the program that unsent bytes were written; use log or map=ERRNO, or leave out write, writev, send, sendto, sendmsg",
             ));
         }
     }
@@ -414,33 +423,28 @@ mod tests {
             (e.rule, e.token.as_str(), e.problem.as_str()),
             (2, "ENOTCON", "unknown errno")
         );
-        assert_eq!(e.suggestion.as_deref(), Some("ENOTCONN"));
+        assert_eq!(e.suggestion, Some("ENOTCONN"));
         let e = err("shutdwon:ENOTCONN:ignore");
         assert_eq!(
-            (e.token.as_str(), e.suggestion.as_deref()),
+            (e.token.as_str(), e.suggestion),
             ("shutdwon", Some("shutdown"))
         );
         let e = err("close:ENOTCONN:ingore");
         assert_eq!(
-            (e.problem.as_str(), e.suggestion.as_deref()),
+            (e.problem.as_str(), e.suggestion),
             ("unknown action", Some("ignore"))
         );
         let e = err("close:ENOTCONN:mapp=EPIPE");
-        assert_eq!(e.suggestion.as_deref(), Some("map=ERRNO"));
+        assert_eq!(e.suggestion, Some("map=ERRNO"));
         let e = err("read:ENOTCONN:map=EPIPPE");
-        assert_eq!(
-            (e.token.as_str(), e.suggestion.as_deref()),
-            ("EPIPPE", Some("EPIPE"))
-        );
+        assert_eq!((e.token.as_str(), e.suggestion), ("EPIPPE", Some("EPIPE")));
         let e = err("close:ENOTCONN:ignore:fd=tpc");
-        assert_eq!(
-            (e.token.as_str(), e.suggestion.as_deref()),
-            ("tpc", Some("tcp"))
-        );
+        assert_eq!((e.token.as_str(), e.suggestion), ("tpc", Some("tcp")));
         let e = err("close:ENOTCONN:ignore:df=tcp");
         assert_eq!(e.problem, "unknown option");
         let e = err("close:ENOTCONN");
-        assert!(e.problem.contains("CALLS:ERRNOS:ACTION"));
+        assert_eq!(e.problem, "incomplete rule");
+        assert!(e.hint.unwrap().contains("CALLS:ERRNOS:ACTION"));
         assert_eq!(err("read:0:log").token, "0");
     }
 
@@ -452,7 +456,14 @@ mod tests {
             "*:EPIPE:ignore",
         ] {
             let e = err(spec);
-            assert!(e.problem.contains("unsent bytes"), "{spec}: {e:?}");
+            assert!(
+                e.problem.contains("not allowed on write-family call"),
+                "{spec}: {e:?}"
+            );
+            assert!(
+                e.hint.unwrap_or("").contains("unsent bytes"),
+                "{spec}: {e:?}"
+            );
         }
         assert_eq!(err("*:EPIPE:ignore").token, "*");
         assert!(parse_rules("write:EPIPE:log;send:EPIPE:map=ECONNRESET").is_ok());

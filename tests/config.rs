@@ -26,8 +26,11 @@ fn config_lines(r: &Run) -> Vec<&str> {
         .collect()
 }
 
+/// Environment variables for one run.
+type Vars = &'static [(&'static str, &'static str)];
+
 /// (variables, substrings the single error line must contain).
-const BAD: &[(&[(&str, &str)], &[&str])] = &[
+const BAD: &[(Vars, &[&str])] = &[
     (
         &[("ERRSHIM_RULES", "close,shutdown:ENOTCON:ignore")],
         &[
@@ -68,7 +71,10 @@ const BAD: &[(&[(&str, &str)], &[&str])] = &[
     ),
     (
         &[("ERRSHIM_RULES", "shutdown:ENOTCONN")],
-        &["a rule needs CALLS:ERRNOS:ACTION 'shutdown:ENOTCONN' in rule 1"],
+        &[
+            "incomplete rule 'shutdown:ENOTCONN' in rule 1",
+            "a rule is CALLS:ERRNOS:ACTION[:OPTION...]",
+        ],
     ),
     (
         &[("ERRSHIM_RULES", "write,send:EPIPE:ignore")],

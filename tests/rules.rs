@@ -66,7 +66,7 @@ fn default_rules_suppress_kernel_enotconn_from_shutdown() {
             e.contains(" peer=? rule=1"),
             "{step}: the kernel no longer reports the peer: {e}"
         );
-        assert!(e.contains(&format!("comm=scenarios ")), "{e}");
+        assert!(e.contains("comm=scenarios "), "{e}");
         // Everything else the program saw is unchanged.
         let strip = |r: &Run| {
             r.stdout

@@ -18,15 +18,32 @@ pub fn target_dir() -> PathBuf {
         .to_path_buf()
 }
 
-/// The liberrshim.so that cargo built next to this test (debug or release, as the test is).
+/// liberrshim.so of the same profile as this test, built fresh once per test binary: cargo
+/// does not rebuild a cdylib for integration tests (nothing links it), so a plain `cargo test`
+/// would otherwise run against a stale or missing library.
 pub fn lib() -> PathBuf {
-    let p = target_dir().join("liberrshim.so");
-    assert!(
-        p.exists(),
-        "{} is missing: run the tests through cargo",
-        p.display()
-    );
-    p
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let dir = target_dir();
+            let release = dir.file_name().is_some_and(|n| n == "release");
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let mut cmd = Command::new(cargo);
+            cmd.args(["build", "--lib", "--quiet"])
+                .current_dir(manifest_dir());
+            if release {
+                cmd.arg("--release");
+            }
+            if let Some(target) = dir.parent() {
+                cmd.env("CARGO_TARGET_DIR", target);
+            }
+            let status = cmd.status().expect("running cargo build");
+            assert!(status.success(), "cargo build --lib failed");
+            let p = dir.join("liberrshim.so");
+            assert!(p.exists(), "{} is missing after cargo build", p.display());
+            p
+        })
+        .clone()
 }
 
 pub fn manifest_dir() -> PathBuf {
