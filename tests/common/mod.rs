@@ -194,6 +194,11 @@ impl Cmd {
         self
     }
 
+    pub fn arg_path(mut self, p: &Path) -> Cmd {
+        self.cmd.arg(p);
+        self
+    }
+
     pub fn env(mut self, k: &str, v: impl AsRef<std::ffi::OsStr>) -> Cmd {
         self.cmd.env(k, v);
         self

@@ -1,0 +1,182 @@
+//! scripts/errshim: the wrapper users run, and its demo.
+
+mod common;
+use common::*;
+
+fn wrapper() -> Cmd {
+    Cmd::new(manifest_dir().join("scripts/errshim"))
+}
+
+fn lib_arg() -> String {
+    lib().display().to_string()
+}
+
+#[test]
+fn help_documents_every_option() {
+    let r = wrapper().args(["--help"]).run();
+    r.assert_ok();
+    for opt in [
+        "--rules SPEC",
+        "--log DEST",
+        "--strict",
+        "--lib PATH",
+        "--check",
+        "demo",
+        "ERRSHIM_LOG_LEVEL",
+    ] {
+        assert!(r.stdout.contains(opt), "--help must mention {opt}");
+    }
+}
+
+#[test]
+fn runs_a_command_with_rules_and_log_options() {
+    let dir = TempDir::new("wrapper");
+    let log = dir.path("e.log");
+    let scen = program("scenarios");
+    let r = wrapper()
+        .args([
+            "--lib",
+            &lib_arg(),
+            "--rules",
+            "shutdown:ENOTCONN:log",
+            "--log",
+            log.to_str().unwrap(),
+            "--",
+        ])
+        .arg_path(&scen)
+        .args(["never_connected"])
+        .run();
+    r.assert_ok();
+    assert_eq!(
+        result_of(&r, "never_connected shutdown"),
+        (-1, libc::ENOTCONN),
+        "log leaves the result"
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    let ev = events(&text);
+    assert_eq!(ev.len(), 1, "{text}");
+    assert!(
+        ev[0].contains("-> logged, returned -1 ENOTCONN"),
+        "{}",
+        ev[0]
+    );
+}
+
+#[test]
+fn keeps_an_existing_ld_preload_behind_errshim() {
+    let r = wrapper()
+        .args(["--lib", &lib_arg(), "sh", "-c", "echo \"$LD_PRELOAD\""])
+        .env("LD_PRELOAD", "/nonexistent/other.so")
+        .run();
+    assert_eq!(
+        r.stdout.trim(),
+        format!("{}:/nonexistent/other.so", lib_arg())
+    );
+}
+
+#[test]
+fn strict_option_stops_on_a_bad_rule() {
+    let scen = program("scenarios");
+    let r = wrapper()
+        .args([
+            "--lib",
+            &lib_arg(),
+            "--strict",
+            "--rules",
+            "shutdown:ENOTCON:ignore",
+        ])
+        .arg_path(&scen)
+        .args(["never_connected"])
+        .run();
+    assert_eq!(r.code, Some(2), "{}", r.describe());
+    assert!(r.stderr.contains("did you mean ENOTCONN?"), "{}", r.stderr);
+}
+
+#[test]
+fn check_explains_a_valid_configuration() {
+    let r = wrapper()
+        .args([
+            "--lib",
+            &lib_arg(),
+            "--check",
+            "--rules",
+            "read:ENOTCONN:map=ECONNRESET;close,shutdown:ENOTCONN:ignore",
+        ])
+        .run();
+    assert_eq!(r.code, Some(0), "{}", r.describe());
+    let all = format!("{}{}", r.stdout, r.stderr);
+    assert!(all.contains("rule 1: read failing with ENOTCONN on fd=sock: fail with ECONNRESET instead, log an event"), "{all}");
+    assert!(all.contains("rule 2: shutdown,close failing with ENOTCONN on fd=sock: report success (0) and log an event"), "{all}");
+    assert!(all.contains("check: configuration OK"), "{all}");
+}
+
+#[test]
+fn check_reports_errors_from_the_environment() {
+    let r = wrapper()
+        .args(["--lib", &lib_arg(), "--check"])
+        .env("ERRSHIM_RULES", "shutdown:ENOTCONN:ingore")
+        .run();
+    assert_eq!(r.code, Some(1), "{}", r.describe());
+    let all = format!("{}{}", r.stdout, r.stderr);
+    assert!(
+        all.contains("unknown action 'ingore' in rule 1 of ERRSHIM_RULES"),
+        "{all}"
+    );
+    assert!(all.contains("check: configuration has errors"), "{all}");
+}
+
+#[test]
+fn warns_about_statically_linked_commands() {
+    let bin = cc("static_hello", "static_hello", &["-O2", "-static"]);
+    let r = wrapper().args(["--lib", &lib_arg()]).arg_path(&bin).run();
+    r.assert_ok();
+    assert_eq!(r.stdout, "static hello\n");
+    assert!(
+        r.stderr
+            .contains("is statically linked: LD_PRELOAD cannot work there"),
+        "{}",
+        r.stderr
+    );
+    let c = wrapper()
+        .args(["--lib", &lib_arg(), "--check"])
+        .arg_path(&bin)
+        .run();
+    assert_eq!(
+        c.code,
+        Some(1),
+        "--check with a static command fails: {}",
+        c.describe()
+    );
+
+    let dynamic = wrapper().args(["--lib", &lib_arg(), "true"]).run();
+    assert!(!dynamic.stderr.contains("statically"), "{}", dynamic.stderr);
+}
+
+/// The README's first command: the demo shows a real ENOTCONN from shutdown() without
+/// errshim, and the same run with errshim suppressing it and logging the event.
+#[test]
+fn demo_shows_the_failure_and_its_suppression() {
+    if !require_tool("python3") {
+        return;
+    }
+    let r = wrapper().args(["--lib", &lib_arg(), "demo"]).run();
+    r.assert_ok();
+    let (without, with) = r.stdout.split_once("== 2.").expect("two parts");
+    assert!(without.contains("client reset the connection; shutdown(SHUT_WR) failed: [Errno 107] Transport endpoint is not connected"), "{without}");
+    assert!(without.contains("1 failed shutdown(s)"), "{without}");
+    assert!(events(without).is_empty());
+    assert!(
+        with.contains("client reset the connection; shutdown(SHUT_WR) ok"),
+        "{with}"
+    );
+    assert!(with.contains("0 failed shutdown(s)"), "{with}");
+    let ev = events(with);
+    assert_eq!(ev.len(), 1, "{with}");
+    assert!(
+        ev[0].contains("comm=python3 shutdown(fd=")
+            && ev[0]
+                .contains("SHUT_WR) = -1 ENOTCONN -> ignored, returned 0 | tcp4 local=127.0.0.1:"),
+        "{}",
+        ev[0]
+    );
+}
