@@ -10,12 +10,15 @@
 //! - `sockinfo`, `fdtable`: what a descriptor is; `sys`: raw syscalls; `real`: real symbols.
 //! - `init`: the load-time constructor.
 
+pub mod cause;
 pub mod config;
+pub mod conntable;
 pub mod errno;
 mod errno_table;
 pub mod event;
 pub mod fdtable;
 pub mod fmtbuf;
+pub mod json;
 pub mod logger;
 pub mod real;
 pub mod rules;

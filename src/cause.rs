@@ -1,0 +1,395 @@
+//! Naming the most probable cause of a failure from what errshim remembered about the
+//! connection (its history) and what the kernel still says (TCP state, pending error).
+//! Pure functions: the facts go in, a cause code and one sentence come out.
+//!
+//! The kernel facts behind each rule are in shared/docs/linux-socket-errors.md: `shutdown`
+//! and the read family fail with ENOTCONN exactly when a TCP socket is in state CLOSE (or,
+//! for reads, LISTEN); a reset leaves ECONNRESET pending (POLLERR) until one call consumes it.
+
+use crate::rules::Call;
+use crate::sockinfo::Kind;
+
+/// History bits kept per connection.
+pub mod hist {
+    /// `connect` returned 0, or a pending connect later proved established (a successful I/O).
+    pub const CONNECTED: u32 = 1 << 0;
+    /// `connect` returned EINPROGRESS (or EALREADY).
+    pub const CONNECT_PENDING: u32 = 1 << 1;
+    /// `connect` failed (ECONNREFUSED, ETIMEDOUT, ...).
+    pub const CONNECT_FAILED: u32 = 1 << 2;
+    /// Returned by `accept`/`accept4`.
+    pub const ACCEPTED: u32 = 1 << 3;
+    /// `listen` succeeded on it.
+    pub const LISTENING: u32 = 1 << 4;
+    /// A read returned 0: the peer's FIN arrived.
+    pub const READ_EOF: u32 = 1 << 5;
+    /// A `shutdown` succeeded on it (SHUT_RD/WR/RDWR in the `SHUT_*` bits).
+    pub const SHUTDOWN: u32 = 1 << 6;
+    pub const SHUT_RD: u32 = 1 << 7;
+    pub const SHUT_WR: u32 = 1 << 8;
+    /// A call failed with ECONNRESET.
+    pub const RESET_SEEN: u32 = 1 << 9;
+    /// A call failed with EPIPE.
+    pub const EPIPE_SEEN: u32 = 1 << 10;
+    /// Created by `socketpair` (connected from birth).
+    pub const PAIRED: u32 = 1 << 11;
+    /// Created by a hook (`socket`, `socketpair`, `accept`): its history is complete.
+    pub const TRACKED: u32 = 1 << 12;
+    /// Learnt about at event time (inherited, or created where no hook sees it).
+    pub const LATE: u32 = 1 << 13;
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cause {
+    NeverConnected,
+    PeerReset,
+    PeerClosed,
+    ConnectFailed,
+    ShutDownBefore,
+    UdpUnconnected,
+    Listener,
+    /// ENOTCONN from `close`, which Linux never returns.
+    NotFromKernel,
+    Unknown,
+}
+
+impl Cause {
+    pub fn code(self) -> &'static str {
+        match self {
+            Cause::NeverConnected => "never_connected",
+            Cause::PeerReset => "peer_reset",
+            Cause::PeerClosed => "peer_closed",
+            Cause::ConnectFailed => "connect_failed",
+            Cause::ShutDownBefore => "shut_down_before",
+            Cause::UdpUnconnected => "udp_unconnected",
+            Cause::Listener => "listener",
+            Cause::NotFromKernel => "not_from_kernel",
+            Cause::Unknown => "unknown",
+        }
+    }
+
+    pub fn text(self) -> &'static str {
+        match self {
+            Cause::NeverConnected => "no successful connect or accept was seen on this socket: it was never connected",
+            Cause::PeerReset => "the peer aborted the connection (RST): the client went away mid-connection, or a middlebox reset it",
+            Cause::PeerClosed => "the orderly close had already finished on both sides (FIN exchanged) before this call",
+            Cause::ConnectFailed => "the connect was refused or never completed",
+            Cause::ShutDownBefore => "an earlier shutdown on this descriptor had already torn it down (a listener or an unfinished connect)",
+            Cause::UdpUnconnected => "a UDP socket with no connected peer",
+            Cause::Listener => "a listening socket has no peer to read from or shut down",
+            Cause::NotFromKernel => "Linux never returns ENOTCONN from close (a socket's close gives 0 or EBADF): another interposer or wrapper library produced it, or errno was read after a call that had succeeded",
+            Cause::Unknown => "not enough is known about this descriptor (inherited, or created where errshim could not see it)",
+        }
+    }
+}
+
+/// TCP states as `TCP_INFO` reports them (include/net/tcp_states.h).
+pub const TCP_CLOSE: u8 = 7;
+pub const TCP_LISTEN: u8 = 10;
+
+pub fn tcp_state_name(s: u8) -> &'static str {
+    match s {
+        1 => "ESTABLISHED",
+        2 => "SYN_SENT",
+        3 => "SYN_RECV",
+        4 => "FIN_WAIT1",
+        5 => "FIN_WAIT2",
+        6 => "TIME_WAIT",
+        7 => "CLOSE",
+        8 => "CLOSE_WAIT",
+        9 => "LAST_ACK",
+        10 => "LISTEN",
+        11 => "CLOSING",
+        12 => "NEW_SYN_RECV",
+        _ => "?",
+    }
+}
+
+/// Everything the classification looks at.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Facts {
+    pub call: Option<Call>,
+    pub errno: i32,
+    pub kind: Option<Kind>,
+    pub history: u32,
+    /// `TCP_INFO`'s state, for TCP sockets that are still open.
+    pub tcp_state: Option<u8>,
+    /// `poll` reported POLLERR: an error (a reset) is pending and not yet consumed.
+    pub pending_error: bool,
+    /// The kernel still reports a peer address (`getpeername` works).
+    pub has_peer: bool,
+}
+
+pub fn classify(f: &Facts) -> Cause {
+    use hist::*;
+    let h = f.history;
+    let has = |bits: u32| h & bits != 0;
+    if f.call == Some(Call::Close) && f.errno == libc::ENOTCONN {
+        return Cause::NotFromKernel;
+    }
+    let kind = f.kind.unwrap_or(Kind::Unknown);
+    if kind.is_udp() && !f.has_peer && !has(CONNECTED) {
+        return Cause::UdpUnconnected;
+    }
+    if f.tcp_state == Some(TCP_LISTEN) {
+        return Cause::Listener;
+    }
+    let established_once = has(CONNECTED | ACCEPTED | PAIRED);
+    if has(SHUTDOWN) && !established_once && (has(LISTENING) || has(CONNECT_PENDING)) {
+        return Cause::ShutDownBefore;
+    }
+    if !established_once && has(CONNECT_FAILED | CONNECT_PENDING) {
+        return Cause::ConnectFailed;
+    }
+    if f.errno == libc::ECONNRESET || has(RESET_SEEN) || (f.pending_error && established_once) {
+        return Cause::PeerReset;
+    }
+    if has(READ_EOF) && established_once {
+        return Cause::PeerClosed;
+    }
+    if has(TRACKED) && !established_once && !has(LISTENING) {
+        return Cause::NeverConnected;
+    }
+    if established_once && f.tcp_state == Some(TCP_CLOSE) {
+        // Closed without a FIN errshim saw: an abort whose error someone else consumed.
+        return Cause::PeerReset;
+    }
+    if has(EPIPE_SEEN) && established_once {
+        return Cause::PeerReset;
+    }
+    Cause::Unknown
+}
+
+/// Writes the history bits as `connect=ok,accepted,read_eof,shutdown=SHUT_WR,...`.
+pub fn write_history(h: u32, out: &mut impl core::fmt::Write) -> core::fmt::Result {
+    use hist::*;
+    let names: [(u32, &str); 11] = [
+        (CONNECTED, "connected"),
+        (CONNECT_PENDING, "connect_pending"),
+        (CONNECT_FAILED, "connect_failed"),
+        (ACCEPTED, "accepted"),
+        (PAIRED, "socketpair"),
+        (LISTENING, "listening"),
+        (READ_EOF, "read_eof"),
+        (RESET_SEEN, "reset_seen"),
+        (EPIPE_SEEN, "epipe_seen"),
+        (LATE, "seen_late"),
+        (0, ""),
+    ];
+    let mut first = true;
+    let mut sep = |out: &mut dyn core::fmt::Write| -> core::fmt::Result {
+        if !first {
+            out.write_str(",")?;
+        }
+        first = false;
+        Ok(())
+    };
+    for (bit, name) in names {
+        if bit != 0 && h & bit != 0 {
+            sep(out)?;
+            out.write_str(name)?;
+        }
+    }
+    if h & SHUTDOWN != 0 {
+        sep(out)?;
+        out.write_str(match (h & SHUT_RD != 0, h & SHUT_WR != 0) {
+            (true, true) => "shutdown=SHUT_RDWR",
+            (true, false) => "shutdown=SHUT_RD",
+            _ => "shutdown=SHUT_WR",
+        })?;
+    }
+    if first {
+        out.write_str("none")?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::hist::*;
+    use super::*;
+
+    fn facts(
+        call: Call,
+        errno: i32,
+        kind: Kind,
+        history: u32,
+        state: Option<u8>,
+        pending: bool,
+    ) -> Facts {
+        Facts {
+            call: Some(call),
+            errno,
+            kind: Some(kind),
+            history,
+            tcp_state: state,
+            pending_error: pending,
+            has_peer: false,
+        }
+    }
+
+    #[test]
+    fn recipes() {
+        let t = TRACKED;
+        let enotconn = libc::ENOTCONN;
+        // A: never connected.
+        assert_eq!(
+            classify(&facts(
+                Call::Shutdown,
+                enotconn,
+                Kind::Tcp4,
+                t,
+                Some(7),
+                false
+            )),
+            Cause::NeverConnected
+        );
+        // A, UDP.
+        assert_eq!(
+            classify(&facts(Call::Shutdown, enotconn, Kind::Udp4, t, None, false)),
+            Cause::UdpUnconnected
+        );
+        // B: FIN exchange finished.
+        let b = t | CONNECTED | SHUTDOWN | SHUT_WR | READ_EOF;
+        assert_eq!(
+            classify(&facts(
+                Call::Shutdown,
+                enotconn,
+                Kind::Tcp4,
+                b,
+                Some(7),
+                false
+            )),
+            Cause::PeerClosed
+        );
+        // C: reset consumed by a read, or still pending.
+        assert_eq!(
+            classify(&facts(
+                Call::Shutdown,
+                enotconn,
+                Kind::Tcp4,
+                t | CONNECTED | RESET_SEEN,
+                Some(7),
+                false
+            )),
+            Cause::PeerReset
+        );
+        assert_eq!(
+            classify(&facts(
+                Call::Shutdown,
+                enotconn,
+                Kind::Tcp4,
+                t | CONNECTED,
+                Some(7),
+                true
+            )),
+            Cause::PeerReset
+        );
+        // D: reset before accept.
+        assert_eq!(
+            classify(&facts(
+                Call::Shutdown,
+                enotconn,
+                Kind::Tcp4,
+                t | ACCEPTED,
+                Some(7),
+                true
+            )),
+            Cause::PeerReset
+        );
+        // E: refused, blocking or not (the pending ECONNREFUSED is not a reset).
+        assert_eq!(
+            classify(&facts(
+                Call::Shutdown,
+                enotconn,
+                Kind::Tcp4,
+                t | CONNECT_FAILED,
+                Some(7),
+                false
+            )),
+            Cause::ConnectFailed
+        );
+        assert_eq!(
+            classify(&facts(
+                Call::Shutdown,
+                enotconn,
+                Kind::Tcp4,
+                t | CONNECT_PENDING,
+                Some(7),
+                true
+            )),
+            Cause::ConnectFailed
+        );
+        // F: SYN_SENT torn down by a first shutdown.
+        let f = t | CONNECT_PENDING | SHUTDOWN | SHUT_RD | SHUT_WR;
+        assert_eq!(
+            classify(&facts(
+                Call::Shutdown,
+                enotconn,
+                Kind::Tcp4,
+                f,
+                Some(7),
+                false
+            )),
+            Cause::ShutDownBefore
+        );
+        // G: listener torn down, and a live listener.
+        let g = t | LISTENING | SHUTDOWN | SHUT_RD | SHUT_WR;
+        assert_eq!(
+            classify(&facts(
+                Call::Shutdown,
+                enotconn,
+                Kind::Tcp4,
+                g,
+                Some(7),
+                false
+            )),
+            Cause::ShutDownBefore
+        );
+        assert_eq!(
+            classify(&facts(
+                Call::Read,
+                enotconn,
+                Kind::Tcp4,
+                t | LISTENING,
+                Some(10),
+                false
+            )),
+            Cause::Listener
+        );
+        // close: never from the kernel.
+        assert_eq!(
+            classify(&facts(
+                Call::Close,
+                enotconn,
+                Kind::Tcp4,
+                t | CONNECTED,
+                None,
+                false
+            )),
+            Cause::NotFromKernel
+        );
+        // Nothing known.
+        assert_eq!(
+            classify(&facts(
+                Call::Shutdown,
+                enotconn,
+                Kind::Tcp4,
+                LATE,
+                Some(7),
+                false
+            )),
+            Cause::Unknown
+        );
+    }
+
+    #[test]
+    fn history_text() {
+        let mut s = String::new();
+        write_history(TRACKED | CONNECTED | READ_EOF | SHUTDOWN | SHUT_WR, &mut s).unwrap();
+        assert_eq!(s, "connected,read_eof,shutdown=SHUT_WR");
+        let mut s = String::new();
+        write_history(TRACKED, &mut s).unwrap();
+        assert_eq!(s, "none");
+    }
+}
