@@ -24,6 +24,7 @@ pub mod real;
 pub mod rules;
 pub mod sockinfo;
 pub mod suggest;
+pub mod summary;
 pub mod sys;
 pub mod timefmt;
 

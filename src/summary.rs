@@ -1,0 +1,212 @@
+//! `ERRSHIM_SUMMARY=1`: counts of events by call, errno, action and cause, and by peer,
+//! kept in fixed lock-free tables (a slot is claimed with one compare-and-swap on its key, then
+//! counted with an atomic add) and written once when the process exits.
+
+use crate::sockinfo::Addr;
+use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+const SLOTS: usize = 256;
+
+/// A fixed open-addressing table of (non-zero key, count). Keys that find it full are counted
+/// in `overflow`.
+pub struct Counter {
+    keys: [AtomicU64; SLOTS],
+    counts: [AtomicU64; SLOTS],
+    overflow: AtomicU64,
+}
+
+impl Counter {
+    pub const fn new() -> Self {
+        Counter {
+            keys: [const { AtomicU64::new(0) }; SLOTS],
+            counts: [const { AtomicU64::new(0) }; SLOTS],
+            overflow: AtomicU64::new(0),
+        }
+    }
+
+    pub fn add(&self, key: u64) {
+        debug_assert!(key != 0);
+        let start = (key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 56) as usize;
+        for i in 0..SLOTS {
+            let s = (start + i) % SLOTS;
+            let k = self.keys[s].load(Relaxed);
+            let mine = k == key
+                || (k == 0
+                    && self.keys[s]
+                        .compare_exchange(0, key, Relaxed, Relaxed)
+                        .map_or_else(|cur| cur == key, |_| true));
+            if mine {
+                self.counts[s].fetch_add(1, Relaxed);
+                return;
+            }
+        }
+        self.overflow.fetch_add(1, Relaxed);
+    }
+
+    /// (key, count) pairs with a non-zero count, most frequent first (at most SLOTS).
+    pub fn sorted(&self) -> ([(u64, u64); SLOTS], usize) {
+        let mut out = [(0u64, 0u64); SLOTS];
+        let mut n = 0;
+        for s in 0..SLOTS {
+            let c = self.counts[s].load(Relaxed);
+            if c > 0 {
+                out[n] = (self.keys[s].load(Relaxed), c);
+                n += 1;
+            }
+        }
+        out[..n].sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        (out, n)
+    }
+
+    pub fn overflow(&self) -> u64 {
+        self.overflow.load(Relaxed)
+    }
+
+    pub fn total(&self) -> u64 {
+        self.counts.iter().map(|c| c.load(Relaxed)).sum::<u64>() + self.overflow()
+    }
+
+    /// Forgets everything (in a child after `fork`: its summary is its own).
+    pub fn reset(&self) {
+        for s in 0..SLOTS {
+            self.keys[s].store(0, Relaxed);
+            self.counts[s].store(0, Relaxed);
+        }
+        self.overflow.store(0, Relaxed);
+    }
+}
+
+impl Default for Counter {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// What one event is counted under.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Key {
+    pub call: u8,
+    pub errno: u16,
+    pub action: u8,
+    pub cause: u8,
+}
+
+impl Key {
+    pub fn pack(self) -> u64 {
+        1 | (self.call as u64) << 8
+            | (self.errno as u64) << 16
+            | (self.action as u64) << 32
+            | (self.cause as u64) << 40
+    }
+
+    pub fn unpack(k: u64) -> Key {
+        Key {
+            call: (k >> 8) as u8,
+            errno: (k >> 16) as u16,
+            action: (k >> 32) as u8,
+            cause: (k >> 40) as u8,
+        }
+    }
+}
+
+pub static BY_KIND: Counter = Counter::new();
+pub static BY_PEER: Counter = Counter::new();
+/// The peers behind `BY_PEER`'s keys (IPv4 and IPv6 only), slot by slot.
+static PEERS: [[AtomicU64; 3]; SLOTS] = [const { [const { AtomicU64::new(0) }; 3] }; SLOTS];
+
+/// A peer's key: a non-zero hash of its packed address.
+fn peer_key(w: &[u64; 3]) -> u64 {
+    let h = w.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &x| {
+        (h ^ x).wrapping_mul(0x0100_0000_01b3)
+    });
+    h | 1
+}
+
+pub fn count(key: Key, peer: Option<&Addr>) {
+    BY_KIND.add(key.pack());
+    let w = crate::conntable::pack_addr(peer);
+    if w[0] != 0 {
+        let k = peer_key(&w);
+        BY_PEER.add(k);
+        let s = (k.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 56) as usize;
+        // Remember the address for the key (in its home slot; a collision only loses a label).
+        if PEERS[s][0].load(Relaxed) == 0 {
+            for (a, v) in PEERS[s].iter().zip(w) {
+                a.store(v, Relaxed);
+            }
+        }
+    }
+}
+
+/// The address counted under `key`, if remembered.
+pub fn peer_of(key: u64) -> Option<Addr> {
+    let s = (key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 56) as usize;
+    let w = [
+        PEERS[s][0].load(Relaxed),
+        PEERS[s][1].load(Relaxed),
+        PEERS[s][2].load(Relaxed),
+    ];
+    (peer_key(&w) == key)
+        .then(|| crate::conntable::unpack_addr(w))
+        .flatten()
+}
+
+pub fn reset() {
+    BY_KIND.reset();
+    BY_PEER.reset();
+    for p in &PEERS {
+        for w in p {
+            w.store(0, Relaxed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_keys_and_overflow() {
+        let c = Counter::new();
+        for i in 1..=300u64 {
+            for _ in 0..(i % 3 + 1) {
+                c.add(i);
+            }
+        }
+        let (top, n) = c.sorted();
+        assert_eq!(n, SLOTS);
+        assert_eq!(top[0].1, 3);
+        assert_eq!(c.total(), (1..=300u64).map(|i| i % 3 + 1).sum::<u64>());
+        assert!(c.overflow() > 0);
+        c.reset();
+        assert_eq!(c.total(), 0);
+    }
+
+    #[test]
+    fn keys_round_trip() {
+        let k = Key {
+            call: 10,
+            errno: 107,
+            action: 2,
+            cause: 3,
+        };
+        assert_eq!(Key::unpack(k.pack()), k);
+    }
+
+    #[test]
+    fn peers_are_remembered() {
+        let a = Addr::V4(core::net::Ipv4Addr::new(10, 1, 2, 3), 80);
+        count(
+            Key {
+                call: 1,
+                errno: 104,
+                action: 1,
+                cause: 1,
+            },
+            Some(&a),
+        );
+        let (top, n) = BY_PEER.sorted();
+        assert!(n >= 1);
+        assert_eq!(format!("{:?}", peer_of(top[0].0).unwrap()), "10.1.2.3:80");
+    }
+}
