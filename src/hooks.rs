@@ -2,10 +2,11 @@
 //! call the real function exactly once with the caller's arguments, return at once when it
 //! succeeded, and hand a failure to `ops::after_failure`.
 //!
-//! Hooks are `extern "C-unwind"` and hold nothing that needs dropping across the real call, so
-//! glibc's forced unwind (`pthread_cancel` of a thread blocked in `read`) passes through them
-//! cleanly. (redhook's `hook!` wraps the body in `catch_unwind`, which catches that forced
-//! unwind and aborts the process; see the README.)
+//! glibc's forced unwind (`pthread_cancel` of a thread blocked in `read`) must pass through a
+//! hook's frame: hooks hold nothing that needs dropping across the real call and never wrap it
+//! in `catch_unwind`, which would catch the forced unwind and abort the process (what redhook's
+//! `hook!` does; see the README). They are `extern "C-unwind"`, the ABI under which unwinding
+//! through them is defined behaviour.
 
 use crate::event::CallArgs;
 use crate::rules::Call;

@@ -95,8 +95,12 @@ fn to_high_fd(fd: i32) -> Option<i32> {
     let floor = (top - 64).max(3);
     let mut m = top;
     while m >= floor {
-        if let Ok(high) = sys::dup_cloexec_at_least(fd, m) {
-            return Some(high);
+        // F_DUPFD gives the lowest free number >= m, which may lie above `top` when `top` is
+        // taken and the limit is higher: only a number <= top will do.
+        match sys::dup_cloexec_at_least(fd, m) {
+            Ok(high) if high <= top => return Some(high),
+            Ok(other) => sys::close(other),
+            Err(_) => {}
         }
         m -= 1;
     }

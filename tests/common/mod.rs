@@ -242,6 +242,8 @@ impl Cmd {
         } else {
             Stdio::null()
         });
+        // Its own process group, so the watchdog can kill grandchildren that hold the pipes.
+        std::os::unix::process::CommandExt::process_group(&mut self.cmd, 0);
         let mut child = self.cmd.spawn().expect("spawn");
         if let Some(data) = self.stdin.take() {
             use std::io::Write;
@@ -269,7 +271,8 @@ impl Cmd {
                 break st;
             }
             if start.elapsed() > self.timeout {
-                let _ = child.kill();
+                // SAFETY: signals the process group this function created.
+                unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
                 let _ = child.wait();
                 let out = String::from_utf8_lossy(&t_out.join().unwrap()).into_owned();
                 let err = String::from_utf8_lossy(&t_err.join().unwrap()).into_owned();
