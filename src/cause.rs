@@ -209,14 +209,7 @@ mod tests {
     use super::hist::*;
     use super::*;
 
-    fn facts(
-        call: Call,
-        errno: i32,
-        kind: Kind,
-        history: u32,
-        state: Option<u8>,
-        pending: bool,
-    ) -> Facts {
+    fn facts(call: Call, errno: i32, kind: Kind, history: u32, state: Option<u8>, pending: bool) -> Facts {
         Facts {
             call: Some(call),
             errno,
@@ -234,14 +227,7 @@ mod tests {
         let enotconn = libc::ENOTCONN;
         // A: never connected.
         assert_eq!(
-            classify(&facts(
-                Call::Shutdown,
-                enotconn,
-                Kind::Tcp4,
-                t,
-                Some(7),
-                false
-            )),
+            classify(&facts(Call::Shutdown, enotconn, Kind::Tcp4, t, Some(7), false)),
             Cause::NeverConnected
         );
         // A, UDP.
@@ -252,14 +238,7 @@ mod tests {
         // B: FIN exchange finished.
         let b = t | CONNECTED | SHUTDOWN | SHUT_WR | READ_EOF;
         assert_eq!(
-            classify(&facts(
-                Call::Shutdown,
-                enotconn,
-                Kind::Tcp4,
-                b,
-                Some(7),
-                false
-            )),
+            classify(&facts(Call::Shutdown, enotconn, Kind::Tcp4, b, Some(7), false)),
             Cause::PeerClosed
         );
         // C: reset consumed by a read, or still pending.
@@ -323,62 +302,27 @@ mod tests {
         // F: SYN_SENT torn down by a first shutdown.
         let f = t | CONNECT_PENDING | SHUTDOWN | SHUT_RD | SHUT_WR;
         assert_eq!(
-            classify(&facts(
-                Call::Shutdown,
-                enotconn,
-                Kind::Tcp4,
-                f,
-                Some(7),
-                false
-            )),
+            classify(&facts(Call::Shutdown, enotconn, Kind::Tcp4, f, Some(7), false)),
             Cause::ShutDownBefore
         );
         // G: listener torn down, and a live listener.
         let g = t | LISTENING | SHUTDOWN | SHUT_RD | SHUT_WR;
         assert_eq!(
-            classify(&facts(
-                Call::Shutdown,
-                enotconn,
-                Kind::Tcp4,
-                g,
-                Some(7),
-                false
-            )),
+            classify(&facts(Call::Shutdown, enotconn, Kind::Tcp4, g, Some(7), false)),
             Cause::ShutDownBefore
         );
         assert_eq!(
-            classify(&facts(
-                Call::Read,
-                enotconn,
-                Kind::Tcp4,
-                t | LISTENING,
-                Some(10),
-                false
-            )),
+            classify(&facts(Call::Read, enotconn, Kind::Tcp4, t | LISTENING, Some(10), false)),
             Cause::Listener
         );
         // close: never from the kernel.
         assert_eq!(
-            classify(&facts(
-                Call::Close,
-                enotconn,
-                Kind::Tcp4,
-                t | CONNECTED,
-                None,
-                false
-            )),
+            classify(&facts(Call::Close, enotconn, Kind::Tcp4, t | CONNECTED, None, false)),
             Cause::NotFromKernel
         );
         // Nothing known.
         assert_eq!(
-            classify(&facts(
-                Call::Shutdown,
-                enotconn,
-                Kind::Tcp4,
-                LATE,
-                Some(7),
-                false
-            )),
+            classify(&facts(Call::Shutdown, enotconn, Kind::Tcp4, LATE, Some(7), false)),
             Cause::Unknown
         );
     }

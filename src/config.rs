@@ -18,11 +18,7 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "stderr",
         "where events go: stderr, off, or a file path containing '/'",
     ),
-    (
-        "ERRSHIM_DISABLE",
-        "0",
-        "1: pure pass-through, nothing parsed or logged",
-    ),
+    ("ERRSHIM_DISABLE", "0", "1: pure pass-through, nothing parsed or logged"),
     (
         "ERRSHIM_STRICT",
         "0",
@@ -137,8 +133,7 @@ pub fn parse_log(value: &str) -> Result<LogDest, (String, Option<&'static str>)>
         "off" => Ok(LogDest::Off),
         v if v.contains('/') => Ok(LogDest::File(v.to_string())),
         v => Err((
-            "ERRSHIM_LOG is stderr, off, or a file path containing '/' (e.g. ./errshim.log)"
-                .to_string(),
+            "ERRSHIM_LOG is stderr, off, or a file path containing '/' (e.g. ./errshim.log)".to_string(),
             suggest::closest(v, ["stderr", "off"]),
         )),
     }
@@ -158,10 +153,7 @@ pub fn parse_level(value: &str) -> Option<LevelFilter> {
 
 /// Builds the configuration from a variable lookup and the names of all variables that are
 /// set. Never fails: each bad variable yields one error and falls back to its default.
-pub fn from_lookup(
-    get: &dyn Fn(&str) -> Option<String>,
-    set_names: &[String],
-) -> (Config, Vec<ConfigError>) {
+pub fn from_lookup(get: &dyn Fn(&str) -> Option<String>, set_names: &[String]) -> (Config, Vec<ConfigError>) {
     let mut errors = Vec::new();
     let known = || VARIABLES.iter().map(|(v, _, _)| *v);
 
@@ -191,12 +183,7 @@ pub fn from_lookup(
     let log = match get("ERRSHIM_LOG") {
         None => LogDest::Stderr,
         Some(v) => parse_log(&v).unwrap_or_else(|(hint, s)| {
-            let e = ConfigError::new(
-                "ERRSHIM_LOG",
-                &v,
-                "unknown destination",
-                "using the default 'stderr'",
-            );
+            let e = ConfigError::new("ERRSHIM_LOG", &v, "unknown destination", "using the default 'stderr'");
             errors.push(e.suggest(s).hint(Some(hint)));
             LogDest::Stderr
         }),
@@ -208,12 +195,7 @@ pub fn from_lookup(
         None => LevelFilter::Warn,
         Some(v) => parse_level(&v).unwrap_or_else(|| {
             let levels = ["off", "error", "warn", "info", "debug"];
-            let e = ConfigError::new(
-                "ERRSHIM_LOG_LEVEL",
-                &v,
-                "unknown level",
-                "using the default 'warn'",
-            );
+            let e = ConfigError::new("ERRSHIM_LOG_LEVEL", &v, "unknown level", "using the default 'warn'");
             errors.push(e.suggest(suggest::closest(&v, levels)));
             LevelFilter::Warn
         }),
@@ -281,10 +263,7 @@ impl Config {
                 what
             ));
         }
-        out.push(format!(
-            "strict: {}",
-            if self.strict { "on" } else { "off" }
-        ));
+        out.push(format!("strict: {}", if self.strict { "on" } else { "off" }));
         out
     }
 }
@@ -295,10 +274,7 @@ mod tests {
     use std::collections::HashMap;
 
     fn parse(vars: &[(&str, &str)]) -> (Config, Vec<ConfigError>) {
-        let map: HashMap<String, String> = vars
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let names: Vec<String> = map.keys().cloned().collect();
         from_lookup(&|k| map.get(k).cloned(), &names)
     }
@@ -359,26 +335,18 @@ mod tests {
             (e[0].problem.as_str(), e[0].suggestion.as_deref()),
             ("unknown variable", Some("ERRSHIM_RULES"))
         );
-        assert!(disabled(
-            &|k| (k == "ERRSHIM_DISABLE").then(|| "1".to_string())
-        ));
+        assert!(disabled(&|k| (k == "ERRSHIM_DISABLE").then(|| "1".to_string())));
         assert!(!disabled(&|_| None));
     }
 
     #[test]
     fn describe_mentions_every_rule() {
-        let (c, _) = parse(&[(
-            "ERRSHIM_RULES",
-            "read:ENOTCONN:map=ECONNRESET:fd=tcp;*:*:log",
-        )]);
+        let (c, _) = parse(&[("ERRSHIM_RULES", "read:ENOTCONN:map=ECONNRESET:fd=tcp;*:*:log")]);
         let d = c.describe().join("\n");
         assert!(
             d.contains("rule 1: read failing with ENOTCONN on fd=tcp: fail with ECONNRESET"),
             "{d}"
         );
-        assert!(
-            d.contains("rule 2: any call failing with any errno on fd=sock"),
-            "{d}"
-        );
+        assert!(d.contains("rule 2: any call failing with any errno on fd=sock"), "{d}");
     }
 }

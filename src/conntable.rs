@@ -14,9 +14,7 @@ use crate::cause::hist;
 use crate::rules::Call;
 use crate::sockinfo::{Addr, Kind};
 use core::net::{Ipv4Addr, Ipv6Addr};
-use core::sync::atomic::{
-    AtomicPtr, AtomicU16, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering::Relaxed,
-};
+use core::sync::atomic::{AtomicPtr, AtomicU16, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering::Relaxed};
 
 #[repr(C)]
 pub struct Record {
@@ -82,10 +80,7 @@ pub fn get(fd: i32) -> Option<&'static Record> {
 
 /// Monotonic milliseconds (vDSO, no syscall).
 pub fn now_ms() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: ts is valid for writing.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
@@ -128,8 +123,7 @@ impl Record {
         self.history.store(o.history.load(Relaxed), Relaxed);
         self.kind.store(o.kind.load(Relaxed), Relaxed);
         self.last_call.store(o.last_call.load(Relaxed), Relaxed);
-        self.connect_errno
-            .store(o.connect_errno.load(Relaxed), Relaxed);
+        self.connect_errno.store(o.connect_errno.load(Relaxed), Relaxed);
         self.first_error.store(o.first_error.load(Relaxed), Relaxed);
         self.created_ms.store(o.created_ms.load(Relaxed), Relaxed);
         self.bytes_in.store(o.bytes_in.load(Relaxed), Relaxed);
@@ -157,9 +151,7 @@ impl Record {
 
     pub fn last_call(&self) -> Option<Call> {
         let v = self.last_call.load(Relaxed);
-        (v != 0)
-            .then(|| Call::ALL.get(v as usize - 1).copied())
-            .flatten()
+        (v != 0).then(|| Call::ALL.get(v as usize - 1).copied()).flatten()
     }
 
     pub fn set_peer(&self, peer: Option<&Addr>) {
@@ -184,9 +176,7 @@ impl Record {
             libc::EPIPE => self.add_history(hist::EPIPE_SEEN),
             _ => return,
         }
-        let _ = self
-            .first_error
-            .compare_exchange(0, errno as u16, Relaxed, Relaxed);
+        let _ = self.first_error.compare_exchange(0, errno as u16, Relaxed, Relaxed);
     }
 }
 
@@ -248,11 +238,7 @@ mod tests {
         init();
         let r = get(5).unwrap();
         assert!(get(-1).is_none());
-        r.start(
-            Kind::Tcp4,
-            hist::CONNECTED,
-            Some(&Addr::V4(Ipv4Addr::LOCALHOST, 1)),
-        );
+        r.start(Kind::Tcp4, hist::CONNECTED, Some(&Addr::V4(Ipv4Addr::LOCALHOST, 1)));
         r.note_error(libc::ECONNRESET);
         r.note_error(libc::EPIPE);
         assert_eq!(r.first_error.load(Relaxed), libc::ECONNRESET as u16);
@@ -261,10 +247,7 @@ mod tests {
         r.note_call(Call::Recv);
         assert_eq!(r.last_call(), Some(Call::Recv));
         get(6).unwrap().copy_from(r);
-        assert_eq!(
-            format!("{:?}", get(6).unwrap().peer().unwrap()),
-            "127.0.0.1:1"
-        );
+        assert_eq!(format!("{:?}", get(6).unwrap().peer().unwrap()), "127.0.0.1:1");
         r.clear();
         assert!(!r.is_live());
     }

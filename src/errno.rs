@@ -4,10 +4,7 @@ use crate::errno_table::ERRNO_NAMES;
 
 /// The canonical name of an errno value (`ENOTCONN`), if Linux defines it.
 pub fn name(errno: i32) -> Option<&'static str> {
-    ERRNO_NAMES
-        .iter()
-        .find(|&&(n, _)| n == errno)
-        .map(|&(_, s)| s)
+    ERRNO_NAMES.iter().find(|&&(n, _)| n == errno).map(|&(_, s)| s)
 }
 
 /// Parses `ENOTCONN` (any case) or a number from 1 to 4095.

@@ -51,10 +51,7 @@ impl<const N: usize> StackBuf<N> {
         if take < bytes.len() {
             self.truncated = true;
         }
-        if let (Some(dst), Some(src)) = (
-            self.buf.get_mut(self.len..self.len + take),
-            bytes.get(..take),
-        ) {
+        if let (Some(dst), Some(src)) = (self.buf.get_mut(self.len..self.len + take), bytes.get(..take)) {
             dst.copy_from_slice(src);
             self.len += take;
         }
@@ -75,11 +72,7 @@ impl<const N: usize> StackBuf<N> {
 
     /// Ends the text with a newline, after a `...` mark when something was cut.
     pub fn finish_line(&mut self) -> &[u8] {
-        let end = if self.truncated {
-            &b"...\n"[..]
-        } else {
-            &b"\n"[..]
-        };
+        let end = if self.truncated { &b"...\n"[..] } else { &b"\n"[..] };
         let at = self.len.min(N.saturating_sub(end.len()));
         if let Some(dst) = self.buf.get_mut(at..at + end.len()) {
             dst.copy_from_slice(end);

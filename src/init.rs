@@ -58,10 +58,7 @@ fn init() {
         unsafe { libc::_exit(2) };
     }
     for name in &missing {
-        log::warn!(
-            "no real {:?} after errshim; that call fails with ENOSYS",
-            name
-        );
+        log::warn!("no real {:?} after errshim; that call fails with ENOSYS", name);
     }
 
     let mut name = [0u8; 16];

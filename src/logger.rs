@@ -138,9 +138,7 @@ pub fn relocate(fd: i32) {
             continue;
         }
         match to_high_fd(fd) {
-            Some(new) if owned.fd.compare_exchange(fd, new, Relaxed, Relaxed).is_ok() => {
-                sys::close(fd)
-            }
+            Some(new) if owned.fd.compare_exchange(fd, new, Relaxed, Relaxed).is_ok() => sys::close(fd),
             Some(new) => sys::close(new),
             None => {
                 let _ = owned.fd.compare_exchange(fd, -1, Relaxed, Relaxed);
@@ -262,10 +260,7 @@ mod tests {
 
     #[test]
     fn pid_in_path() {
-        assert_eq!(
-            expand_path("/tmp/e-%p.log", 42).as_bytes(),
-            b"/tmp/e-42.log\0"
-        );
+        assert_eq!(expand_path("/tmp/e-%p.log", 42).as_bytes(), b"/tmp/e-42.log\0");
         assert_eq!(expand_path("/tmp/e.log", 42).as_bytes(), b"/tmp/e.log\0");
         assert_eq!(expand_path("%p/%p", 7).as_bytes(), b"7/7\0");
     }

@@ -33,13 +33,7 @@ enum Verdict {
 /// before the real call. Returns what the hook returns, with errno set accordingly.
 #[cold]
 #[inline(never)]
-pub fn after_failure(
-    call: Call,
-    entry: &'static str,
-    args: CallArgs,
-    ret: isize,
-    errno_before: i32,
-) -> isize {
+pub fn after_failure(call: Call, entry: &'static str, args: CallArgs, ret: isize, errno_before: i32) -> isize {
     let err = errno::get();
     let Some(cfg) = init::config() else {
         return ret;
@@ -104,14 +98,7 @@ impl LazyKind<'_> {
     }
 }
 
-fn handle(
-    rules: &[Rule],
-    call: Call,
-    entry: &'static str,
-    args: &CallArgs,
-    ret: isize,
-    err: i32,
-) -> Verdict {
+fn handle(rules: &[Rule], call: Call, entry: &'static str, args: &CallArgs, ret: isize, err: i32) -> Verdict {
     let mut kind = LazyKind {
         call,
         args,
@@ -144,16 +131,8 @@ fn handle(
             returned,
             returned_errno,
             kind,
-            local: if live {
-                sockinfo::local_addr(args.fd)
-            } else {
-                None
-            },
-            peer: if live {
-                sockinfo::peer_addr(args.fd)
-            } else {
-                None
-            },
+            local: if live { sockinfo::local_addr(args.fd) } else { None },
+            peer: if live { sockinfo::peer_addr(args.fd) } else { None },
         };
         let mut line = StackBuf::<1024>::new();
         event::write_text(&ev, &mut line);

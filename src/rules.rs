@@ -193,13 +193,7 @@ pub struct RuleError {
 }
 
 impl RuleError {
-    fn new(
-        rule: usize,
-        text: &str,
-        token: &str,
-        problem: &str,
-        suggestion: Option<&'static str>,
-    ) -> Self {
+    fn new(rule: usize, text: &str, token: &str, problem: &str, suggestion: Option<&'static str>) -> Self {
         RuleError {
             rule,
             rule_text: text.to_string(),
@@ -227,11 +221,10 @@ fn parse_calls(n: usize, text: &str, field: &str) -> Result<CallSet, RuleError> 
         match Call::from_name(tok) {
             Some(c) => set |= c.bit(),
             None => {
-                let names = Call::ALL.iter().map(|c| c.name()).chain([
-                    "__read_chk",
-                    "__recv_chk",
-                    "__recvfrom_chk",
-                ]);
+                let names = Call::ALL
+                    .iter()
+                    .map(|c| c.name())
+                    .chain(["__read_chk", "__recv_chk", "__recvfrom_chk"]);
                 return Err(RuleError::new(
                     n,
                     text,
@@ -248,13 +241,7 @@ fn parse_calls(n: usize, text: &str, field: &str) -> Result<CallSet, RuleError> 
 fn parse_errno(n: usize, text: &str, tok: &str) -> Result<i32, RuleError> {
     errno::parse(tok).ok_or_else(|| {
         let upper = tok.to_ascii_uppercase();
-        RuleError::new(
-            n,
-            text,
-            tok,
-            "unknown errno",
-            suggest::closest(&upper, errno::names()),
-        )
+        RuleError::new(n, text, tok, "unknown errno", suggest::closest(&upper, errno::names()))
     })
 }
 
@@ -281,8 +268,7 @@ fn parse_action(n: usize, text: &str, field: &str) -> Result<Action, RuleError> 
             Some(e) => Action::Map(parse_errno(n, text, e.trim())?),
             None => {
                 let head = field.split('=').next().unwrap_or(field);
-                let s =
-                    suggest::closest(head, ACTION_NAMES.iter().map(|a| a.trim_end_matches('=')));
+                let s = suggest::closest(head, ACTION_NAMES.iter().map(|a| a.trim_end_matches('=')));
                 let s = s.map(|a| if a == "map" { "map=ERRNO" } else { a });
                 return Err(RuleError::new(n, text, field, "unknown action", s));
             }
@@ -320,8 +306,9 @@ fn parse_option(n: usize, text: &str, tok: &str) -> Result<FdFilter, RuleError> 
 fn parse_rule(n: usize, text: &str) -> Result<Rule, RuleError> {
     let fields: Vec<&str> = text.split(':').collect();
     if fields.len() < 3 {
-        return Err(RuleError::new(n, text, text, "incomplete rule", None)
-            .hint("a rule is CALLS:ERRNOS:ACTION[:OPTION...]"));
+        return Err(
+            RuleError::new(n, text, text, "incomplete rule", None).hint("a rule is CALLS:ERRNOS:ACTION[:OPTION...]")
+        );
     }
     let calls = parse_calls(n, text, fields[0])?;
     let errnos = parse_errnos(n, text, fields[1])?;
@@ -333,10 +320,7 @@ fn parse_rule(n: usize, text: &str) -> Result<Rule, RuleError> {
     if matches!(action, Action::Ignore | Action::Quiet) {
         if let Some(w) = calls.iter().find(|c| c.is_write_family()) {
             let what = if calls == CallSet::ANY { "*" } else { w.name() };
-            let problem = format!(
-                "action '{}' not allowed on write-family call",
-                fields[2].trim()
-            );
+            let problem = format!("action '{}' not allowed on write-family call", fields[2].trim());
             return Err(RuleError::new(n, text, what, &problem, None).hint(
                 "it would tell the program that unsent bytes were written; use log or map=ERRNO, or leave out write, writev, send, sendto, sendmsg",
             ));
@@ -364,12 +348,7 @@ pub fn parse_rules(spec: &str) -> Result<Vec<Rule>, RuleError> {
 
 /// The first rule that applies to `call` failing with `err` on a descriptor of kind `kind`.
 /// `kind` is only evaluated for rules whose call and errno match (it may cost syscalls).
-pub fn decide(
-    rules: &[Rule],
-    call: Call,
-    err: i32,
-    mut kind: impl FnMut() -> Kind,
-) -> Option<(usize, &Rule)> {
+pub fn decide(rules: &[Rule], call: Call, err: i32, mut kind: impl FnMut() -> Kind) -> Option<(usize, &Rule)> {
     rules
         .iter()
         .enumerate()
@@ -398,15 +377,10 @@ mod tests {
 
     #[test]
     fn full_grammar() {
-        let r =
-            parse_rules(" read,__read_chk:ENOTCONN,104:map=ECONNRESET:fd=tcp ; *:*:log:fd=any;")
-                .unwrap();
+        let r = parse_rules(" read,__read_chk:ENOTCONN,104:map=ECONNRESET:fd=tcp ; *:*:log:fd=any;").unwrap();
         assert_eq!(r.len(), 2);
         assert_eq!(r[0].calls.iter().collect::<Vec<_>>(), vec![Call::Read]);
-        assert_eq!(
-            r[0].errnos,
-            ErrnoSet::List(vec![libc::ENOTCONN, libc::ECONNRESET])
-        );
+        assert_eq!(r[0].errnos, ErrnoSet::List(vec![libc::ENOTCONN, libc::ECONNRESET]));
         assert_eq!(r[0].action, Action::Map(libc::ECONNRESET));
         assert_eq!(r[0].fd, FdFilter::Tcp);
         assert_eq!(r[1].calls, CallSet::ANY);
@@ -425,15 +399,9 @@ mod tests {
         );
         assert_eq!(e.suggestion, Some("ENOTCONN"));
         let e = err("shutdwon:ENOTCONN:ignore");
-        assert_eq!(
-            (e.token.as_str(), e.suggestion),
-            ("shutdwon", Some("shutdown"))
-        );
+        assert_eq!((e.token.as_str(), e.suggestion), ("shutdwon", Some("shutdown")));
         let e = err("close:ENOTCONN:ingore");
-        assert_eq!(
-            (e.problem.as_str(), e.suggestion),
-            ("unknown action", Some("ignore"))
-        );
+        assert_eq!((e.problem.as_str(), e.suggestion), ("unknown action", Some("ignore")));
         let e = err("close:ENOTCONN:mapp=EPIPE");
         assert_eq!(e.suggestion, Some("map=ERRNO"));
         let e = err("read:ENOTCONN:map=EPIPPE");
@@ -450,20 +418,10 @@ mod tests {
 
     #[test]
     fn ignore_on_write_family_is_refused() {
-        for spec in [
-            "write:EPIPE:ignore",
-            "read,send:EPIPE:quiet",
-            "*:EPIPE:ignore",
-        ] {
+        for spec in ["write:EPIPE:ignore", "read,send:EPIPE:quiet", "*:EPIPE:ignore"] {
             let e = err(spec);
-            assert!(
-                e.problem.contains("not allowed on write-family call"),
-                "{spec}: {e:?}"
-            );
-            assert!(
-                e.hint.unwrap_or("").contains("unsent bytes"),
-                "{spec}: {e:?}"
-            );
+            assert!(e.problem.contains("not allowed on write-family call"), "{spec}: {e:?}");
+            assert!(e.hint.unwrap_or("").contains("unsent bytes"), "{spec}: {e:?}");
         }
         assert_eq!(err("*:EPIPE:ignore").token, "*");
         assert!(parse_rules("write:EPIPE:log;send:EPIPE:map=ECONNRESET").is_ok());
@@ -471,10 +429,8 @@ mod tests {
 
     #[test]
     fn first_match_wins_and_kind_is_lazy() {
-        let rules = parse_rules(
-            "close:EBADF:log:fd=any;shutdown:ENOTCONN:pass:fd=unix;shutdown:ENOTCONN:ignore",
-        )
-        .unwrap();
+        let rules =
+            parse_rules("close:EBADF:log:fd=any;shutdown:ENOTCONN:pass:fd=unix;shutdown:ENOTCONN:ignore").unwrap();
         let mut probes = 0;
         let d = decide(&rules, Call::Close, libc::EBADF, || {
             probes += 1;

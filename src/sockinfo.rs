@@ -70,10 +70,7 @@ impl Kind {
         matches!(self, Kind::Udp4 | Kind::Udp6)
     }
     pub fn is_unix(self) -> bool {
-        matches!(
-            self,
-            Kind::UnixStream | Kind::UnixDgram | Kind::UnixSeqpacket
-        )
+        matches!(self, Kind::UnixStream | Kind::UnixDgram | Kind::UnixSeqpacket)
     }
 
     /// The kind a successful `socket(domain, type, protocol)` created, from its arguments alone.
@@ -206,18 +203,9 @@ mod tests {
     #[test]
     fn kinds_from_socket_args() {
         let k = Kind::from_socket_args;
-        assert_eq!(
-            k(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0),
-            Kind::Tcp4
-        );
-        assert_eq!(
-            k(libc::AF_INET6, libc::SOCK_DGRAM, libc::IPPROTO_UDP),
-            Kind::Udp6
-        );
-        assert_eq!(
-            k(libc::AF_UNIX, libc::SOCK_SEQPACKET, 0),
-            Kind::UnixSeqpacket
-        );
+        assert_eq!(k(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0), Kind::Tcp4);
+        assert_eq!(k(libc::AF_INET6, libc::SOCK_DGRAM, libc::IPPROTO_UDP), Kind::Udp6);
+        assert_eq!(k(libc::AF_UNIX, libc::SOCK_SEQPACKET, 0), Kind::UnixSeqpacket);
         assert_eq!(
             k(libc::AF_INET, libc::SOCK_STREAM, libc::IPPROTO_SCTP),
             Kind::OtherSocket

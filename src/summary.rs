@@ -93,10 +93,7 @@ pub struct Key {
 
 impl Key {
     pub fn pack(self) -> u64 {
-        1 | (self.call as u64) << 8
-            | (self.errno as u64) << 16
-            | (self.action as u64) << 32
-            | (self.cause as u64) << 40
+        1 | (self.call as u64) << 8 | (self.errno as u64) << 16 | (self.action as u64) << 32 | (self.cause as u64) << 40
     }
 
     pub fn unpack(k: u64) -> Key {
@@ -116,9 +113,9 @@ static PEERS: [[AtomicU64; 3]; SLOTS] = [const { [const { AtomicU64::new(0) }; 3
 
 /// A peer's key: a non-zero hash of its packed address.
 fn peer_key(w: &[u64; 3]) -> u64 {
-    let h = w.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &x| {
-        (h ^ x).wrapping_mul(0x0100_0000_01b3)
-    });
+    let h = w
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, &x| (h ^ x).wrapping_mul(0x0100_0000_01b3));
     h | 1
 }
 

@@ -38,16 +38,7 @@ pub fn getsockopt_int(fd: i32, level: i32, name: i32) -> Result<i32, i32> {
     let mut v: i32 = 0;
     let mut len = core::mem::size_of::<i32>() as libc::socklen_t;
     // SAFETY: v and len are valid for writing.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_getsockopt,
-            fd,
-            level,
-            name,
-            &mut v as *mut i32,
-            &mut len,
-        )
-    };
+    let r = unsafe { libc::syscall(libc::SYS_getsockopt, fd, level, name, &mut v as *mut i32, &mut len) };
     ret(r).map(|_| v)
 }
 
@@ -86,22 +77,9 @@ pub fn dup_cloexec_at_least(fd: i32, min: i32) -> Result<i32, i32> {
 
 /// Opens a log file: append-only, close-on-exec, never through a symlink, created 0600.
 pub fn open_log(path: &core::ffi::CStr) -> Result<i32, i32> {
-    let flags = libc::O_WRONLY
-        | libc::O_APPEND
-        | libc::O_CREAT
-        | libc::O_CLOEXEC
-        | libc::O_NOFOLLOW
-        | libc::O_NOCTTY;
+    let flags = libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT | libc::O_CLOEXEC | libc::O_NOFOLLOW | libc::O_NOCTTY;
     // SAFETY: path is NUL-terminated.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_openat,
-            libc::AT_FDCWD,
-            path.as_ptr(),
-            flags,
-            0o600,
-        )
-    };
+    let r = unsafe { libc::syscall(libc::SYS_openat, libc::AT_FDCWD, path.as_ptr(), flags, 0o600) };
     ret(r).map(|n| n as i32)
 }
 
@@ -112,13 +90,7 @@ pub fn nofile_limit() -> (u64, u64) {
         rlim_max: 0,
     };
     // SAFETY: rl is valid for writing.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_getrlimit,
-            libc::RLIMIT_NOFILE,
-            &mut rl as *mut libc::rlimit,
-        )
-    };
+    let r = unsafe { libc::syscall(libc::SYS_getrlimit, libc::RLIMIT_NOFILE, &mut rl as *mut libc::rlimit) };
     if r < 0 {
         return (1024, 1024);
     }
@@ -152,23 +124,14 @@ pub fn write_nosigpipe(fd: i32, buf: &[u8]) -> Result<usize, i32> {
     };
     let mut pending: u64 = 0;
     // SAFETY: as above.
-    unsafe {
-        libc::syscall(
-            libc::SYS_rt_sigpending,
-            &mut pending as *mut u64,
-            SIGSET_BYTES,
-        )
-    };
+    unsafe { libc::syscall(libc::SYS_rt_sigpending, &mut pending as *mut u64, SIGSET_BYTES) };
     let was_pending = pending & pipe_bit != 0;
     let mut r = write(fd, buf);
     while r == Err(libc::EINTR) {
         r = write(fd, buf);
     }
     if r == Err(libc::EPIPE) && !was_pending {
-        let zero = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
+        let zero = libc::timespec { tv_sec: 0, tv_nsec: 0 };
         // SAFETY: consumes the SIGPIPE our own write raised; all pointers valid.
         unsafe {
             libc::syscall(

@@ -44,10 +44,7 @@ impl fmt::Display for Utc {
 
 /// The current wall-clock time (clock_gettime is served by the vDSO: no syscall, no lock).
 pub fn now() -> Utc {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: ts is a valid, writable timespec.
     unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
     Utc {

@@ -64,10 +64,7 @@ const BAD: &[(Vars, &[&str])] = &[
     ),
     (
         &[("ERRSHIM_RULES", "shutdown:ENOTCONN:ignore:df=tcp")],
-        &[
-            "unknown option 'df=tcp'",
-            "did you mean fd=sock|tcp|udp|unix|any?",
-        ],
+        &["unknown option 'df=tcp'", "did you mean fd=sock|tcp|udp|unix|any?"],
     ),
     (
         &[("ERRSHIM_RULES", "shutdown:ENOTCONN")],
@@ -78,10 +75,7 @@ const BAD: &[(Vars, &[&str])] = &[
     ),
     (
         &[("ERRSHIM_RULES", "write,send:EPIPE:ignore")],
-        &[
-            "'write' in rule 1 of ERRSHIM_RULES",
-            "unsent bytes were written",
-        ],
+        &["'write' in rule 1 of ERRSHIM_RULES", "unsent bytes were written"],
     ),
     (&[("ERRSHIM_RULES", "read:0:log")], &["unknown errno '0'"]),
     (
@@ -94,10 +88,7 @@ const BAD: &[(Vars, &[&str])] = &[
     ),
     (
         &[("ERRSHIM_LOG_LEVEL", "inof")],
-        &[
-            "unknown level 'inof' in ERRSHIM_LOG_LEVEL",
-            "did you mean info?",
-        ],
+        &["unknown level 'inof' in ERRSHIM_LOG_LEVEL", "did you mean info?"],
     ),
     (
         &[("ERRSHIM_STRICT", "maybe")],
@@ -105,10 +96,7 @@ const BAD: &[(Vars, &[&str])] = &[
     ),
     (
         &[("ERRSHIM_RULSE", "*:*:log")],
-        &[
-            "unknown variable 'ERRSHIM_RULSE'",
-            "did you mean ERRSHIM_RULES?",
-        ],
+        &["unknown variable 'ERRSHIM_RULSE'", "did you mean ERRSHIM_RULES?"],
     ),
 ];
 
@@ -116,20 +104,11 @@ const BAD: &[(Vars, &[&str])] = &[
 fn each_error_is_one_line_and_the_program_runs_on_with_the_default() {
     for (vars, wanted) in BAD {
         let r = run_with(vars);
-        assert_eq!(
-            r.code,
-            Some(0),
-            "{vars:?}: the program must run on:\n{}",
-            r.describe()
-        );
+        assert_eq!(r.code, Some(0), "{vars:?}: the program must run on:\n{}", r.describe());
         let lines = config_lines(&r);
         assert_eq!(lines.len(), 1, "{vars:?}: exactly one line:\n{}", r.stderr);
         for w in *wanted {
-            assert!(
-                lines[0].contains(w),
-                "{vars:?}: '{w}' missing in: {}",
-                lines[0]
-            );
+            assert!(lines[0].contains(w), "{vars:?}: '{w}' missing in: {}", lines[0]);
         }
         // The faulty variable fell back to its default, so the default rules still act.
         assert_eq!(
@@ -149,10 +128,7 @@ fn each_error_is_one_line_and_the_program_runs_on_with_the_default() {
 
 #[test]
 fn strict_mode_stops_at_startup_with_status_2() {
-    let r = run_with(&[
-        ("ERRSHIM_STRICT", "1"),
-        ("ERRSHIM_RULES", "shutdown:ENOTCON:ignore"),
-    ]);
+    let r = run_with(&[("ERRSHIM_STRICT", "1"), ("ERRSHIM_RULES", "shutdown:ENOTCON:ignore")]);
     assert_eq!(r.code, Some(2), "{}", r.describe());
     assert!(r.stdout.is_empty(), "main must not have run: {}", r.stdout);
     assert_eq!(config_lines(&r).len(), 1, "{}", r.stderr);
@@ -163,10 +139,7 @@ fn strict_mode_stops_at_startup_with_status_2() {
         r.stderr
     );
 
-    let ok = run_with(&[
-        ("ERRSHIM_STRICT", "1"),
-        ("ERRSHIM_RULES", "shutdown:ENOTCONN:ignore"),
-    ]);
+    let ok = run_with(&[("ERRSHIM_STRICT", "1"), ("ERRSHIM_RULES", "shutdown:ENOTCONN:ignore")]);
     assert_eq!(
         ok.code,
         Some(0),
@@ -199,19 +172,22 @@ fn log_off_still_applies_rules() {
 fn info_level_prints_the_effective_configuration_once() {
     let r = run_with(&[
         ("ERRSHIM_LOG_LEVEL", "info"),
-        (
-            "ERRSHIM_RULES",
-            "read:ENOTCONN:map=ECONNRESET:fd=tcp;shutdown:*:log",
-        ),
+        ("ERRSHIM_RULES", "read:ENOTCONN:map=ECONNRESET:fd=tcp;shutdown:*:log"),
     ]);
-    let info: Vec<&str> = r
-        .stderr
-        .lines()
-        .filter(|l| l.starts_with("errshim: info:"))
-        .collect();
+    let info: Vec<&str> = r.stderr.lines().filter(|l| l.starts_with("errshim: info:")).collect();
     assert!(info[0].contains("loaded into pid"), "{info:?}");
-    assert!(info.contains(&"errshim: info: rule 1: read failing with ENOTCONN on fd=tcp: fail with ECONNRESET instead, log an event"), "{info:?}");
-    assert!(info.contains(&"errshim: info: rule 2: shutdown failing with any errno on fd=sock: leave the result, log an event"), "{info:?}");
+    assert!(
+        info.contains(
+            &"errshim: info: rule 1: read failing with ENOTCONN on fd=tcp: fail with ECONNRESET instead, log an event"
+        ),
+        "{info:?}"
+    );
+    assert!(
+        info.contains(
+            &"errshim: info: rule 2: shutdown failing with any errno on fd=sock: leave the result, log an event"
+        ),
+        "{info:?}"
+    );
     assert!(info.contains(&"errshim: info: log: stderr"), "{info:?}");
     assert_eq!(info.iter().filter(|l| l.contains("rule 1:")).count(), 1);
     // Default level (warn) prints nothing of the sort.
@@ -224,15 +200,8 @@ fn log_file_per_pid_0600_append_only() {
     let template = dir.path("events-%p.log");
     let r = run_with(&[("ERRSHIM_LOG", template.to_str().unwrap())]);
     r.assert_ok();
-    assert!(
-        r.stderr.is_empty(),
-        "events go to the file, not stderr: {}",
-        r.stderr
-    );
-    let files: Vec<_> = std::fs::read_dir(&dir.0)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
+    assert!(r.stderr.is_empty(), "events go to the file, not stderr: {}", r.stderr);
+    let files: Vec<_> = std::fs::read_dir(&dir.0).unwrap().map(|e| e.unwrap().path()).collect();
     assert_eq!(files.len(), 1, "{files:?}");
     let name = files[0].file_name().unwrap().to_str().unwrap().to_string();
     let pid: u32 = name
@@ -278,11 +247,6 @@ fn log_file_is_never_opened_through_a_symlink() {
         .lines()
         .filter(|l| l.starts_with("errshim: warn: cannot open ERRSHIM_LOG file"))
         .collect();
-    assert_eq!(
-        warn.len(),
-        1,
-        "one warning, naming the cause:\n{}",
-        r.stderr
-    );
+    assert_eq!(warn.len(), 1, "one warning, naming the cause:\n{}", r.stderr);
     assert!(warn[0].contains("ELOOP"), "{}", warn[0]);
 }

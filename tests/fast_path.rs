@@ -10,9 +10,7 @@ fn syscalls(preload: bool, n: u32) -> usize {
     let out = dir.path("trace");
     let mut c = Cmd::new("strace").args(["-f", "-qq", "-o"]).arg_path(&out);
     if preload {
-        c = c
-            .args(["-E"])
-            .args([format!("LD_PRELOAD={}", lib().display())]);
+        c = c.args(["-E"]).args([format!("LD_PRELOAD={}", lib().display())]);
     }
     let r = c.arg_path(&program("pingpong")).args([n.to_string()]).run();
     r.assert_ok();

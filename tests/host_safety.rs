@@ -45,10 +45,7 @@ fn num(line: &str, key: &str) -> i64 {
 fn line<'a>(text: &'a str, prefix: &str) -> &'a str {
     let found: Vec<&str> = text
         .lines()
-        .filter(|l| {
-            l.strip_prefix(prefix)
-                .is_some_and(|rest| rest.starts_with([' ', '=']))
-        })
+        .filter(|l| l.strip_prefix(prefix).is_some_and(|rest| rest.starts_with([' ', '='])))
         .collect();
     assert_eq!(
         found.len(),
@@ -77,8 +74,8 @@ fn results(text: &str) -> BTreeMap<String, (i64, i32)> {
 
 /// The interposer's "name=count" file.
 fn counts(path: &Path) -> BTreeMap<String, u64> {
-    let text = std::fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("no interposer counts in {}: {e}", path.display()));
+    let text =
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("no interposer counts in {}: {e}", path.display()));
     text.lines()
         .map(|l| {
             let (k, v) = l.split_once('=').expect("name=count");
@@ -119,16 +116,11 @@ const EXPECTED_COUNTS: [(&str, u64); 12] = [
 fn real_function_called_exactly_once() {
     let interposer = shared_lib("interposer");
     let dir = TempDir::new("counts");
-    let expected: BTreeMap<String, u64> = EXPECTED_COUNTS
-        .iter()
-        .map(|&(k, v)| (k.to_string(), v))
-        .collect();
+    let expected: BTreeMap<String, u64> = EXPECTED_COUNTS.iter().map(|&(k, v)| (k.to_string(), v)).collect();
 
     let run = |shim: bool, rules: Option<&str>, tag: &str| {
         let out = dir.path(tag);
-        let mut c = Cmd::new(host_safety())
-            .args(["counts"])
-            .env("INTERPOSER_OUT", &out);
+        let mut c = Cmd::new(host_safety()).args(["counts"]).env("INTERPOSER_OUT", &out);
         if shim {
             c = c.shim();
         }
@@ -183,13 +175,7 @@ fn real_function_called_exactly_once() {
         "map",
     );
     let m = results(&mapped.stdout);
-    for step in [
-        "read_fail",
-        "recv_fail",
-        "recvfrom_fail",
-        "readv_fail",
-        "recvmsg_fail",
-    ] {
+    for step in ["read_fail", "recv_fail", "recvfrom_fail", "readv_fail", "recvmsg_fail"] {
         assert_eq!(m[&format!("counts {step}")], (-1, ECONNRESET), "{step}");
     }
     assert_eq!(mapped.events().len(), 8, "{}", mapped.describe());
@@ -236,14 +222,8 @@ fn buggy_interposer_close_enotconn_socket_ignored_pipe_untouched() {
     let shim = run(true, "shim");
     let fds = line(&shim.stdout, "close_enotconn fds");
     let (tcp, unix, pipe) = (num(fds, "tcp"), num(fds, "unix"), num(fds, "pipe"));
-    assert_eq!(
-        ret_errno(&shim.stdout, "close_enotconn close_tcp"),
-        (0, EILSEQ)
-    );
-    assert_eq!(
-        ret_errno(&shim.stdout, "close_enotconn close_unix"),
-        (0, EILSEQ)
-    );
+    assert_eq!(ret_errno(&shim.stdout, "close_enotconn close_tcp"), (0, EILSEQ));
+    assert_eq!(ret_errno(&shim.stdout, "close_enotconn close_unix"), (0, EILSEQ));
     assert_eq!(
         ret_errno(&shim.stdout, "close_enotconn close_pipe"),
         (-1, ENOTCONN),
@@ -252,9 +232,7 @@ fn buggy_interposer_close_enotconn_socket_ignored_pipe_untouched() {
     let ev = shim.events();
     assert_eq!(ev.len(), 2, "{}", shim.describe());
     assert!(
-        ev[0].contains(&format!(
-            "close(fd={tcp}) = -1 ENOTCONN -> ignored, returned 0 | tcp4 "
-        )),
+        ev[0].contains(&format!("close(fd={tcp}) = -1 ENOTCONN -> ignored, returned 0 | tcp4 ")),
         "{}",
         ev[0]
     );
@@ -282,12 +260,7 @@ fn errno_preserved_or_set_as_the_rule_says() {
     let cases: [Case; 4] = [
         (None, false, (-1, ENOTCONN), (-1, ENOTCONN)),
         (None, true, (0, EILSEQ), (0, 0)),
-        (
-            Some("shutdown:ENOTCONN:log"),
-            true,
-            (-1, ENOTCONN),
-            (-1, ENOTCONN),
-        ),
+        (Some("shutdown:ENOTCONN:log"), true, (-1, ENOTCONN), (-1, ENOTCONN)),
         (
             Some("shutdown:ENOTCONN:map=ECONNRESET"),
             true,
@@ -306,11 +279,7 @@ fn errno_preserved_or_set_as_the_rule_says() {
         let r = c.run();
         r.assert_ok();
         let what = format!("rules={rules:?} shim={shim}\n{}", r.describe());
-        assert_eq!(
-            ret_errno(&r.stdout, "errno shutdown_eilseq"),
-            eilseq,
-            "{what}"
-        );
+        assert_eq!(ret_errno(&r.stdout, "errno shutdown_eilseq"), eilseq, "{what}");
         assert_eq!(ret_errno(&r.stdout, "errno shutdown_zero"), zero, "{what}");
         assert_eq!(r.events().len(), if shim { 2 } else { 0 }, "{what}");
     }
@@ -356,9 +325,7 @@ fn stderr_log_and_programs_own_stderr_writes() {
     }
     for l in r.stderr.lines() {
         assert!(
-            l.starts_with("errshim 2")
-                || l.starts_with("errshim: ")
-                || l.starts_with("program stderr line "),
+            l.starts_with("errshim 2") || l.starts_with("errshim: ") || l.starts_with("program stderr line "),
             "torn or unexpected stderr line: {l:?}"
         );
     }
@@ -430,10 +397,7 @@ fn broken_stderr_sigpipe_handler_sees_only_the_programs_own() {
         assert_eq!(num(own2, "sigpipes"), 2, "{}", r.describe());
     }
     assert_eq!(
-        num(
-            line(&shim.stdout, "broken_stage2 after_events"),
-            "last_errno"
-        ),
+        num(line(&shim.stdout, "broken_stage2 after_events"), "last_errno"),
         ECONNRESET as i64,
         "errshim did not handle the shutdowns: {}",
         shim.describe()
@@ -499,24 +463,9 @@ fn calls_from_another_librarys_constructor_before_errshim_init() {
             "{}",
             r.describe()
         );
-        assert_eq!(
-            ret_errno(&r.stdout, "ctor write"),
-            (4, EILSEQ),
-            "{}",
-            r.describe()
-        );
-        assert_eq!(
-            ret_errno(&r.stdout, "ctor read"),
-            (4, 0),
-            "{}",
-            r.describe()
-        );
-        assert_eq!(
-            ret_errno(&r.stdout, "ctor stdout"),
-            (37, 0),
-            "{}",
-            r.describe()
-        );
+        assert_eq!(ret_errno(&r.stdout, "ctor write"), (4, EILSEQ), "{}", r.describe());
+        assert_eq!(ret_errno(&r.stdout, "ctor read"), (4, 0), "{}", r.describe());
+        assert_eq!(ret_errno(&r.stdout, "ctor stdout"), (37, 0), "{}", r.describe());
         assert!(r.stdout.contains("ctor_lib constructor wrote this line\n"));
         let ran = line(&r.stdout, "ctor ran=1");
         assert_eq!(val(ran, "read"), "ctor");
@@ -556,12 +505,7 @@ const FORK_CHILDREN: usize = 100;
 fn check_fork_run(r: &Run) -> (i64, Vec<i64>, i64) {
     r.assert_ok();
     let done = line(&r.stdout, "fork_threads done");
-    assert_eq!(
-        num(done, "children_ok"),
-        FORK_CHILDREN as i64,
-        "{}",
-        r.describe()
-    );
+    assert_eq!(num(done, "children_ok"), FORK_CHILDREN as i64, "{}", r.describe());
     let parent = num(done, "pid");
     let children: Vec<i64> = r
         .out_lines("fork_threads child ")
@@ -577,10 +521,7 @@ fn check_fork_run(r: &Run) -> (i64, Vec<i64>, i64) {
         .collect();
     assert_eq!(children.len(), FORK_CHILDREN, "{}", r.describe());
     for l in r.out_lines("fork_threads reaped ") {
-        assert!(
-            l.ends_with("exited=1 code=0 signaled=0"),
-            "child did not exit 0: {l}"
-        );
+        assert!(l.ends_with("exited=1 code=0 signaled=0"), "child did not exit 0: {l}");
     }
     (parent, children, num(done, "thread_shutdowns"))
 }
@@ -598,27 +539,17 @@ fn child_event_ok(e: &str, pid: i64) -> bool {
 #[test]
 fn fork_in_threaded_program_logs_with_childs_pid() {
     let r = Cmd::new(host_safety())
-        .args([
-            "fork_threads",
-            &FORK_THREADS.to_string(),
-            &FORK_CHILDREN.to_string(),
-        ])
+        .args(["fork_threads", &FORK_THREADS.to_string(), &FORK_CHILDREN.to_string()])
         .shim()
         .run();
     let (parent, children, thread_shutdowns) = check_fork_run(&r);
     let ev = r.events();
     for &pid in &children {
-        let mine: Vec<_> = ev
-            .iter()
-            .filter(|e| e.contains(&format!(" pid={pid} ")))
-            .collect();
+        let mine: Vec<_> = ev.iter().filter(|e| e.contains(&format!(" pid={pid} "))).collect();
         assert_eq!(mine.len(), 1, "events of child {pid}: {mine:#?}");
         assert!(child_event_ok(mine[0], pid), "{}", mine[0]);
     }
-    let parents = ev
-        .iter()
-        .filter(|e| e.contains(&format!(" pid={parent} ")))
-        .count();
+    let parents = ev.iter().filter(|e| e.contains(&format!(" pid={parent} "))).count();
     assert_eq!(parents as i64, thread_shutdowns);
     assert_eq!(ev.len(), children.len() + parents);
 }
@@ -629,19 +560,14 @@ fn fork_in_threaded_program_logs_with_childs_pid() {
 fn fork_in_threaded_program_per_process_log_files() {
     let dir = TempDir::new("fork-logs");
     let r = Cmd::new(host_safety())
-        .args([
-            "fork_threads",
-            &FORK_THREADS.to_string(),
-            &FORK_CHILDREN.to_string(),
-        ])
+        .args(["fork_threads", &FORK_THREADS.to_string(), &FORK_CHILDREN.to_string()])
         .shim()
         .env("ERRSHIM_LOG", dir.path("log-%p.txt"))
         .run();
     let (parent, children, thread_shutdowns) = check_fork_run(&r);
     assert!(r.events().is_empty(), "{}", r.describe());
     let read = |pid: i64| {
-        std::fs::read_to_string(dir.path(&format!("log-{pid}.txt")))
-            .unwrap_or_else(|e| panic!("log of {pid}: {e}"))
+        std::fs::read_to_string(dir.path(&format!("log-{pid}.txt"))).unwrap_or_else(|e| panic!("log of {pid}: {e}"))
     };
     for &pid in &children {
         let text = read(pid);
@@ -700,8 +626,7 @@ fn pthread_cancel_of_threads_blocked_in_hooked_calls() {
             let object = if shim { "liberrshim.so" } else { "libc.so.6" };
             for sym in ["read", "recv", "__read_chk", "__recv_chk"] {
                 assert!(
-                    r.stdout
-                        .contains(&format!("cancel binding {sym}={object}\n")),
+                    r.stdout.contains(&format!("cancel binding {sym}={object}\n")),
                     "{sym} not bound to {object}: {what}"
                 );
             }
@@ -771,10 +696,7 @@ fn check_closeall(text: &str, baseline: &str, shim: bool) {
     let limit = num(line(text, "limit"), "limit");
     let closed = list(text, "closed_ok").len() as i64;
     assert_eq!(num(counters, "ebadf"), limit - closed, "{text}");
-    assert!(
-        text.contains("\nfds pair_a=0,1 pair_b=2,3 result=4\n"),
-        "{text}"
-    );
+    assert!(text.contains("\nfds pair_a=0,1 pair_b=2,3 result=4\n"), "{text}");
     assert_eq!(num(line(text, "leaked"), "leaked"), 0, "{text}");
     let foreign = list(text, "foreign");
     let open_but_ebadf = list(text, "open_but_ebadf");
@@ -787,11 +709,7 @@ fn check_closeall(text: &str, baseline: &str, shim: bool) {
         assert!(foreign.contains(&open_but_ebadf[0]), "{text}");
     }
     for f in &foreign {
-        assert_eq!(
-            num(line(text, &format!("dup2 onto={f}")), "ret"),
-            *f,
-            "{text}"
-        );
+        assert_eq!(num(line(text, &format!("dup2 onto={f}")), "ret"), *f, "{text}");
         let taken = line(text, &format!("taken fd={f}"));
         assert_eq!(num(taken, "write"), 5, "{text}");
         assert_eq!(
@@ -805,10 +723,7 @@ fn check_closeall(text: &str, baseline: &str, shim: bool) {
 /// The failing shutdowns the program reports (fd numbers), all ignored with errno untouched
 /// when `shim`.
 fn closeall_shutdowns(text: &str, shim: bool) -> Vec<i64> {
-    let lines: Vec<&str> = text
-        .lines()
-        .filter(|l| l.starts_with("shutdown "))
-        .collect();
+    let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("shutdown ")).collect();
     for l in &lines {
         let want = if shim { (0, EILSEQ) } else { (-1, ENOTCONN) };
         assert_eq!((num(l, "ret"), num(l, "errno") as i32), want, "{l}\n{text}");

@@ -18,11 +18,7 @@ fn scenarios() -> std::path::PathBuf {
 #[test]
 fn default_rules_suppress_kernel_enotconn_from_shutdown() {
     let cases = [
-        (
-            "never_connected shutdown",
-            "shutdown(fd=3, SHUT_RDWR)",
-            "tcp4",
-        ),
+        ("never_connected shutdown", "shutdown(fd=3, SHUT_RDWR)", "tcp4"),
         ("fin shutdown", "SHUT_RDWR)", "tcp4"),
         ("reset shutdown", "SHUT_WR)", "tcp4"),
         ("reset_before_accept shutdown", "SHUT_WR)", "tcp4"),
@@ -34,11 +30,7 @@ fn default_rules_suppress_kernel_enotconn_from_shutdown() {
         let scenario = step.split(' ').next().unwrap();
         let bare = Cmd::new(scenarios()).args([scenario]).run();
         bare.assert_ok();
-        assert_eq!(
-            result_of(&bare, step),
-            (-1, ENOTCONN),
-            "without errshim: {step}"
-        );
+        assert_eq!(result_of(&bare, step), (-1, ENOTCONN), "without errshim: {step}");
         assert!(bare.events().is_empty());
 
         let shim = Cmd::new(scenarios()).args([scenario]).shim().run();
@@ -49,18 +41,10 @@ fn default_rules_suppress_kernel_enotconn_from_shutdown() {
             "with errshim, errno must be as before the call: {step}"
         );
         let ev = shim.events();
-        assert_eq!(
-            ev.len(),
-            1,
-            "{step}: one event expected:\n{}",
-            shim.describe()
-        );
+        assert_eq!(ev.len(), 1, "{step}: one event expected:\n{}", shim.describe());
         let e = ev[0];
         assert!(e.contains(call_text), "{step}: {e}");
-        assert!(
-            e.contains(" = -1 ENOTCONN -> ignored, returned 0 | "),
-            "{step}: {e}"
-        );
+        assert!(e.contains(" = -1 ENOTCONN -> ignored, returned 0 | "), "{step}: {e}");
         assert!(e.contains(&format!("| {kind} local=")), "{step}: {e}");
         assert!(
             e.contains(" peer=? rule=1"),
@@ -75,11 +59,7 @@ fn default_rules_suppress_kernel_enotconn_from_shutdown() {
                 .map(str::to_string)
                 .collect::<Vec<_>>()
         };
-        assert_eq!(
-            strip(&bare),
-            strip(&shim),
-            "{step}: other calls must be unaffected"
-        );
+        assert_eq!(strip(&bare), strip(&shim), "{step}: other calls must be unaffected");
     }
 }
 
@@ -119,11 +99,7 @@ fn empty_rules_are_pure_pass_through() {
     ];
     let bare = Cmd::new(scenarios()).args(all).run();
     bare.assert_ok();
-    let shim = Cmd::new(scenarios())
-        .args(all)
-        .shim()
-        .env("ERRSHIM_RULES", "")
-        .run();
+    let shim = Cmd::new(scenarios()).args(all).shim().env("ERRSHIM_RULES", "").run();
     shim.assert_ok();
     let norm = |s: &str| {
         s.lines()
@@ -158,16 +134,11 @@ fn fd_filters() {
     let ev = r.events();
     assert_eq!(ev.len(), 3, "{}", r.describe());
     assert!(
-        ev[0].contains("write(fd=")
-            && ev[0].contains("= -1 EPIPE -> logged, returned -1 EPIPE | not-a-socket rule=1"),
+        ev[0].contains("write(fd=") && ev[0].contains("= -1 EPIPE -> logged, returned -1 EPIPE | not-a-socket rule=1"),
         "{}",
         ev[0]
     );
-    assert!(
-        ev[1].contains("shutdown(") && ev[1].contains("ENOTSOCK"),
-        "{}",
-        ev[1]
-    );
+    assert!(ev[1].contains("shutdown(") && ev[1].contains("ENOTSOCK"), "{}", ev[1]);
     assert!(
         ev[2].contains("close(fd=1000000) = -1 EBADF") && ev[2].contains("| not-open"),
         "{}",
@@ -190,9 +161,7 @@ fn fd_filters() {
     let ev = r.events();
     assert_eq!(ev.len(), 1, "{}", r.describe());
     assert!(
-        ev[0].contains(
-            "-> mapped, returned -1 ECONNRESET | unix-stream local=(unnamed) peer=? rule=2"
-        ),
+        ev[0].contains("-> mapped, returned -1 ECONNRESET | unix-stream local=(unnamed) peer=? rule=2"),
         "{}",
         ev[0]
     );
@@ -204,10 +173,7 @@ fn first_match_wins_pass_and_quiet() {
     let r = Cmd::new(scenarios())
         .args(["never_connected"])
         .shim()
-        .env(
-            "ERRSHIM_RULES",
-            "shutdown:ENOTCONN:pass;shutdown,read:ENOTCONN:ignore",
-        )
+        .env("ERRSHIM_RULES", "shutdown:ENOTCONN:pass;shutdown,read:ENOTCONN:ignore")
         .run();
     assert_eq!(result_of(&r, "never_connected shutdown"), (-1, ENOTCONN));
     assert_eq!(
@@ -248,16 +214,12 @@ fn fortified_entry_points() {
     let ev = r.events();
     assert_eq!(ev.len(), 3, "{}", r.describe());
     assert!(
-        ev[0].contains(
-            "__read_chk(fd=3, len=64) = -1 ENOTCONN -> mapped, returned -1 ECONNRESET | tcp4"
-        ),
+        ev[0].contains("__read_chk(fd=3, len=64) = -1 ENOTCONN -> mapped, returned -1 ECONNRESET | tcp4"),
         "{}",
         ev[0]
     );
     assert!(
-        ev[1].contains(
-            "__recv_chk(fd=3, len=64) = -1 ENOTCONN -> logged, returned -1 ENOTCONN | tcp4"
-        ),
+        ev[1].contains("__recv_chk(fd=3, len=64) = -1 ENOTCONN -> logged, returned -1 ENOTCONN | tcp4"),
         "{}",
         ev[1]
     );
@@ -319,7 +281,11 @@ fn python_read_recv_shutdown() {
     );
     let ev = r.events();
     assert_eq!(ev.len(), 3, "{}", r.describe());
-    assert!(ev[0].contains("comm=python3 read(fd=3, len=100) = -1 ENOTCONN -> mapped, returned -1 ECONNRESET | tcp4"), "{}", ev[0]);
+    assert!(
+        ev[0].contains("comm=python3 read(fd=3, len=100) = -1 ENOTCONN -> mapped, returned -1 ECONNRESET | tcp4"),
+        "{}",
+        ev[0]
+    );
     assert!(
         ev[1].contains("recv(fd=3, len=100) = -1 ENOTCONN -> logged, returned -1 ENOTCONN"),
         "{}",

@@ -55,11 +55,7 @@ fn runs_a_command_with_rules_and_log_options() {
     let text = std::fs::read_to_string(&log).unwrap();
     let ev = events(&text);
     assert_eq!(ev.len(), 1, "{text}");
-    assert!(
-        ev[0].contains("-> logged, returned -1 ENOTCONN"),
-        "{}",
-        ev[0]
-    );
+    assert!(ev[0].contains("-> logged, returned -1 ENOTCONN"), "{}", ev[0]);
 }
 
 #[test]
@@ -68,23 +64,14 @@ fn keeps_an_existing_ld_preload_behind_errshim() {
         .args(["--lib", &lib_arg(), "sh", "-c", "echo \"$LD_PRELOAD\""])
         .env("LD_PRELOAD", "/nonexistent/other.so")
         .run();
-    assert_eq!(
-        r.stdout.trim(),
-        format!("{}:/nonexistent/other.so", lib_arg())
-    );
+    assert_eq!(r.stdout.trim(), format!("{}:/nonexistent/other.so", lib_arg()));
 }
 
 #[test]
 fn strict_option_stops_on_a_bad_rule() {
     let scen = program("scenarios");
     let r = wrapper()
-        .args([
-            "--lib",
-            &lib_arg(),
-            "--strict",
-            "--rules",
-            "shutdown:ENOTCON:ignore",
-        ])
+        .args(["--lib", &lib_arg(), "--strict", "--rules", "shutdown:ENOTCON:ignore"])
         .arg_path(&scen)
         .args(["never_connected"])
         .run();
@@ -105,8 +92,14 @@ fn check_explains_a_valid_configuration() {
         .run();
     assert_eq!(r.code, Some(0), "{}", r.describe());
     let all = format!("{}{}", r.stdout, r.stderr);
-    assert!(all.contains("rule 1: read failing with ENOTCONN on fd=sock: fail with ECONNRESET instead, log an event"), "{all}");
-    assert!(all.contains("rule 2: shutdown,close failing with ENOTCONN on fd=sock: report success (0) and log an event"), "{all}");
+    assert!(
+        all.contains("rule 1: read failing with ENOTCONN on fd=sock: fail with ECONNRESET instead, log an event"),
+        "{all}"
+    );
+    assert!(
+        all.contains("rule 2: shutdown,close failing with ENOTCONN on fd=sock: report success (0) and log an event"),
+        "{all}"
+    );
     assert!(all.contains("check: configuration OK"), "{all}");
 }
 
@@ -132,21 +125,12 @@ fn warns_about_statically_linked_commands() {
     r.assert_ok();
     assert_eq!(r.stdout, "static hello\n");
     assert!(
-        r.stderr
-            .contains("is statically linked: LD_PRELOAD cannot work there"),
+        r.stderr.contains("is statically linked: LD_PRELOAD cannot work there"),
         "{}",
         r.stderr
     );
-    let c = wrapper()
-        .args(["--lib", &lib_arg(), "--check"])
-        .arg_path(&bin)
-        .run();
-    assert_eq!(
-        c.code,
-        Some(1),
-        "--check with a static command fails: {}",
-        c.describe()
-    );
+    let c = wrapper().args(["--lib", &lib_arg(), "--check"]).arg_path(&bin).run();
+    assert_eq!(c.code, Some(1), "--check with a static command fails: {}", c.describe());
 
     let dynamic = wrapper().args(["--lib", &lib_arg(), "true"]).run();
     assert!(!dynamic.stderr.contains("statically"), "{}", dynamic.stderr);
@@ -162,7 +146,12 @@ fn demo_shows_the_failure_and_its_suppression() {
     let r = wrapper().args(["--lib", &lib_arg(), "demo"]).run();
     r.assert_ok();
     let (without, with) = r.stdout.split_once("== 2.").expect("two parts");
-    assert!(without.contains("client reset the connection; shutdown(SHUT_WR) failed: [Errno 107] Transport endpoint is not connected"), "{without}");
+    assert!(
+        without.contains(
+            "client reset the connection; shutdown(SHUT_WR) failed: [Errno 107] Transport endpoint is not connected"
+        ),
+        "{without}"
+    );
     assert!(without.contains("1 failed shutdown(s)"), "{without}");
     assert!(events(without).is_empty());
     assert!(
@@ -174,8 +163,7 @@ fn demo_shows_the_failure_and_its_suppression() {
     assert_eq!(ev.len(), 1, "{with}");
     assert!(
         ev[0].contains("comm=python3 shutdown(fd=")
-            && ev[0]
-                .contains("SHUT_WR) = -1 ENOTCONN -> ignored, returned 0 | tcp4 local=127.0.0.1:"),
+            && ev[0].contains("SHUT_WR) = -1 ENOTCONN -> ignored, returned 0 | tcp4 local=127.0.0.1:"),
         "{}",
         ev[0]
     );

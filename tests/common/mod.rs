@@ -12,10 +12,7 @@ use std::time::{Duration, Instant};
 /// `target/<profile>`, found from the test executable (`target/<profile>/deps/test-…`).
 pub fn target_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("target dir")
-        .to_path_buf()
+    exe.parent().and_then(Path::parent).expect("target dir").to_path_buf()
 }
 
 /// liberrshim.so of the same profile as this test, built fresh once per test binary: cargo
@@ -29,8 +26,7 @@ pub fn lib() -> PathBuf {
             let release = dir.file_name().is_some_and(|n| n == "release");
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
             let mut cmd = Command::new(cargo);
-            cmd.args(["build", "--lib", "--quiet"])
-                .current_dir(manifest_dir());
+            cmd.args(["build", "--lib", "--quiet"]).current_dir(manifest_dir());
             if release {
                 cmd.arg("--release");
             }
@@ -79,9 +75,7 @@ fn build_lock() -> &'static Mutex<()> {
 /// `target/<profile>/fixtures/`, and returns the path of the result.
 pub fn cc(name: &str, out_name: &str, flags: &[&str]) -> PathBuf {
     let _g = build_lock().lock().unwrap_or_else(|e| e.into_inner());
-    let src = manifest_dir()
-        .join("tests/fixtures")
-        .join(format!("{name}.c"));
+    let src = manifest_dir().join("tests/fixtures").join(format!("{name}.c"));
     let dir = target_dir().join("fixtures");
     std::fs::create_dir_all(&dir).unwrap();
     let out = dir.join(out_name);
@@ -112,11 +106,7 @@ pub fn program(name: &str) -> PathBuf {
 
 /// A C fixture built as a shared library (`lib<name>.so`).
 pub fn shared_lib(name: &str) -> PathBuf {
-    cc(
-        name,
-        &format!("lib{name}.so"),
-        &["-O2", "-shared", "-fPIC", "-ldl"],
-    )
+    cc(name, &format!("lib{name}.so"), &["-O2", "-shared", "-fPIC", "-ldl"])
 }
 
 pub struct Run {
@@ -134,10 +124,7 @@ impl Run {
 
     /// Lines of stdout that start with `prefix`.
     pub fn out_lines(&self, prefix: &str) -> Vec<&str> {
-        self.stdout
-            .lines()
-            .filter(|l| l.starts_with(prefix))
-            .collect()
+        self.stdout.lines().filter(|l| l.starts_with(prefix)).collect()
     }
 
     pub fn assert_ok(&self) -> &Self {
@@ -155,9 +142,7 @@ impl Run {
 
 /// Event lines in a text (stderr or a log file).
 pub fn events(text: &str) -> Vec<&str> {
-    text.lines()
-        .filter(|l| l.starts_with("errshim 2"))
-        .collect()
+    text.lines().filter(|l| l.starts_with("errshim 2")).collect()
 }
 
 pub struct Cmd {
@@ -229,11 +214,7 @@ impl Cmd {
     pub fn run(mut self) -> Run {
         use std::os::unix::process::ExitStatusExt;
         if !self.preload.is_empty() {
-            let v: Vec<String> = self
-                .preload
-                .iter()
-                .map(|p| p.display().to_string())
-                .collect();
+            let v: Vec<String> = self.preload.iter().map(|p| p.display().to_string()).collect();
             self.cmd.env("LD_PRELOAD", v.join(":"));
         }
         self.cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
