@@ -54,6 +54,28 @@ pub enum Cause {
 }
 
 impl Cause {
+    /// 1-based index for compact storage (0 means "no cause").
+    pub fn index(self) -> u8 {
+        self as u8 + 1
+    }
+
+    pub fn from_index(i: u8) -> Option<Cause> {
+        use Cause::*;
+        [
+            NeverConnected,
+            PeerReset,
+            PeerClosed,
+            ConnectFailed,
+            ShutDownBefore,
+            UdpUnconnected,
+            Listener,
+            NotFromKernel,
+            Unknown,
+        ]
+        .get((i as usize).checked_sub(1)?)
+        .copied()
+    }
+
     pub fn code(self) -> &'static str {
         match self {
             Cause::NeverConnected => "never_connected",

@@ -16,7 +16,22 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
     (
         "ERRSHIM_LOG",
         "stderr",
-        "where events go: stderr, off, or a file path containing '/'",
+        "where events go: stderr, off, syslog[:PATH], or a file path containing '/'",
+    ),
+    (
+        "ERRSHIM_FORMAT",
+        "text",
+        "event format: text (one line) or json (one object per line)",
+    ),
+    (
+        "ERRSHIM_SUMMARY",
+        "0",
+        "1: at exit, event counts by call, errno, action and cause, and by peer",
+    ),
+    (
+        "ERRSHIM_BACKTRACE",
+        "0",
+        "1: each event carries the caller's return addresses",
     ),
     ("ERRSHIM_DISABLE", "0", "1: pure pass-through, nothing parsed or logged"),
     (
@@ -37,12 +52,23 @@ pub enum LogDest {
     Off,
     /// A path; `%p` in it becomes the pid of the process that writes.
     File(String),
+    /// A syslog socket (`/dev/log` unless another path is given): one datagram per event.
+    Syslog(String),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Text,
+    Json,
 }
 
 #[derive(Clone, Debug)]
 pub struct Config {
     pub rules: Vec<Rule>,
     pub log: LogDest,
+    pub format: Format,
+    pub summary: bool,
+    pub backtrace: bool,
     pub strict: bool,
     pub level: LevelFilter,
 }
@@ -131,10 +157,13 @@ pub fn parse_log(value: &str) -> Result<LogDest, (String, Option<&'static str>)>
     match value.trim() {
         "" | "stderr" => Ok(LogDest::Stderr),
         "off" => Ok(LogDest::Off),
+        "syslog" => Ok(LogDest::Syslog("/dev/log".to_string())),
+        v if v.starts_with("syslog:") && v.len() > 7 => Ok(LogDest::Syslog(v[7..].to_string())),
         v if v.contains('/') => Ok(LogDest::File(v.to_string())),
         v => Err((
-            "ERRSHIM_LOG is stderr, off, or a file path containing '/' (e.g. ./errshim.log)".to_string(),
-            suggest::closest(v, ["stderr", "off"]),
+            "ERRSHIM_LOG is stderr, off, syslog, syslog:PATH, or a file path containing '/' (e.g. ./errshim.log)"
+                .to_string(),
+            suggest::closest(v, ["stderr", "off", "syslog"]),
         )),
     }
 }
@@ -190,6 +219,18 @@ pub fn from_lookup(get: &dyn Fn(&str) -> Option<String>, set_names: &[String]) -
     };
 
     let strict = get("ERRSHIM_STRICT").is_some_and(|v| bool_var("ERRSHIM_STRICT", &v, &mut errors));
+    let summary = get("ERRSHIM_SUMMARY").is_some_and(|v| bool_var("ERRSHIM_SUMMARY", &v, &mut errors));
+    let backtrace = get("ERRSHIM_BACKTRACE").is_some_and(|v| bool_var("ERRSHIM_BACKTRACE", &v, &mut errors));
+
+    let format = match get("ERRSHIM_FORMAT").as_deref().map(str::trim) {
+        None | Some("") | Some("text") => Format::Text,
+        Some("json") => Format::Json,
+        Some(v) => {
+            let e = ConfigError::new("ERRSHIM_FORMAT", v, "unknown format", "using the default 'text'");
+            errors.push(e.suggest(suggest::closest(v, ["text", "json"])));
+            Format::Text
+        }
+    };
 
     let level = match get("ERRSHIM_LOG_LEVEL") {
         None => LevelFilter::Warn,
@@ -210,6 +251,9 @@ pub fn from_lookup(get: &dyn Fn(&str) -> Option<String>, set_names: &[String]) -
         Config {
             rules,
             log,
+            format,
+            summary,
+            backtrace,
             strict,
             level,
         },
@@ -226,7 +270,14 @@ impl Config {
             LogDest::Stderr => "log: stderr".to_string(),
             LogDest::Off => "log: off (rules still apply)".to_string(),
             LogDest::File(p) => format!("log: file {p}"),
+            LogDest::Syslog(p) => format!("log: syslog socket {p}"),
         });
+        out.push(format!(
+            "format: {}; summary at exit: {}; backtraces: {}",
+            if self.format == Format::Json { "json" } else { "text" },
+            if self.summary { "on" } else { "off" },
+            if self.backtrace { "on" } else { "off" }
+        ));
         if self.rules.is_empty() {
             out.push("rules: none (pure pass-through)".to_string());
         }
@@ -311,6 +362,22 @@ mod tests {
 
     #[test]
     fn log_destinations() {
+        assert_eq!(
+            parse(&[("ERRSHIM_LOG", "syslog")]).0.log,
+            LogDest::Syslog("/dev/log".into())
+        );
+        assert_eq!(
+            parse(&[("ERRSHIM_LOG", "syslog:/run/x.sock")]).0.log,
+            LogDest::Syslog("/run/x.sock".into())
+        );
+        let (c, e) = parse(&[
+            ("ERRSHIM_FORMAT", "jsno"),
+            ("ERRSHIM_SUMMARY", "1"),
+            ("ERRSHIM_BACKTRACE", "yes"),
+        ]);
+        assert_eq!((c.format, c.summary, c.backtrace), (Format::Text, true, true));
+        assert_eq!(e[0].suggestion.as_deref(), Some("json"));
+        assert_eq!(parse(&[("ERRSHIM_FORMAT", "json")]).0.format, Format::Json);
         assert_eq!(parse(&[("ERRSHIM_LOG", "off")]).0.log, LogDest::Off);
         assert_eq!(
             parse(&[("ERRSHIM_LOG", "/tmp/e-%p.log")]).0.log,

@@ -134,8 +134,9 @@ impl Record {
         self.ino.store(o.ino.load(Relaxed), Relaxed);
     }
 
+    /// Whether the slot describes an open socket (created through a hook, or met at an event).
     pub fn is_live(&self) -> bool {
-        self.history.load(Relaxed) != 0
+        self.history.load(Relaxed) & (hist::TRACKED | hist::LATE) != 0
     }
 
     pub fn add_history(&self, bits: u32) {
@@ -212,6 +213,97 @@ pub fn unpack_addr(w: [u64; 3]) -> Option<Addr> {
             Some(Addr::V6(Ipv6Addr::from(o), port))
         }
         _ => None,
+    }
+}
+
+/// The record for `fd` as a raw pointer (no `Option` niche to test on the hot path).
+#[inline(always)]
+fn slot(fd: i32) -> Option<*const Record> {
+    ((fd as u32 as usize) < LEN.load(Relaxed))
+        .then(|| TABLE.load(Relaxed).wrapping_add(fd as u32 as usize) as *const Record)
+}
+
+/// A successful read-family call moved `n` bytes in.
+#[inline(always)]
+pub fn count_in(fd: i32, n: u64, call: Call) {
+    if let Some(r) = slot(fd) {
+        // SAFETY: LEN is only non-zero once TABLE points at LEN records, which live forever.
+        let r = unsafe { &*r };
+        r.bytes_in.fetch_add(n, Relaxed);
+        r.note_call(call);
+    }
+}
+
+/// A successful write-family call moved `n` bytes out.
+#[inline(always)]
+pub fn count_out(fd: i32, n: u64, call: Call) {
+    if let Some(r) = slot(fd) {
+        // SAFETY: as in count_in.
+        let r = unsafe { &*r };
+        r.bytes_out.fetch_add(n, Relaxed);
+        r.note_call(call);
+    }
+}
+
+/// Adds history bits to a live record.
+pub fn note_history(fd: i32, bits: u32) {
+    if let Some(r) = get(fd) {
+        if r.is_live() {
+            r.add_history(bits);
+        }
+    }
+}
+
+/// A `shutdown(fd, how)` succeeded.
+pub fn note_shutdown(fd: i32, how: i32) {
+    let bits = match how {
+        libc::SHUT_RD => hist::SHUT_RD,
+        libc::SHUT_WR => hist::SHUT_WR,
+        libc::SHUT_RDWR => hist::SHUT_RD | hist::SHUT_WR,
+        _ => 0,
+    };
+    if let Some(r) = get(fd) {
+        if r.is_live() {
+            r.add_history(hist::SHUTDOWN | bits);
+            r.note_call(Call::Shutdown);
+        }
+    }
+}
+
+/// The descriptor is being closed: forget it, and return what its history was.
+#[inline(always)]
+pub fn forget(fd: i32) -> u32 {
+    match get(fd) {
+        Some(r) => {
+            let h = r.history.load(Relaxed);
+            if h != 0 {
+                r.history.store(0, Relaxed);
+            }
+            h
+        }
+        None => 0,
+    }
+}
+
+/// `close_range`/`closefrom`: forget every record in `first..=last`.
+pub fn forget_range(first: u32, last: u32) {
+    let len = LEN.load(Relaxed);
+    if len == 0 || first as usize >= len {
+        return;
+    }
+    let end = (last as usize).min(len - 1);
+    for fd in first as usize..=end {
+        forget(fd as i32);
+    }
+}
+
+/// `dup`: the same socket under another number.
+pub fn copy(old: i32, new: i32) {
+    if new < 0 || old == new {
+        return;
+    }
+    if let (Some(a), Some(b)) = (get(old), get(new)) {
+        b.copy_from(a);
     }
 }
 

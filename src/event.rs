@@ -1,8 +1,10 @@
-//! One event: what was called, what the kernel answered, what errshim did about it, and the
-//! socket's context. Formatted as one text line into a stack buffer.
+//! One event: what was called, what the kernel answered, what errshim did about it, and what
+//! is known about the connection. Formatted as one text line or one JSON object, on the stack.
 
+use crate::cause::{self, Cause};
 use crate::errno::Name;
 use crate::fmtbuf::StackBuf;
+use crate::json;
 use crate::rules::{Action, Call};
 use crate::sockinfo::{Addr, Kind};
 use crate::timefmt::Utc;
@@ -21,8 +23,8 @@ pub struct CallArgs {
     pub iov: *const libc::iovec,
     pub iovcnt: usize,
     pub flags: i32,
-    /// The kind the fd table remembered (for close, where the descriptor is already gone).
-    pub kind_hint: Kind,
+    /// For close: the record's history when the descriptor was forgotten (it is gone now).
+    pub history: u32,
 }
 
 impl CallArgs {
@@ -34,7 +36,7 @@ impl CallArgs {
             iov: core::ptr::null(),
             iovcnt: 0,
             flags: 0,
-            kind_hint: Kind::Unknown,
+            history: 0,
         }
     }
 
@@ -62,6 +64,35 @@ impl CallArgs {
         let iov = unsafe { core::slice::from_raw_parts(self.iov, self.iovcnt) };
         iov.iter().fold(0usize, |a, v| a.saturating_add(v.iov_len))
     }
+
+    /// The byte count the call asked for, whichever form its buffer had.
+    pub fn requested(&self) -> usize {
+        if self.iov.is_null() {
+            self.len
+        } else {
+            self.iov_len()
+        }
+    }
+}
+
+/// What errshim knows about the connection at the time of the event.
+#[derive(Clone, Copy, Default)]
+pub struct Context {
+    /// `TCP_INFO` state, for open TCP sockets.
+    pub state: Option<u8>,
+    /// POLLERR: an error is pending (sockets still open).
+    pub pending_error: Option<bool>,
+    /// Milliseconds since errshim saw the socket created or accepted.
+    pub age_ms: Option<u64>,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// `cause::hist` bits.
+    pub history: u32,
+    /// The hooked call made on it before this one.
+    pub last_call: Option<Call>,
+    pub connect_errno: i32,
+    pub first_error: i32,
+    pub cause: Option<Cause>,
 }
 
 pub struct Event<'a> {
@@ -83,6 +114,9 @@ pub struct Event<'a> {
     pub kind: Kind,
     pub local: Option<Addr>,
     pub peer: Option<Addr>,
+    pub ctx: Context,
+    /// Return addresses already formatted (`module+0xoff` or `module:symbol+0xoff`), if asked for.
+    pub backtrace: &'a [StackBuf<160>],
 }
 
 fn shutdown_how(how: i32) -> Option<&'static str> {
@@ -91,6 +125,15 @@ fn shutdown_how(how: i32) -> Option<&'static str> {
         libc::SHUT_WR => Some("SHUT_WR"),
         libc::SHUT_RDWR => Some("SHUT_RDWR"),
         _ => None,
+    }
+}
+
+fn action_word(a: Action) -> &'static str {
+    match a {
+        Action::Pass => "passed",
+        Action::Log => "logged",
+        Action::Ignore | Action::Quiet => "ignored",
+        Action::Map(_) => "mapped",
     }
 }
 
@@ -121,21 +164,37 @@ fn write_addr<const N: usize>(b: &mut StackBuf<N>, key: &str, addr: &Option<Addr
     }
 }
 
+/// History as words, with the connect errno, first error and last call folded in.
+fn write_history_words<W: Write>(c: &Context, out: &mut W) {
+    let _ = cause::write_history(c.history, out);
+    if c.connect_errno != 0 {
+        let _ = write!(out, ",connect={}", Name(c.connect_errno));
+    }
+    if c.first_error != 0 {
+        let _ = write!(out, ",first_error={}", Name(c.first_error));
+    }
+    if let Some(l) = c.last_call {
+        let _ = write!(out, ",last_call={}", l.name());
+    }
+}
+
 /// `errshim 2026-11-21T10:00:00.123456Z pid=812 tid=812 comm=nginx shutdown(fd=7, SHUT_WR) = -1
-/// ENOTCONN -> ignored, returned 0 | tcp4 local=127.0.0.1:8080 peer=? rule=1`
+/// ENOTCONN -> ignored, returned 0 | tcp4 local=127.0.0.1:8080 peer=10.0.0.5:51234 rule=1 |
+/// state=CLOSE pending_error=no age_ms=5 bytes_in=18 bytes_out=64 history=accepted,read_eof |
+/// cause=peer_closed: the orderly close ...`
 pub fn write_text<const N: usize>(ev: &Event<'_>, b: &mut StackBuf<N>) {
     let _ = write!(b, "errshim {} pid={} tid={} comm=", ev.time, ev.pid, ev.tid);
     b.push_escaped(ev.comm);
     b.push(b" ");
     write_args(ev, b);
-    let _ = write!(b, " = {} {} -> ", ev.ret, Name(ev.errno));
-    let _ = b.write_str(match ev.action {
-        Action::Pass => "passed",
-        Action::Log => "logged",
-        Action::Ignore | Action::Quiet => "ignored",
-        Action::Map(_) => "mapped",
-    });
-    let _ = write!(b, ", returned {}", ev.returned);
+    let _ = write!(
+        b,
+        " = {} {} -> {}, returned {}",
+        ev.ret,
+        Name(ev.errno),
+        action_word(ev.action),
+        ev.returned
+    );
     if ev.returned == -1 {
         let _ = write!(b, " {}", Name(ev.returned_errno));
     }
@@ -145,6 +204,132 @@ pub fn write_text<const N: usize>(ev: &Event<'_>, b: &mut StackBuf<N>) {
         write_addr(b, "peer", &ev.peer);
     }
     let _ = write!(b, " rule={}", ev.rule);
+    let c = &ev.ctx;
+    if ev.kind.is_socket() || c.history != 0 {
+        b.push(b" |");
+        if let Some(s) = c.state {
+            let _ = write!(b, " state={}", cause::tcp_state_name(s));
+        }
+        if let Some(p) = c.pending_error {
+            let _ = write!(b, " pending_error={}", if p { "yes" } else { "no" });
+        }
+        if let Some(a) = c.age_ms {
+            let _ = write!(b, " age_ms={a}");
+        }
+        let _ = write!(b, " bytes_in={} bytes_out={} history=", c.bytes_in, c.bytes_out);
+        write_history_words(c, b);
+    }
+    if let Some(cause) = c.cause {
+        let _ = write!(b, " | cause={}: {}", cause.code(), cause.text());
+    }
+    if !ev.backtrace.is_empty() {
+        b.push(b" | backtrace=");
+        for (i, f) in ev.backtrace.iter().enumerate() {
+            if i > 0 {
+                b.push(b",");
+            }
+            b.push_escaped(f.as_bytes());
+        }
+    }
+}
+
+/// One JSON object with the field names `ts`, `pid`, `tid`, `comm`, `call`, `fd`, `how`, `len`,
+/// `ret`, `errno`, `action`, `returned`, `kind`, `local`, `peer`, `state`, `pending_error`,
+/// `age_ms`, `bytes_in`, `bytes_out`, `history`, `cause`, `cause_text` (where they apply), plus
+/// `rule` and, when asked for, `backtrace`.
+pub fn write_json<const N: usize>(ev: &Event<'_>, b: &mut StackBuf<N>) {
+    let mut o = json::Obj::new(b);
+    o.fmt_str("ts", |t| {
+        let _ = write!(t, "{}", ev.time);
+    });
+    o.num("pid", ev.pid).num("tid", ev.tid).str("comm", ev.comm);
+    o.str("call", ev.call.name().as_bytes()).num("fd", ev.args.fd);
+    match ev.call {
+        Call::Shutdown => {
+            match shutdown_how(ev.args.how) {
+                Some(h) => o.str("how", h.as_bytes()),
+                None => o.num("how", ev.args.how),
+            };
+        }
+        Call::Close => {}
+        _ => {
+            o.num("len", ev.args.requested());
+        }
+    }
+    o.num("ret", ev.ret);
+    o.fmt_str("errno", |t| {
+        let _ = write!(t, "{}", Name(ev.errno));
+    });
+    o.fmt_str("action", |t| {
+        let _ = match ev.action {
+            Action::Pass => t.write_str("pass"),
+            Action::Log => t.write_str("log"),
+            Action::Ignore => t.write_str("ignore"),
+            Action::Quiet => t.write_str("quiet"),
+            Action::Map(e) => write!(t, "map={}", Name(e)),
+        };
+    });
+    o.num("returned", ev.returned);
+    o.str("kind", ev.kind.name().as_bytes());
+    if ev.kind.is_socket() {
+        for (key, addr) in [("local", &ev.local), ("peer", &ev.peer)] {
+            match addr {
+                Some(a) => {
+                    o.fmt_str(key, |t| a.write_to_raw(t));
+                }
+                None => {
+                    o.null(key);
+                }
+            }
+        }
+    }
+    let c = &ev.ctx;
+    if let Some(s) = c.state {
+        o.str("state", cause::tcp_state_name(s).as_bytes());
+    }
+    if let Some(p) = c.pending_error {
+        o.bool("pending_error", p);
+    }
+    if let Some(a) = c.age_ms {
+        o.num("age_ms", a);
+    }
+    if ev.kind.is_socket() || c.history != 0 {
+        o.num("bytes_in", c.bytes_in).num("bytes_out", c.bytes_out);
+        o.raw("history", |t| {
+            let mut words = StackBuf::<256>::new();
+            write_history_words(c, &mut words);
+            t.push(b"[");
+            for (i, w) in words.as_bytes().split(|&x| x == b',').enumerate() {
+                if i > 0 {
+                    t.push(b",");
+                }
+                t.push(b"\"");
+                json::escape_into(t, w);
+                t.push(b"\"");
+            }
+            t.push(b"]");
+        });
+    }
+    if let Some(cause) = c.cause {
+        o.str("cause", cause.code().as_bytes())
+            .str("cause_text", cause.text().as_bytes());
+    }
+    o.num("rule", ev.rule);
+    if !ev.backtrace.is_empty() {
+        o.raw("backtrace", |t| {
+            t.push(b"[");
+            for (i, f) in ev.backtrace.iter().enumerate() {
+                if i > 0 {
+                    t.push(b",");
+                }
+                t.push(b"\"");
+                json::escape_into(t, f.as_bytes());
+                t.push(b"\"");
+            }
+            t.push(b"]");
+        });
+    }
+    o.end();
 }
 
 #[cfg(test)]
@@ -176,21 +361,52 @@ mod tests {
             kind: Kind::Tcp4,
             local: Some(Addr::V4(Ipv4Addr::LOCALHOST, 8080)),
             peer: None,
+            ctx: Context::default(),
+            backtrace: &[],
         }
     }
 
-    fn line(ev: &Event<'_>) -> String {
-        let mut b = StackBuf::<1024>::new();
+    fn text(ev: &Event<'_>) -> String {
+        let mut b = StackBuf::<2048>::new();
         write_text(ev, &mut b);
         String::from_utf8(b.finish_line().to_vec()).unwrap()
+    }
+
+    fn json_of(ev: &Event<'_>) -> String {
+        let mut b = StackBuf::<2048>::new();
+        write_json(ev, &mut b);
+        String::from_utf8(b.as_bytes().to_vec()).unwrap()
     }
 
     #[test]
     fn shutdown_line() {
         assert_eq!(
-            line(&sample()),
-            "errshim 2026-11-21T10:00:00.123456Z pid=812 tid=813 comm=nginx shutdown(fd=7, SHUT_WR) = -1 ENOTCONN -> ignored, returned 0 | tcp4 local=127.0.0.1:8080 peer=? rule=1\n"
+            text(&sample()),
+            "errshim 2026-11-21T10:00:00.123456Z pid=812 tid=813 comm=nginx shutdown(fd=7, SHUT_WR) = -1 ENOTCONN -> ignored, returned 0 | tcp4 local=127.0.0.1:8080 peer=? rule=1 | bytes_in=0 bytes_out=0 history=none\n"
         );
+    }
+
+    #[test]
+    fn context_and_cause() {
+        let mut ev = sample();
+        ev.peer = Some(Addr::V4(Ipv4Addr::new(10, 0, 0, 5), 51234));
+        ev.ctx = Context {
+            state: Some(7),
+            pending_error: Some(false),
+            age_ms: Some(5),
+            bytes_in: 18,
+            bytes_out: 64,
+            history: cause::hist::TRACKED | cause::hist::ACCEPTED | cause::hist::READ_EOF,
+            last_call: Some(Call::Recv),
+            connect_errno: 0,
+            first_error: 0,
+            cause: Some(Cause::PeerClosed),
+        };
+        let t = text(&ev);
+        assert!(t.contains("peer=10.0.0.5:51234 rule=1 | state=CLOSE pending_error=no age_ms=5 bytes_in=18 bytes_out=64 history=accepted,read_eof,last_call=recv | cause=peer_closed: the orderly close"), "{t}");
+        let j = json_of(&ev);
+        assert!(j.starts_with("{\"ts\":\"2026-11-21T10:00:00.123456Z\",\"pid\":812,\"tid\":813,\"comm\":\"nginx\",\"call\":\"shutdown\",\"fd\":7,\"how\":\"SHUT_WR\",\"ret\":-1,\"errno\":\"ENOTCONN\",\"action\":\"ignore\",\"returned\":0,\"kind\":\"tcp4\",\"local\":\"127.0.0.1:8080\",\"peer\":\"10.0.0.5:51234\",\"state\":\"CLOSE\",\"pending_error\":false,\"age_ms\":5,\"bytes_in\":18,\"bytes_out\":64,\"history\":[\"accepted\",\"read_eof\",\"last_call=recv\"],\"cause\":\"peer_closed\",\"cause_text\":\"the orderly close"), "{j}");
+        assert!(j.ends_with("\"rule\":1}"), "{j}");
     }
 
     #[test]
@@ -204,8 +420,10 @@ mod tests {
         ev.returned = -1;
         ev.returned_errno = libc::ECONNRESET;
         ev.kind = Kind::NotSocket;
-        let l = line(&ev);
+        let l = text(&ev);
         assert!(l.contains("comm=a\\x20b\\x0ac __read_chk(fd=3, len=64) = -1 ENOTCONN -> mapped, returned -1 ECONNRESET | not-a-socket rule=1\n"), "{l}");
+        let j = json_of(&ev);
+        assert!(j.contains("\"comm\":\"a b\\nc\",\"call\":\"read\",\"fd\":3,\"len\":64,\"ret\":-1,\"errno\":\"ENOTCONN\",\"action\":\"map=ECONNRESET\",\"returned\":-1,\"kind\":\"not-a-socket\",\"rule\":1}"), "{j}");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The exported symbols that the dynamic linker binds the program's calls to. Each hook is thin:
-//! call the real function exactly once with the caller's arguments, return at once when it
-//! succeeded, and hand a failure to `ops::after_failure`.
+//! call the real function exactly once with the caller's arguments, do at most an atomic add
+//! and a relaxed store in the connection table when it succeeded, and hand anything else to the
+//! cold functions in `ops`.
 //!
 //! glibc's forced unwind (`pthread_cancel` of a thread blocked in `read`) must pass through a
 //! hook's frame: hooks hold nothing that needs dropping across the real call and never wrap it
@@ -8,21 +9,35 @@
 //! `hook!` does; see the README). They are `extern "C-unwind"`, the ABI under which unwinding
 //! through them is defined behaviour.
 
+use crate::cause::hist;
+use crate::conntable;
 use crate::event::CallArgs;
 use crate::rules::Call;
 use crate::sockinfo::Kind;
-use crate::{errno, fdtable, logger, ops, real};
-use libc::{c_int, c_void, iovec, msghdr, size_t, sockaddr, socklen_t, ssize_t};
+use crate::{errno, logger, ops, real};
+use libc::{c_int, c_uint, c_void, iovec, msghdr, size_t, sockaddr, socklen_t, ssize_t};
 
 /// Defines an exported hook that calls the real function through `$f`.
 macro_rules! hook {
     (fn $name:ident($($a:ident: $t:ty),*) -> $ret:ty, $real:ident, |$f:ident| $body:block) => {
         #[no_mangle]
         pub unsafe extern "C-unwind" fn $name($($a: $t),*) -> $ret {
-            let addr = real::$real.get();
+            /// Before the constructor ran: resolve, then take the hook again. Out of line, so
+            /// the hook's own path keeps no registers alive for it.
+            #[cold]
+            #[inline(never)]
+            unsafe fn unresolved($($a: $t),*) -> $ret {
+                if real::$real.resolve() == 0 {
+                    errno::set(libc::ENOSYS);
+                    return -1;
+                }
+                // SAFETY: the caller's own arguments, to the hook that now finds the symbol.
+                unsafe { $name($($a),*) }
+            }
+            let addr = real::$real.loaded();
             if addr == 0 {
-                errno::set(libc::ENOSYS);
-                return -1;
+                // SAFETY: as above.
+                return unsafe { unresolved($($a),*) };
             }
             // SAFETY: addr is the next definition of this very symbol, which has this signature.
             let $f: unsafe extern "C-unwind" fn($($t),*) -> $ret = unsafe { core::mem::transmute(addr) };
@@ -31,14 +46,31 @@ macro_rules! hook {
     };
 }
 
-/// A hook whose failures (a negative return) go through the rules.
-macro_rules! rule_hook {
-    ($name:ident($($a:ident: $t:ty),*) -> $ret:ty = $real:ident, $call:expr, $args:expr) => {
-        hook!(fn $name($($a: $t),*) -> $ret, $real, |real| {
+/// The read family: bytes in are counted; 0 and failures go to the cold path.
+macro_rules! read_hook {
+    ($name:ident($fd:ident: $fdt:ty, $($a:ident: $t:ty),*) -> $ret:ty = $real:ident, $call:expr, $args:expr) => {
+        hook!(fn $name($fd: $fdt, $($a: $t),*) -> $ret, $real, |real| {
             let errno_before = errno::get();
             // SAFETY: the caller's own arguments, passed on unchanged.
-            let r = unsafe { real($($a),*) };
+            let r = unsafe { real($fd, $($a),*) };
+            if r > 0 {
+                conntable::count_in($fd, r as u64, $call);
+                return r;
+            }
+            ops::after_read($call, stringify!($name), $args, r as isize, errno_before) as $ret
+        });
+    };
+}
+
+/// The write family: bytes out are counted; failures go to the cold path.
+macro_rules! write_hook {
+    ($name:ident($fd:ident: $fdt:ty, $($a:ident: $t:ty),*) -> $ret:ty = $real:ident, $call:expr, $args:expr) => {
+        hook!(fn $name($fd: $fdt, $($a: $t),*) -> $ret, $real, |real| {
+            let errno_before = errno::get();
+            // SAFETY: the caller's own arguments, passed on unchanged.
+            let r = unsafe { real($fd, $($a),*) };
             if r >= 0 {
+                conntable::count_out($fd, r as u64, $call);
                 return r;
             }
             ops::after_failure($call, stringify!($name), $args, r as isize, errno_before) as $ret
@@ -46,39 +78,43 @@ macro_rules! rule_hook {
     };
 }
 
-rule_hook!(read(fd: c_int, buf: *mut c_void, n: size_t) -> ssize_t = READ, Call::Read, CallArgs::buf(fd, n, 0));
-rule_hook!(write(fd: c_int, buf: *const c_void, n: size_t) -> ssize_t = WRITE, Call::Write, CallArgs::buf(fd, n, 0));
-rule_hook!(readv(fd: c_int, iov: *const iovec, cnt: c_int) -> ssize_t = READV, Call::Readv, CallArgs::iov(fd, iov, cnt.max(0) as usize, 0));
-rule_hook!(writev(fd: c_int, iov: *const iovec, cnt: c_int) -> ssize_t = WRITEV, Call::Writev, CallArgs::iov(fd, iov, cnt.max(0) as usize, 0));
-rule_hook!(recv(fd: c_int, buf: *mut c_void, n: size_t, flags: c_int) -> ssize_t = RECV, Call::Recv, CallArgs::buf(fd, n, flags));
-rule_hook!(recvfrom(fd: c_int, buf: *mut c_void, n: size_t, flags: c_int, addr: *mut sockaddr, alen: *mut socklen_t) -> ssize_t
+read_hook!(read(fd: c_int, buf: *mut c_void, n: size_t) -> ssize_t = READ, Call::Read, CallArgs::buf(fd, n, 0));
+read_hook!(readv(fd: c_int, iov: *const iovec, cnt: c_int) -> ssize_t = READV, Call::Readv, CallArgs::iov(fd, iov, cnt.max(0) as usize, 0));
+read_hook!(recv(fd: c_int, buf: *mut c_void, n: size_t, flags: c_int) -> ssize_t = RECV, Call::Recv, CallArgs::buf(fd, n, flags));
+read_hook!(recvfrom(fd: c_int, buf: *mut c_void, n: size_t, flags: c_int, addr: *mut sockaddr, alen: *mut socklen_t) -> ssize_t
     = RECVFROM, Call::Recvfrom, CallArgs::buf(fd, n, flags));
-rule_hook!(send(fd: c_int, buf: *const c_void, n: size_t, flags: c_int) -> ssize_t = SEND, Call::Send, CallArgs::buf(fd, n, flags));
-rule_hook!(sendto(fd: c_int, buf: *const c_void, n: size_t, flags: c_int, addr: *const sockaddr, alen: socklen_t) -> ssize_t
-    = SENDTO, Call::Sendto, CallArgs::buf(fd, n, flags));
-rule_hook!(shutdown(fd: c_int, how: c_int) -> c_int = SHUTDOWN, Call::Shutdown, CallArgs { how, ..CallArgs::fd(fd) });
-rule_hook!(__read_chk(fd: c_int, buf: *mut c_void, n: size_t, buflen: size_t) -> ssize_t = READ_CHK, Call::Read, CallArgs::buf(fd, n, 0));
-rule_hook!(__recv_chk(fd: c_int, buf: *mut c_void, n: size_t, buflen: size_t, flags: c_int) -> ssize_t
+read_hook!(__read_chk(fd: c_int, buf: *mut c_void, n: size_t, buflen: size_t) -> ssize_t = READ_CHK, Call::Read, CallArgs::buf(fd, n, 0));
+read_hook!(__recv_chk(fd: c_int, buf: *mut c_void, n: size_t, buflen: size_t, flags: c_int) -> ssize_t
     = RECV_CHK, Call::Recv, CallArgs::buf(fd, n, flags));
-rule_hook!(__recvfrom_chk(fd: c_int, buf: *mut c_void, n: size_t, buflen: size_t, flags: c_int, addr: *mut sockaddr, alen: *mut socklen_t) -> ssize_t
+read_hook!(__recvfrom_chk(fd: c_int, buf: *mut c_void, n: size_t, buflen: size_t, flags: c_int, addr: *mut sockaddr, alen: *mut socklen_t) -> ssize_t
     = RECVFROM_CHK, Call::Recvfrom, CallArgs::buf(fd, n, flags));
+read_hook!(recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t = RECVMSG, Call::Recvmsg, msg_args(fd, msg, flags));
 
-/// The iovec array of a msghdr, read only on the failure path.
-fn msg_iov(msg: *const msghdr) -> (*const iovec, usize) {
+write_hook!(write(fd: c_int, buf: *const c_void, n: size_t) -> ssize_t = WRITE, Call::Write, CallArgs::buf(fd, n, 0));
+write_hook!(writev(fd: c_int, iov: *const iovec, cnt: c_int) -> ssize_t = WRITEV, Call::Writev, CallArgs::iov(fd, iov, cnt.max(0) as usize, 0));
+write_hook!(send(fd: c_int, buf: *const c_void, n: size_t, flags: c_int) -> ssize_t = SEND, Call::Send, CallArgs::buf(fd, n, flags));
+write_hook!(sendto(fd: c_int, buf: *const c_void, n: size_t, flags: c_int, addr: *const sockaddr, alen: socklen_t) -> ssize_t
+    = SENDTO, Call::Sendto, CallArgs::buf(fd, n, flags));
+write_hook!(sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t = SENDMSG, Call::Sendmsg, msg_args(fd, msg, flags));
+
+/// The arguments of recvmsg/sendmsg, read only on the cold path.
+fn msg_args(fd: c_int, msg: *const msghdr, flags: c_int) -> CallArgs {
     if msg.is_null() {
-        return (core::ptr::null(), 0);
+        return CallArgs::iov(fd, core::ptr::null(), 0, flags);
     }
     // SAFETY: the caller passed msg to the call that just returned.
-    unsafe { ((*msg).msg_iov, (*msg).msg_iovlen) }
+    unsafe { CallArgs::iov(fd, (*msg).msg_iov, (*msg).msg_iovlen, flags) }
 }
 
-rule_hook!(recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t = RECVMSG, Call::Recvmsg, {
-    let (iov, n) = msg_iov(msg);
-    CallArgs::iov(fd, iov, n, flags)
-});
-rule_hook!(sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t = SENDMSG, Call::Sendmsg, {
-    let (iov, n) = msg_iov(msg);
-    CallArgs::iov(fd, iov, n, flags)
+hook!(fn shutdown(fd: c_int, how: c_int) -> c_int, SHUTDOWN, |real| {
+    let errno_before = errno::get();
+    // SAFETY: the caller's own arguments.
+    let r = unsafe { real(fd, how) };
+    if r == 0 {
+        conntable::note_shutdown(fd, how);
+        return 0;
+    }
+    ops::after_failure(Call::Shutdown, "shutdown", CallArgs { how, ..CallArgs::fd(fd) }, r as isize, errno_before) as c_int
 });
 
 hook!(fn close(fd: c_int) -> c_int, CLOSE, |real| {
@@ -88,21 +124,25 @@ hook!(fn close(fd: c_int) -> c_int, CLOSE, |real| {
         errno::set(libc::EBADF);
         return -1;
     }
-    let kind = fdtable::take(fd);
+    // Forget the record before the descriptor is released: afterwards another thread may be
+    // given the same number.
+    let history = conntable::forget(fd);
     let errno_before = errno::get();
     // SAFETY: the caller's own argument.
     let r = unsafe { real(fd) };
     if r == 0 {
         return 0;
     }
-    let args = CallArgs { kind_hint: kind, ..CallArgs::fd(fd) };
+    let args = CallArgs { history, ..CallArgs::fd(fd) };
     ops::after_failure(Call::Close, "close", args, r as isize, errno_before) as c_int
 });
 
 hook!(fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_int, SOCKET, |real| {
     // SAFETY: the caller's own arguments.
     let fd = unsafe { real(domain, ty, protocol) };
-    fdtable::set(fd, Kind::from_socket_args(domain, ty, protocol));
+    if let Some(rec) = conntable::get(fd) {
+        rec.start(Kind::from_socket_args(domain, ty, protocol), 0, None);
+    }
     fd
 });
 
@@ -112,10 +152,27 @@ hook!(fn socketpair(domain: c_int, ty: c_int, protocol: c_int, sv: *mut c_int) -
     if r == 0 {
         let kind = Kind::from_socket_args(domain, ty, protocol);
         // SAFETY: on success the kernel wrote two descriptors into sv.
-        unsafe {
-            fdtable::set(*sv, kind);
-            fdtable::set(*sv.add(1), kind);
+        for fd in unsafe { [*sv, *sv.add(1)] } {
+            if let Some(rec) = conntable::get(fd) {
+                rec.start(kind, hist::PAIRED, None);
+            }
         }
+    }
+    r
+});
+
+hook!(fn connect(fd: c_int, addr: *const sockaddr, alen: socklen_t) -> c_int, CONNECT, |real| {
+    // SAFETY: the caller's own arguments.
+    let r = unsafe { real(fd, addr, alen) };
+    ops::after_connect(fd, addr, alen, r);
+    r
+});
+
+hook!(fn listen(fd: c_int, backlog: c_int) -> c_int, LISTEN, |real| {
+    // SAFETY: the caller's own arguments.
+    let r = unsafe { real(fd, backlog) };
+    if r == 0 {
+        conntable::note_history(fd, hist::LISTENING);
     }
     r
 });
@@ -123,21 +180,21 @@ hook!(fn socketpair(domain: c_int, ty: c_int, protocol: c_int, sv: *mut c_int) -
 hook!(fn accept(fd: c_int, addr: *mut sockaddr, alen: *mut socklen_t) -> c_int, ACCEPT, |real| {
     // SAFETY: the caller's own arguments.
     let new = unsafe { real(fd, addr, alen) };
-    fdtable::set(new, fdtable::get(fd));
+    ops::after_accept(fd, new, addr, alen);
     new
 });
 
 hook!(fn accept4(fd: c_int, addr: *mut sockaddr, alen: *mut socklen_t, flags: c_int) -> c_int, ACCEPT4, |real| {
     // SAFETY: the caller's own arguments.
     let new = unsafe { real(fd, addr, alen, flags) };
-    fdtable::set(new, fdtable::get(fd));
+    ops::after_accept(fd, new, addr, alen);
     new
 });
 
 hook!(fn dup(old: c_int) -> c_int, DUP, |real| {
     // SAFETY: the caller's own argument.
     let new = unsafe { real(old) };
-    fdtable::set(new, fdtable::get(old));
+    conntable::copy(old, new);
     new
 });
 
@@ -147,7 +204,9 @@ hook!(fn dup2(old: c_int, new: c_int) -> c_int, DUP2, |real| {
     }
     // SAFETY: the caller's own arguments.
     let r = unsafe { real(old, new) };
-    fdtable::set(r, fdtable::get(old));
+    if r >= 0 && old != new {
+        conntable::copy(old, r);
+    }
     r
 });
 
@@ -157,6 +216,39 @@ hook!(fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int, DUP3, |real| {
     }
     // SAFETY: the caller's own arguments.
     let r = unsafe { real(old, new, flags) };
-    fdtable::set(r, fdtable::get(old));
+    conntable::copy(old, r);
     r
 });
+
+hook!(fn fclose(fp: *mut libc::FILE) -> c_int, FCLOSE, |real| {
+    if !fp.is_null() {
+        let e = errno::get();
+        // SAFETY: fp is the caller's open stream; fileno neither locks nor blocks.
+        let fd = unsafe { libc::fileno(fp) };
+        errno::set(e);
+        conntable::forget(fd);
+    }
+    // SAFETY: the caller's own argument.
+    unsafe { real(fp) }
+});
+
+hook!(fn close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int, CLOSE_RANGE, |real| {
+    if flags & libc::CLOSE_RANGE_CLOEXEC as c_int == 0 {
+        conntable::forget_range(first, last);
+    }
+    // SAFETY: the caller's own arguments.
+    unsafe { real(first, last, flags) }
+});
+
+/// `void closefrom(int)`: written out because it returns nothing.
+#[no_mangle]
+pub unsafe extern "C-unwind" fn closefrom(lowfd: c_int) {
+    let addr = real::CLOSEFROM.get();
+    conntable::forget_range(lowfd.max(0) as c_uint, c_uint::MAX);
+    if addr != 0 {
+        // SAFETY: the next definition of closefrom, which has this signature.
+        let f: unsafe extern "C-unwind" fn(c_int) = unsafe { core::mem::transmute(addr) };
+        // SAFETY: the caller's own argument.
+        unsafe { f(lowfd) }
+    }
+}

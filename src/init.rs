@@ -4,7 +4,7 @@
 
 use crate::config::{self, Config};
 use crate::fmtbuf::StackBuf;
-use crate::{fdtable, logger, real, sys};
+use crate::{backtrace, conntable, logger, real, summary, sys};
 use core::fmt::Write;
 use once_cell::sync::OnceCell;
 
@@ -41,7 +41,7 @@ fn init() {
     let names: Vec<String> = vars.iter().map(|(k, _)| k.clone()).collect();
     let (cfg, errors) = config::from_lookup(&get, &names);
 
-    fdtable::init();
+    conntable::init();
     logger::init(&cfg.log);
     if log::set_logger(&logger::DIAG_LOGGER).is_ok() {
         log::set_max_level(cfg.level);
@@ -74,8 +74,33 @@ fn init() {
     for line in cfg.describe() {
         log::info!("{line}");
     }
+    if cfg.backtrace {
+        backtrace::prepare();
+    }
+    if cfg.summary {
+        // A forked child's summary counts its own events only.
+        // SAFETY: registers a handler that only stores zeros into atomics.
+        unsafe { libc::pthread_atfork(None, None, Some(child_after_fork)) };
+    }
     let _ = CONFIG.set(cfg);
 }
+
+extern "C" fn child_after_fork() {
+    summary::reset();
+}
+
+/// At exit: the summary, when asked for.
+extern "C" fn destructor() {
+    let _ = std::panic::catch_unwind(|| {
+        if let Some(cfg) = config().filter(|c| c.summary) {
+            summary::report(cfg.format, comm());
+        }
+    });
+}
+
+#[used]
+#[link_section = ".fini_array"]
+static DESTRUCTOR: extern "C" fn() = destructor;
 
 extern "C" fn constructor() {
     // Never take the host down: a bug here leaves errshim as a pass-through.

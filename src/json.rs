@@ -83,6 +83,13 @@ impl<'b, const N: usize> Obj<'b, N> {
         self
     }
 
+    /// A value written verbatim by `f` (an array the caller builds).
+    pub fn raw(&mut self, k: &str, f: impl FnOnce(&mut StackBuf<N>)) -> &mut Self {
+        self.key(k);
+        f(self.out);
+        self
+    }
+
     pub fn end(self) {
         self.out.push(b"}");
     }

@@ -7,7 +7,8 @@
 //! - `rules`, `config`: the configuration grammar, pure functions.
 //! - `event`, `fmtbuf`, `timefmt`: formatting an event line on the stack.
 //! - `logger`: destinations and the shim's own descriptors.
-//! - `sockinfo`, `fdtable`: what a descriptor is; `sys`: raw syscalls; `real`: real symbols.
+//! - `sockinfo`, `conntable`, `cause`: what a descriptor is, what happened to it, and why it
+//!   failed; `summary`: counts for the exit report; `sys`: raw syscalls; `real`: real symbols.
 //! - `init`: the load-time constructor.
 
 pub mod cause;
@@ -16,7 +17,6 @@ pub mod conntable;
 pub mod errno;
 mod errno_table;
 pub mod event;
-pub mod fdtable;
 pub mod fmtbuf;
 pub mod json;
 pub mod logger;
@@ -30,6 +30,8 @@ pub mod timefmt;
 
 // The interposing parts exist only in the preloadable library, never in the unit-test binary
 // (which would otherwise interpose its own libc calls).
+#[cfg(not(test))]
+mod backtrace;
 #[cfg(not(test))]
 mod hooks;
 #[cfg(not(test))]

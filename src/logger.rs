@@ -77,11 +77,16 @@ impl Owned {
 
 static STDERR: Owned = Owned::new();
 static FILE: Owned = Owned::new();
+static SYSLOG: Owned = Owned::new();
 static FILE_PATH: OnceCell<String> = OnceCell::new();
+/// The syslog socket's address, and the program's original stderr (device, inode).
+static SYSLOG_ADDR: OnceCell<(libc::sockaddr_un, u32)> = OnceCell::new();
+static STDERR_ID: OnceCell<(u64, u64)> = OnceCell::new();
 
 const DEST_OFF: u8 = 0;
 const DEST_STDERR: u8 = 1;
 const DEST_FILE: u8 = 2;
+const DEST_SYSLOG: u8 = 3;
 static DEST: AtomicU8 = AtomicU8::new(DEST_OFF);
 
 /// Lines dropped because the destination was gone or full, reported at debug level.
@@ -109,7 +114,8 @@ fn to_high_fd(fd: i32) -> Option<i32> {
 
 /// Sets the destination up. Called once from the constructor, before any event.
 pub fn init(dest: &LogDest) {
-    if sys::identity(2).is_some() {
+    if let Some(id) = sys::identity(2) {
+        let _ = STDERR_ID.set(id);
         if let Some(fd) = to_high_fd(2) {
             STDERR.install(fd);
         }
@@ -121,19 +127,54 @@ pub fn init(dest: &LogDest) {
             let _ = FILE_PATH.set(p.clone());
             DEST.store(DEST_FILE, Relaxed);
         }
+        LogDest::Syslog(path) => match open_syslog(path) {
+            Ok(()) => DEST.store(DEST_SYSLOG, Relaxed),
+            Err(why) => {
+                log::warn!("no syslog socket at {path} ({why}); events go to stderr");
+                DEST.store(DEST_STDERR, Relaxed);
+            }
+        },
     }
+}
+
+/// An unconnected datagram socket (so a restarted syslog daemon is simply reached again at its
+/// path), high-numbered and close-on-exec, plus the address it sends to.
+fn open_syslog(path: &str) -> Result<(), &'static str> {
+    // SAFETY: an all-zero sockaddr_un is valid.
+    let mut sun: libc::sockaddr_un = unsafe { core::mem::zeroed() };
+    sun.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    let bytes = path.as_bytes();
+    if bytes.is_empty() || bytes.len() >= sun.sun_path.len() {
+        return Err("path too long");
+    }
+    for (d, &b) in sun.sun_path.iter_mut().zip(bytes) {
+        *d = b as libc::c_char;
+    }
+    let len = (core::mem::size_of::<libc::sa_family_t>() + bytes.len() + 1) as u32;
+    if !sys::is_socket_path(&sun) {
+        return Err("not a socket");
+    }
+    let low = sys::socket(libc::AF_UNIX, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC).map_err(|_| "socket failed")?;
+    let high = to_high_fd(low);
+    sys::close(low);
+    let fd = SYSLOG.install(high.ok_or("no free descriptor")?);
+    if fd < 0 {
+        return Err("no descriptor");
+    }
+    let _ = SYSLOG_ADDR.set((sun, len));
+    Ok(())
 }
 
 /// Whether `fd` is one of the shim's own descriptors (checked by `close`, `dup2`, `dup3`).
 #[inline(always)]
 pub fn owns(fd: i32) -> bool {
-    fd >= 0 && (fd == STDERR.fd.load(Relaxed) || fd == FILE.fd.load(Relaxed))
+    fd >= 0 && (fd == STDERR.fd.load(Relaxed) || fd == FILE.fd.load(Relaxed) || fd == SYSLOG.fd.load(Relaxed))
 }
 
 /// The program is about to `dup2`/`dup3` onto `fd`, which the shim owns: move the shim's
 /// descriptor to another number first so the program gets exactly the descriptor it asked for.
 pub fn relocate(fd: i32) {
-    for owned in [&STDERR, &FILE] {
+    for owned in [&STDERR, &FILE, &SYSLOG] {
         if owned.fd.load(Relaxed) != fd {
             continue;
         }
@@ -209,15 +250,46 @@ fn write_line(fd: Option<i32>, line: &[u8]) {
 /// Writes one event line to the configured destination.
 pub fn event(line: &[u8]) {
     match DEST.load(Relaxed) {
-        DEST_STDERR => write_line(STDERR.valid(), line),
+        DEST_STDERR => write_line(stderr_fd(), line),
         DEST_FILE => write_line(file_fd(), line),
+        DEST_SYSLOG => send_syslog(line),
         _ => {}
     }
 }
 
 /// Writes one diagnostic line to the program's original stderr.
 pub fn diag(line: &[u8]) {
-    write_line(STDERR.valid(), line);
+    write_line(stderr_fd(), line);
+}
+
+/// errshim's copy of the program's original stderr. If a `close_range` or a raw close took it,
+/// it is copied again from fd 2 as long as fd 2 still is that same stderr.
+fn stderr_fd() -> Option<i32> {
+    if let Some(fd) = STDERR.valid() {
+        return Some(fd);
+    }
+    let id = STDERR_ID.get()?;
+    if sys::identity(2).as_ref() != Some(id) {
+        return None;
+    }
+    let fd = STDERR.install(to_high_fd(2)?);
+    (fd >= 0).then_some(fd)
+}
+
+/// One datagram per event: `<13>errshim[PID]: LINE` (facility user, severity notice), which
+/// journald and rsyslog accept on /dev/log. Never blocks: a full queue drops the event.
+fn send_syslog(line: &[u8]) {
+    use core::fmt::Write;
+    let (Some(fd), Some((addr, len))) = (SYSLOG.valid(), SYSLOG_ADDR.get()) else {
+        DROPPED.fetch_add(1, Relaxed);
+        return;
+    };
+    let mut b = StackBuf::<4200>::new();
+    let _ = write!(b, "<13>errshim[{}]: ", sys::getpid());
+    b.push(line.strip_suffix(b"\n").unwrap_or(line));
+    if sys::sendto(fd, b.as_bytes(), libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL, addr, *len).is_err() {
+        DROPPED.fetch_add(1, Relaxed);
+    }
 }
 
 pub fn dropped() -> u64 {

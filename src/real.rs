@@ -27,6 +27,12 @@ impl RealFn {
         }
     }
 
+    /// The address if already resolved, else 0.
+    #[inline(always)]
+    pub fn loaded(&self) -> usize {
+        self.addr.load(Relaxed)
+    }
+
     #[cold]
     #[inline(never)]
     pub fn resolve(&self) -> usize {
@@ -71,6 +77,11 @@ real_fns! {
     DUP = c"dup";
     DUP2 = c"dup2";
     DUP3 = c"dup3";
+    CONNECT = c"connect";
+    LISTEN = c"listen";
+    FCLOSE = c"fclose";
+    CLOSE_RANGE = c"close_range";
+    CLOSEFROM = c"closefrom";
 }
 
 /// Resolves every real symbol; returns the names that have no next definition.

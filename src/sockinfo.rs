@@ -159,6 +159,18 @@ impl Addr {
         }
     }
 
+    /// Writes the address with path bytes as they are (for JSON, which escapes them itself).
+    pub fn write_to_raw<const N: usize>(&self, out: &mut crate::fmtbuf::StackBuf<N>) {
+        match self {
+            Addr::UnixPath(p, n) => out.push(p.get(..*n).unwrap_or(&[])),
+            Addr::UnixAbstract(p, n) => {
+                out.push(b"@");
+                out.push(p.get(..*n).unwrap_or(&[]));
+            }
+            other => other.write_to(out),
+        }
+    }
+
     /// Writes the address for a text line; path bytes are escaped by the caller's buffer.
     pub fn write_to<const N: usize>(&self, out: &mut crate::fmtbuf::StackBuf<N>) {
         use core::fmt::Write;

@@ -158,6 +158,86 @@ pub fn reset() {
     }
 }
 
+/// Writes the exit summary to the log destination: text lines, or one JSON object.
+pub fn report(format: crate::config::Format, comm: &[u8]) {
+    use crate::errno::Name;
+    use crate::fmtbuf::StackBuf;
+    use core::fmt::Write;
+    let calls = crate::rules::Call::ALL;
+    let actions = ["pass", "log", "ignore", "quiet", "map"];
+    let (kinds, nk) = BY_KIND.sorted();
+    let (peers, np) = BY_PEER.sorted();
+    let pid = crate::sys::getpid();
+    let total = BY_KIND.total();
+    let rows = &kinds[..nk.min(40)];
+    let top_peers = &peers[..np.min(10)];
+    let cause_code = |i: u8| crate::cause::Cause::from_index(i).map_or("none", |c| c.code());
+    match format {
+        crate::config::Format::Text => {
+            let mut b = StackBuf::<512>::new();
+            let _ = write!(b, "errshim summary pid={pid} comm=");
+            b.push_escaped(comm);
+            let _ = write!(b, " events={total} dropped_lines={}", crate::logger::dropped());
+            crate::logger::event(b.finish_line());
+            for &(k, c) in rows {
+                let k = Key::unpack(k);
+                let call = calls.get(k.call as usize).map_or("?", |c| c.name());
+                let action = actions.get(k.action as usize).unwrap_or(&"?");
+                let mut b = StackBuf::<512>::new();
+                let _ = write!(
+                    b,
+                    "errshim summary count={c} call={call} errno={} action={action} cause={}",
+                    Name(k.errno as i32),
+                    cause_code(k.cause)
+                );
+                crate::logger::event(b.finish_line());
+            }
+            for &(k, c) in top_peers {
+                let mut b = StackBuf::<512>::new();
+                b.push(b"errshim summary peer=");
+                match peer_of(k) {
+                    Some(a) => a.write_to(&mut b),
+                    None => b.push(b"?"),
+                }
+                let _ = write!(b, " count={c}");
+                crate::logger::event(b.finish_line());
+            }
+        }
+        crate::config::Format::Json => {
+            let mut b = StackBuf::<16384>::new();
+            let _ = write!(b, "{{\"summary\":{{\"pid\":{pid},\"comm\":\"");
+            crate::json::escape_into(&mut b, comm);
+            let _ = write!(
+                b,
+                "\",\"events\":{total},\"dropped_lines\":{},\"counts\":[",
+                crate::logger::dropped()
+            );
+            for (i, &(k, c)) in rows.iter().enumerate() {
+                let k = Key::unpack(k);
+                let call = calls.get(k.call as usize).map_or("?", |c| c.name());
+                let action = actions.get(k.action as usize).unwrap_or(&"?");
+                let _ = write!(
+                    b,
+                    "{}{{\"call\":\"{call}\",\"errno\":\"{}\",\"action\":\"{action}\",\"cause\":\"{}\",\"count\":{c}}}",
+                    if i > 0 { "," } else { "" },
+                    Name(k.errno as i32),
+                    cause_code(k.cause)
+                );
+            }
+            b.push(b"],\"peers\":[");
+            for (i, &(k, c)) in top_peers.iter().enumerate() {
+                b.push(if i > 0 { b",{\"peer\":\"" } else { b"{\"peer\":\"" });
+                if let Some(a) = peer_of(k) {
+                    a.write_to(&mut b);
+                }
+                let _ = write!(b, "\",\"count\":{c}}}");
+            }
+            b.push(b"]}}");
+            crate::logger::event(b.finish_line());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -58,6 +58,74 @@ pub fn sockname(fd: i32, peer: bool) -> Option<Addr> {
     Addr::from_storage(&ss, len as usize)
 }
 
+pub fn socket(domain: i32, ty: i32) -> Result<i32, i32> {
+    // SAFETY: plain integer arguments.
+    let r = unsafe { libc::syscall(libc::SYS_socket, domain, ty, 0) };
+    ret(r).map(|n| n as i32)
+}
+
+pub fn sendto(fd: i32, buf: &[u8], flags: i32, addr: &libc::sockaddr_un, len: u32) -> Result<usize, i32> {
+    // SAFETY: buf and addr are valid for the lengths given.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_sendto,
+            fd,
+            buf.as_ptr(),
+            buf.len(),
+            flags,
+            addr as *const libc::sockaddr_un,
+            len,
+        )
+    };
+    ret(r).map(|n| n as usize)
+}
+
+/// Whether the path in `sun` names a socket in the filesystem.
+pub fn is_socket_path(sun: &libc::sockaddr_un) -> bool {
+    // SAFETY: an all-zero stat is valid; sun_path is NUL-terminated (zeroed beyond the path).
+    let mut st: libc::stat = unsafe { core::mem::zeroed() };
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_newfstatat,
+            libc::AT_FDCWD,
+            sun.sun_path.as_ptr(),
+            &mut st as *mut libc::stat,
+            0,
+        )
+    };
+    r == 0 && st.st_mode & libc::S_IFMT == libc::S_IFSOCK
+}
+
+/// The TCP state (`TCP_INFO`'s first byte), or None when `fd` is not an open TCP socket.
+pub fn tcp_state(fd: i32) -> Option<u8> {
+    let mut info = [0u8; 8];
+    let mut len = info.len() as libc::socklen_t;
+    // SAFETY: info and len are valid for writing; the kernel copies at most len bytes.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_getsockopt,
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            info.as_mut_ptr(),
+            &mut len,
+        )
+    };
+    (r == 0 && len > 0).then_some(info[0])
+}
+
+/// Whether an error is pending on `fd` (POLLERR), without consuming it as SO_ERROR would.
+pub fn poll_error(fd: i32) -> Option<bool> {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, zero timeout.
+    let r = unsafe { libc::syscall(libc::SYS_poll, &mut p as *mut libc::pollfd, 1, 0) };
+    (r >= 0 && p.revents & libc::POLLNVAL == 0).then_some(p.revents & libc::POLLERR != 0)
+}
+
 /// (device, inode) of an open descriptor: how the logger knows its descriptor is still its own.
 pub fn identity(fd: i32) -> Option<(u64, u64)> {
     // SAFETY: an all-zero stat is valid.

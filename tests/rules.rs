@@ -18,15 +18,20 @@ fn scenarios() -> std::path::PathBuf {
 #[test]
 fn default_rules_suppress_kernel_enotconn_from_shutdown() {
     let cases = [
-        ("never_connected shutdown", "shutdown(fd=3, SHUT_RDWR)", "tcp4"),
-        ("fin shutdown", "SHUT_RDWR)", "tcp4"),
-        ("reset shutdown", "SHUT_WR)", "tcp4"),
-        ("reset_before_accept shutdown", "SHUT_WR)", "tcp4"),
-        ("refused shutdown", "SHUT_RDWR)", "tcp4"),
-        ("listener shutdown_again", "SHUT_RDWR)", "tcp4"),
-        ("udp shutdown", "SHUT_RDWR)", "udp4"),
+        (
+            "never_connected shutdown",
+            "shutdown(fd=3, SHUT_RDWR)",
+            "tcp4",
+            "never_connected",
+        ),
+        ("fin shutdown", "SHUT_RDWR)", "tcp4", "peer_closed"),
+        ("reset shutdown", "SHUT_WR)", "tcp4", "peer_reset"),
+        ("reset_before_accept shutdown", "SHUT_WR)", "tcp4", "peer_reset"),
+        ("refused shutdown", "SHUT_RDWR)", "tcp4", "connect_failed"),
+        ("listener shutdown_again", "SHUT_RDWR)", "tcp4", "shut_down_before"),
+        ("udp shutdown", "SHUT_RDWR)", "udp4", "udp_unconnected"),
     ];
-    for (step, call_text, kind) in cases {
+    for (step, call_text, kind, cause) in cases {
         let scenario = step.split(' ').next().unwrap();
         let bare = Cmd::new(scenarios()).args([scenario]).run();
         bare.assert_ok();
@@ -46,9 +51,10 @@ fn default_rules_suppress_kernel_enotconn_from_shutdown() {
         assert!(e.contains(call_text), "{step}: {e}");
         assert!(e.contains(" = -1 ENOTCONN -> ignored, returned 0 | "), "{step}: {e}");
         assert!(e.contains(&format!("| {kind} local=")), "{step}: {e}");
+        assert!(e.contains(" rule=1 | "), "{step}: {e}");
         assert!(
-            e.contains(" peer=? rule=1"),
-            "{step}: the kernel no longer reports the peer: {e}"
+            e.contains(&format!(" | cause={cause}: ")),
+            "{step}: expected cause {cause}: {e}"
         );
         assert!(e.contains("comm=scenarios "), "{e}");
         // Everything else the program saw is unchanged.
