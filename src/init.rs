@@ -42,10 +42,11 @@ fn init() {
     let (cfg, errors) = config::from_lookup(&get, &names);
 
     conntable::init();
-    logger::init(&cfg.log);
+    // The diagnostics logger first: setting up the destination may need to warn.
     if log::set_logger(&logger::DIAG_LOGGER).is_ok() {
         log::set_max_level(cfg.level);
     }
+    logger::init(&cfg.log);
     for e in &errors {
         diag_line(format_args!("{e}"));
     }
