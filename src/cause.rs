@@ -51,6 +51,8 @@ pub enum Cause {
     /// ENOTCONN from `close`, which Linux never returns.
     NotFromKernel,
     Unknown,
+    /// A fault rule made this happen.
+    Injected,
 }
 
 impl Cause {
@@ -71,6 +73,7 @@ impl Cause {
             Listener,
             NotFromKernel,
             Unknown,
+            Injected,
         ]
         .get((i as usize).checked_sub(1)?)
         .copied()
@@ -87,6 +90,7 @@ impl Cause {
             Cause::Listener => "listener",
             Cause::NotFromKernel => "not_from_kernel",
             Cause::Unknown => "unknown",
+            Cause::Injected => "injected",
         }
     }
 
@@ -101,6 +105,7 @@ impl Cause {
             Cause::Listener => "a listening socket has no peer to read from or shut down",
             Cause::NotFromKernel => "Linux never returns ENOTCONN from close (a socket's close gives 0 or EBADF): another interposer or wrapper library produced it, or errno was read after a call that had succeeded",
             Cause::Unknown => "not enough is known about this descriptor (inherited, or created where errshim could not see it)",
+            Cause::Injected => "errshim injected this on purpose (a fault rule of ERRSHIM_FAULTS or the control file)",
         }
     }
 }
@@ -166,7 +171,10 @@ pub fn classify(f: &Facts) -> Cause {
     if f.errno == libc::ECONNRESET || has(RESET_SEEN) || (f.pending_error && established_once) {
         return Cause::PeerReset;
     }
-    if has(READ_EOF) && established_once {
+    // CLOSE after the peer's FIN needs our own FIN too (or an RST): without a shutdown(SHUT_WR)
+    // the read's 0 came after a reset whose error the program consumed (SO_ERROR).
+    let our_fin_or_open = has(SHUT_WR) || f.tcp_state != Some(TCP_CLOSE);
+    if has(READ_EOF) && established_once && our_fin_or_open {
         return Cause::PeerClosed;
     }
     if has(TRACKED) && !established_once && !has(LISTENING) {
@@ -262,6 +270,18 @@ mod tests {
         assert_eq!(
             classify(&facts(Call::Shutdown, enotconn, Kind::Tcp4, b, Some(7), false)),
             Cause::PeerClosed
+        );
+        // C: the reset's error consumed by the program's own SO_ERROR, then a read gave 0.
+        assert_eq!(
+            classify(&facts(
+                Call::Write,
+                libc::EPIPE,
+                Kind::Tcp4,
+                t | CONNECTED | READ_EOF,
+                Some(7),
+                false
+            )),
+            Cause::PeerReset
         );
         // C: reset consumed by a read, or still pending.
         assert_eq!(

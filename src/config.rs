@@ -33,6 +33,17 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "0",
         "1: each event carries the caller's return addresses",
     ),
+    (
+        "ERRSHIM_FAULTS",
+        "",
+        "fault rules, CALLS:FAULT[:OPTION...];... (none by default)",
+    ),
+    (
+        "ERRSHIM_SEED",
+        "random",
+        "seed for every random choice of the fault rules",
+    ),
+    ("ERRSHIM_CONTROL", "", "a file of fault rules, re-read when it changes"),
     ("ERRSHIM_DISABLE", "0", "1: pure pass-through, nothing parsed or logged"),
     (
         "ERRSHIM_STRICT",
@@ -69,6 +80,10 @@ pub struct Config {
     pub format: Format,
     pub summary: bool,
     pub backtrace: bool,
+    pub faults: crate::faults::FaultSet,
+    /// None: pick one at startup (and say which).
+    pub seed: Option<u64>,
+    pub control: Option<String>,
     pub strict: bool,
     pub level: LevelFilter,
 }
@@ -78,6 +93,8 @@ pub struct Config {
 pub struct ConfigError {
     pub var: String,
     pub rule: Option<RuleError>,
+    /// For fault rules: (rule number, rule text).
+    pub rule_text: Option<(usize, String)>,
     pub token: String,
     pub problem: String,
     pub suggestion: Option<String>,
@@ -91,6 +108,7 @@ impl ConfigError {
         ConfigError {
             var: var.to_string(),
             rule: None,
+            rule_text: None,
             token: token.to_string(),
             problem: problem.to_string(),
             suggestion: None,
@@ -119,7 +137,14 @@ impl fmt::Display for ConfigError {
                 "{} '{}' in rule {} of {} ('{}')",
                 r.problem, r.token, r.rule, self.var, r.rule_text
             )?,
-            None => write!(f, "{} '{}' in {}", self.problem, self.token, self.var)?,
+            None => match &self.rule_text {
+                Some((n, text)) => write!(
+                    f,
+                    "{} '{}' in rule {} of {} ('{}')",
+                    self.problem, self.token, n, self.var, text
+                )?,
+                None => write!(f, "{} '{}' in {}", self.problem, self.token, self.var)?,
+            },
         }
         if let Some(s) = &self.suggestion {
             write!(f, "; did you mean {s}?")?;
@@ -222,6 +247,30 @@ pub fn from_lookup(get: &dyn Fn(&str) -> Option<String>, set_names: &[String]) -
     let summary = get("ERRSHIM_SUMMARY").is_some_and(|v| bool_var("ERRSHIM_SUMMARY", &v, &mut errors));
     let backtrace = get("ERRSHIM_BACKTRACE").is_some_and(|v| bool_var("ERRSHIM_BACKTRACE", &v, &mut errors));
 
+    let faults = match get("ERRSHIM_FAULTS") {
+        None => crate::faults::FaultSet::EMPTY,
+        Some(spec) => crate::faults::parse(&spec).unwrap_or_else(|e| {
+            let mut err = ConfigError::new("ERRSHIM_FAULTS", e.token.as_str(), e.problem, "injecting no faults");
+            err.suggestion = e.suggestion.map(str::to_string);
+            err.rule_text = Some((e.rule, e.rule_text.as_str().to_string()));
+            errors.push(err);
+            crate::faults::FaultSet::EMPTY
+        }),
+    };
+    let seed = get("ERRSHIM_SEED").and_then(|v| match v.trim().parse::<u64>() {
+        Ok(n) => Some(n),
+        Err(_) => {
+            errors.push(ConfigError::new(
+                "ERRSHIM_SEED",
+                &v,
+                "expected a whole number, got",
+                "using a random seed",
+            ));
+            None
+        }
+    });
+    let control = get("ERRSHIM_CONTROL").filter(|v| !v.trim().is_empty());
+
     let format = match get("ERRSHIM_FORMAT").as_deref().map(str::trim) {
         None | Some("") | Some("text") => Format::Text,
         Some("json") => Format::Json,
@@ -254,6 +303,9 @@ pub fn from_lookup(get: &dyn Fn(&str) -> Option<String>, set_names: &[String]) -
             format,
             summary,
             backtrace,
+            faults,
+            seed,
+            control,
             strict,
             level,
         },
@@ -313,6 +365,20 @@ impl Config {
                 r.fd.name(),
                 what
             ));
+        }
+        for (i, r) in self.faults.rules().iter().enumerate() {
+            out.push(format!("fault rule {}: {}", i + 1, crate::faults::explain(r)));
+        }
+        if let Some(c) = &self.control {
+            out.push(format!(
+                "fault rules from the control file {c} (re-read when it changes, checked at most every 100 ms)"
+            ));
+        }
+        if !self.faults.rules().is_empty() || self.control.is_some() {
+            out.push(match self.seed {
+                Some(s) => format!("seed: {s}"),
+                None => "seed: random, chosen at startup and logged".to_string(),
+            });
         }
         out.push(format!("strict: {}", if self.strict { "on" } else { "off" }));
         out
@@ -391,6 +457,22 @@ mod tests {
 
     #[test]
     fn other_variables() {
+        let (c, e) = parse(&[
+            ("ERRSHIM_FAULTS", "read:ECONNRESET:p=0.5"),
+            ("ERRSHIM_SEED", "7"),
+            ("ERRSHIM_CONTROL", "/tmp/f"),
+        ]);
+        assert!(e.is_empty());
+        assert_eq!((c.faults.n, c.seed, c.control.as_deref()), (1, Some(7), Some("/tmp/f")));
+        let (c, e) = parse(&[("ERRSHIM_FAULTS", "read:EIO;write:ECONNRESTE")]);
+        assert_eq!(c.faults.n, 0);
+        let line = e[0].to_string();
+        assert!(
+            line.contains("'ECONNRESTE' in rule 2 of ERRSHIM_FAULTS ('write:ECONNRESTE'); did you mean ECONNRESET?"),
+            "{line}"
+        );
+        let (_, e) = parse(&[("ERRSHIM_SEED", "x")]);
+        assert_eq!(e[0].var, "ERRSHIM_SEED");
         let (c, e) = parse(&[("ERRSHIM_STRICT", "1"), ("ERRSHIM_LOG_LEVEL", "info")]);
         assert!(e.is_empty() && c.strict && c.level == LevelFilter::Info);
         let (_, e) = parse(&[("ERRSHIM_LOG_LEVEL", "inof")]);

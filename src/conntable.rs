@@ -27,6 +27,8 @@ pub struct Record {
     pub connect_errno: AtomicU16,
     /// The first ECONNRESET or EPIPE a call on it returned (0: none).
     pub first_error: AtomicU16,
+    /// The local port, learnt when a fault rule first needed it (0: not yet).
+    pub local_port: AtomicU16,
     /// CLOCK_MONOTONIC milliseconds when it was created or accepted (0: unknown).
     pub created_ms: AtomicU64,
     pub bytes_in: AtomicU64,
@@ -99,6 +101,7 @@ impl Record {
         self.bytes_out.store(0, Relaxed);
         self.set_peer(peer);
         self.ino.store(0, Relaxed);
+        self.local_port.store(0, Relaxed);
     }
 
     /// A descriptor about which nothing is known yet (inherited, or created where no hook saw
@@ -132,6 +135,7 @@ impl Record {
             a.store(b.load(Relaxed), Relaxed);
         }
         self.ino.store(o.ino.load(Relaxed), Relaxed);
+        self.local_port.store(o.local_port.load(Relaxed), Relaxed);
     }
 
     /// Whether the slot describes an open socket (created through a hook, or met at an event).

@@ -117,6 +117,15 @@ pub struct Event<'a> {
     pub ctx: Context,
     /// Return addresses already formatted (`module+0xoff` or `module:symbol+0xoff`), if asked for.
     pub backtrace: &'a [StackBuf<160>],
+    /// Set when errshim injected this (a fault rule); then `rule` is the fault rule's number.
+    pub injected: Option<Injected>,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Injected {
+    pub fault: crate::faults::Fault,
+    /// The call's number among the fault rule's matching calls.
+    pub k: u64,
 }
 
 fn shutdown_how(how: i32) -> Option<&'static str> {
@@ -187,14 +196,20 @@ pub fn write_text<const N: usize>(ev: &Event<'_>, b: &mut StackBuf<N>) {
     b.push_escaped(ev.comm);
     b.push(b" ");
     write_args(ev, b);
-    let _ = write!(
-        b,
-        " = {} {} -> {}, returned {}",
-        ev.ret,
-        Name(ev.errno),
-        action_word(ev.action),
-        ev.returned
-    );
+    let _ = write!(b, " = {}", ev.ret);
+    if ev.ret < 0 {
+        let _ = write!(b, " {}", Name(ev.errno));
+    }
+    match &ev.injected {
+        Some(inj) => {
+            b.push(b" (INJECTED) -> inject ");
+            let _ = crate::faults::describe(inj.fault, b);
+        }
+        None => {
+            let _ = write!(b, " -> {}", action_word(ev.action));
+        }
+    }
+    let _ = write!(b, ", returned {}", ev.returned);
     if ev.returned == -1 {
         let _ = write!(b, " {}", Name(ev.returned_errno));
     }
@@ -203,7 +218,14 @@ pub fn write_text<const N: usize>(ev: &Event<'_>, b: &mut StackBuf<N>) {
         write_addr(b, "local", &ev.local);
         write_addr(b, "peer", &ev.peer);
     }
-    let _ = write!(b, " rule={}", ev.rule);
+    match &ev.injected {
+        Some(inj) => {
+            let _ = write!(b, " fault_rule={} k={}", ev.rule, inj.k);
+        }
+        None => {
+            let _ = write!(b, " rule={}", ev.rule);
+        }
+    }
     let c = &ev.ctx;
     if ev.kind.is_socket() || c.history != 0 {
         b.push(b" |");
@@ -257,18 +279,31 @@ pub fn write_json<const N: usize>(ev: &Event<'_>, b: &mut StackBuf<N>) {
         }
     }
     o.num("ret", ev.ret);
-    o.fmt_str("errno", |t| {
-        let _ = write!(t, "{}", Name(ev.errno));
-    });
-    o.fmt_str("action", |t| {
-        let _ = match ev.action {
-            Action::Pass => t.write_str("pass"),
-            Action::Log => t.write_str("log"),
-            Action::Ignore => t.write_str("ignore"),
-            Action::Quiet => t.write_str("quiet"),
-            Action::Map(e) => write!(t, "map={}", Name(e)),
-        };
-    });
+    if ev.ret < 0 {
+        o.fmt_str("errno", |t| {
+            let _ = write!(t, "{}", Name(ev.errno));
+        });
+    }
+    match &ev.injected {
+        Some(inj) => {
+            o.str("action", b"inject").bool("injected", true);
+            o.fmt_str("fault", |t| {
+                let _ = crate::faults::describe(inj.fault, t);
+            });
+            o.num("k", inj.k);
+        }
+        None => {
+            o.fmt_str("action", |t| {
+                let _ = match ev.action {
+                    Action::Pass => t.write_str("pass"),
+                    Action::Log => t.write_str("log"),
+                    Action::Ignore => t.write_str("ignore"),
+                    Action::Quiet => t.write_str("quiet"),
+                    Action::Map(e) => write!(t, "map={}", Name(e)),
+                };
+            });
+        }
+    }
     o.num("returned", ev.returned);
     o.str("kind", ev.kind.name().as_bytes());
     if ev.kind.is_socket() {
@@ -363,6 +398,7 @@ mod tests {
             peer: None,
             ctx: Context::default(),
             backtrace: &[],
+            injected: None,
         }
     }
 

@@ -14,7 +14,7 @@ use crate::conntable;
 use crate::event::CallArgs;
 use crate::rules::Call;
 use crate::sockinfo::Kind;
-use crate::{errno, logger, ops, real};
+use crate::{errno, inject, logger, ops, real};
 use libc::{c_int, c_uint, c_void, iovec, msghdr, size_t, sockaddr, socklen_t, ssize_t};
 
 /// Defines an exported hook that calls the real function through `$f`.
@@ -48,11 +48,18 @@ macro_rules! hook {
 
 /// The read family: bytes in are counted; 0 and failures go to the cold path.
 macro_rules! read_hook {
-    ($name:ident($fd:ident: $fdt:ty, $($a:ident: $t:ty),*) -> $ret:ty = $real:ident, $call:expr, $args:expr) => {
-        hook!(fn $name($fd: $fdt, $($a: $t),*) -> $ret, $real, |real| {
+    ($name:ident($fd:ident: $fdt:ty, $($a:ident: $t:ty),*) -> $ret:ty = $real:ident, $call:expr, $args:expr, |$f:ident, $lim:ident| $limited:expr) => {
+        hook!(fn $name($fd: $fdt, $($a: $t),*) -> $ret, $real, |$f| {
             let errno_before = errno::get();
+            if inject::armed($call) {
+                if let Some(inj) = inject::decide($call, $fd, $args.requested()) {
+                    // SAFETY: the real call with the caller's arguments, its length cut to `$lim`.
+                    let mut perform = |$lim: usize| unsafe { $limited } as isize;
+                    return ops::injected($call, stringify!($name), $args, inj, errno_before, &mut perform) as $ret;
+                }
+            }
             // SAFETY: the caller's own arguments, passed on unchanged.
-            let r = unsafe { real($fd, $($a),*) };
+            let r = unsafe { $f($fd, $($a),*) };
             if r > 0 {
                 conntable::count_in($fd, r as u64, $call);
                 return r;
@@ -64,11 +71,18 @@ macro_rules! read_hook {
 
 /// The write family: bytes out are counted; failures go to the cold path.
 macro_rules! write_hook {
-    ($name:ident($fd:ident: $fdt:ty, $($a:ident: $t:ty),*) -> $ret:ty = $real:ident, $call:expr, $args:expr) => {
-        hook!(fn $name($fd: $fdt, $($a: $t),*) -> $ret, $real, |real| {
+    ($name:ident($fd:ident: $fdt:ty, $($a:ident: $t:ty),*) -> $ret:ty = $real:ident, $call:expr, $args:expr, |$f:ident, $lim:ident| $limited:expr) => {
+        hook!(fn $name($fd: $fdt, $($a: $t),*) -> $ret, $real, |$f| {
             let errno_before = errno::get();
+            if inject::armed($call) {
+                if let Some(inj) = inject::decide($call, $fd, $args.requested()) {
+                    // SAFETY: the real call with the caller's arguments, its length cut to `$lim`.
+                    let mut perform = |$lim: usize| unsafe { $limited } as isize;
+                    return ops::injected($call, stringify!($name), $args, inj, errno_before, &mut perform) as $ret;
+                }
+            }
             // SAFETY: the caller's own arguments, passed on unchanged.
-            let r = unsafe { real($fd, $($a),*) };
+            let r = unsafe { $f($fd, $($a),*) };
             if r >= 0 {
                 conntable::count_out($fd, r as u64, $call);
                 return r;
@@ -78,24 +92,24 @@ macro_rules! write_hook {
     };
 }
 
-read_hook!(read(fd: c_int, buf: *mut c_void, n: size_t) -> ssize_t = READ, Call::Read, CallArgs::buf(fd, n, 0));
-read_hook!(readv(fd: c_int, iov: *const iovec, cnt: c_int) -> ssize_t = READV, Call::Readv, CallArgs::iov(fd, iov, cnt.max(0) as usize, 0));
-read_hook!(recv(fd: c_int, buf: *mut c_void, n: size_t, flags: c_int) -> ssize_t = RECV, Call::Recv, CallArgs::buf(fd, n, flags));
+read_hook!(read(fd: c_int, buf: *mut c_void, n: size_t) -> ssize_t = READ, Call::Read, CallArgs::buf(fd, n, 0), |real, lim| real(fd, buf, n.min(lim)));
+read_hook!(readv(fd: c_int, iov: *const iovec, cnt: c_int) -> ssize_t = READV, Call::Readv, CallArgs::iov(fd, iov, cnt.max(0) as usize, 0), |real, lim| ops::short_iov(iov, cnt.max(0) as usize, lim, |i, c| real(fd, i, c as c_int)));
+read_hook!(recv(fd: c_int, buf: *mut c_void, n: size_t, flags: c_int) -> ssize_t = RECV, Call::Recv, CallArgs::buf(fd, n, flags), |real, lim| real(fd, buf, n.min(lim), flags));
 read_hook!(recvfrom(fd: c_int, buf: *mut c_void, n: size_t, flags: c_int, addr: *mut sockaddr, alen: *mut socklen_t) -> ssize_t
-    = RECVFROM, Call::Recvfrom, CallArgs::buf(fd, n, flags));
-read_hook!(__read_chk(fd: c_int, buf: *mut c_void, n: size_t, buflen: size_t) -> ssize_t = READ_CHK, Call::Read, CallArgs::buf(fd, n, 0));
+    = RECVFROM, Call::Recvfrom, CallArgs::buf(fd, n, flags), |real, lim| real(fd, buf, n.min(lim), flags, addr, alen));
+read_hook!(__read_chk(fd: c_int, buf: *mut c_void, n: size_t, buflen: size_t) -> ssize_t = READ_CHK, Call::Read, CallArgs::buf(fd, n, 0), |real, lim| real(fd, buf, n.min(lim), buflen));
 read_hook!(__recv_chk(fd: c_int, buf: *mut c_void, n: size_t, buflen: size_t, flags: c_int) -> ssize_t
-    = RECV_CHK, Call::Recv, CallArgs::buf(fd, n, flags));
+    = RECV_CHK, Call::Recv, CallArgs::buf(fd, n, flags), |real, lim| real(fd, buf, n.min(lim), buflen, flags));
 read_hook!(__recvfrom_chk(fd: c_int, buf: *mut c_void, n: size_t, buflen: size_t, flags: c_int, addr: *mut sockaddr, alen: *mut socklen_t) -> ssize_t
-    = RECVFROM_CHK, Call::Recvfrom, CallArgs::buf(fd, n, flags));
-read_hook!(recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t = RECVMSG, Call::Recvmsg, msg_args(fd, msg, flags));
+    = RECVFROM_CHK, Call::Recvfrom, CallArgs::buf(fd, n, flags), |real, lim| real(fd, buf, n.min(lim), buflen, flags, addr, alen));
+read_hook!(recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t = RECVMSG, Call::Recvmsg, msg_args(fd, msg, flags), |real, lim| ops::short_msg(msg, lim, |m| real(fd, m, flags)));
 
-write_hook!(write(fd: c_int, buf: *const c_void, n: size_t) -> ssize_t = WRITE, Call::Write, CallArgs::buf(fd, n, 0));
-write_hook!(writev(fd: c_int, iov: *const iovec, cnt: c_int) -> ssize_t = WRITEV, Call::Writev, CallArgs::iov(fd, iov, cnt.max(0) as usize, 0));
-write_hook!(send(fd: c_int, buf: *const c_void, n: size_t, flags: c_int) -> ssize_t = SEND, Call::Send, CallArgs::buf(fd, n, flags));
+write_hook!(write(fd: c_int, buf: *const c_void, n: size_t) -> ssize_t = WRITE, Call::Write, CallArgs::buf(fd, n, 0), |real, lim| real(fd, buf, n.min(lim)));
+write_hook!(writev(fd: c_int, iov: *const iovec, cnt: c_int) -> ssize_t = WRITEV, Call::Writev, CallArgs::iov(fd, iov, cnt.max(0) as usize, 0), |real, lim| ops::short_iov(iov, cnt.max(0) as usize, lim, |i, c| real(fd, i, c as c_int)));
+write_hook!(send(fd: c_int, buf: *const c_void, n: size_t, flags: c_int) -> ssize_t = SEND, Call::Send, CallArgs::buf(fd, n, flags), |real, lim| real(fd, buf, n.min(lim), flags));
 write_hook!(sendto(fd: c_int, buf: *const c_void, n: size_t, flags: c_int, addr: *const sockaddr, alen: socklen_t) -> ssize_t
-    = SENDTO, Call::Sendto, CallArgs::buf(fd, n, flags));
-write_hook!(sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t = SENDMSG, Call::Sendmsg, msg_args(fd, msg, flags));
+    = SENDTO, Call::Sendto, CallArgs::buf(fd, n, flags), |real, lim| real(fd, buf, n.min(lim), flags, addr, alen));
+write_hook!(sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t = SENDMSG, Call::Sendmsg, msg_args(fd, msg, flags), |real, lim| ops::short_msg(msg as *mut msghdr, lim, |m| real(fd, m, flags)));
 
 /// The arguments of recvmsg/sendmsg, read only on the cold path.
 fn msg_args(fd: c_int, msg: *const msghdr, flags: c_int) -> CallArgs {
@@ -108,6 +122,14 @@ fn msg_args(fd: c_int, msg: *const msghdr, flags: c_int) -> CallArgs {
 
 hook!(fn shutdown(fd: c_int, how: c_int) -> c_int, SHUTDOWN, |real| {
     let errno_before = errno::get();
+    if inject::armed(Call::Shutdown) {
+        if let Some(inj) = inject::decide(Call::Shutdown, fd, 0) {
+            let args = CallArgs { how, ..CallArgs::fd(fd) };
+            // SAFETY: the caller's own arguments.
+            let mut perform = |_: usize| unsafe { real(fd, how) } as isize;
+            return ops::injected(Call::Shutdown, "shutdown", args, inj, errno_before, &mut perform) as c_int;
+        }
+    }
     // SAFETY: the caller's own arguments.
     let r = unsafe { real(fd, how) };
     if r == 0 {
@@ -126,8 +148,15 @@ hook!(fn close(fd: c_int) -> c_int, CLOSE, |real| {
     }
     // Forget the record before the descriptor is released: afterwards another thread may be
     // given the same number.
-    let history = conntable::forget(fd);
     let errno_before = errno::get();
+    let injection = if inject::armed(Call::Close) { inject::decide(Call::Close, fd, 0) } else { None };
+    let history = conntable::forget(fd);
+    if let Some(inj) = injection {
+        let args = CallArgs { history, ..CallArgs::fd(fd) };
+        // SAFETY: the caller's own argument.
+        let mut perform = |_: usize| unsafe { real(fd) } as isize;
+        return ops::injected(Call::Close, "close", args, inj, errno_before, &mut perform) as c_int;
+    }
     // SAFETY: the caller's own argument.
     let r = unsafe { real(fd) };
     if r == 0 {

@@ -4,7 +4,7 @@
 
 use crate::config::{self, Config};
 use crate::fmtbuf::StackBuf;
-use crate::{backtrace, conntable, logger, real, summary, sys};
+use crate::{backtrace, conntable, inject, logger, real, summary, sys};
 use core::fmt::Write;
 use once_cell::sync::OnceCell;
 
@@ -78,12 +78,57 @@ fn init() {
     if cfg.backtrace {
         backtrace::prepare();
     }
+    if cfg.faults.n > 0 || cfg.control.is_some() {
+        let seed = cfg.seed.unwrap_or_else(sys::random_u64);
+        inject::init(&cfg.faults, seed);
+        if let Some(path) = &cfg.control {
+            inject::watch(path);
+        }
+        startup_line(&cfg, seed);
+    }
     if cfg.summary {
         // A forked child's summary counts its own events only.
         // SAFETY: registers a handler that only stores zeros into atomics.
         unsafe { libc::pthread_atfork(None, None, Some(child_after_fork)) };
     }
     let _ = CONFIG.set(cfg);
+}
+
+/// Says, next to the events, that faults are active and with which seed, so any run can be
+/// replayed with ERRSHIM_SEED.
+fn startup_line(cfg: &Config, seed: u64) {
+    let mut b = StackBuf::<1024>::new();
+    let (pid, n) = (sys::getpid(), cfg.faults.n);
+    let control = cfg.control.as_deref().unwrap_or("");
+    match cfg.format {
+        config::Format::Text => {
+            let _ = write!(
+                b,
+                "errshim {} pid={pid} tid={} comm=",
+                crate::timefmt::now(),
+                sys::gettid()
+            );
+            b.push_escaped(comm());
+            let _ = write!(b, " faults: {n} rule(s)");
+            if !control.is_empty() {
+                let _ = write!(b, " and the control file {control}");
+            }
+            let _ = write!(b, ", seed={seed} (ERRSHIM_SEED={seed} replays this run)");
+        }
+        config::Format::Json => {
+            let mut o = crate::json::Obj::new(&mut b);
+            o.fmt_str("ts", |t| {
+                let _ = write!(t, "{}", crate::timefmt::now());
+            });
+            o.num("pid", pid)
+                .str("comm", comm())
+                .num("fault_rules", n)
+                .str("control", control.as_bytes())
+                .num("seed", seed);
+            o.end();
+        }
+    }
+    logger::event(b.finish_line());
 }
 
 extern "C" fn child_after_fork() {

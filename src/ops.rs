@@ -9,8 +9,10 @@
 
 use crate::cause::{self, hist, Cause, Facts};
 use crate::conntable::{self, Record};
-use crate::event::{self, CallArgs, Context, Event};
+use crate::event::{self, CallArgs, Context, Event, Injected};
+use crate::faults::Fault;
 use crate::fmtbuf::StackBuf;
+use crate::inject::Injection;
 use crate::rules::{self, Action, Call, Rule};
 use crate::sockinfo::{self, Addr, Kind};
 use crate::{backtrace, errno, init, logger, summary, sys, timefmt};
@@ -244,54 +246,252 @@ fn handle(
     };
     if rule.action.logs() {
         let kind = kind.get();
-        let (ctx, local, peer) = context(call, args, kind, err);
-        let ev = Event {
-            time: timefmt::now(),
-            pid: sys::getpid(),
-            tid: sys::gettid(),
-            comm: init::comm(),
-            call,
-            entry,
-            args: *args,
+        let outcome = Outcome {
             ret,
-            errno: err,
-            action: rule.action,
-            rule: index,
+            err,
             returned,
             returned_errno,
-            kind,
-            local,
-            peer,
-            ctx,
-            backtrace: &[],
         };
-        if cfg.summary {
-            let key = summary::Key {
-                call: call as u8,
-                errno: err as u16,
-                action: action_index(rule.action),
-                cause: ctx.cause.map_or(0, Cause::index),
-            };
-            summary::count(key, peer.as_ref());
-        }
-        if cfg.backtrace {
-            backtrace::with_frames(|frames| {
-                emit(
-                    cfg,
-                    &Event {
-                        backtrace: frames,
-                        ..ev
-                    },
-                )
-            });
-        } else {
-            emit(cfg, &ev);
-        }
+        report(cfg, call, entry, args, kind, outcome, rule.action, index, None);
     }
     if let Some(r) = rec {
         r.note_call(call);
     }
     verdict
+}
+
+/// What the call returned and what the program got.
+#[derive(Clone, Copy)]
+struct Outcome {
+    ret: isize,
+    err: i32,
+    returned: isize,
+    returned_errno: i32,
+}
+
+/// Builds the event with its context and writes it (and counts it for the summary).
+#[allow(clippy::too_many_arguments)]
+fn report(
+    cfg: &crate::config::Config,
+    call: Call,
+    entry: &'static str,
+    args: &CallArgs,
+    kind: Kind,
+    o: Outcome,
+    action: Action,
+    rule: usize,
+    injected: Option<Injected>,
+) {
+    let (mut ctx, local, peer) = context(call, args, kind, o.err);
+    if injected.is_some() {
+        ctx.cause = Some(Cause::Injected);
+    }
+    let ev = Event {
+        time: timefmt::now(),
+        pid: sys::getpid(),
+        tid: sys::gettid(),
+        comm: init::comm(),
+        call,
+        entry,
+        args: *args,
+        ret: o.ret,
+        errno: o.err,
+        action,
+        rule,
+        returned: o.returned,
+        returned_errno: o.returned_errno,
+        kind,
+        local,
+        peer,
+        ctx,
+        backtrace: &[],
+        injected,
+    };
+    if cfg.summary {
+        let key = summary::Key {
+            call: call as u8,
+            errno: if o.ret < 0 { o.err as u16 } else { 0 },
+            action: if injected.is_some() {
+                summary::INJECT
+            } else {
+                action_index(action)
+            },
+            cause: ctx.cause.map_or(0, Cause::index),
+        };
+        summary::count(key, peer.as_ref());
+    }
+    if cfg.backtrace {
+        backtrace::with_frames(|frames| {
+            emit(
+                cfg,
+                &Event {
+                    backtrace: frames,
+                    ..ev
+                },
+            )
+        });
+    } else {
+        emit(cfg, &ev);
+    }
+}
+
+/// A fault rule chose this call. Performs it (or not) as the fault says, logs the injection,
+/// and returns what the hook returns. `perform(limit)` makes the real call, transferring at most
+/// `limit` bytes (usize::MAX: as asked).
+#[cold]
+#[inline(never)]
+pub fn injected(
+    call: Call,
+    entry: &'static str,
+    args: CallArgs,
+    inj: Injection,
+    errno_before: i32,
+    perform: &mut dyn FnMut(usize) -> isize,
+) -> isize {
+    let fd = args.fd;
+    // What the call gives back: performed or not, and its result.
+    let (performed, ret, err) = match inj.fault {
+        Fault::Errno(e) => {
+            if call == Call::Close {
+                // Linux always releases the descriptor: close it, then report the error.
+                perform(usize::MAX);
+            }
+            (false, -1, e)
+        }
+        Fault::Eof => (false, 0, errno_before),
+        Fault::Short(_) => {
+            let r = perform(inj.limit);
+            (true, r, errno::get())
+        }
+        Fault::Delay(ns) => {
+            sys::sleep_ns(ns);
+            let r = perform(usize::MAX);
+            (true, r, errno::get())
+        }
+        Fault::Reset => {
+            if sockinfo::probe_kind(fd).is_tcp() {
+                let _ = sys::abort_connection(fd);
+            }
+            let r = perform(usize::MAX);
+            (true, r, errno::get())
+        }
+    };
+    if let Some(cfg) = init::config() {
+        let _ = guarded(|| {
+            let kind = if call == Call::Close {
+                LazyKind {
+                    call,
+                    args: &args,
+                    err,
+                    kind: None,
+                }
+                .get()
+            } else {
+                sockinfo::probe_kind(fd)
+            };
+            let outcome = Outcome {
+                ret,
+                err,
+                returned: ret,
+                returned_errno: err,
+            };
+            let inj_ev = Injected {
+                fault: inj.fault,
+                k: inj.k,
+            };
+            report(
+                cfg,
+                call,
+                entry,
+                &args,
+                kind,
+                outcome,
+                Action::Log,
+                inj.rule,
+                Some(inj_ev),
+            );
+        });
+    }
+    if !performed {
+        errno::set(if ret < 0 { err } else { errno_before });
+        return ret;
+    }
+    // The call really ran: account for it as the hook would have.
+    if ret < 0 {
+        errno::set(err);
+        return after_failure(call, entry, args, ret, errno_before);
+    }
+    match call {
+        Call::Read | Call::Readv | Call::Recv | Call::Recvfrom | Call::Recvmsg => {
+            if ret == 0 {
+                errno::set(err);
+                return after_read(call, entry, args, 0, errno_before);
+            }
+            conntable::count_in(fd, ret as u64, call);
+        }
+        Call::Write | Call::Writev | Call::Send | Call::Sendto | Call::Sendmsg => {
+            conntable::count_out(fd, ret as u64, call)
+        }
+        Call::Shutdown => conntable::note_shutdown(fd, args.how),
+        Call::Close => {}
+    }
+    errno::set(err);
+    ret
+}
+
+/// Runs `f` with an iovec array cut down to at most `limit` bytes (a copy on the stack: the
+/// caller's array is untouched). More than 64 entries: only the first 64 are used.
+pub fn short_iov(
+    iov: *const libc::iovec,
+    cnt: usize,
+    limit: usize,
+    f: impl FnOnce(*const libc::iovec, usize) -> isize,
+) -> isize {
+    if limit == usize::MAX || iov.is_null() {
+        return f(iov, cnt);
+    }
+    let mut copy = [libc::iovec {
+        iov_base: core::ptr::null_mut(),
+        iov_len: 0,
+    }; 64];
+    // SAFETY: the caller passed iov with cnt entries.
+    let src = unsafe { core::slice::from_raw_parts(iov, cnt.min(64)) };
+    let mut left = limit;
+    let mut n = 0;
+    for v in src {
+        if left == 0 {
+            break;
+        }
+        copy[n] = libc::iovec {
+            iov_base: v.iov_base,
+            iov_len: v.iov_len.min(left),
+        };
+        left -= copy[n].iov_len;
+        n += 1;
+    }
+    f(copy.as_ptr(), n)
+}
+
+/// Runs `f` with a copy of `msg` whose iovecs carry at most `limit` bytes; what the kernel
+/// writes into the copy's header (flags, name and control lengths) is copied back.
+pub fn short_msg(msg: *mut libc::msghdr, limit: usize, f: impl FnOnce(*mut libc::msghdr) -> isize) -> isize {
+    if limit == usize::MAX || msg.is_null() {
+        return f(msg);
+    }
+    // SAFETY: the caller passed a valid msghdr.
+    let mut m = unsafe { *msg };
+    short_iov(m.msg_iov, m.msg_iovlen, limit, |iov, n| {
+        m.msg_iov = iov as *mut libc::iovec;
+        m.msg_iovlen = n;
+        let r = f(&mut m);
+        // SAFETY: as above; only the fields the kernel reports back are restored.
+        unsafe {
+            (*msg).msg_flags = m.msg_flags;
+            (*msg).msg_namelen = m.msg_namelen;
+            (*msg).msg_controllen = m.msg_controllen;
+        }
+        r
+    })
 }
 
 pub fn action_index(a: Action) -> u8 {
@@ -322,7 +522,8 @@ fn context(call: Call, args: &CallArgs, kind: Kind, err: i32) -> (Context, Optio
         ctx.history = if rec.is_some() { args.history } else { 0 };
         (rec, None, rec.and_then(Record::peer), false)
     } else if kind.is_socket() {
-        let rec = conntable::get(args.fd).inspect(|r| validate(r, args.fd, kind));
+        let local = sockinfo::local_addr(args.fd);
+        let rec = conntable::get(args.fd).inspect(|r| validate(r, args.fd, kind, local.as_ref()));
         if let Some(r) = rec {
             ctx.history = r.history.load(Relaxed);
         }
@@ -332,7 +533,7 @@ fn context(call: Call, args: &CallArgs, kind: Kind, err: i32) -> (Context, Optio
             ctx.state = sys::tcp_state(args.fd);
         }
         ctx.pending_error = sys::poll_error(args.fd);
-        (rec, sockinfo::local_addr(args.fd), peer, live_peer.is_some())
+        (rec, local, peer, live_peer.is_some())
     } else {
         return (ctx, None, None);
     };
@@ -366,15 +567,30 @@ fn context(call: Call, args: &CallArgs, kind: Kind, err: i32) -> (Context, Optio
 
 /// Makes sure the record describes the socket now behind `fd`: the inode it had at its first
 /// event must still be the one there; a record that is not live, or whose socket was replaced
-/// behind the hooks' back, starts again as "met late".
-fn validate(rec: &Record, fd: i32, kind: Kind) {
+/// behind the hooks' back, starts again as "met late". At the first event no inode is known
+/// yet, so a record that cannot be this socket's is not trusted either (`could_be`).
+fn validate(rec: &Record, fd: i32, kind: Kind, local: Option<&Addr>) {
     let Some((_, ino)) = sys::identity(fd) else {
         return;
     };
     let known = rec.ino.load(Relaxed);
-    if !rec.is_live() || (known != 0 && known != ino) {
+    if !rec.is_live() || (known != 0 && known != ino) || (known == 0 && !could_be(rec, kind, local)) {
         rec.start_late(kind, ino);
     } else if known == 0 {
         rec.ino.store(ino, Relaxed);
     }
+}
+
+/// Whether a record whose socket's inode is not known yet can describe the socket now behind
+/// the descriptor (one closed and one created by raw syscalls leave the record in place). A
+/// socket's kind never changes, and a TCP or UDP socket that was once connected or accepted
+/// keeps its local port (only a UDP `connect(AF_UNSPEC)` gives it back, and then the record's
+/// peer is stale anyway): an "established" record on a socket without one is another socket's.
+fn could_be(rec: &Record, kind: Kind, local: Option<&Addr>) -> bool {
+    let was = Kind::from_u8(rec.kind.load(Relaxed));
+    if was != Kind::Unknown && was != kind {
+        return false;
+    }
+    let established = rec.history.load(Relaxed) & (hist::CONNECTED | hist::ACCEPTED) != 0;
+    !(established && matches!(local, Some(Addr::V4(_, 0) | Addr::V6(_, 0))))
 }

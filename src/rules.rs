@@ -76,7 +76,7 @@ impl Call {
         )
     }
 
-    fn bit(self) -> u32 {
+    pub fn bit(self) -> u32 {
         1 << self as u32
     }
 }
@@ -86,6 +86,16 @@ pub struct CallSet(u32);
 
 impl CallSet {
     pub const ANY: CallSet = CallSet((1 << Call::ALL.len()) - 1);
+    pub const EMPTY: CallSet = CallSet(0);
+
+    pub fn with(self, c: Call) -> CallSet {
+        CallSet(self.0 | c.bit())
+    }
+
+    pub fn bits(self) -> u32 {
+        self.0
+    }
+
     pub fn contains(self, c: Call) -> bool {
         self.0 & c.bit() != 0
     }
@@ -141,6 +151,13 @@ pub enum FdFilter {
 
 impl FdFilter {
     pub const NAMES: [&'static str; 5] = ["sock", "tcp", "udp", "unix", "any"];
+    pub const ALL: [FdFilter; 5] = [
+        FdFilter::Sock,
+        FdFilter::Tcp,
+        FdFilter::Udp,
+        FdFilter::Unix,
+        FdFilter::Any,
+    ];
 
     pub fn name(self) -> &'static str {
         Self::NAMES[self as usize]

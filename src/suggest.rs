@@ -1,29 +1,36 @@
 //! "Did you mean ...?" for configuration typos: the closest known name by edit distance.
 
 /// Edit distance counting an adjacent transposition as one edit (optimal string alignment),
-/// case-insensitive, on short ASCII names (configuration time only).
+/// case-insensitive. Heap-free (the control file is parsed inside hook paths): names longer
+/// than 47 bytes are "far" from everything.
 pub fn distance(a: &str, b: &str) -> usize {
-    let a: Vec<u8> = a.bytes().map(|c| c.to_ascii_lowercase()).collect();
-    let b: Vec<u8> = b.bytes().map(|c| c.to_ascii_lowercase()).collect();
-    let w = b.len() + 1;
-    let mut d = vec![0usize; (a.len() + 1) * w];
-    for i in 0..=a.len() {
-        for j in 0..=b.len() {
-            d[i * w + j] = if i == 0 || j == 0 {
-                i + j
-            } else {
-                let cost = usize::from(a[i - 1] != b[j - 1]);
-                let mut v = (d[(i - 1) * w + j] + 1)
-                    .min(d[i * w + j - 1] + 1)
-                    .min(d[(i - 1) * w + j - 1] + cost);
-                if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
-                    v = v.min(d[(i - 2) * w + j - 2] + 1);
-                }
-                v
-            };
-        }
+    const W: usize = 48;
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() >= W || b.len() >= W {
+        return usize::MAX;
     }
-    d[a.len() * w + b.len()]
+    let lower = |c: u8| c.to_ascii_lowercase();
+    // Three rows: two back (for transpositions), one back, current.
+    let mut pp = [0usize; W];
+    let mut prev = [0usize; W];
+    let mut cur = [0usize; W];
+    for (j, p) in prev.iter_mut().enumerate().take(b.len() + 1) {
+        *p = j;
+    }
+    for i in 1..=a.len() {
+        cur[0] = i;
+        for j in 1..=b.len() {
+            let cost = usize::from(lower(a[i - 1]) != lower(b[j - 1]));
+            let mut v = (prev[j] + 1).min(cur[j - 1] + 1).min(prev[j - 1] + cost);
+            if i > 1 && j > 1 && lower(a[i - 1]) == lower(b[j - 2]) && lower(a[i - 2]) == lower(b[j - 1]) {
+                v = v.min(pp[j - 2] + 1);
+            }
+            cur[j] = v;
+        }
+        pp = prev;
+        prev = cur;
+    }
+    prev[b.len()]
 }
 
 /// The candidate closest to `word`, if it is close enough to be a plausible typo.

@@ -106,6 +106,9 @@ impl Key {
     }
 }
 
+/// The action index summaries use for injected events.
+pub const INJECT: u8 = 5;
+
 pub static BY_KIND: Counter = Counter::new();
 pub static BY_PEER: Counter = Counter::new();
 /// The peers behind `BY_PEER`'s keys (IPv4 and IPv6 only), slot by slot.
@@ -164,7 +167,7 @@ pub fn report(format: crate::config::Format, comm: &[u8]) {
     use crate::fmtbuf::StackBuf;
     use core::fmt::Write;
     let calls = crate::rules::Call::ALL;
-    let actions = ["pass", "log", "ignore", "quiet", "map"];
+    let actions = ["pass", "log", "ignore", "quiet", "map", "inject"];
     let (kinds, nk) = BY_KIND.sorted();
     let (peers, np) = BY_PEER.sorted();
     let pid = crate::sys::getpid();

@@ -126,6 +126,123 @@ pub fn poll_error(fd: i32) -> Option<bool> {
     (r >= 0 && p.revents & libc::POLLNVAL == 0).then_some(p.revents & libc::POLLERR != 0)
 }
 
+/// 64 random bits from the kernel (`getrandom`), or from the clock and pid if that fails.
+pub fn random_u64() -> u64 {
+    let mut v: u64 = 0;
+    // SAFETY: writes 8 bytes into v.
+    let r = unsafe { libc::syscall(libc::SYS_getrandom, &mut v as *mut u64, 8usize, libc::GRND_NONBLOCK) };
+    if r == 8 {
+        return v;
+    }
+    let t = crate::timefmt::now();
+    crate::faults::mix(t.secs as u64 ^ (t.nanos as u64) << 20 ^ getpid() as u64)
+}
+
+/// CLOCK_MONOTONIC_COARSE in milliseconds (vDSO: no syscall).
+pub fn coarse_ms() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: ts is valid for writing.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
+}
+
+/// (inode, size, mtime in ns) of a path, following symlinks.
+pub fn stat_path(path: &core::ffi::CStr) -> Option<[u64; 3]> {
+    // SAFETY: an all-zero stat is valid.
+    let mut st: libc::stat = unsafe { core::mem::zeroed() };
+    // SAFETY: path is NUL-terminated; st is valid for writing.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_newfstatat,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            &mut st as *mut libc::stat,
+            0,
+        )
+    };
+    (r == 0).then(|| {
+        [
+            st.st_ino,
+            st.st_size as u64,
+            (st.st_mtime as u64)
+                .wrapping_mul(1_000_000_000)
+                .wrapping_add(st.st_mtime_nsec as u64),
+        ]
+    })
+}
+
+/// Reads up to `buf.len()` bytes of a file with raw syscalls.
+pub fn read_file(path: &core::ffi::CStr, buf: &mut [u8]) -> Result<usize, i32> {
+    // SAFETY: path is NUL-terminated.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+            0,
+        )
+    };
+    let fd = ret(fd)? as i32;
+    let mut n = 0;
+    while n < buf.len() {
+        // SAFETY: writes within buf.
+        let r = unsafe { libc::syscall(libc::SYS_read, fd, buf[n..].as_mut_ptr(), buf.len() - n) };
+        match ret(r) {
+            Ok(0) => break,
+            Ok(k) => n += k as usize,
+            Err(libc::EINTR) => continue,
+            Err(e) => {
+                close(fd);
+                return Err(e);
+            }
+        }
+    }
+    close(fd);
+    Ok(n)
+}
+
+/// Sleeps at least `ns` nanoseconds, resuming after signals.
+pub fn sleep_ns(ns: u64) {
+    let mut req = libc::timespec {
+        tv_sec: (ns / 1_000_000_000) as i64,
+        tv_nsec: (ns % 1_000_000_000) as i64,
+    };
+    loop {
+        let mut rem = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: both timespecs are valid.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_nanosleep,
+                &req as *const libc::timespec,
+                &mut rem as *mut libc::timespec,
+            )
+        };
+        if r == 0 || crate::errno::get() != libc::EINTR {
+            return;
+        }
+        req = rem;
+    }
+}
+
+/// `connect(fd, AF_UNSPEC)`: on a connected TCP socket, the kernel sends RST and moves it to
+/// CLOSE (recipe H).
+pub fn abort_connection(fd: i32) -> Result<(), i32> {
+    // SAFETY: an all-zero sockaddr with family AF_UNSPEC.
+    let mut sa: libc::sockaddr = unsafe { core::mem::zeroed() };
+    sa.sa_family = libc::AF_UNSPEC as libc::sa_family_t;
+    // SAFETY: sa is valid for its size.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_connect,
+            fd,
+            &sa as *const libc::sockaddr,
+            core::mem::size_of::<libc::sockaddr>(),
+        )
+    };
+    ret(r).map(|_| ())
+}
+
 /// (device, inode) of an open descriptor: how the logger knows its descriptor is still its own.
 pub fn identity(fd: i32) -> Option<(u64, u64)> {
     // SAFETY: an all-zero stat is valid.

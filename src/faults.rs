@@ -1,0 +1,617 @@
+//! `ERRSHIM_FAULTS` and the control file: fault rules, parsed without the heap (the control
+//! file is re-read from inside hook paths, where nothing may allocate), and the decision, per
+//! call, whether a rule injects.
+//!
+//! `CALLS:FAULT[:OPTION...]`, rules separated by `;`. Reproducible: the decision for the k-th
+//! matching call of rule r depends only on (seed, r, k), through a counter-based generator.
+
+// Errors carry their texts by value (no heap: the control file is parsed inside hook paths),
+// so they are larger than clippy likes in a Result.
+#![allow(clippy::result_large_err)]
+
+use crate::errno;
+use crate::rules::{Call, CallSet, FdFilter};
+use crate::suggest;
+use core::net::IpAddr;
+
+pub const MAX_RULES: usize = 16;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// Fail with this errno without performing the operation (close: after closing).
+    Errno(i32),
+    /// Transfer at most N bytes (0: a random count from 1 to len-1).
+    Short(u64),
+    /// Wait this many nanoseconds, then perform the call.
+    Delay(u64),
+    /// Abort the TCP connection for real (RST), then perform the call.
+    Reset,
+    /// Return 0 (end of file) without reading.
+    Eof,
+}
+
+/// `when=A..B+S`: calls A through B (inclusive), every S-th.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct When {
+    pub first: u64,
+    pub last: u64,
+    pub step: u64,
+}
+
+impl When {
+    pub fn hits(&self, k: u64) -> bool {
+        k >= self.first && k <= self.last && (k - self.first).is_multiple_of(self.step)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerFilter {
+    pub ip: IpAddr,
+    pub prefix: u8,
+}
+
+impl PeerFilter {
+    pub fn matches(&self, ip: IpAddr) -> bool {
+        match (self.ip, ip) {
+            (IpAddr::V4(a), IpAddr::V4(b)) => prefix_eq(&a.octets(), &b.octets(), self.prefix),
+            (IpAddr::V6(a), IpAddr::V6(b)) => prefix_eq(&a.octets(), &b.octets(), self.prefix),
+            (IpAddr::V6(a), IpAddr::V4(b)) | (IpAddr::V4(b), IpAddr::V6(a)) => {
+                // An IPv4 address seen through an IPv6 socket (::ffff:a.b.c.d).
+                a.to_ipv4_mapped().is_some_and(|m| {
+                    let bits = if self.ip.is_ipv6() {
+                        self.prefix.saturating_sub(96)
+                    } else {
+                        self.prefix
+                    };
+                    prefix_eq(&m.octets(), &b.octets(), bits)
+                })
+            }
+        }
+    }
+}
+
+fn prefix_eq(a: &[u8], b: &[u8], bits: u8) -> bool {
+    let bits = bits as usize;
+    let full = bits / 8;
+    if a.get(..full) != b.get(..full) {
+        return false;
+    }
+    let rem = bits % 8;
+    rem == 0 || {
+        let mask = 0xffu8 << (8 - rem);
+        a.get(full).map(|x| x & mask) == b.get(full).map(|x| x & mask)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FaultRule {
+    pub calls: CallSet,
+    pub fault: Fault,
+    /// Probability as a threshold on a 64-bit draw; None: always.
+    pub p: Option<u64>,
+    pub nth: Option<u64>,
+    pub when: Option<When>,
+    pub after: u64,
+    pub max: Option<u64>,
+    pub fd: FdFilter,
+    pub port: Option<u16>,
+    pub peer: Option<PeerFilter>,
+}
+
+impl FaultRule {
+    const NONE: FaultRule = FaultRule {
+        calls: CallSet::ANY,
+        fault: Fault::Eof,
+        p: None,
+        nth: None,
+        when: None,
+        after: 0,
+        max: None,
+        fd: FdFilter::Sock,
+        port: None,
+        peer: None,
+    };
+
+    /// Whether the k-th matching call is injected (ignoring `max`, which needs a counter).
+    pub fn triggers(&self, seed: u64, rule: usize, k: u64) -> bool {
+        k > self.after
+            && self.nth.is_none_or(|n| n == k)
+            && self.when.is_none_or(|w| w.hits(k))
+            && self.p.is_none_or(|t| draw(seed, rule, k, 0) < t)
+    }
+}
+
+/// Up to MAX_RULES rules, by value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FaultSet {
+    pub rules: [FaultRule; MAX_RULES],
+    pub n: usize,
+}
+
+impl FaultSet {
+    pub const EMPTY: FaultSet = FaultSet {
+        rules: [FaultRule::NONE; MAX_RULES],
+        n: 0,
+    };
+
+    pub fn rules(&self) -> &[FaultRule] {
+        &self.rules[..self.n.min(MAX_RULES)]
+    }
+
+    /// The calls any rule names (a bit per `Call`).
+    pub fn calls(&self) -> u32 {
+        self.rules().iter().fold(0, |a, r| a | r.calls.bits())
+    }
+}
+
+/// A short text copied into a fixed buffer (no heap).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Text {
+    buf: [u8; 96],
+    len: usize,
+}
+
+impl Text {
+    pub fn new(s: &str) -> Text {
+        let mut t = Text { buf: [0; 96], len: 0 };
+        let mut end = s.len().min(t.buf.len());
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        t.buf[..end].copy_from_slice(&s.as_bytes()[..end]);
+        t.len = end;
+        t
+    }
+    pub fn as_str(&self) -> &str {
+        core::str::from_utf8(&self.buf[..self.len]).unwrap_or("?")
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FaultError {
+    pub rule: usize,
+    pub rule_text: Text,
+    pub token: Text,
+    pub problem: &'static str,
+    pub suggestion: Option<&'static str>,
+}
+
+impl core::fmt::Display for FaultError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            f,
+            "{} '{}' in fault rule {} ('{}')",
+            self.problem,
+            self.token.as_str(),
+            self.rule,
+            self.rule_text.as_str()
+        )?;
+        if let Some(s) = self.suggestion {
+            write!(f, "; did you mean {s}?")?;
+        }
+        Ok(())
+    }
+}
+
+const FAULT_WORDS: [&str; 5] = ["short", "delay", "reset", "eof", "ECONNRESET"];
+const OPTION_WORDS: [&str; 9] = ["p", "nth", "when", "after", "max", "fd", "port", "peer", "short"];
+
+fn err(rule: usize, text: &str, token: &str, problem: &'static str, suggestion: Option<&'static str>) -> FaultError {
+    FaultError {
+        rule,
+        rule_text: Text::new(text),
+        token: Text::new(token),
+        problem,
+        suggestion,
+    }
+}
+
+fn num(rule: usize, text: &str, v: &str, min: u64) -> Result<u64, FaultError> {
+    match v.trim().parse::<u64>() {
+        Ok(n) if n >= min => Ok(n),
+        _ => Err(err(
+            rule,
+            text,
+            v,
+            if min > 0 {
+                "expected a whole number >= 1"
+            } else {
+                "expected a whole number"
+            },
+            None,
+        )),
+    }
+}
+
+/// `250us`, `20ms`, `1s`, `100ns`, `2m` (minutes). Returns nanoseconds.
+pub fn parse_duration(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.')?;
+    let (n, unit) = s.split_at(split);
+    let n: f64 = n.parse().ok()?;
+    let scale = match unit {
+        "ns" => 1.0,
+        "us" | "µs" => 1e3,
+        "ms" => 1e6,
+        "s" => 1e9,
+        "m" => 60e9,
+        _ => return None,
+    };
+    let v = n * scale;
+    (0.0..3.6e12).contains(&v).then_some(v as u64)
+}
+
+/// `A`, `A+`, `A+S`, `A..B`, `A..B+S` (strace's syntax).
+pub fn parse_when(s: &str) -> Option<When> {
+    let (range, step) = match s.split_once('+') {
+        Some((r, "")) => (r, Some(1)),
+        Some((r, st)) => (r, st.parse::<u64>().ok().filter(|&x| x >= 1)),
+        None => (s, None),
+    };
+    let step = match step {
+        Some(x) => x,
+        None if s.contains('+') => return None,
+        None => 0,
+    };
+    let (first, last) = match range.split_once("..") {
+        Some((a, b)) => (a.parse::<u64>().ok()?, b.parse::<u64>().ok()?),
+        None => {
+            let a = range.parse::<u64>().ok()?;
+            (a, if step == 0 { a } else { u64::MAX })
+        }
+    };
+    (first >= 1 && last >= first).then_some(When {
+        first,
+        last,
+        step: step.max(1),
+    })
+}
+
+fn parse_peer(s: &str) -> Option<PeerFilter> {
+    let (addr, prefix) = match s.split_once('/') {
+        Some((a, p)) => (a, Some(p.parse::<u8>().ok()?)),
+        None => (s, None),
+    };
+    let addr = addr.trim_start_matches('[').trim_end_matches(']');
+    let ip: IpAddr = addr.parse().ok()?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    let prefix = prefix.unwrap_or(max);
+    (prefix <= max).then_some(PeerFilter { ip, prefix })
+}
+
+fn is_read_family(c: Call) -> bool {
+    matches!(
+        c,
+        Call::Read | Call::Readv | Call::Recv | Call::Recvfrom | Call::Recvmsg
+    )
+}
+
+fn parse_rule(n: usize, text: &str) -> Result<FaultRule, FaultError> {
+    let mut fields = text.split(':');
+    let calls_field = fields.next().unwrap_or("");
+    let Some(fault_field) = fields.next() else {
+        return Err(err(
+            n,
+            text,
+            text,
+            "incomplete fault rule (CALLS:FAULT[:OPTION...])",
+            None,
+        ));
+    };
+    let calls = if calls_field.trim() == "*" {
+        CallSet::ANY
+    } else {
+        let mut set = CallSet::EMPTY;
+        for tok in calls_field.split(',').map(str::trim) {
+            match Call::from_name(tok) {
+                Some(c) => set = set.with(c),
+                None => {
+                    let names = Call::ALL.iter().map(|c| c.name());
+                    return Err(err(n, text, tok, "unknown call", suggest::closest(tok, names)));
+                }
+            }
+        }
+        set
+    };
+    let f = fault_field.trim();
+    let fault = match f {
+        "reset" => Fault::Reset,
+        "eof" => Fault::Eof,
+        "short" => Fault::Short(0),
+        _ if f.starts_with("short=") => Fault::Short(num(n, text, &f[6..], 1)?),
+        _ if f.starts_with("delay=") => Fault::Delay(
+            parse_duration(&f[6..])
+                .ok_or_else(|| err(n, text, &f[6..], "bad duration (e.g. 250us, 20ms, 1s)", None))?,
+        ),
+        _ => match errno::parse(f) {
+            Some(e) => Fault::Errno(e),
+            None => {
+                let upper_hint = suggest::closest(f, errno::names());
+                let word_hint = suggest::closest(f.split('=').next().unwrap_or(f), FAULT_WORDS);
+                return Err(err(
+                    n,
+                    text,
+                    f,
+                    "unknown fault (an errno name, short[=N], delay=DURATION, reset, eof)",
+                    word_hint.or(upper_hint),
+                ));
+            }
+        },
+    };
+    let mut r = FaultRule {
+        calls,
+        fault,
+        ..FaultRule::NONE
+    };
+    for opt in fields.map(str::trim) {
+        let (k, v) = opt.split_once('=').unwrap_or((opt, ""));
+        match k {
+            "p" => {
+                let p: f64 = v
+                    .parse()
+                    .map_err(|_| err(n, text, v, "expected a probability from 0 to 1", None))?;
+                if !(0.0..=1.0).contains(&p) {
+                    return Err(err(n, text, v, "expected a probability from 0 to 1", None));
+                }
+                r.p = if p >= 1.0 {
+                    None
+                } else {
+                    Some((p * 18_446_744_073_709_551_616.0) as u64)
+                };
+            }
+            "nth" => r.nth = Some(num(n, text, v, 1)?),
+            "when" => {
+                r.when =
+                    Some(parse_when(v).ok_or_else(|| err(n, text, v, "bad when= (A, A+, A+S, A..B, A..B+S)", None))?)
+            }
+            "after" => r.after = num(n, text, v, 0)?,
+            "max" => r.max = Some(num(n, text, v, 1)?),
+            "port" => {
+                let p = num(n, text, v, 1)?;
+                r.port = Some(u16::try_from(p).map_err(|_| err(n, text, v, "bad port", None))?);
+            }
+            "peer" => {
+                r.peer = Some(parse_peer(v).ok_or_else(|| err(n, text, v, "bad peer= (ADDR or ADDR/PREFIX)", None))?)
+            }
+            "fd" => {
+                r.fd = match FdFilter::NAMES.iter().position(|&x| x == v) {
+                    Some(i) => FdFilter::ALL[i],
+                    None => return Err(err(n, text, v, "unknown fd kind", suggest::closest(v, FdFilter::NAMES))),
+                }
+            }
+            _ => return Err(err(n, text, opt, "unknown option", suggest::closest(k, OPTION_WORDS))),
+        }
+    }
+    let bad_call = match r.fault {
+        Fault::Eof => r.calls.iter().find(|c| !is_read_family(*c)),
+        Fault::Short(_) => r.calls.iter().find(|c| matches!(c, Call::Shutdown | Call::Close)),
+        _ => None,
+    };
+    if let Some(c) = bad_call {
+        let problem = if r.fault == Fault::Eof {
+            "eof applies to the read family only (read, readv, recv, recvfrom, recvmsg), not"
+        } else {
+            "short applies to the read and write families only, not"
+        };
+        return Err(err(n, text, c.name(), problem, None));
+    }
+    Ok(r)
+}
+
+/// Parses fault rules; empty rules (`;;`, a trailing `;`) are skipped.
+pub fn parse(spec: &str) -> Result<FaultSet, FaultError> {
+    let mut set = FaultSet::EMPTY;
+    for (i, text) in spec.split(';').map(str::trim).filter(|r| !r.is_empty()).enumerate() {
+        if i >= MAX_RULES {
+            return Err(err(i + 1, text, text, "too many fault rules (at most 16)", None));
+        }
+        set.rules[i] = parse_rule(i + 1, text)?;
+        set.n = i + 1;
+    }
+    Ok(set)
+}
+
+/// SplitMix64's finaliser.
+pub fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// The `stream`-th random number for the k-th matching call of rule `rule`: a pure function of
+/// its inputs, so the same seed gives the same injections whatever the thread timing.
+pub fn draw(seed: u64, rule: usize, k: u64, stream: u64) -> u64 {
+    mix(mix(mix(seed) ^ (rule as u64).wrapping_mul(0xd6e8_feb8_6659_fd93))
+        ^ k.wrapping_mul(0xa076_1d64_78bd_642f)
+        ^ stream)
+}
+
+/// How many bytes a `short` fault lets through out of `len`, or None when it cannot shorten.
+pub fn short_limit(fault_n: u64, len: usize, seed: u64, rule: usize, k: u64) -> Option<usize> {
+    if len < 2 {
+        return None;
+    }
+    if fault_n > 0 {
+        return ((fault_n as usize) < len).then_some(fault_n as usize);
+    }
+    Some(1 + (draw(seed, rule, k, 1) % (len as u64 - 1)) as usize)
+}
+
+/// One rule in words, for `--check` and `ERRSHIM_LOG_LEVEL=info` (configuration time only).
+pub fn explain(r: &FaultRule) -> String {
+    let calls: Vec<&str> = r.calls.iter().map(|c| c.name()).collect();
+    let calls = if r.calls == CallSet::ANY {
+        "every hooked call".to_string()
+    } else {
+        calls.join(",")
+    };
+    let what = match r.fault {
+        Fault::Errno(e) => format!("fail with {} without performing it", errno::Name(e)),
+        Fault::Short(0) => "transfer a random number of bytes from 1 to len-1".to_string(),
+        Fault::Short(n) => format!("transfer at most {n} bytes"),
+        Fault::Delay(ns) => format!("wait {} us, then perform it", ns / 1000),
+        Fault::Reset => "abort the TCP connection (RST), then perform it".to_string(),
+        Fault::Eof => "return 0 (end of file) without reading".to_string(),
+    };
+    let mut when = Vec::new();
+    if let Some(p) = r.p {
+        when.push(format!(
+            "with probability {:.4}",
+            p as f64 / 18_446_744_073_709_551_616.0
+        ));
+    }
+    if let Some(n) = r.nth {
+        when.push(format!("only the {n}th matching call"));
+    }
+    if let Some(w) = r.when {
+        let last = if w.last == u64::MAX {
+            "on".to_string()
+        } else {
+            format!("to {}", w.last)
+        };
+        when.push(format!("matching calls {} {last}, every {}", w.first, w.step));
+    }
+    if r.after > 0 {
+        when.push(format!("after the first {} matching calls", r.after));
+    }
+    if let Some(m) = r.max {
+        when.push(format!("at most {m} times"));
+    }
+    if let Some(p) = r.port {
+        when.push(format!("local or peer port {p}"));
+    }
+    if let Some(p) = r.peer {
+        when.push(format!("peer in {}/{}", p.ip, p.prefix));
+    }
+    let when = if when.is_empty() {
+        "every matching call".to_string()
+    } else {
+        when.join(", ")
+    };
+    format!("{calls} on fd={}: {what}; {when}", r.fd.name())
+}
+
+/// The fault as text for events: `ECONNRESET`, `short=17`, `delay=20ms`, `reset`, `eof`.
+pub fn describe(f: Fault, out: &mut impl core::fmt::Write) -> core::fmt::Result {
+    match f {
+        Fault::Errno(e) => write!(out, "{}", errno::Name(e)),
+        Fault::Short(0) => out.write_str("short"),
+        Fault::Short(n) => write!(out, "short={n}"),
+        Fault::Delay(ns) if ns % 1_000_000_000 == 0 => write!(out, "delay={}s", ns / 1_000_000_000),
+        Fault::Delay(ns) if ns % 1_000_000 == 0 => write!(out, "delay={}ms", ns / 1_000_000),
+        Fault::Delay(ns) if ns % 1_000 == 0 => write!(out, "delay={}us", ns / 1_000),
+        Fault::Delay(ns) => write!(out, "delay={ns}ns"),
+        Fault::Reset => out.write_str("reset"),
+        Fault::Eof => out.write_str("eof"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one(spec: &str) -> FaultRule {
+        let s = parse(spec).unwrap();
+        assert_eq!(s.n, 1);
+        s.rules[0]
+    }
+
+    #[test]
+    fn grammar() {
+        let r = one("read,recv:ECONNRESET:p=0.5:after=2:max=3:fd=tcp:port=8080:peer=127.0.0.0/8");
+        assert_eq!(r.fault, Fault::Errno(libc::ECONNRESET));
+        assert!(r.calls.contains(Call::Read) && r.calls.contains(Call::Recv) && !r.calls.contains(Call::Write));
+        assert_eq!((r.after, r.max, r.fd, r.port), (2, Some(3), FdFilter::Tcp, Some(8080)));
+        assert!(r.p.unwrap() > (1u64 << 62) && r.p.unwrap() < (3u64 << 62));
+        assert!(r.peer.unwrap().matches("127.1.2.3".parse().unwrap()));
+        assert!(!r.peer.unwrap().matches("10.0.0.1".parse().unwrap()));
+        assert_eq!(one("write:short=7").fault, Fault::Short(7));
+        assert_eq!(one("*:delay=20ms").fault, Fault::Delay(20_000_000));
+        assert_eq!(one("send:reset:nth=3").nth, Some(3));
+        assert_eq!(one("read:eof:p=1").p, None);
+        assert_eq!(one("read:eof:p=0").p, Some(0));
+        assert_eq!(parse(" ; ").unwrap().n, 0);
+    }
+
+    #[test]
+    fn when_syntax() {
+        let w = |s: &str| parse_when(s).unwrap();
+        let hits = |s: &str| (1..=12).filter(|&k| w(s).hits(k)).collect::<Vec<_>>();
+        assert_eq!(hits("3"), vec![3]);
+        assert_eq!(hits("3+"), vec![3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
+        assert_eq!(hits("3+4"), vec![3, 7, 11]);
+        assert_eq!(hits("2..5"), vec![2, 3, 4, 5]);
+        assert_eq!(hits("2..9+3"), vec![2, 5, 8]);
+        for bad in ["0", "5..2", "x", "3+0", "1..", ""] {
+            assert!(parse_when(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn triggers_combine() {
+        let r = one("read:EIO:after=2:when=1+2:max=9");
+        let ks: Vec<u64> = (1..=10).filter(|&k| r.triggers(1, 1, k)).collect();
+        assert_eq!(ks, vec![3, 5, 7, 9]);
+        let r = one("read:EIO:nth=4");
+        assert_eq!((1..=10).filter(|&k| r.triggers(1, 1, k)).collect::<Vec<_>>(), vec![4]);
+    }
+
+    #[test]
+    fn probability_is_reproducible() {
+        let r = one("read:EIO:p=0.3");
+        let run = |seed| (1..=2000).filter(|&k| r.triggers(seed, 1, k)).collect::<Vec<_>>();
+        let a = run(42);
+        assert_eq!(a, run(42));
+        assert_ne!(a, run(43));
+        assert!((450..750).contains(&a.len()), "{}", a.len());
+    }
+
+    #[test]
+    fn errors_name_token_and_suggest() {
+        let e = parse("read:ECONNRESTE").unwrap_err();
+        assert_eq!((e.token.as_str(), e.suggestion), ("ECONNRESTE", Some("ECONNRESET")));
+        let e = parse("read:shrot").unwrap_err();
+        assert_eq!(e.suggestion, Some("short"));
+        let e = parse("read:EIO:ppp=0.1").unwrap_err();
+        assert_eq!((e.problem, e.token.as_str()), ("unknown option", "ppp=0.1"));
+        let e = parse("read:EIO:p=1.5").unwrap_err();
+        assert!(e.problem.contains("probability"));
+        let e = parse("write:eof").unwrap_err();
+        assert!(e.problem.starts_with("eof applies"));
+        let e = parse("close:short").unwrap_err();
+        assert_eq!(e.token.as_str(), "close");
+        let e = parse("read:EIO;read:delay=5parsecs").unwrap_err();
+        assert_eq!(e.rule, 2);
+        assert!(parse("read").is_err());
+        let too_many = vec!["read:EIO"; 17].join(";");
+        assert!(parse(&too_many).is_err());
+    }
+
+    #[test]
+    fn short_limits() {
+        assert_eq!(short_limit(5, 100, 1, 1, 1), Some(5));
+        assert_eq!(short_limit(500, 100, 1, 1, 1), None);
+        assert_eq!(short_limit(0, 1, 1, 1, 1), None);
+        for k in 1..200 {
+            let l = short_limit(0, 10, 7, 1, k).unwrap();
+            assert!((1..10).contains(&l));
+        }
+    }
+
+    #[test]
+    fn durations_and_descriptions() {
+        assert_eq!(parse_duration("250us"), Some(250_000));
+        assert_eq!(parse_duration("1s"), Some(1_000_000_000));
+        assert_eq!(parse_duration("1.5ms"), Some(1_500_000));
+        assert_eq!(parse_duration("5"), None);
+        let d = |f| {
+            let mut s = String::new();
+            describe(f, &mut s).unwrap();
+            s
+        };
+        assert_eq!(d(Fault::Delay(20_000_000)), "delay=20ms");
+        assert_eq!(d(Fault::Errno(libc::EPIPE)), "EPIPE");
+        assert_eq!(d(Fault::Short(3)), "short=3");
+    }
+}

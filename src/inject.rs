@@ -1,0 +1,304 @@
+//! Fault injection at run time: which rules are active, how many matching calls each has
+//! seen, and the decision for one call. The hooks test `armed(call)` (one relaxed load) and
+//! call `decide` only when some rule names the call.
+//!
+//! Two rule slots: `ERRSHIM_FAULTS` fills one at startup; a changed control file is parsed
+//! into the other, whose counters are reset, and then becomes the active one. A reader checks
+//! its slot's sequence number before and after and injects nothing if a reload overtook it.
+
+use crate::cause::hist;
+use crate::conntable;
+use crate::faults::{self, Fault, FaultSet, MAX_RULES};
+use crate::fmtbuf::StackBuf;
+use crate::rules::Call;
+use crate::sockinfo::{self, Addr, Kind};
+use crate::{logger, sys};
+use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
+
+struct Slot {
+    /// Odd while being written.
+    seq: AtomicU64,
+    set: UnsafeCell<FaultSet>,
+    matched: [AtomicU64; MAX_RULES],
+    injected: [AtomicU64; MAX_RULES],
+}
+
+// SAFETY: `set` is only written by the single thread that holds RELOADING, into the slot that
+// is not active, with `seq` odd meanwhile; readers detect overlap through `seq`.
+unsafe impl Sync for Slot {}
+
+impl Slot {
+    const fn new() -> Slot {
+        Slot {
+            seq: AtomicU64::new(0),
+            set: UnsafeCell::new(FaultSet::EMPTY),
+            matched: [const { AtomicU64::new(0) }; MAX_RULES],
+            injected: [const { AtomicU64::new(0) }; MAX_RULES],
+        }
+    }
+}
+
+static SLOTS: [Slot; 2] = [Slot::new(), Slot::new()];
+static ACTIVE: AtomicUsize = AtomicUsize::new(0);
+/// A bit per `Call` that some active rule names (all bits while a control file is watched).
+static ARMED: AtomicU32 = AtomicU32::new(0);
+static SEED: AtomicU64 = AtomicU64::new(0);
+static RELOADING: AtomicBool = AtomicBool::new(false);
+
+/// Whether any fault rule could apply to `call`: the only cost on a hook's path.
+#[inline(always)]
+pub fn armed(call: Call) -> bool {
+    ARMED.load(Relaxed) & call.bit() != 0
+}
+
+pub fn seed() -> u64 {
+    SEED.load(Relaxed)
+}
+
+/// Installs a rule set (startup, or a changed control file) into the inactive slot.
+pub fn install(set: &FaultSet) {
+    if RELOADING.swap(true, Acquire) {
+        return;
+    }
+    let next = 1 - ACTIVE.load(Relaxed);
+    let slot = &SLOTS[next];
+    slot.seq.fetch_add(1, AcqRel);
+    // SAFETY: this thread holds RELOADING and `next` is not the active slot (see Slot).
+    unsafe { *slot.set.get() = *set };
+    for c in slot.matched.iter().chain(&slot.injected) {
+        c.store(0, Relaxed);
+    }
+    slot.seq.fetch_add(1, AcqRel);
+    ACTIVE.store(next, Release);
+    let watching = CONTROL.get().is_some();
+    ARMED.store(if watching { u32::MAX } else { set.calls() }, Release);
+    RELOADING.store(false, Release);
+}
+
+/// Sets the seed and the startup rules.
+pub fn init(set: &FaultSet, seed: u64) {
+    SEED.store(seed, Relaxed);
+    install(set);
+}
+
+/// What a rule decided for one call.
+#[derive(Clone, Copy, Debug)]
+pub struct Injection {
+    /// 1-based rule number.
+    pub rule: usize,
+    pub fault: Fault,
+    /// For `short`: how many bytes to let through.
+    pub limit: usize,
+    /// This call's number among the rule's matching calls.
+    pub k: u64,
+}
+
+/// The descriptor's kind for fault filters: from the table, or asked of the kernel once and
+/// remembered (so a file or pipe costs one probe in its lifetime, not one per call).
+fn kind_of(fd: i32) -> Kind {
+    let Some(rec) = conntable::get(fd) else {
+        return sockinfo::probe_kind(fd);
+    };
+    let known = Kind::from_u8(rec.kind.load(Relaxed));
+    if rec.is_live() && known != Kind::Unknown {
+        return known;
+    }
+    let kind = sockinfo::probe_kind(fd);
+    if kind != Kind::NotOpen && kind != Kind::Unknown {
+        if rec.is_live() {
+            rec.kind.store(kind as u8, Relaxed);
+        } else {
+            rec.start_late(kind, sys::identity(fd).map_or(0, |(_, ino)| ino));
+        }
+    }
+    kind
+}
+
+fn ports_and_peer(fd: i32) -> (u16, Option<Addr>) {
+    let Some(rec) = conntable::get(fd) else {
+        return (sockinfo::local_addr(fd).map_or(0, port_of), sockinfo::peer_addr(fd));
+    };
+    let mut local = rec.local_port.load(Relaxed);
+    if local == 0 {
+        local = sockinfo::local_addr(fd).map_or(0, port_of);
+        rec.local_port.store(local, Relaxed);
+    }
+    let peer = rec.peer().or_else(|| {
+        let p = sockinfo::peer_addr(fd);
+        if matches!(p, Some(Addr::V4(..) | Addr::V6(..))) && rec.is_live() {
+            rec.set_peer(p.as_ref());
+        }
+        p
+    });
+    (local, peer)
+}
+
+fn port_of(a: Addr) -> u16 {
+    match a {
+        Addr::V4(_, p) | Addr::V6(_, p) => p,
+        _ => 0,
+    }
+}
+
+fn ip_of(a: &Addr) -> Option<core::net::IpAddr> {
+    match a {
+        Addr::V4(ip, _) => Some((*ip).into()),
+        Addr::V6(ip, _) => Some((*ip).into()),
+        _ => None,
+    }
+}
+
+/// Whether a rule injects into this call; `requested` is the byte count asked for (for short).
+pub fn decide(call: Call, fd: i32, requested: usize) -> Option<Injection> {
+    if CONTROL.get().is_some() {
+        control_poll();
+    }
+    if logger::owns(fd) {
+        return None;
+    }
+    let idx = ACTIVE.load(Acquire);
+    let slot = &SLOTS[idx];
+    let seq = slot.seq.load(Acquire);
+    if seq & 1 == 1 {
+        return None;
+    }
+    // SAFETY: the active slot is not written while active (see Slot); overlap shows in seq.
+    let set = unsafe { &*slot.set.get() };
+    let seed = SEED.load(Relaxed);
+    let mut kind = None;
+    let mut addrs = None;
+    let mut chosen = None;
+    for (i, r) in set.rules().iter().enumerate() {
+        if !r.calls.contains(call) {
+            continue;
+        }
+        if r.fd != crate::rules::FdFilter::Any && !r.fd.matches(*kind.get_or_insert_with(|| kind_of(fd))) {
+            continue;
+        }
+        if r.port.is_some() || r.peer.is_some() {
+            let (local, peer) = *addrs.get_or_insert_with(|| ports_and_peer(fd));
+            if r.port.is_some_and(|p| p != local && peer.map(port_of) != Some(p)) {
+                continue;
+            }
+            if let Some(pf) = r.peer {
+                if !peer.as_ref().and_then(ip_of).is_some_and(|ip| pf.matches(ip)) {
+                    continue;
+                }
+            }
+        }
+        // A matching call: every matching rule counts it, whichever injects.
+        let k = slot.matched[i].fetch_add(1, Relaxed) + 1;
+        if chosen.is_some() || !r.triggers(seed, i + 1, k) {
+            continue;
+        }
+        let limit = match r.fault {
+            Fault::Short(n) => match faults::short_limit(n, requested, seed, i + 1, k) {
+                Some(l) => l,
+                None => continue,
+            },
+            _ => usize::MAX,
+        };
+        if let Some(max) = r.max {
+            if slot.injected[i].fetch_add(1, Relaxed) >= max {
+                continue;
+            }
+        } else {
+            slot.injected[i].fetch_add(1, Relaxed);
+        }
+        chosen = Some(Injection {
+            rule: i + 1,
+            fault: r.fault,
+            limit,
+            k,
+        });
+    }
+    if slot.seq.load(Acquire) != seq {
+        return None;
+    }
+    chosen
+}
+
+// --- the control file -------------------------------------------------------------------
+
+static CONTROL: once_cell::sync::OnceCell<StackBuf<4200>> = once_cell::sync::OnceCell::new();
+static LAST_POLL_MS: AtomicU64 = AtomicU64::new(0);
+/// (inode, size, mtime in ns) of the file as last read; all zero: missing.
+static SEEN: [AtomicU64; 3] = [const { AtomicU64::new(0) }; 3];
+/// Whether the control file has been read at least once.
+static READ_ONCE: AtomicBool = AtomicBool::new(false);
+
+/// Watches `path` for fault rules (from the constructor).
+pub fn watch(path: &str) {
+    let mut p = StackBuf::<4200>::new();
+    p.push(path.as_bytes());
+    p.push(b"\0");
+    let _ = CONTROL.set(p);
+    ARMED.store(u32::MAX, Release);
+    LAST_POLL_MS.store(0, Relaxed);
+    control_reload(true);
+}
+
+/// At most every 100 ms (a coarse monotonic clock read, no syscall, decides), look whether the
+/// control file changed.
+fn control_poll() {
+    let now = sys::coarse_ms();
+    let last = LAST_POLL_MS.load(Relaxed);
+    if now.saturating_sub(last) < 100 {
+        return;
+    }
+    if LAST_POLL_MS.compare_exchange(last, now, Relaxed, Relaxed).is_ok() {
+        control_reload(false);
+    }
+}
+
+fn control_reload(first: bool) {
+    let Some(path) = CONTROL.get() else {
+        return;
+    };
+    let Ok(cpath) = core::ffi::CStr::from_bytes_until_nul(path.as_bytes()) else {
+        return;
+    };
+    let id = sys::stat_path(cpath).unwrap_or([0; 3]);
+    let unchanged = (0..3).all(|i| SEEN[i].load(Relaxed) == id[i]);
+    if unchanged && READ_ONCE.load(Relaxed) && !first {
+        return;
+    }
+    let mut buf = [0u8; 4096];
+    let text = if id == [0; 3] {
+        Ok(0) // missing: no faults
+    } else {
+        sys::read_file(cpath, &mut buf)
+    };
+    let len = match text {
+        Ok(n) => n,
+        Err(_) => return, // unreadable now: keep what we have, look again later
+    };
+    for (s, v) in SEEN.iter().zip(id) {
+        s.store(v, Relaxed);
+    }
+    READ_ONCE.store(true, Relaxed);
+    let name = core::str::from_utf8(path.as_bytes().strip_suffix(b"\0").unwrap_or(b"?")).unwrap_or("?");
+    let Ok(spec) = core::str::from_utf8(&buf[..len]) else {
+        log::error!("ERRSHIM_CONTROL {name}: not UTF-8 text; keeping the previous fault rules");
+        return;
+    };
+    // Lines, comments (#) and ';' all separate rules in the file.
+    let mut joined = StackBuf::<4200>::new();
+    for line in spec.lines() {
+        let line = line.split('#').next().unwrap_or("");
+        joined.push(line.as_bytes());
+        joined.push(b";");
+    }
+    let spec = core::str::from_utf8(joined.as_bytes()).unwrap_or("");
+    match faults::parse(spec) {
+        Ok(set) => {
+            install(&set);
+            log::info!("ERRSHIM_CONTROL {name}: {} fault rule(s) active", set.n);
+        }
+        Err(e) => log::error!("ERRSHIM_CONTROL {name}: {e}; keeping the previous fault rules"),
+    }
+}
+
+/// The history bit an injected `reset` leaves (the connection was aborted on purpose).
+pub const RESET_HISTORY: u32 = hist::RESET_SEEN;
