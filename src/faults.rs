@@ -114,10 +114,20 @@ impl FaultRule {
 
     /// Whether the k-th matching call is injected (ignoring `max`, which needs a counter).
     pub fn triggers(&self, seed: u64, rule: usize, k: u64) -> bool {
+        self.triggers_keyed(rule_key(seed, rule), k)
+    }
+
+    /// The same with the rule's key (`rule_key`) computed once.
+    #[inline]
+    pub fn triggers_keyed(&self, key: u64, k: u64) -> bool {
         k > self.after
             && self.nth.is_none_or(|n| n == k)
             && self.when.is_none_or(|w| w.hits(k))
-            && self.p.is_none_or(|t| draw(seed, rule, k, 0) < t)
+            && match self.p {
+                None => true,
+                Some(0) => false,
+                Some(t) => draw_keyed(key, k, 0) < t,
+            }
     }
 }
 
@@ -382,6 +392,18 @@ fn parse_rule(n: usize, text: &str) -> Result<FaultRule, FaultError> {
             _ => return Err(err(n, text, opt, "unknown option", suggest::closest(k, OPTION_WORDS))),
         }
     }
+    // `*` names every hooked call: short and eof then mean every call they can act on (a list
+    // that names another call explicitly is still an error below).
+    if calls_field.trim() == "*" {
+        r.calls = Call::ALL
+            .iter()
+            .filter(|c| match r.fault {
+                Fault::Eof => is_read_family(**c),
+                Fault::Short(_) => !matches!(c, Call::Shutdown | Call::Close),
+                _ => true,
+            })
+            .fold(CallSet::EMPTY, |s, c| s.with(*c));
+    }
     let bad_call = match r.fault {
         Fault::Eof => r.calls.iter().find(|c| !is_read_family(*c)),
         Fault::Short(_) => r.calls.iter().find(|c| matches!(c, Call::Shutdown | Call::Close)),
@@ -422,20 +444,32 @@ pub fn mix(mut z: u64) -> u64 {
 /// The `stream`-th random number for the k-th matching call of rule `rule`: a pure function of
 /// its inputs, so the same seed gives the same injections whatever the thread timing.
 pub fn draw(seed: u64, rule: usize, k: u64, stream: u64) -> u64 {
-    mix(mix(mix(seed) ^ (rule as u64).wrapping_mul(0xd6e8_feb8_6659_fd93))
-        ^ k.wrapping_mul(0xa076_1d64_78bd_642f)
-        ^ stream)
+    draw_keyed(rule_key(seed, rule), k, stream)
+}
+
+/// A rule's key: everything its random numbers depend on besides k.
+pub fn rule_key(seed: u64, rule: usize) -> u64 {
+    mix(mix(seed) ^ (rule as u64).wrapping_mul(0xd6e8_feb8_6659_fd93))
+}
+
+#[inline]
+pub fn draw_keyed(key: u64, k: u64, stream: u64) -> u64 {
+    mix(key ^ k.wrapping_mul(0xa076_1d64_78bd_642f) ^ stream.wrapping_mul(0x8ebc_6af0_9c88_c6e3))
 }
 
 /// How many bytes a `short` fault lets through out of `len`, or None when it cannot shorten.
 pub fn short_limit(fault_n: u64, len: usize, seed: u64, rule: usize, k: u64) -> Option<usize> {
+    short_limit_keyed(fault_n, len, rule_key(seed, rule), k)
+}
+
+pub fn short_limit_keyed(fault_n: u64, len: usize, key: u64, k: u64) -> Option<usize> {
     if len < 2 {
         return None;
     }
     if fault_n > 0 {
         return ((fault_n as usize) < len).then_some(fault_n as usize);
     }
-    Some(1 + (draw(seed, rule, k, 1) % (len as u64 - 1)) as usize)
+    Some(1 + (draw_keyed(key, k, 1) % (len as u64 - 1)) as usize)
 }
 
 /// One rule in words, for `--check` and `ERRSHIM_LOG_LEVEL=info` (configuration time only).
@@ -581,6 +615,13 @@ mod tests {
         assert!(e.problem.starts_with("eof applies"));
         let e = parse("close:short").unwrap_err();
         assert_eq!(e.token.as_str(), "close");
+        // `*` with short or eof: the calls they apply to, not an error.
+        let r = one("*:short");
+        assert!(r.calls.contains(Call::Writev) && r.calls.contains(Call::Recvmsg));
+        assert!(!r.calls.contains(Call::Shutdown) && !r.calls.contains(Call::Close));
+        let r = one("*:eof");
+        assert!(r.calls.contains(Call::Read) && r.calls.contains(Call::Recvfrom) && !r.calls.contains(Call::Send));
+        assert_eq!(one("*:EIO").calls, CallSet::ANY);
         let e = parse("read:EIO;read:delay=5parsecs").unwrap_err();
         assert_eq!(e.rule, 2);
         assert!(parse("read").is_err());

@@ -50,12 +50,27 @@ macro_rules! hook {
 macro_rules! read_hook {
     ($name:ident($fd:ident: $fdt:ty, $($a:ident: $t:ty),*) -> $ret:ty = $real:ident, $call:expr, $args:expr, |$f:ident, $lim:ident| $limited:expr) => {
         hook!(fn $name($fd: $fdt, $($a: $t),*) -> $ret, $real, |$f| {
+            /// A fault rule chose this call: inject. Out of line, so the hook's own path keeps
+            /// nothing alive for it.
+            #[cold]
+            #[inline(never)]
+            #[allow(clippy::too_many_arguments)] // the call's own arguments, passed through
+            unsafe fn inject_into(
+                $f: unsafe extern "C-unwind" fn($fdt, $($t),*) -> $ret,
+                inj: inject::Injection,
+                errno_before: c_int,
+                $fd: $fdt,
+                $($a: $t),*
+            ) -> $ret {
+                // SAFETY: the real call with the caller's arguments, its length cut to `$lim`.
+                let mut perform = |$lim: usize| unsafe { $limited } as isize;
+                ops::injected($call, stringify!($name), $args, inj, errno_before, &mut perform) as $ret
+            }
             let errno_before = errno::get();
             if inject::armed($call) {
                 if let Some(inj) = inject::decide($call, $fd, $args.requested()) {
-                    // SAFETY: the real call with the caller's arguments, its length cut to `$lim`.
-                    let mut perform = |$lim: usize| unsafe { $limited } as isize;
-                    return ops::injected($call, stringify!($name), $args, inj, errno_before, &mut perform) as $ret;
+                    // SAFETY: the caller's own arguments.
+                    return unsafe { inject_into($f, inj, errno_before, $fd, $($a),*) };
                 }
             }
             // SAFETY: the caller's own arguments, passed on unchanged.
@@ -73,12 +88,27 @@ macro_rules! read_hook {
 macro_rules! write_hook {
     ($name:ident($fd:ident: $fdt:ty, $($a:ident: $t:ty),*) -> $ret:ty = $real:ident, $call:expr, $args:expr, |$f:ident, $lim:ident| $limited:expr) => {
         hook!(fn $name($fd: $fdt, $($a: $t),*) -> $ret, $real, |$f| {
+            /// A fault rule chose this call: inject. Out of line, so the hook's own path keeps
+            /// nothing alive for it.
+            #[cold]
+            #[inline(never)]
+            #[allow(clippy::too_many_arguments)] // the call's own arguments, passed through
+            unsafe fn inject_into(
+                $f: unsafe extern "C-unwind" fn($fdt, $($t),*) -> $ret,
+                inj: inject::Injection,
+                errno_before: c_int,
+                $fd: $fdt,
+                $($a: $t),*
+            ) -> $ret {
+                // SAFETY: the real call with the caller's arguments, its length cut to `$lim`.
+                let mut perform = |$lim: usize| unsafe { $limited } as isize;
+                ops::injected($call, stringify!($name), $args, inj, errno_before, &mut perform) as $ret
+            }
             let errno_before = errno::get();
             if inject::armed($call) {
                 if let Some(inj) = inject::decide($call, $fd, $args.requested()) {
-                    // SAFETY: the real call with the caller's arguments, its length cut to `$lim`.
-                    let mut perform = |$lim: usize| unsafe { $limited } as isize;
-                    return ops::injected($call, stringify!($name), $args, inj, errno_before, &mut perform) as $ret;
+                    // SAFETY: the caller's own arguments.
+                    return unsafe { inject_into($f, inj, errno_before, $fd, $($a),*) };
                 }
             }
             // SAFETY: the caller's own arguments, passed on unchanged.
@@ -121,23 +151,46 @@ fn msg_args(fd: c_int, msg: *const msghdr, flags: c_int) -> CallArgs {
 }
 
 hook!(fn shutdown(fd: c_int, how: c_int) -> c_int, SHUTDOWN, |real| {
-    let errno_before = errno::get();
-    if inject::armed(Call::Shutdown) {
+    /// Some fault rule names shutdown (see `read_hook`).
+    #[cold]
+    #[inline(never)]
+    unsafe fn faulty(real: unsafe extern "C-unwind" fn(c_int, c_int) -> c_int, fd: c_int, how: c_int) -> c_int {
+        let errno_before = errno::get();
         if let Some(inj) = inject::decide(Call::Shutdown, fd, 0) {
             let args = CallArgs { how, ..CallArgs::fd(fd) };
             // SAFETY: the caller's own arguments.
             let mut perform = |_: usize| unsafe { real(fd, how) } as isize;
             return ops::injected(Call::Shutdown, "shutdown", args, inj, errno_before, &mut perform) as c_int;
         }
+        // SAFETY: the caller's own arguments.
+        shutdown_done(unsafe { real(fd, how) }, fd, how, errno_before)
     }
+    if inject::armed(Call::Shutdown) {
+        // SAFETY: the caller's own arguments.
+        return unsafe { faulty(real, fd, how) };
+    }
+    let errno_before = errno::get();
     // SAFETY: the caller's own arguments.
-    let r = unsafe { real(fd, how) };
+    shutdown_done(unsafe { real(fd, how) }, fd, how, errno_before)
+});
+
+#[inline(always)]
+fn shutdown_done(r: c_int, fd: c_int, how: c_int, errno_before: c_int) -> c_int {
     if r == 0 {
         conntable::note_shutdown(fd, how);
         return 0;
     }
-    ops::after_failure(Call::Shutdown, "shutdown", CallArgs { how, ..CallArgs::fd(fd) }, r as isize, errno_before) as c_int
-});
+    ops::after_failure(
+        Call::Shutdown,
+        "shutdown",
+        CallArgs {
+            how,
+            ..CallArgs::fd(fd)
+        },
+        r as isize,
+        errno_before,
+    ) as c_int
+}
 
 hook!(fn close(fd: c_int) -> c_int, CLOSE, |real| {
     if logger::owns(fd) {

@@ -12,7 +12,7 @@ use crate::faults::{self, Fault, FaultSet, MAX_RULES};
 use crate::fmtbuf::StackBuf;
 use crate::rules::Call;
 use crate::sockinfo::{self, Addr, Kind};
-use crate::{logger, sys};
+use crate::sys;
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
 
@@ -20,6 +20,10 @@ struct Slot {
     /// Odd while being written.
     seq: AtomicU64,
     set: UnsafeCell<FaultSet>,
+    /// Each rule's random key (`faults::rule_key`), computed when the set is installed.
+    keys: [AtomicU64; MAX_RULES],
+    /// Per `Call`, a bit per rule that names it.
+    by_call: [AtomicU32; 12],
     matched: [AtomicU64; MAX_RULES],
     injected: [AtomicU64; MAX_RULES],
 }
@@ -33,6 +37,8 @@ impl Slot {
         Slot {
             seq: AtomicU64::new(0),
             set: UnsafeCell::new(FaultSet::EMPTY),
+            keys: [const { AtomicU64::new(0) }; MAX_RULES],
+            by_call: [const { AtomicU32::new(0) }; 12],
             matched: [const { AtomicU64::new(0) }; MAX_RULES],
             injected: [const { AtomicU64::new(0) }; MAX_RULES],
         }
@@ -45,6 +51,8 @@ static ACTIVE: AtomicUsize = AtomicUsize::new(0);
 static ARMED: AtomicU32 = AtomicU32::new(0);
 static SEED: AtomicU64 = AtomicU64::new(0);
 static RELOADING: AtomicBool = AtomicBool::new(false);
+/// Whether a control file is watched.
+static WATCHING: AtomicBool = AtomicBool::new(false);
 
 /// Whether any fault rule could apply to `call`: the only cost on a hook's path.
 #[inline(always)]
@@ -69,9 +77,22 @@ pub fn install(set: &FaultSet) {
     for c in slot.matched.iter().chain(&slot.injected) {
         c.store(0, Relaxed);
     }
+    let seed = SEED.load(Relaxed);
+    for (i, k) in slot.keys.iter().enumerate() {
+        k.store(faults::rule_key(seed, i + 1), Relaxed);
+    }
+    for (c, mask) in Call::ALL.iter().zip(&slot.by_call) {
+        let bits = set
+            .rules()
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.calls.contains(*c))
+            .fold(0u32, |m, (i, _)| m | 1 << i);
+        mask.store(bits, Relaxed);
+    }
     slot.seq.fetch_add(1, AcqRel);
     ACTIVE.store(next, Release);
-    let watching = CONTROL.get().is_some();
+    let watching = WATCHING.load(Relaxed);
     ARMED.store(if watching { u32::MAX } else { set.calls() }, Release);
     RELOADING.store(false, Release);
 }
@@ -96,25 +117,35 @@ pub struct Injection {
 
 /// The descriptor's kind for fault filters: from the table, or asked of the kernel once and
 /// remembered (so a file or pipe costs one probe in its lifetime, not one per call).
+#[inline(always)]
 fn kind_of(fd: i32) -> Kind {
-    let Some(rec) = conntable::get(fd) else {
-        return sockinfo::probe_kind(fd);
-    };
-    let known = Kind::from_u8(rec.kind.load(Relaxed));
-    if rec.is_live() && known != Kind::Unknown {
-        return known;
+    if let Some(rec) = conntable::get(fd) {
+        let known = Kind::from_u8(rec.kind.load(Relaxed));
+        if known != Kind::Unknown && rec.is_live() {
+            return known;
+        }
     }
+    probe_and_remember(fd)
+}
+
+#[cold]
+#[inline(never)]
+fn probe_and_remember(fd: i32) -> Kind {
     let kind = sockinfo::probe_kind(fd);
-    if kind != Kind::NotOpen && kind != Kind::Unknown {
-        if rec.is_live() {
-            rec.kind.store(kind as u8, Relaxed);
-        } else {
-            rec.start_late(kind, sys::identity(fd).map_or(0, |(_, ino)| ino));
+    if let Some(rec) = conntable::get(fd) {
+        if kind != Kind::NotOpen && kind != Kind::Unknown {
+            if rec.is_live() {
+                rec.kind.store(kind as u8, Relaxed);
+            } else {
+                rec.start_late(kind, sys::identity(fd).map_or(0, |(_, ino)| ino));
+            }
         }
     }
     kind
 }
 
+#[cold]
+#[inline(never)]
 fn ports_and_peer(fd: i32) -> (u16, Option<Addr>) {
     let Some(rec) = conntable::get(fd) else {
         return (sockinfo::local_addr(fd).map_or(0, port_of), sockinfo::peer_addr(fd));
@@ -150,33 +181,45 @@ fn ip_of(a: &Addr) -> Option<core::net::IpAddr> {
 }
 
 /// Whether a rule injects into this call; `requested` is the byte count asked for (for short).
+/// errshim's own log writes are raw syscalls that never pass through a hook, so no fault can
+/// reach them.
+#[inline(never)]
 pub fn decide(call: Call, fd: i32, requested: usize) -> Option<Injection> {
-    if CONTROL.get().is_some() {
+    if WATCHING.load(Relaxed) {
         control_poll();
     }
-    if logger::owns(fd) {
-        return None;
-    }
-    let idx = ACTIVE.load(Acquire);
-    let slot = &SLOTS[idx];
+    let slot = &SLOTS[ACTIVE.load(Acquire) & 1];
     let seq = slot.seq.load(Acquire);
     if seq & 1 == 1 {
         return None;
     }
     // SAFETY: the active slot is not written while active (see Slot); overlap shows in seq.
     let set = unsafe { &*slot.set.get() };
-    let seed = SEED.load(Relaxed);
-    let mut kind = None;
+    let mut kind = Kind::Unknown;
     let mut addrs = None;
     let mut chosen = None;
-    for (i, r) in set.rules().iter().enumerate() {
-        if !r.calls.contains(call) {
-            continue;
-        }
-        if r.fd != crate::rules::FdFilter::Any && !r.fd.matches(*kind.get_or_insert_with(|| kind_of(fd))) {
-            continue;
+    let mut rules = slot.by_call.get(call as usize).map_or(0, |m| m.load(Relaxed));
+    while rules != 0 {
+        let i = rules.trailing_zeros() as usize;
+        rules &= rules - 1;
+        // SAFETY: `by_call` only has bits below MAX_RULES (see `install`).
+        let r = unsafe { set.rules.get_unchecked(i) };
+        if r.fd != crate::rules::FdFilter::Any {
+            if kind == Kind::Unknown {
+                kind = kind_of(fd);
+            }
+            if !r.fd.matches(kind) {
+                continue;
+            }
         }
         if r.port.is_some() || r.peer.is_some() {
+            // Ports and peers belong to IP sockets; nothing else is asked of the kernel.
+            if kind == Kind::Unknown {
+                kind = kind_of(fd);
+            }
+            if !(kind.is_tcp() || kind.is_udp()) {
+                continue;
+            }
             let (local, peer) = *addrs.get_or_insert_with(|| ports_and_peer(fd));
             if r.port.is_some_and(|p| p != local && peer.map(port_of) != Some(p)) {
                 continue;
@@ -188,23 +231,23 @@ pub fn decide(call: Call, fd: i32, requested: usize) -> Option<Injection> {
             }
         }
         // A matching call: every matching rule counts it, whichever injects.
-        let k = slot.matched[i].fetch_add(1, Relaxed) + 1;
-        if chosen.is_some() || !r.triggers(seed, i + 1, k) {
+        // SAFETY: as above, i < MAX_RULES.
+        let (matched, key) = unsafe { (slot.matched.get_unchecked(i), slot.keys.get_unchecked(i)) };
+        let k = matched.fetch_add(1, Relaxed) + 1;
+        let key = key.load(Relaxed);
+        if chosen.is_some() || !r.triggers_keyed(key, k) {
             continue;
         }
         let limit = match r.fault {
-            Fault::Short(n) => match faults::short_limit(n, requested, seed, i + 1, k) {
+            Fault::Short(n) => match faults::short_limit_keyed(n, requested, key, k) {
                 Some(l) => l,
                 None => continue,
             },
             _ => usize::MAX,
         };
-        if let Some(max) = r.max {
-            if slot.injected[i].fetch_add(1, Relaxed) >= max {
-                continue;
-            }
-        } else {
-            slot.injected[i].fetch_add(1, Relaxed);
+        let done = slot.injected.get(i).map_or(0, |c| c.fetch_add(1, Relaxed));
+        if r.max.is_some_and(|m| done >= m) {
+            continue;
         }
         chosen = Some(Injection {
             rule: i + 1,
@@ -234,6 +277,7 @@ pub fn watch(path: &str) {
     p.push(path.as_bytes());
     p.push(b"\0");
     let _ = CONTROL.set(p);
+    WATCHING.store(true, Release);
     ARMED.store(u32::MAX, Release);
     LAST_POLL_MS.store(0, Relaxed);
     control_reload(true);

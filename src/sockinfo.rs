@@ -24,24 +24,22 @@ pub enum Kind {
 }
 
 impl Kind {
+    #[inline]
     pub fn from_u8(v: u8) -> Kind {
         use Kind::*;
-        [
-            Unknown,
-            Tcp4,
-            Tcp6,
-            Udp4,
-            Udp6,
-            UnixStream,
-            UnixDgram,
-            UnixSeqpacket,
-            OtherSocket,
-            NotSocket,
-            NotOpen,
-        ]
-        .get(v as usize)
-        .copied()
-        .unwrap_or(Unknown)
+        match v {
+            1 => Tcp4,
+            2 => Tcp6,
+            3 => Udp4,
+            4 => Udp6,
+            5 => UnixStream,
+            6 => UnixDgram,
+            7 => UnixSeqpacket,
+            8 => OtherSocket,
+            9 => NotSocket,
+            10 => NotOpen,
+            _ => Unknown,
+        }
     }
 
     pub fn name(self) -> &'static str {
