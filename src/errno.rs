@@ -35,16 +35,59 @@ impl core::fmt::Display for Name {
     }
 }
 
+/// glibc keeps errno in static TLS, at the same offset from the thread pointer in every
+/// thread. Knowing that offset (learnt once at load time) turns reading errno into two loads
+/// instead of a call to `__errno_location`, which matters on every hooked call: a call would
+/// force the hook to keep all its arguments in callee-saved registers. 0: not known (before the
+/// constructor, or on other architectures), use the call.
+static TLS_OFFSET: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn thread_pointer() -> usize {
+    let tp: usize;
+    // SAFETY: on x86_64 Linux %fs:0 holds the thread control block's own address.
+    unsafe { core::arch::asm!("mov {}, fs:0", out(reg) tp, options(nostack, readonly, preserves_flags)) };
+    tp
+}
+
+/// Learns errno's offset from the thread pointer (from the constructor).
+pub fn learn_location() {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: __errno_location returns this thread's errno slot.
+        let loc = unsafe { libc::__errno_location() } as usize;
+        let off = loc.wrapping_sub(thread_pointer());
+        // Sanity: static TLS lies just below the thread pointer.
+        if off != 0 && off.wrapping_neg() < (1 << 20) {
+            TLS_OFFSET.store(off, core::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+#[inline(always)]
+fn location() -> *mut i32 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let off = TLS_OFFSET.load(core::sync::atomic::Ordering::Relaxed);
+        if off != 0 {
+            return thread_pointer().wrapping_add(off) as *mut i32;
+        }
+    }
+    // SAFETY: __errno_location always returns the calling thread's errno slot.
+    unsafe { libc::__errno_location() }
+}
+
 #[inline(always)]
 pub fn get() -> i32 {
-    // SAFETY: __errno_location always returns the calling thread's errno slot.
-    unsafe { *libc::__errno_location() }
+    // SAFETY: location() is the calling thread's errno slot.
+    unsafe { *location() }
 }
 
 #[inline(always)]
 pub fn set(value: i32) {
     // SAFETY: as above.
-    unsafe { *libc::__errno_location() = value }
+    unsafe { *location() = value }
 }
 
 #[cfg(test)]
@@ -62,5 +105,21 @@ mod tests {
         assert_eq!(parse("0"), None);
         assert_eq!(parse("ENOTCON"), None);
         assert_eq!(Name(9999).to_string(), "errno9999");
+    }
+
+    #[test]
+    fn fast_location_is_errno_in_every_thread() {
+        learn_location();
+        for _ in 0..2 {
+            std::thread::spawn(|| {
+                set(libc::EILSEQ);
+                // SAFETY: this thread's errno slot.
+                assert_eq!(unsafe { *libc::__errno_location() }, libc::EILSEQ);
+                unsafe { *libc::__errno_location() = libc::EPIPE };
+                assert_eq!(get(), libc::EPIPE);
+            })
+            .join()
+            .unwrap();
+        }
     }
 }

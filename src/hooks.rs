@@ -50,29 +50,31 @@ macro_rules! hook {
 macro_rules! read_hook {
     ($name:ident($fd:ident: $fdt:ty, $($a:ident: $t:ty),*) -> $ret:ty = $real:ident, $call:expr, $args:expr, |$f:ident, $lim:ident| $limited:expr) => {
         hook!(fn $name($fd: $fdt, $($a: $t),*) -> $ret, $real, |$f| {
-            /// A fault rule chose this call: inject. Out of line, so the hook's own path keeps
-            /// nothing alive for it.
+            /// Some fault rule names this call: decide, then inject or carry on as usual. Out of
+            /// line (a tail call from the hook), so the hook's own path keeps nothing alive for it.
             #[cold]
             #[inline(never)]
             #[allow(clippy::too_many_arguments)] // the call's own arguments, passed through
-            unsafe fn inject_into(
-                $f: unsafe extern "C-unwind" fn($fdt, $($t),*) -> $ret,
-                inj: inject::Injection,
-                errno_before: c_int,
-                $fd: $fdt,
-                $($a: $t),*
-            ) -> $ret {
-                // SAFETY: the real call with the caller's arguments, its length cut to `$lim`.
-                let mut perform = |$lim: usize| unsafe { $limited } as isize;
-                ops::injected($call, stringify!($name), $args, inj, errno_before, &mut perform) as $ret
+            unsafe fn faulty($f: unsafe extern "C-unwind" fn($fdt, $($t),*) -> $ret, $fd: $fdt, $($a: $t),*) -> $ret {
+                let errno_before = errno::get();
+                if let Some(inj) = inject::decide($call, $fd, $args.requested()) {
+                    // SAFETY: the real call with the caller's arguments, its length cut to `$lim`.
+                    let mut perform = |$lim: usize| unsafe { $limited } as isize;
+                    return ops::injected($call, stringify!($name), $args, inj, errno_before, &mut perform) as $ret;
+                }
+                // SAFETY: the caller's own arguments, passed on unchanged.
+                let r = unsafe { $f($fd, $($a),*) };
+                if r > 0 {
+                    conntable::count_in($fd, r as u64, $call);
+                    return r;
+                }
+                ops::after_read($call, stringify!($name), $args, r as isize, errno_before) as $ret
+            }
+            if inject::armed($call) {
+                // SAFETY: the caller's own arguments.
+                return unsafe { faulty($f, $fd, $($a),*) };
             }
             let errno_before = errno::get();
-            if inject::armed($call) {
-                if let Some(inj) = inject::decide($call, $fd, $args.requested()) {
-                    // SAFETY: the caller's own arguments.
-                    return unsafe { inject_into($f, inj, errno_before, $fd, $($a),*) };
-                }
-            }
             // SAFETY: the caller's own arguments, passed on unchanged.
             let r = unsafe { $f($fd, $($a),*) };
             if r > 0 {
@@ -88,29 +90,31 @@ macro_rules! read_hook {
 macro_rules! write_hook {
     ($name:ident($fd:ident: $fdt:ty, $($a:ident: $t:ty),*) -> $ret:ty = $real:ident, $call:expr, $args:expr, |$f:ident, $lim:ident| $limited:expr) => {
         hook!(fn $name($fd: $fdt, $($a: $t),*) -> $ret, $real, |$f| {
-            /// A fault rule chose this call: inject. Out of line, so the hook's own path keeps
-            /// nothing alive for it.
+            /// Some fault rule names this call: decide, then inject or carry on as usual. Out of
+            /// line (a tail call from the hook), so the hook's own path keeps nothing alive for it.
             #[cold]
             #[inline(never)]
             #[allow(clippy::too_many_arguments)] // the call's own arguments, passed through
-            unsafe fn inject_into(
-                $f: unsafe extern "C-unwind" fn($fdt, $($t),*) -> $ret,
-                inj: inject::Injection,
-                errno_before: c_int,
-                $fd: $fdt,
-                $($a: $t),*
-            ) -> $ret {
-                // SAFETY: the real call with the caller's arguments, its length cut to `$lim`.
-                let mut perform = |$lim: usize| unsafe { $limited } as isize;
-                ops::injected($call, stringify!($name), $args, inj, errno_before, &mut perform) as $ret
+            unsafe fn faulty($f: unsafe extern "C-unwind" fn($fdt, $($t),*) -> $ret, $fd: $fdt, $($a: $t),*) -> $ret {
+                let errno_before = errno::get();
+                if let Some(inj) = inject::decide($call, $fd, $args.requested()) {
+                    // SAFETY: the real call with the caller's arguments, its length cut to `$lim`.
+                    let mut perform = |$lim: usize| unsafe { $limited } as isize;
+                    return ops::injected($call, stringify!($name), $args, inj, errno_before, &mut perform) as $ret;
+                }
+                // SAFETY: the caller's own arguments, passed on unchanged.
+                let r = unsafe { $f($fd, $($a),*) };
+                if r >= 0 {
+                    conntable::count_out($fd, r as u64, $call);
+                    return r;
+                }
+                ops::after_failure($call, stringify!($name), $args, r as isize, errno_before) as $ret
+            }
+            if inject::armed($call) {
+                // SAFETY: the caller's own arguments.
+                return unsafe { faulty($f, $fd, $($a),*) };
             }
             let errno_before = errno::get();
-            if inject::armed($call) {
-                if let Some(inj) = inject::decide($call, $fd, $args.requested()) {
-                    // SAFETY: the caller's own arguments.
-                    return unsafe { inject_into($f, inj, errno_before, $fd, $($a),*) };
-                }
-            }
             // SAFETY: the caller's own arguments, passed on unchanged.
             let r = unsafe { $f($fd, $($a),*) };
             if r >= 0 {

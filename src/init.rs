@@ -30,6 +30,7 @@ fn diag_line(args: core::fmt::Arguments<'_>) {
 
 fn init() {
     let missing: Vec<_> = real::resolve_all().collect();
+    crate::errno::learn_location();
     let vars: Vec<(String, String)> = std::env::vars_os()
         .filter_map(|(k, v)| Some((k.into_string().ok()?, v.to_string_lossy().into_owned())))
         .filter(|(k, _)| k.starts_with("ERRSHIM_"))

@@ -183,7 +183,7 @@ fn ip_of(a: &Addr) -> Option<core::net::IpAddr> {
 /// Whether a rule injects into this call; `requested` is the byte count asked for (for short).
 /// errshim's own log writes are raw syscalls that never pass through a hook, so no fault can
 /// reach them.
-#[inline(never)]
+#[inline(always)]
 pub fn decide(call: Call, fd: i32, requested: usize) -> Option<Injection> {
     if WATCHING.load(Relaxed) {
         control_poll();
