@@ -496,7 +496,7 @@ pub fn explain(r: &FaultRule) -> String {
         ));
     }
     if let Some(n) = r.nth {
-        when.push(format!("only the {n}th matching call"));
+        when.push(format!("only matching call number {n}"));
     }
     if let Some(w) = r.when {
         let last = if w.last == u64::MAX {

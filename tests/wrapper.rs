@@ -104,6 +104,53 @@ fn check_explains_a_valid_configuration() {
 }
 
 #[test]
+fn check_explains_fault_rules_and_fault_options_reach_the_program() {
+    let r = wrapper()
+        .args([
+            "--lib",
+            &lib_arg(),
+            "--check",
+            "--faults",
+            "send:ECONNRESET:nth=3;read:short=10:p=0.5",
+            "--seed",
+            "7",
+        ])
+        .run();
+    assert_eq!(r.code, Some(0), "{}", r.describe());
+    let all = format!("{}{}", r.stdout, r.stderr);
+    assert!(
+        all.contains(
+            "fault rule 1: send on fd=sock: fail with ECONNRESET without performing it; only matching call number 3"
+        ),
+        "{all}"
+    );
+    assert!(
+        all.contains("fault rule 2: read on fd=sock: transfer at most 10 bytes; with probability 0.5000"),
+        "{all}"
+    );
+    assert!(all.contains("seed: 7"), "{all}");
+
+    let scen = program("scenarios");
+    let r = wrapper()
+        .args(["--lib", &lib_arg(), "--faults", "shutdown:EIO:nth=1", "--seed", "3"])
+        .arg_path(&scen)
+        .args(["never_connected"])
+        .run();
+    assert_eq!(
+        result_of(&r, "never_connected shutdown"),
+        (-1, libc::EIO),
+        "{}",
+        r.describe()
+    );
+    assert!(
+        r.stderr
+            .contains("faults: 1 rule(s), seed=3 (ERRSHIM_SEED=3 replays this run)"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
 fn check_reports_errors_from_the_environment() {
     let r = wrapper()
         .args(["--lib", &lib_arg(), "--check"])
