@@ -1,0 +1,1285 @@
+//! Fault mode (`ERRSHIM_FAULTS`, `ERRSHIM_SEED`, `ERRSHIM_CONTROL`) on real sockets: which calls
+//! each trigger hits, reproducible randomness, what an injected fault does (and does not do) to
+//! the data, real resets, delays, switching faults while a program runs, descriptors that must
+//! never be hit, configuration errors, and what is logged and counted.
+//!
+//! The fixture is `tests/fixtures/faults.c`: it prints every call's result and what the peer
+//! really received, so each test knows exactly which calls were injected.
+
+mod common;
+use common::*;
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const EIO: i32 = libc::EIO;
+
+fn fixture() -> PathBuf {
+    program("faults")
+}
+
+/// Runs the fixture with errshim and these variables.
+fn run(args: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut c = Cmd::new(fixture()).args(args).shim();
+    for (k, v) in env {
+        c = c.env(k, v);
+    }
+    c.run()
+}
+
+/// Runs the fixture under the fault rules `spec`, with a fixed seed.
+fn with_faults(spec: &str, args: &[&str]) -> Run {
+    run(args, &[("ERRSHIM_FAULTS", spec), ("ERRSHIM_SEED", "1")])
+}
+
+/// One line "send <i> <tag> ret=<r> errno=<e>" of `faults sends`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Sent {
+    i: usize,
+    tag: char,
+    ret: i64,
+    errno: i32,
+}
+
+fn sent(r: &Run) -> Vec<Sent> {
+    r.out_lines("send ")
+        .iter()
+        .map(|l| {
+            let w: Vec<&str> = l.split(' ').collect();
+            Sent {
+                i: w[1].parse().unwrap(),
+                tag: w[2].chars().next().unwrap(),
+                ret: num(l, "ret="),
+                errno: num(l, "errno=") as i32,
+            }
+        })
+        .collect()
+}
+
+/// The numbers of the calls that failed.
+fn failed(r: &Run) -> Vec<usize> {
+    sent(r).iter().filter(|s| s.ret < 0).map(|s| s.i).collect()
+}
+
+/// The byte values that arrived at the receiving end `tag` (`u` or `t`), in order.
+fn received(r: &Run, tag: char) -> Vec<u64> {
+    let prefix = format!("received {tag} ");
+    let line = r
+        .stdout
+        .lines()
+        .find(|l| l.starts_with(&prefix))
+        .unwrap_or_else(|| panic!("no '{prefix}' in output:\n{}", r.describe()));
+    let bytes = line.split("bytes=").nth(1).unwrap();
+    bytes
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().unwrap())
+        .collect()
+}
+
+/// The number after `key` (e.g. `ret=`, ` k=`) in a line.
+fn num(line: &str, key: &str) -> i64 {
+    let rest = line.split(key).nth(1).unwrap_or_else(|| panic!("no '{key}' in {line}"));
+    let end = rest
+        .char_indices()
+        .find(|&(i, c)| !(c.is_ascii_digit() || (i == 0 && c == '-')))
+        .map_or(rest.len(), |(i, _)| i);
+    rest[..end].parse().unwrap_or_else(|_| panic!("bad '{key}' in {line}"))
+}
+
+/// The value of `key` in a "key=value" output line (up to the next space).
+fn field<'a>(line: &'a str, key: &str) -> &'a str {
+    let rest = line
+        .split(&format!("{key}="))
+        .nth(1)
+        .unwrap_or_else(|| panic!("no '{key}=' in {line}"));
+    rest.split(' ').next().unwrap()
+}
+
+/// The fixture's line that starts with `step` (followed by a space).
+fn step<'a>(r: &'a Run, step: &str) -> &'a str {
+    let prefix = format!("{step} ");
+    r.stdout
+        .lines()
+        .find(|l| l.starts_with(&prefix))
+        .unwrap_or_else(|| panic!("no '{step}' in output:\n{}", r.describe()))
+}
+
+/// (ret, errno) of a fixture step.
+fn result(r: &Run, name: &str) -> (i64, i32) {
+    let l = step(r, name);
+    (num(l, "ret="), num(l, "errno=") as i32)
+}
+
+/// Injection events (text format).
+fn injections(text: &str) -> Vec<&str> {
+    events(text)
+        .into_iter()
+        .filter(|e| e.contains(" (INJECTED) -> inject "))
+        .collect()
+}
+
+/// The startup line that names the seed.
+fn startup_line(text: &str) -> &str {
+    let lines: Vec<&str> = events(text).into_iter().filter(|e| e.contains(" faults: ")).collect();
+    assert_eq!(lines.len(), 1, "one startup line expected:\n{text}");
+    lines[0]
+}
+
+/// The entry point an event names: `send` in `... comm=faults send(fd=3, ...`.
+fn entry(event: &str) -> &str {
+    event
+        .split(" comm=faults ")
+        .nth(1)
+        .and_then(|r| r.split('(').next())
+        .unwrap_or_else(|| panic!("no call in {event}"))
+}
+
+/// What the real call returned, from `... ) = <ret> ...`.
+fn event_ret(event: &str) -> i64 {
+    num(event, ") = ")
+}
+
+// --- 1. triggers ------------------------------------------------------------------------------
+
+/// Every trigger and their combinations, on 1-byte sends over an AF_UNIX socketpair: exactly the
+/// listed call numbers fail with EIO, every other call sends its byte, the peer receives exactly
+/// the bytes of the calls that were not injected (an injected send sends nothing), and each
+/// injection is one event with `fault_rule=1 k=<call number>` (every call matches the rule).
+#[test]
+fn triggers_hit_exactly_the_calls_they_name() {
+    let all = |a: usize, b: usize| (a..=b).collect::<Vec<_>>();
+    let cases: Vec<(&str, Vec<usize>)> = vec![
+        ("send:EIO", all(1, 20)),
+        ("send:EIO:nth=5", vec![5]),
+        ("send:EIO:when=7", vec![7]),
+        ("send:EIO:when=15+", all(15, 20)),
+        ("send:EIO:when=3+4", vec![3, 7, 11, 15, 19]),
+        ("send:EIO:when=4..8", all(4, 8)),
+        ("send:EIO:when=2..12+5", vec![2, 7, 12]),
+        ("send:EIO:when=18..40+1", all(18, 20)),
+        ("send:EIO:after=17", vec![18, 19, 20]),
+        ("send:EIO:max=3", vec![1, 2, 3]),
+        ("send:EIO:after=2:when=1+2:max=2", vec![3, 5]),
+        ("send:EIO:when=5+3:max=2", vec![5, 8]),
+        ("send:EIO:after=5:max=2", vec![6, 7]),
+        ("send:EIO:nth=6:after=4", vec![6]),
+        ("send:EIO:nth=4:after=4", vec![]),
+        ("send:EIO:nth=3:when=1..5", vec![3]),
+        ("send:EIO:nth=7:when=1..5", vec![]),
+        ("send:EIO:after=3:when=2..9+2:max=3", vec![4, 6, 8]),
+        ("send:EIO:p=0", vec![]),
+        ("send:EIO:p=1:when=19+", vec![19, 20]),
+        ("recv:EIO", vec![]),
+    ];
+    for (spec, expect) in cases {
+        let r = with_faults(spec, &["sends", "20", "u"]);
+        r.assert_ok();
+        let s = sent(&r);
+        assert_eq!(s.len(), 20, "{spec}: {}", r.describe());
+        assert_eq!(failed(&r), expect, "{spec}:\n{}", r.describe());
+        for x in &s {
+            let want = if expect.contains(&x.i) { (-1, EIO) } else { (1, 0) };
+            assert_eq!((x.ret, x.errno), want, "{spec}: call {}", x.i);
+        }
+        let not_injected: Vec<u64> = s.iter().filter(|x| x.ret == 1).map(|x| x.i as u64).collect();
+        assert_eq!(received(&r, 'u'), not_injected, "{spec}: the peer got other bytes");
+        let ev = injections(&r.stderr);
+        let ks: Vec<usize> = ev.iter().map(|e| num(e, " k=") as usize).collect();
+        assert_eq!(ks, expect, "{spec}: events:\n{}", r.stderr);
+        for e in ev {
+            assert!(
+                e.contains(" send(fd=3, len=1, flags=0x4000) = -1 EIO (INJECTED) -> inject EIO, returned -1 EIO | unix-stream "),
+                "{spec}: {e}"
+            );
+            assert!(e.contains(" fault_rule=1 k="), "{spec}: {e}");
+        }
+    }
+}
+
+/// Every rule whose filters match a call counts it, even when an earlier rule injects; the first
+/// rule that triggers injects. Rule 1 hits calls 1, 4, 7, 10 (EIO); rule 2 hits odd k, and its
+/// k=1 and k=7 are taken by rule 1, so it injects at 3, 5, 9, 11 (ECONNRESET) with k = the call
+/// number.
+#[test]
+fn every_matching_rule_counts_first_trigger_injects() {
+    let r = with_faults("send:EIO:when=1..10+3;send:ECONNRESET:when=1+2", &["sends", "12", "u"]);
+    r.assert_ok();
+    let got: Vec<(usize, i32)> = sent(&r).iter().filter(|s| s.ret < 0).map(|s| (s.i, s.errno)).collect();
+    let (eio, reset) = (EIO, libc::ECONNRESET);
+    assert_eq!(
+        got,
+        vec![
+            (1, eio),
+            (3, reset),
+            (4, eio),
+            (5, reset),
+            (7, eio),
+            (9, reset),
+            (10, eio),
+            (11, reset)
+        ],
+        "{}",
+        r.describe()
+    );
+    let ev: Vec<(i64, i64)> = injections(&r.stderr)
+        .iter()
+        .map(|e| (num(e, " fault_rule="), num(e, " k=")))
+        .collect();
+    assert_eq!(
+        ev,
+        vec![(1, 1), (2, 3), (1, 4), (2, 5), (1, 7), (2, 9), (1, 10), (2, 11)]
+    );
+    assert_eq!(received(&r, 'u'), vec![2, 6, 8, 12]);
+}
+
+/// Filters decide which calls a rule counts: with sends alternating between a socketpair (odd
+/// calls) and a TCP connection (even calls), k counts only the calls that pass `fd=`/`peer=`.
+#[test]
+fn filters_decide_which_calls_count() {
+    let cases: Vec<(&str, Vec<usize>)> = vec![
+        // TCP calls are 2, 4, ..., 20 (k = 1..10); k = 2, 4, ... are calls 4, 8, ...
+        ("send:EIO:fd=tcp:when=2+2", vec![4, 8, 12, 16, 20]),
+        // unix calls are 1, 3, 5, ...; the third is call 5.
+        ("send:EIO:fd=unix:nth=3", vec![5]),
+        ("send:EIO:fd=udp", vec![]),
+        ("send:EIO:peer=127.0.0.1:when=1..2", vec![2, 4]),
+        ("send:EIO:peer=127.0.0.0/8:after=8", vec![18, 20]),
+        ("send:EIO:peer=10.0.0.0/8", vec![]),
+        ("send:EIO:fd=sock:when=19+", vec![19, 20]),
+    ];
+    for (spec, expect) in cases {
+        let r = with_faults(spec, &["sends", "20", "ut"]);
+        r.assert_ok();
+        assert_eq!(failed(&r), expect, "{spec}:\n{}", r.describe());
+        let s = sent(&r);
+        for tag in ['u', 't'] {
+            let ok: Vec<u64> = s
+                .iter()
+                .filter(|x| x.tag == tag && x.ret == 1)
+                .map(|x| x.i as u64)
+                .collect();
+            assert_eq!(received(&r, tag), ok, "{spec}: {tag}");
+        }
+        assert_eq!(injections(&r.stderr).len(), expect.len(), "{spec}: {}", r.stderr);
+    }
+    // port=: the listener's port is the client's peer port (and the accepted end's local one).
+    for (spec, expect) in [
+        ("send:EIO:port=PORT:when=1..2", vec![2, 4]),
+        ("send:EIO:port=PORT:after=9", vec![20]),
+        ("send:EIO:port=1", vec![]),
+    ] {
+        let r = on_free_port(|port| {
+            let spec = spec.replace("PORT", &port.to_string());
+            with_faults(&spec, &["sends", "20", "ut", "1", &port.to_string()])
+        });
+        r.assert_ok();
+        assert_eq!(failed(&r), expect, "{spec}:\n{}", r.describe());
+    }
+    // The kind in the event is the filtered one.
+    let r = with_faults("send:EIO:fd=tcp:nth=1", &["sends", "4", "ut"]);
+    let ev = injections(&r.stderr);
+    assert_eq!(ev.len(), 1, "{}", r.stderr);
+    assert!(
+        ev[0].contains("| tcp4 local=127.0.0.1:") && ev[0].contains(" peer=127.0.0.1:"),
+        "{}",
+        ev[0]
+    );
+    assert!(ev[0].contains(" fault_rule=1 k=1 "), "{}", ev[0]);
+}
+
+/// Runs `f` with a loopback port that was free a moment ago; the fixture exits with 98 when it
+/// was taken in between, and then another is tried.
+fn on_free_port(f: impl Fn(u16) -> Run) -> Run {
+    for _ in 0..10 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let r = f(port);
+        if r.code != Some(98) {
+            return r;
+        }
+    }
+    panic!("no free loopback port in 10 tries");
+}
+
+// --- 2. seeds -----------------------------------------------------------------------------------
+
+fn p_run(spec: &str, args: &[&str], seed: Option<&str>) -> Run {
+    let mut env = vec![("ERRSHIM_FAULTS", spec)];
+    if let Some(s) = seed {
+        env.push(("ERRSHIM_SEED", s));
+    }
+    let r = run(args, &env);
+    r.assert_ok();
+    r
+}
+
+/// The seed from `... seed=S (ERRSHIM_SEED=S replays this run)`.
+fn seed_of(text: &str) -> u64 {
+    let line = startup_line(text);
+    let s = field(line, "seed").trim_end_matches(',');
+    assert!(
+        line.ends_with(&format!(" (ERRSHIM_SEED={s} replays this run)")),
+        "{line}"
+    );
+    s.parse().unwrap()
+}
+
+/// `p=0.3` over 300 calls: the same seed gives the same injected calls (and the same events),
+/// another seed gives others; a run without ERRSHIM_SEED names its seed in the startup line, and
+/// that seed replays it exactly.
+#[test]
+fn same_seed_same_injections() {
+    let spec = "send:EIO:p=0.3";
+    let args = ["sends", "300", "u"];
+    let a = p_run(spec, &args, Some("42"));
+    let b = p_run(spec, &args, Some("42"));
+    let c = p_run(spec, &args, Some("43"));
+    let fa = failed(&a);
+    assert!((45..=135).contains(&fa.len()), "p=0.3 of 300: {} injections", fa.len());
+    assert_eq!(fa, failed(&b), "same seed, same calls");
+    assert_ne!(fa, failed(&c), "another seed, other calls");
+    let ks = |r: &Run| {
+        injections(&r.stderr)
+            .iter()
+            .map(|e| num(e, " k=") as usize)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ks(&a), fa, "events name the injected calls");
+    assert_eq!(seed_of(&a.stderr), 42);
+
+    let d = p_run(spec, &args, None);
+    let seed = seed_of(&d.stderr);
+    let e = p_run(spec, &args, Some(&seed.to_string()));
+    assert_eq!(failed(&d), failed(&e), "ERRSHIM_SEED={seed} replays the run");
+    assert_eq!(seed_of(&e.stderr), seed);
+    let f = p_run(spec, &args, None);
+    assert_ne!(seed_of(&f.stderr), seed, "each run picks its own seed");
+}
+
+/// The seed covers every random choice: the byte counts of random `short` faults too.
+#[test]
+fn same_seed_same_short_counts() {
+    let spec = "send:short:p=0.5;send:EIO:p=0.2";
+    let args = ["sends", "100", "u", "64"];
+    let a = p_run(spec, &args, Some("5"));
+    let b = p_run(spec, &args, Some("5"));
+    let c = p_run(spec, &args, Some("6"));
+    assert_eq!(sent(&a), sent(&b));
+    assert_ne!(sent(&a), sent(&c));
+    let s = sent(&a);
+    let shorts: Vec<i64> = s.iter().filter(|x| x.ret > 0 && x.ret < 64).map(|x| x.ret).collect();
+    assert!(shorts.len() >= 10, "{shorts:?}");
+    assert!(
+        shorts.iter().collect::<std::collections::BTreeSet<_>>().len() > 3,
+        "random counts: {shorts:?}"
+    );
+    assert!(s.iter().any(|x| x.ret == -1 && x.errno == EIO));
+    assert!(s.iter().all(|x| x.ret == -1 || (1..=64).contains(&x.ret)));
+    // The counts are true: the peer received exactly the sum.
+    let total: i64 = s.iter().filter(|x| x.ret > 0).map(|x| x.ret).sum();
+    assert_eq!(received(&a, 'u').len() as i64, total);
+    assert_eq!(
+        injections(&a.stderr).len(),
+        shorts.len() + s.iter().filter(|x| x.ret < 0).count()
+    );
+}
+
+/// The decision for the k-th matching call of a rule depends only on (seed, rule, k): the TCP
+/// calls of a run that interleaves them with unix calls (which the rule does not count) are
+/// injected exactly where a run of TCP calls alone is.
+#[test]
+fn decisions_depend_on_k_only() {
+    let spec = "send:EIO:p=0.3:fd=tcp";
+    let alone = p_run(spec, &["sends", "200", "t"], Some("9"));
+    let mixed = p_run(spec, &["sends", "400", "ut"], Some("9"));
+    let a = failed(&alone);
+    assert!(!a.is_empty());
+    // In the mixed run the k-th TCP call is call 2k.
+    let m: Vec<usize> = failed(&mixed).iter().map(|i| i / 2).collect();
+    assert!(failed(&mixed).iter().all(|i| i % 2 == 0), "unix calls are never hit");
+    assert_eq!(a, m);
+}
+
+// --- 3. short on both sides ------------------------------------------------------------------------
+
+/// (bytes, calls, short_calls, sha256) of the fixture's "writer ..." or "reader ..." line.
+fn side(r: &Run, who: &str) -> (i64, i64, i64, String) {
+    let l = step(r, who);
+    (
+        num(l, "bytes="),
+        num(l, "calls="),
+        num(l, "short_calls="),
+        field(l, "sha256").to_string(),
+    )
+}
+
+/// 50 MiB through TCP from a forked writer (write-all loop over write, send, writev, sendmsg,
+/// sendto) to a reader (read-all loop over read, recv, readv, recvmsg, recvfrom), with `*:short`
+/// on both sides: every call is cut short, the counts are true, and the SHA-256 of what arrived
+/// equals that of what was sent and of the same stream without errshim.
+#[test]
+fn short_transfers_keep_the_stream_intact() {
+    let sha = Cmd::new(fixture()).args(["sha256", "abc"]).run();
+    assert_eq!(
+        sha.stdout.trim(),
+        "sha256=ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+        "the fixture's SHA-256 is right"
+    );
+    let bytes = (50 << 20).to_string();
+    let bare = Cmd::new(fixture()).args(["stream", &bytes]).run();
+    bare.assert_ok();
+    let reference = side(&bare, "writer").3;
+    assert_eq!(side(&bare, "reader").3, reference);
+
+    let start = Instant::now();
+    let r = Cmd::new(fixture())
+        .args(["stream", &bytes])
+        .shim()
+        .env("ERRSHIM_FAULTS", "*:short:fd=tcp")
+        .env("ERRSHIM_SEED", "3")
+        .timeout(Duration::from_secs(120))
+        .run();
+    r.assert_ok();
+    let (wb, wcalls, wshort, wsha) = side(&r, "writer");
+    let (rb, rcalls, rshort, rsha) = side(&r, "reader");
+    assert_eq!((wb, rb), (50 << 20, 50 << 20), "{}", r.stdout);
+    assert_eq!(wsha, reference, "the writer sent the reference stream");
+    assert_eq!(rsha, reference, "the reader received it intact");
+    eprintln!(
+        "50 MiB with short faults: {:?}, writer {wcalls} calls ({wshort} short), reader {rcalls} calls ({rshort} short)",
+        start.elapsed()
+    );
+
+    // Events by process: the writer is the parent (it also wrote the startup line).
+    let ev = injections(&r.stderr);
+    let writer_pid = field(startup_line(&r.stderr), "pid");
+    let (w_ev, r_ev): (Vec<&str>, Vec<&str>) = ev.iter().partition(|e| field(e, "pid") == writer_pid);
+    // Blocking TCP writes are never short on their own: each short write is an injection. The
+    // last byte of each 64 KiB chunk cannot be cut (len 1), so those calls are not injected.
+    assert_eq!(w_ev.len() as i64, wshort, "writer injections");
+    assert!(wshort > 1000 && wcalls > wshort, "{wcalls} {wshort}");
+    // Every read asks for 64 KiB and is cut, including the final one that returns 0.
+    assert_eq!(r_ev.len() as i64, rcalls + 1, "reader injections");
+    assert_eq!(rshort, rcalls);
+    let by_entry = |evs: &[&str]| {
+        let mut m = BTreeMap::new();
+        for e in evs {
+            assert!(e.contains(" (INJECTED) -> inject short, returned "), "{e}");
+            assert!(e.contains(" | tcp4 local=127.0.0.1:"), "{e}");
+            let (len, ret) = (num(e, "len="), event_ret(e));
+            assert!(ret < len && ret >= 0, "cut below the length asked for: {e}");
+            assert!(
+                e.contains(&format!(", returned {ret} | ")),
+                "the true count is returned: {e}"
+            );
+            *m.entry(entry(e).to_string()).or_insert(0) += 1;
+        }
+        m.into_keys().collect::<Vec<_>>()
+    };
+    assert_eq!(by_entry(&w_ev), ["send", "sendmsg", "sendto", "write", "writev"]);
+    assert_eq!(by_entry(&r_ev), ["read", "readv", "recv", "recvfrom", "recvmsg"]);
+    assert!(
+        r_ev.iter().all(|e| event_ret(e) > 0 || e == r_ev.last().unwrap()),
+        "only the final read returns 0"
+    );
+}
+
+/// The same with the families named explicitly and a fixed cut (`short=N`), which makes every
+/// call of both sides move at most N bytes.
+#[test]
+fn short_n_caps_every_transfer() {
+    let spec = "write,send,writev,sendmsg,sendto:short=4000:fd=tcp;read,recv,readv,recvmsg,recvfrom:short=3000:fd=tcp";
+    let bytes = (4 << 20).to_string();
+    let bare = Cmd::new(fixture()).args(["stream", &bytes]).run();
+    let r = Cmd::new(fixture())
+        .args(["stream", &bytes])
+        .shim()
+        .env("ERRSHIM_FAULTS", spec)
+        .env("ERRSHIM_LOG", "off")
+        .run();
+    r.assert_ok();
+    let (w, rd) = (side(&r, "writer"), side(&r, "reader"));
+    assert_eq!(w.3, side(&bare, "writer").3);
+    assert_eq!(rd.3, w.3);
+    // 64 chunks of 64 KiB, each in 16 writes of 4000 bytes and one of the remaining 1536 (too
+    // short to cut); reads of at most 3000 bytes.
+    assert_eq!((w.1, w.2), (64 * 17, 64 * 16), "{}", r.stdout);
+    assert!(rd.1 >= (4 << 20) / 3000, "{}", r.stdout);
+}
+
+// --- 4. what an injected fault does to the data ----------------------------------------------------
+
+/// On a TCP connection: an injected read error consumes nothing (the bytes stay queued and the
+/// next read returns them); an injected `eof` returns 0, consumes nothing and leaves errno; an
+/// injected write error sends nothing; an injected shutdown error does not shut down (the next
+/// write still works); an injected close error still releases the descriptor.
+#[test]
+fn injected_errors_consume_and_send_nothing() {
+    let spec = "read:ECONNRESET:nth=1;recv:eof:nth=1;write:EPIPE:nth=3;shutdown:ENOTCONN:nth=1;close:EIO:nth=2";
+    let r = with_faults(spec, &["consume"]);
+    r.assert_ok();
+    let data = |s: &str| field(step(&r, s), "data").to_string();
+    assert_eq!(result(&r, "write_hello"), (5, libc::EILSEQ));
+    assert_eq!(r.out_lines("queued_before_error=5").len(), 1, "{}", r.stdout);
+    assert_eq!(result(&r, "read_error"), (-1, libc::ECONNRESET));
+    assert_eq!(
+        r.out_lines("queued_after_error=5").len(),
+        1,
+        "nothing consumed: {}",
+        r.stdout
+    );
+    assert_eq!(result(&r, "read_after_error").0, 5);
+    assert_eq!(data("read_after_error"), "hello");
+    assert_eq!(result(&r, "recv_eof"), (0, libc::EILSEQ), "eof leaves errno as it was");
+    assert_eq!(
+        r.out_lines("queued_after_eof=5").len(),
+        1,
+        "nothing consumed: {}",
+        r.stdout
+    );
+    assert_eq!(data("recv_after_eof"), "world");
+    assert_eq!(result(&r, "write_lost"), (-1, libc::EPIPE));
+    assert_eq!(
+        result(&r, "shutdown_error"),
+        (-1, libc::ENOTCONN),
+        "an injected error is not suppressed by the default rules"
+    );
+    assert_eq!(result(&r, "write_after"), (5, libc::EILSEQ), "no SHUT_WR was done");
+    assert_eq!(result(&r, "shutdown_real"), (0, libc::EILSEQ));
+    assert_eq!(
+        r.out_lines("rest=").first().copied(),
+        Some("rest=after end=0"),
+        "the peer got 'after' and then end of file, never 'lost'"
+    );
+    assert_eq!(result(&r, "close_error"), (-1, EIO));
+    assert_eq!(
+        result(&r, "fcntl_after_close"),
+        (-1, libc::EBADF),
+        "closed all the same"
+    );
+
+    let ev = injections(&r.stderr);
+    let summary: Vec<String> = ev
+        .iter()
+        .map(|e| {
+            format!(
+                "{} {} rule={} k={}",
+                entry(e),
+                e.split(" (INJECTED) -> inject ")
+                    .nth(1)
+                    .unwrap()
+                    .split(',')
+                    .next()
+                    .unwrap(),
+                num(e, " fault_rule="),
+                num(e, " k=")
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            "read ECONNRESET rule=1 k=1",
+            "recv eof rule=2 k=1",
+            "write EPIPE rule=3 k=3",
+            "shutdown ENOTCONN rule=4 k=1",
+            "close EIO rule=5 k=2"
+        ],
+        "{}",
+        r.stderr
+    );
+    assert!(
+        ev[1].contains("recv(fd=5, len=64) = 0 (INJECTED) -> inject eof, returned 0 | tcp4"),
+        "{}",
+        ev[1]
+    );
+    assert!(
+        ev[4].contains("close(fd=5) = -1 EIO (INJECTED) -> inject EIO, returned -1 EIO | tcp4"),
+        "{}",
+        ev[4]
+    );
+    assert_eq!(
+        events(&r.stderr).len(),
+        ev.len() + 1,
+        "nothing else logged: {}",
+        r.stderr
+    );
+}
+
+// --- 5. reset ---------------------------------------------------------------------------------------
+
+/// `reset` aborts the connection for real: the send then gets the kernel's own error, the peer's
+/// read fails with ECONNRESET, a later send gets the kernel's EPIPE, and this side's shutdown
+/// fails with the kernel's ENOTCONN, which the default rule suppresses and logs (not as an
+/// injection). With no rules the program sees that ENOTCONN.
+#[test]
+fn reset_aborts_the_connection() {
+    let env = [
+        ("ERRSHIM_FAULTS", "send:reset:nth=1"),
+        ("ERRSHIM_SEED", "1"),
+        ("ERRSHIM_SUMMARY", "1"),
+    ];
+    let r = run(&["reset"], &env);
+    r.assert_ok();
+    let (ret, err) = result(&r, "client_send");
+    assert_eq!(ret, -1, "{}", r.describe());
+    assert!(
+        err == libc::ECONNRESET || err == libc::EPIPE,
+        "a send on an aborted connection: {}",
+        r.describe()
+    );
+    assert_eq!(result(&r, "server_read"), (-1, libc::ECONNRESET), "the peer got a RST");
+    assert_eq!(
+        result(&r, "client_send_again"),
+        (-1, libc::EPIPE),
+        "not injected: the kernel's own"
+    );
+    assert_eq!(
+        result(&r, "client_shutdown"),
+        (0, libc::EILSEQ),
+        "the default rule suppresses the kernel's ENOTCONN"
+    );
+    let ev = injections(&r.stderr);
+    assert_eq!(ev.len(), 1, "{}", r.stderr);
+    let name = if err == libc::ECONNRESET { "ECONNRESET" } else { "EPIPE" };
+    assert!(
+        ev[0].contains(&format!(
+            "send(fd=4, len=1) = -1 {name} (INJECTED) -> inject reset, returned -1 {name} | tcp4 "
+        )),
+        "{}",
+        ev[0]
+    );
+    assert!(ev[0].contains(" fault_rule=1 k=1 | state=CLOSE "), "{}", ev[0]);
+    let shut: Vec<&str> = events(&r.stderr)
+        .into_iter()
+        .filter(|e| e.contains(" shutdown("))
+        .collect();
+    assert_eq!(shut.len(), 1, "{}", r.stderr);
+    let s = shut[0];
+    assert!(
+        s.contains("shutdown(fd=4, SHUT_WR) = -1 ENOTCONN -> ignored, returned 0 | tcp4 "),
+        "{s}"
+    );
+    assert!(!s.contains("INJECTED") && s.contains(" rule=1 | state=CLOSE "), "{s}");
+    assert!(
+        s.contains(" | cause=peer_reset: ") || s.contains(" | cause=shut_down_before: "),
+        "{s}"
+    );
+    let rows: Vec<&str> = r
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("errshim summary count="))
+        .collect();
+    assert!(
+        rows.contains(&format!("errshim summary count=1 call=send errno={name} action=inject cause=injected").as_str()),
+        "{rows:?}"
+    );
+    assert!(
+        rows.iter()
+            .any(|l| l.starts_with("errshim summary count=1 call=shutdown errno=ENOTCONN action=ignore ")),
+        "{rows:?}"
+    );
+    assert_eq!(rows.len(), 2, "{rows:?}");
+
+    let bare = run(&["reset"], &[env[0], env[1], ("ERRSHIM_RULES", "")]);
+    bare.assert_ok();
+    assert_eq!(
+        result(&bare, "client_shutdown"),
+        (-1, libc::ENOTCONN),
+        "the kernel's own"
+    );
+    assert_eq!(result(&bare, "server_read"), (-1, libc::ECONNRESET));
+    assert_eq!(injections(&bare.stderr).len(), 1);
+    assert_eq!(
+        events(&bare.stderr).len(),
+        2,
+        "startup and the injection: {}",
+        bare.stderr
+    );
+}
+
+// --- 6. delay ---------------------------------------------------------------------------------------
+
+/// `delay=50ms` makes the call take at least 50 ms (CLOCK_MONOTONIC in the fixture), then
+/// performs it; the next call is not delayed.
+#[test]
+fn delay_waits_then_performs() {
+    let r = with_faults("send:delay=50ms:nth=1", &["delay"]);
+    r.assert_ok();
+    let first = step(&r, "send 1");
+    assert_eq!(num(first, "ret="), 1, "performed: {first}");
+    let us = num(first, "us=");
+    assert!(us >= 50_000, "delayed by at least 50 ms: {first}");
+    assert!(us < 10_000_000, "and not absurdly long: {first}");
+    assert_eq!(num(step(&r, "send 2"), "ret="), 1);
+    assert_eq!(received(&r, 'u').len(), 2, "both bytes arrived");
+    let ev = injections(&r.stderr);
+    assert_eq!(ev.len(), 1, "{}", r.stderr);
+    assert!(
+        ev[0].contains("send(fd=3, len=1) = 1 (INJECTED) -> inject delay=50ms, returned 1 | unix-stream "),
+        "{}",
+        ev[0]
+    );
+}
+
+// --- 7. the control file ------------------------------------------------------------------------------
+
+/// A fixture running in the background, its output read line by line as it comes.
+struct Live {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    out: mpsc::Receiver<String>,
+    err: mpsc::Receiver<String>,
+    out_seen: Vec<String>,
+    err_seen: Vec<String>,
+}
+
+impl Live {
+    fn start(args: &[&str], env: &[(&str, &str)]) -> Live {
+        let mut cmd = Command::new(fixture());
+        cmd.args(args);
+        for (k, _) in std::env::vars_os() {
+            let k = k.to_string_lossy().into_owned();
+            if k.starts_with("ERRSHIM_") || k == "LD_PRELOAD" {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.env("LD_PRELOAD", lib());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn");
+        let lines = |r: Box<dyn std::io::Read + Send>| {
+            let (tx, rx) = mpsc::channel();
+            std::thread::spawn(move || {
+                for l in BufReader::new(r).lines() {
+                    let Ok(l) = l else { break };
+                    if tx.send(l).is_err() {
+                        break;
+                    }
+                }
+            });
+            rx
+        };
+        let out = lines(Box::new(child.stdout.take().unwrap()));
+        let err = lines(Box::new(child.stderr.take().unwrap()));
+        Live {
+            stdin: child.stdin.take(),
+            child,
+            out,
+            err,
+            out_seen: Vec::new(),
+            err_seen: Vec::new(),
+        }
+    }
+
+    /// The next stdout line that satisfies `pred`, within `within`.
+    fn wait_out(&mut self, within: Duration, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.out.recv_timeout(left) {
+                Ok(l) => {
+                    self.out_seen.push(l.clone());
+                    if pred(&l) {
+                        return l;
+                    }
+                }
+                Err(_) => self.fail(what),
+            }
+        }
+    }
+
+    /// Waits for a stderr line that satisfies `pred` (lines already seen count too).
+    fn wait_err(&mut self, within: Duration, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        if let Some(l) = self.err_seen.iter().find(|l| pred(l)) {
+            return l.clone();
+        }
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.err.recv_timeout(left) {
+                Ok(l) => {
+                    self.err_seen.push(l.clone());
+                    if pred(&l) {
+                        return l;
+                    }
+                }
+                Err(_) => self.fail(what),
+            }
+        }
+    }
+
+    fn send(&mut self, line: &str) {
+        let s = self.stdin.as_mut().expect("stdin");
+        writeln!(s, "{line}").unwrap();
+        s.flush().unwrap();
+    }
+
+    /// One send, now: (ret, errno).
+    fn probe(&mut self) -> (i64, i32) {
+        self.send("probe");
+        let l = self.wait_out(Duration::from_secs(10), "a probe answer", |l| l.starts_with("probe "));
+        (num(&l, "ret="), num(&l, "errno=") as i32)
+    }
+
+    fn fail(&mut self, what: &str) -> ! {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        while let Ok(l) = self.out.recv_timeout(Duration::from_millis(200)) {
+            self.out_seen.push(l);
+        }
+        while let Ok(l) = self.err.try_recv() {
+            self.err_seen.push(l);
+        }
+        panic!(
+            "timed out waiting for {what}\n--- stdout ---\n{}\n--- stderr (last 20) ---\n{}",
+            self.out_seen.join("\n"),
+            self.err_seen[self.err_seen.len().saturating_sub(20)..].join("\n")
+        );
+    }
+
+    /// Ends the fixture with "quit" and returns its exit code, with all remaining stderr read.
+    fn finish(mut self) -> (Option<i32>, Vec<String>, Vec<String>) {
+        self.send("quit");
+        self.wait_out(Duration::from_secs(10), "done", |l| l == "done");
+        drop(self.stdin.take());
+        // It printed "done" and returns from main; its alarm() bounds this wait in any case.
+        let status = self.child.wait().unwrap();
+        while let Ok(l) = self.err.recv_timeout(Duration::from_secs(5)) {
+            self.err_seen.push(l);
+        }
+        let out = std::mem::take(&mut self.out_seen);
+        let err = std::mem::take(&mut self.err_seen);
+        (status.code(), out, err)
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Replaces the control file at once (write a sibling, rename), so errshim never reads half a file.
+fn write_control(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// The control file switches faults on and off in a running program (same pid throughout):
+/// rules take effect within the polling interval, comments and newlines separate rules, each
+/// new set starts counting from k=1, malformed content prints one error line and keeps the
+/// previous rules, and an empty or missing file means no faults.
+#[test]
+fn control_file_switches_faults_while_running() {
+    let dir = TempDir::new("control");
+    let path = dir.path("faults.ctl");
+    let p = path.to_str().unwrap();
+    let wait = Duration::from_secs(10);
+    let mut live = Live::start(&["control"], &[("ERRSHIM_CONTROL", p), ("ERRSHIM_SEED", "1")]);
+    let ready = live.wait_out(wait, "ready", |l| l.starts_with("ready pid="));
+    let pid = field(&ready, "pid").to_string();
+    live.wait_out(wait, "sends working (no control file yet)", |l| {
+        l.starts_with("state errno=0 ")
+    });
+    assert_eq!(live.probe(), (1, 0));
+
+    // On.
+    write_control(&path, "send:EIO\n");
+    live.wait_out(wait, "sends failing with EIO", |l| l.starts_with("state errno=5 "));
+    // Another set, with comments and blank lines.
+    write_control(
+        &path,
+        "# a comment\n\nsend:ECONNRESET   # trailing comment\nrecv:EIO:fd=tcp\n",
+    );
+    live.wait_out(wait, "sends failing with ECONNRESET", |l| {
+        l.starts_with(&format!("state errno={} ", libc::ECONNRESET))
+    });
+
+    // Malformed: one error line, and the previous rules stay.
+    write_control(&path, "send:ECONNRESTE\n");
+    let err = live.wait_err(wait, "the control file's error line", |l| {
+        l.starts_with("errshim: error: ")
+    });
+    assert!(
+        err.starts_with(&format!("errshim: error: ERRSHIM_CONTROL {p}: ")),
+        "{err}"
+    );
+    assert!(
+        err.contains("'ECONNRESTE'") && err.contains("did you mean ECONNRESET?"),
+        "{err}"
+    );
+    assert!(err.ends_with("; keeping the previous fault rules"), "{err}");
+    // Keep calling for well over the polling interval: still the previous rules, no second line.
+    let until = Instant::now() + Duration::from_millis(350);
+    while Instant::now() < until {
+        assert_eq!(live.probe(), (-1, libc::ECONNRESET), "the previous rules stay");
+    }
+
+    // Empty: no faults.
+    write_control(&path, "");
+    live.wait_out(wait, "sends working again (empty file)", |l| {
+        l.starts_with("state errno=0 ")
+    });
+
+    // A new set counts from 1: nth=3 hits the third send after the change, once.
+    write_control(&path, "send:EPIPE:nth=3");
+    live.wait_out(wait, "the third send failing", |l| {
+        l.starts_with(&format!("state errno={} ", libc::EPIPE))
+    });
+    live.wait_out(wait, "sends working after nth=3", |l| l.starts_with("state errno=0 "));
+
+    // On again, then the file removed: no faults.
+    write_control(&path, "send:EIO");
+    live.wait_out(wait, "sends failing with EIO again", |l| {
+        l.starts_with("state errno=5 ")
+    });
+    std::fs::remove_file(&path).unwrap();
+    live.wait_out(wait, "sends working (file removed)", |l| {
+        l.starts_with("state errno=0 ")
+    });
+    assert_eq!(live.probe(), (1, 0));
+
+    let (code, out, err) = live.finish();
+    assert_eq!(code, Some(0), "{out:?}");
+    let err_text = err.join("\n");
+    let errors: Vec<&String> = err.iter().filter(|l| l.starts_with("errshim: ")).collect();
+    assert_eq!(errors.len(), 1, "one error line for the malformed file: {errors:?}");
+    let startup = startup_line(&err_text);
+    assert!(
+        startup.contains(&format!(" faults: 0 rule(s) and the control file {p}, seed=1 ")),
+        "{startup}"
+    );
+    let ev = injections(&err_text);
+    assert!(ev.iter().all(|e| field(e, "pid") == pid), "one process throughout");
+    for f in ["EIO", "ECONNRESET"] {
+        assert!(ev.iter().any(|e| e.contains(&format!("-> inject {f}, "))), "{f}");
+    }
+    let epipe: Vec<&&str> = ev.iter().filter(|e| e.contains("-> inject EPIPE, ")).collect();
+    assert_eq!(epipe.len(), 1, "nth=3 injects once");
+    assert!(epipe[0].contains(" fault_rule=1 k=3 "), "{}", epipe[0]);
+    assert!(
+        ev.iter()
+            .filter(|e| e.contains("-> inject ECONNRESET, "))
+            .all(|e| e.contains(" fault_rule=1 ")),
+        "comments and blank lines are not rules"
+    );
+}
+
+// --- 8. descriptors that are not sockets ------------------------------------------------------------
+
+/// Output steps of `faults nonsock` that failed with EIO.
+fn eio_steps(r: &Run) -> Vec<String> {
+    r.stdout
+        .lines()
+        .filter(|l| l.contains(" ret=-1 errno=5"))
+        .map(|l| l.split(' ').next().unwrap().to_string())
+        .collect()
+}
+
+/// `*:EIO` (default fd=sock) never touches a pipe, a file or the program's stderr, while every
+/// socket call fails (and sends nothing); with `fd=any` the pipe, the file and the program's
+/// own writes to fd 2 fail too, and errshim's log still gets every event, on stderr or in a file.
+#[test]
+fn faults_never_hit_files_pipes_or_the_log() {
+    let dir = TempDir::new("nonsock");
+    let d = dir.0.to_str().unwrap();
+    let r = with_faults("*:EIO", &["nonsock", d]);
+    r.assert_ok();
+    assert_eq!(result(&r, "pipe_write").0, 5);
+    assert_eq!(field(step(&r, "pipe_read"), "data"), "hello");
+    assert_eq!(result(&r, "file_write").0, 4);
+    assert_eq!(field(step(&r, "file_read"), "data"), "data");
+    assert_eq!(result(&r, "file_close"), (0, libc::EILSEQ));
+    assert_eq!(result(&r, "stderr_write").0, 20);
+    assert!(r.stderr.contains("program stderr line\n"), "{}", r.stderr);
+    let sock = ["sock_send", "sock_write", "sock_read", "sock_shutdown", "sock_close"];
+    assert_eq!(eio_steps(&r), sock, "{}", r.stdout);
+    assert_eq!(result(&r, "sock_queued").0, 0, "the injected sends sent nothing");
+    assert_eq!(result(&r, "sock_fcntl_after_close"), (-1, libc::EBADF));
+    let ev = injections(&r.stderr);
+    assert_eq!(ev.len(), 5, "{}", r.stderr);
+    assert!(ev.iter().all(|e| e.contains(" | unix-stream ")), "{}", r.stderr);
+    let ks: Vec<i64> = ev.iter().map(|e| num(e, " k=")).collect();
+    assert_eq!(ks, [1, 2, 3, 4, 5], "pipes and files are not even counted");
+
+    let r = with_faults("*:EIO:fd=any", &["nonsock", d]);
+    r.assert_ok();
+    let all = [
+        "pipe_write",
+        "pipe_read",
+        "file_write",
+        "file_read",
+        "file_close",
+        "stderr_write",
+        "sock_send",
+        "sock_write",
+        "sock_read",
+        "sock_shutdown",
+        "sock_close",
+    ];
+    assert_eq!(eio_steps(&r), all, "{}", r.stdout);
+    assert!(
+        !r.stderr.contains("program stderr line"),
+        "the program's write to fd 2 was not done"
+    );
+    let ev = injections(&r.stderr);
+    assert_eq!(ev.len(), all.len(), "errshim's log got every event: {}", r.stderr);
+    assert!(
+        ev.iter()
+            .any(|e| e.contains(" write(fd=2, len=20) = -1 EIO (INJECTED)")),
+        "{}",
+        r.stderr
+    );
+
+    let log = dir.path("errshim.log");
+    let r = run(
+        &["nonsock", d],
+        &[
+            ("ERRSHIM_FAULTS", "*:EIO:fd=any"),
+            ("ERRSHIM_SEED", "1"),
+            ("ERRSHIM_LOG", log.to_str().unwrap()),
+        ],
+    );
+    r.assert_ok();
+    assert_eq!(eio_steps(&r), all, "{}", r.stdout);
+    assert!(r.stderr.is_empty(), "events go to the file: {}", r.stderr);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(injections(&text).len(), all.len(), "{text}");
+    assert_eq!(events(&text).len(), all.len() + 1, "and the startup line: {text}");
+}
+
+// --- 9. configuration errors --------------------------------------------------------------------------
+
+/// A malformed ERRSHIM_FAULTS gives exactly one line naming the variable, the rule, the token
+/// and (where one is close) a suggestion; the program runs with no faults at all. With
+/// ERRSHIM_STRICT=1 it stops at startup with status 2.
+#[test]
+fn config_errors_name_rule_and_token() {
+    let cases = [
+        (
+            "send:ECONNRESTE",
+            "unknown fault (an errno name, short[=N], delay=DURATION, reset, eof) 'ECONNRESTE' in rule 1 of ERRSHIM_FAULTS ('send:ECONNRESTE'); did you mean ECONNRESET?",
+        ),
+        (
+            "send:EIO;recv:EIO:nht=2",
+            "unknown option 'nht=2' in rule 2 of ERRSHIM_FAULTS ('recv:EIO:nht=2'); did you mean nth?",
+        ),
+        (
+            "sned:EIO",
+            "unknown call 'sned' in rule 1 of ERRSHIM_FAULTS ('sned:EIO'); did you mean send?",
+        ),
+        (
+            "send:EIO:fd=tpc",
+            "unknown fd kind 'tpc' in rule 1 of ERRSHIM_FAULTS ('send:EIO:fd=tpc'); did you mean tcp?",
+        ),
+        ("send:shrot", "'shrot' in rule 1 of ERRSHIM_FAULTS ('send:shrot'); did you mean short?"),
+        ("send:EIO:when=5..2", "bad when= (A, A+, A+S, A..B, A..B+S) '5..2' in rule 1 of ERRSHIM_FAULTS"),
+        ("send:delay=5parsecs", "bad duration (e.g. 250us, 20ms, 1s) '5parsecs' in rule 1"),
+        ("send:EIO:p=1.5", "expected a probability from 0 to 1 '1.5' in rule 1"),
+        ("send:EIO:max=0", "expected a whole number >= 1 '0' in rule 1"),
+        (
+            "send:eof",
+            "eof applies to the read family only (read, readv, recv, recvfrom, recvmsg), not 'send' in rule 1 of ERRSHIM_FAULTS ('send:eof')",
+        ),
+        ("read,close:short", "short applies to the read and write families only, not 'close' in rule 1"),
+        ("send", "incomplete fault rule (CALLS:FAULT[:OPTION...]) 'send' in rule 1"),
+    ];
+    for (spec, want) in cases {
+        let r = run(&["sends", "3", "u"], &[("ERRSHIM_FAULTS", spec)]);
+        r.assert_ok();
+        let lines: Vec<&str> = r.stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "{spec}: exactly one line:\n{}", r.stderr);
+        let l = lines[0];
+        assert!(l.starts_with("errshim: config error: "), "{spec}: {l}");
+        assert!(l.contains(want), "{spec}: expected '{want}' in\n{l}");
+        assert!(l.contains("ERRSHIM_FAULTS"), "{spec}: {l}");
+        assert!(l.ends_with("; injecting no faults"), "{spec}: {l}");
+        assert_eq!(failed(&r), Vec::<usize>::new(), "{spec}: no faults");
+        assert_eq!(received(&r, 'u'), [1, 2, 3], "{spec}");
+    }
+
+    let r = run(
+        &["sends", "3", "u"],
+        &[("ERRSHIM_FAULTS", "send:ECONNRESTE"), ("ERRSHIM_STRICT", "1")],
+    );
+    assert_eq!(r.code, Some(2), "{}", r.describe());
+    assert!(r.stdout.is_empty());
+    assert!(
+        r.stderr
+            .contains("errshim: ERRSHIM_STRICT=1 and 1 configuration error(s): stopping with exit status 2"),
+        "{}",
+        r.stderr
+    );
+
+    // A bad seed: one line, and a random seed is used (and named).
+    let r = run(
+        &["sends", "3", "u"],
+        &[("ERRSHIM_FAULTS", "send:EIO:nth=2"), ("ERRSHIM_SEED", "x1")],
+    );
+    r.assert_ok();
+    let errs: Vec<&str> = r.stderr.lines().filter(|l| l.starts_with("errshim: ")).collect();
+    assert_eq!(errs.len(), 1, "{}", r.stderr);
+    assert!(errs[0].contains("'x1' in ERRSHIM_SEED"), "{}", errs[0]);
+    assert_eq!(failed(&r), [2], "the faults still apply");
+    seed_of(&r.stderr);
+}
+
+// --- 10. events and the summary ------------------------------------------------------------------------
+
+/// Injection events carry INJECTED, the fault, fault_rule and k (text), or action inject,
+/// injected, fault, k and rule (JSON); the exit summary counts exactly the injections.
+#[test]
+fn events_and_summary_count_injections() {
+    let spec = "send:EIO:when=2..10+2;send:short=1:nth=3;send:delay=1ms:nth=5";
+    let args = ["sends", "12", "u", "4"];
+    let env = [
+        ("ERRSHIM_FAULTS", spec),
+        ("ERRSHIM_SEED", "1"),
+        ("ERRSHIM_SUMMARY", "1"),
+    ];
+    let r = run(&args, &env);
+    r.assert_ok();
+    let rets: Vec<i64> = sent(&r).iter().map(|s| s.ret).collect();
+    assert_eq!(rets, [4, -1, 1, -1, 4, -1, 4, -1, 4, -1, 4, 4], "{}", r.stdout);
+    assert_eq!(received(&r, 'u').len(), 4 * 6 + 1, "the true counts arrived");
+    let ev = injections(&r.stderr);
+    let got: Vec<(i64, i64)> = ev.iter().map(|e| (num(e, " fault_rule="), num(e, " k="))).collect();
+    assert_eq!(got, [(1, 2), (2, 3), (1, 4), (3, 5), (1, 6), (1, 8), (1, 10)]);
+    let mid = |e: &str| {
+        e.split(" comm=faults ")
+            .nth(1)
+            .unwrap()
+            .split(" | ")
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(
+        mid(ev[0]),
+        "send(fd=3, len=4, flags=0x4000) = -1 EIO (INJECTED) -> inject EIO, returned -1 EIO"
+    );
+    assert_eq!(
+        mid(ev[1]),
+        "send(fd=3, len=4, flags=0x4000) = 1 (INJECTED) -> inject short=1, returned 1"
+    );
+    assert_eq!(
+        mid(ev[3]),
+        "send(fd=3, len=4, flags=0x4000) = 4 (INJECTED) -> inject delay=1ms, returned 4"
+    );
+    for e in &ev {
+        assert!(e.contains(" | cause=injected: errshim injected this on purpose"), "{e}");
+        assert!(!e.contains(" rule="), "fault_rule, not rule: {e}");
+    }
+    // The summary: 7 events, all injections; 5 of them EIO.
+    let head = r
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("errshim summary pid="))
+        .expect("summary");
+    assert_eq!(num(head, " events="), 7, "{head}");
+    let rows: Vec<&str> = r
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("errshim summary count="))
+        .collect();
+    assert!(
+        rows.contains(&"errshim summary count=5 call=send errno=EIO action=inject cause=injected"),
+        "{rows:?}"
+    );
+    let injected: i64 = rows
+        .iter()
+        .filter(|l| l.contains(" action=inject "))
+        .map(|l| num(l, "count="))
+        .sum();
+    assert_eq!(injected, 7, "{rows:?}");
+    assert_eq!(
+        rows.len(),
+        2,
+        "EIO, and the short and delay that returned counts: {rows:?}"
+    );
+
+    // JSON.
+    let mut env_json = env.to_vec();
+    env_json.push(("ERRSHIM_FORMAT", "json"));
+    let r = run(&args, &env_json);
+    r.assert_ok();
+    let objs: Vec<serde_json::Value> = r
+        .stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let start = &objs[0];
+    assert_eq!(
+        (start["fault_rules"].as_u64(), start["seed"].as_u64()),
+        (Some(3), Some(1)),
+        "{start}"
+    );
+    let evs: Vec<&serde_json::Value> = objs.iter().filter(|o| o.get("call").is_some()).collect();
+    assert_eq!(evs.len(), 7);
+    let got: Vec<(u64, u64, String)> = evs
+        .iter()
+        .map(|o| {
+            assert_eq!(o["action"], "inject", "{o}");
+            assert_eq!(o["injected"], true, "{o}");
+            assert_eq!(o["call"], "send", "{o}");
+            assert_eq!(o["cause"], "injected", "{o}");
+            assert_eq!(o["kind"], "unix-stream", "{o}");
+            (
+                o["rule"].as_u64().unwrap(),
+                o["k"].as_u64().unwrap(),
+                o["fault"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let want: Vec<(u64, u64, String)> = [
+        (1, 2, "EIO"),
+        (2, 3, "short=1"),
+        (1, 4, "EIO"),
+        (3, 5, "delay=1ms"),
+        (1, 6, "EIO"),
+        (1, 8, "EIO"),
+        (1, 10, "EIO"),
+    ]
+    .iter()
+    .map(|&(r, k, f)| (r, k, f.to_string()))
+    .collect();
+    assert_eq!(got, want);
+    assert_eq!(
+        (evs[0]["ret"].as_i64(), evs[0]["errno"].as_str()),
+        (Some(-1), Some("EIO"))
+    );
+    assert_eq!(evs[0]["returned"].as_i64(), Some(-1));
+    assert_eq!(
+        (evs[1]["ret"].as_i64(), evs[1]["returned"].as_i64()),
+        (Some(1), Some(1))
+    );
+    let summary = &objs.last().unwrap()["summary"];
+    assert_eq!(summary["events"], 7, "{summary}");
+    let counts = summary["counts"].as_array().unwrap();
+    let inject: u64 = counts
+        .iter()
+        .filter(|c| c["action"] == "inject")
+        .map(|c| c["count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(inject, 7, "{summary}");
+    assert!(
+        counts
+            .iter()
+            .any(|c| c["errno"] == "EIO" && c["count"] == 5 && c["cause"] == "injected"),
+        "{summary}"
+    );
+}
