@@ -318,6 +318,17 @@ fn control_reload(first: bool) {
         Ok(n) => n,
         Err(_) => return, // unreadable now: keep what we have, look again later
     };
+    if len == buf.len() {
+        for (s, v) in SEEN.iter().zip(id) {
+            s.store(v, Relaxed);
+        }
+        READ_ONCE.store(true, Relaxed);
+        log::error!(
+            "ERRSHIM_CONTROL: the file is larger than {} bytes; keeping the previous fault rules",
+            buf.len()
+        );
+        return;
+    }
     for (s, v) in SEEN.iter().zip(id) {
         s.store(v, Relaxed);
     }

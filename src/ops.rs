@@ -365,6 +365,8 @@ pub fn injected(
         }
         Fault::Delay(ns) => {
             sys::sleep_ns(ns);
+            // Whatever the sleep left in errno is errshim's, not the program's.
+            errno::set(errno_before);
             let r = perform(usize::MAX);
             (true, r, errno::get())
         }
@@ -372,6 +374,7 @@ pub fn injected(
             if sockinfo::probe_kind(fd).is_tcp() {
                 let _ = sys::abort_connection(fd);
             }
+            errno::set(errno_before);
             let r = perform(usize::MAX);
             (true, r, errno::get())
         }

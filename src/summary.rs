@@ -161,9 +161,22 @@ pub fn reset() {
     }
 }
 
+/// An errno name, or `none` for events whose call did not fail (injected short transfers,
+/// delays).
+struct ErrnoOrNone(i32);
+
+impl core::fmt::Display for ErrnoOrNone {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        if self.0 == 0 {
+            f.write_str("none")
+        } else {
+            write!(f, "{}", crate::errno::Name(self.0))
+        }
+    }
+}
+
 /// Writes the exit summary to the log destination: text lines, or one JSON object.
 pub fn report(format: crate::config::Format, comm: &[u8]) {
-    use crate::errno::Name;
     use crate::fmtbuf::StackBuf;
     use core::fmt::Write;
     let calls = crate::rules::Call::ALL;
@@ -190,7 +203,7 @@ pub fn report(format: crate::config::Format, comm: &[u8]) {
                 let _ = write!(
                     b,
                     "errshim summary count={c} call={call} errno={} action={action} cause={}",
-                    Name(k.errno as i32),
+                    ErrnoOrNone(k.errno as i32),
                     cause_code(k.cause)
                 );
                 crate::logger::event(b.finish_line());
@@ -223,7 +236,7 @@ pub fn report(format: crate::config::Format, comm: &[u8]) {
                     b,
                     "{}{{\"call\":\"{call}\",\"errno\":\"{}\",\"action\":\"{action}\",\"cause\":\"{}\",\"count\":{c}}}",
                     if i > 0 { "," } else { "" },
-                    Name(k.errno as i32),
+                    ErrnoOrNone(k.errno as i32),
                     cause_code(k.cause)
                 );
             }
