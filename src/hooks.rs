@@ -57,10 +57,9 @@ macro_rules! read_hook {
             #[allow(clippy::too_many_arguments)] // the call's own arguments, passed through
             unsafe fn faulty($f: unsafe extern "C-unwind" fn($fdt, $($t),*) -> $ret, $fd: $fdt, $($a: $t),*) -> $ret {
                 let errno_before = errno::get();
-                if let Some(inj) = inject::decide($call, $fd, $args.requested()) {
-                    // SAFETY: the real call with the caller's arguments, its length cut to `$lim`.
-                    let mut perform = |$lim: usize| unsafe { $limited } as isize;
-                    return ops::injected($call, stringify!($name), $args, inj, errno_before, &mut perform) as $ret;
+                if let Some(inj) = inject::decide($call, $fd, || $args.requested()) {
+                    // SAFETY: the caller's own arguments.
+                    return unsafe { inject_into($f, inj, errno_before, $fd, $($a),*) };
                 }
                 // SAFETY: the caller's own arguments, passed on unchanged.
                 let r = unsafe { $f($fd, $($a),*) };
@@ -69,6 +68,21 @@ macro_rules! read_hook {
                     return r;
                 }
                 ops::after_read($call, stringify!($name), $args, r as isize, errno_before) as $ret
+            }
+            /// A fault rule chose this call.
+            #[cold]
+            #[inline(never)]
+            #[allow(clippy::too_many_arguments)] // the call's own arguments, passed through
+            unsafe fn inject_into(
+                $f: unsafe extern "C-unwind" fn($fdt, $($t),*) -> $ret,
+                inj: inject::Injection,
+                errno_before: c_int,
+                $fd: $fdt,
+                $($a: $t),*
+            ) -> $ret {
+                // SAFETY: the real call with the caller's arguments, its length cut to `$lim`.
+                let mut perform = |$lim: usize| unsafe { $limited } as isize;
+                ops::injected($call, stringify!($name), $args, inj, errno_before, &mut perform) as $ret
             }
             if inject::armed($call) {
                 // SAFETY: the caller's own arguments.
@@ -97,10 +111,9 @@ macro_rules! write_hook {
             #[allow(clippy::too_many_arguments)] // the call's own arguments, passed through
             unsafe fn faulty($f: unsafe extern "C-unwind" fn($fdt, $($t),*) -> $ret, $fd: $fdt, $($a: $t),*) -> $ret {
                 let errno_before = errno::get();
-                if let Some(inj) = inject::decide($call, $fd, $args.requested()) {
-                    // SAFETY: the real call with the caller's arguments, its length cut to `$lim`.
-                    let mut perform = |$lim: usize| unsafe { $limited } as isize;
-                    return ops::injected($call, stringify!($name), $args, inj, errno_before, &mut perform) as $ret;
+                if let Some(inj) = inject::decide($call, $fd, || $args.requested()) {
+                    // SAFETY: the caller's own arguments.
+                    return unsafe { inject_into($f, inj, errno_before, $fd, $($a),*) };
                 }
                 // SAFETY: the caller's own arguments, passed on unchanged.
                 let r = unsafe { $f($fd, $($a),*) };
@@ -109,6 +122,21 @@ macro_rules! write_hook {
                     return r;
                 }
                 ops::after_failure($call, stringify!($name), $args, r as isize, errno_before) as $ret
+            }
+            /// A fault rule chose this call.
+            #[cold]
+            #[inline(never)]
+            #[allow(clippy::too_many_arguments)] // the call's own arguments, passed through
+            unsafe fn inject_into(
+                $f: unsafe extern "C-unwind" fn($fdt, $($t),*) -> $ret,
+                inj: inject::Injection,
+                errno_before: c_int,
+                $fd: $fdt,
+                $($a: $t),*
+            ) -> $ret {
+                // SAFETY: the real call with the caller's arguments, its length cut to `$lim`.
+                let mut perform = |$lim: usize| unsafe { $limited } as isize;
+                ops::injected($call, stringify!($name), $args, inj, errno_before, &mut perform) as $ret
             }
             if inject::armed($call) {
                 // SAFETY: the caller's own arguments.
@@ -160,7 +188,7 @@ hook!(fn shutdown(fd: c_int, how: c_int) -> c_int, SHUTDOWN, |real| {
     #[inline(never)]
     unsafe fn faulty(real: unsafe extern "C-unwind" fn(c_int, c_int) -> c_int, fd: c_int, how: c_int) -> c_int {
         let errno_before = errno::get();
-        if let Some(inj) = inject::decide(Call::Shutdown, fd, 0) {
+        if let Some(inj) = inject::decide(Call::Shutdown, fd, || 0) {
             let args = CallArgs { how, ..CallArgs::fd(fd) };
             // SAFETY: the caller's own arguments.
             let mut perform = |_: usize| unsafe { real(fd, how) } as isize;
@@ -206,7 +234,7 @@ hook!(fn close(fd: c_int) -> c_int, CLOSE, |real| {
     // Forget the record before the descriptor is released: afterwards another thread may be
     // given the same number.
     let errno_before = errno::get();
-    let injection = if inject::armed(Call::Close) { inject::decide(Call::Close, fd, 0) } else { None };
+    let injection = if inject::armed(Call::Close) { inject::decide(Call::Close, fd, || 0) } else { None };
     let history = conntable::forget(fd);
     if let Some(inj) = injection {
         let args = CallArgs { history, ..CallArgs::fd(fd) };

@@ -180,11 +180,12 @@ fn ip_of(a: &Addr) -> Option<core::net::IpAddr> {
     }
 }
 
-/// Whether a rule injects into this call; `requested` is the byte count asked for (for short).
+/// Whether a rule injects into this call; `requested` gives the byte count asked for (asked
+/// only by a `short` rule that triggers).
 /// errshim's own log writes are raw syscalls that never pass through a hook, so no fault can
 /// reach them.
 #[inline(always)]
-pub fn decide(call: Call, fd: i32, requested: usize) -> Option<Injection> {
+pub fn decide(call: Call, fd: i32, requested: impl Fn() -> usize) -> Option<Injection> {
     if WATCHING.load(Relaxed) {
         control_poll();
     }
@@ -196,8 +197,8 @@ pub fn decide(call: Call, fd: i32, requested: usize) -> Option<Injection> {
     // SAFETY: the active slot is not written while active (see Slot); overlap shows in seq.
     let set = unsafe { &*slot.set.get() };
     let mut kind = Kind::Unknown;
-    let mut addrs = None;
-    let mut chosen = None;
+    // (rule index + 1, k, limit) of the first rule that triggers; 0: none.
+    let (mut chosen, mut chosen_k, mut chosen_limit) = (0usize, 0u64, 0usize);
     let mut rules = slot.by_call.get(call as usize).map_or(0, |m| m.load(Relaxed));
     while rules != 0 {
         let i = rules.trailing_zeros() as usize;
@@ -212,54 +213,58 @@ pub fn decide(call: Call, fd: i32, requested: usize) -> Option<Injection> {
                 continue;
             }
         }
-        if r.port.is_some() || r.peer.is_some() {
-            // Ports and peers belong to IP sockets; nothing else is asked of the kernel.
-            if kind == Kind::Unknown {
-                kind = kind_of(fd);
-            }
-            if !(kind.is_tcp() || kind.is_udp()) {
-                continue;
-            }
-            let (local, peer) = *addrs.get_or_insert_with(|| ports_and_peer(fd));
-            if r.port.is_some_and(|p| p != local && peer.map(port_of) != Some(p)) {
-                continue;
-            }
-            if let Some(pf) = r.peer {
-                if !peer.as_ref().and_then(ip_of).is_some_and(|ip| pf.matches(ip)) {
-                    continue;
-                }
-            }
+        if (r.port.is_some() || r.peer.is_some()) && !address_filters_pass(r, fd) {
+            continue;
         }
         // A matching call: every matching rule counts it, whichever injects.
         // SAFETY: as above, i < MAX_RULES.
         let (matched, key) = unsafe { (slot.matched.get_unchecked(i), slot.keys.get_unchecked(i)) };
         let k = matched.fetch_add(1, Relaxed) + 1;
-        let key = key.load(Relaxed);
-        if chosen.is_some() || !r.triggers_keyed(key, k) {
+        if chosen != 0 || !r.triggers_keyed(key.load(Relaxed), k) {
             continue;
         }
         let limit = match r.fault {
-            Fault::Short(n) => match faults::short_limit_keyed(n, requested, key, k) {
+            Fault::Short(n) => match faults::short_limit_keyed(n, requested(), key.load(Relaxed), k) {
                 Some(l) => l,
                 None => continue,
             },
             _ => usize::MAX,
         };
-        let done = slot.injected.get(i).map_or(0, |c| c.fetch_add(1, Relaxed));
+        // SAFETY: as above.
+        let done = unsafe { slot.injected.get_unchecked(i) }.fetch_add(1, Relaxed);
         if r.max.is_some_and(|m| done >= m) {
             continue;
         }
-        chosen = Some(Injection {
-            rule: i + 1,
-            fault: r.fault,
-            limit,
-            k,
-        });
+        (chosen, chosen_k, chosen_limit) = (i + 1, k, limit);
     }
-    if slot.seq.load(Acquire) != seq {
+    if chosen == 0 || slot.seq.load(Acquire) != seq {
         return None;
     }
-    chosen
+    Some(Injection {
+        rule: chosen,
+        // SAFETY: chosen - 1 < MAX_RULES.
+        fault: unsafe { set.rules.get_unchecked(chosen - 1) }.fault,
+        limit: chosen_limit,
+        k: chosen_k,
+    })
+}
+
+/// `port=` and `peer=`: only IP sockets have them; what the kernel is asked is remembered.
+#[cold]
+#[inline(never)]
+fn address_filters_pass(r: &faults::FaultRule, fd: i32) -> bool {
+    let kind = kind_of(fd);
+    if !(kind.is_tcp() || kind.is_udp()) {
+        return false;
+    }
+    let (local, peer) = ports_and_peer(fd);
+    if r.port.is_some_and(|p| p != local && peer.map(port_of) != Some(p)) {
+        return false;
+    }
+    match r.peer {
+        Some(pf) => peer.as_ref().and_then(ip_of).is_some_and(|ip| pf.matches(ip)),
+        None => true,
+    }
 }
 
 // --- the control file -------------------------------------------------------------------
