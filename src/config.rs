@@ -44,6 +44,16 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "seed for every random choice of the fault rules",
     ),
     ("ERRSHIM_CONTROL", "", "a file of fault rules, re-read when it changes"),
+    (
+        "ERRSHIM_ONLY_CMDS",
+        "",
+        "comma list of program names: errshim acts only in these",
+    ),
+    (
+        "ERRSHIM_SKIP_CMDS",
+        "",
+        "comma list of program names: errshim does not act in these",
+    ),
     ("ERRSHIM_DISABLE", "0", "1: pure pass-through, nothing parsed or logged"),
     (
         "ERRSHIM_STRICT",
@@ -177,6 +187,39 @@ pub fn disabled(get: &dyn Fn(&str) -> Option<String>) -> bool {
     get("ERRSHIM_DISABLE").is_some_and(|v| bool_var("ERRSHIM_DISABLE", &v, &mut Vec::new()))
 }
 
+fn cmd_list(v: &str) -> impl Iterator<Item = &str> {
+    v.split(',').map(str::trim).filter(|s| !s.is_empty())
+}
+
+/// Whether errshim acts in a process called `names` (its `comm` and the basename of its
+/// argv[0]), by `ERRSHIM_ONLY_CMDS` / `ERRSHIM_SKIP_CMDS`. Both set is a configuration error
+/// (reported by `from_lookup`); errshim then acts everywhere.
+pub fn acts_in(get: &dyn Fn(&str) -> Option<String>, names: &[&str]) -> bool {
+    let only = get("ERRSHIM_ONLY_CMDS").filter(|v| cmd_list(v).next().is_some());
+    let skip = get("ERRSHIM_SKIP_CMDS").filter(|v| cmd_list(v).next().is_some());
+    let listed = |v: &str| cmd_list(v).any(|c| names.iter().any(|n| !n.is_empty() && *n == c));
+    match (only, skip) {
+        (Some(o), None) => listed(&o),
+        (None, Some(s)) => !listed(&s),
+        _ => true,
+    }
+}
+
+/// In secure-execution mode (setuid, setgid, file capabilities: `getauxval(AT_SECURE)`), like
+/// glibc with its own debugging variables, errshim opens no file and watches no file the
+/// environment names: it logs to stderr (or syslog) only. Returns what was dropped.
+pub fn restrict_for_secure_mode(cfg: &mut Config) -> Vec<&'static str> {
+    let mut dropped = Vec::new();
+    if let LogDest::File(_) = cfg.log {
+        cfg.log = LogDest::Stderr;
+        dropped.push("ERRSHIM_LOG file path (logging to stderr)");
+    }
+    if cfg.control.take().is_some() {
+        dropped.push("ERRSHIM_CONTROL");
+    }
+    dropped
+}
+
 /// Parses `ERRSHIM_LOG`; on error, the hint and the closest keyword.
 pub fn parse_log(value: &str) -> Result<LogDest, (String, Option<&'static str>)> {
     match value.trim() {
@@ -244,6 +287,16 @@ pub fn from_lookup(get: &dyn Fn(&str) -> Option<String>, set_names: &[String]) -
     };
 
     let strict = get("ERRSHIM_STRICT").is_some_and(|v| bool_var("ERRSHIM_STRICT", &v, &mut errors));
+    let nonempty = |k: &str| get(k).is_some_and(|v| cmd_list(&v).next().is_some());
+    if nonempty("ERRSHIM_ONLY_CMDS") && nonempty("ERRSHIM_SKIP_CMDS") {
+        let e = ConfigError::new(
+            "ERRSHIM_ONLY_CMDS",
+            "ERRSHIM_SKIP_CMDS",
+            "cannot be set together with",
+            "acting in every process",
+        );
+        errors.push(e.hint(Some("set one of them".to_string())));
+    }
     let summary = get("ERRSHIM_SUMMARY").is_some_and(|v| bool_var("ERRSHIM_SUMMARY", &v, &mut errors));
     let backtrace = get("ERRSHIM_BACKTRACE").is_some_and(|v| bool_var("ERRSHIM_BACKTRACE", &v, &mut errors));
 
@@ -457,6 +510,32 @@ mod tests {
 
     #[test]
     fn other_variables() {
+        fn only(v: &'static str) -> impl Fn(&str) -> Option<String> {
+            move |k| (k == "ERRSHIM_ONLY_CMDS").then(|| v.to_string())
+        }
+        assert!(acts_in(&only("nginx,redis-server"), &["nginx", "nginx"]));
+        assert!(!acts_in(&only("nginx"), &["bash", "bash"]));
+        assert!(
+            acts_in(&only("longprogramname"), &["longprogramnam", "longprogramname"]),
+            "argv[0] beats 15-byte comm"
+        );
+        fn skip(v: &'static str) -> impl Fn(&str) -> Option<String> {
+            move |k| (k == "ERRSHIM_SKIP_CMDS").then(|| v.to_string())
+        }
+        assert!(!acts_in(&skip("sh, bash"), &["bash", "bash"]));
+        assert!(acts_in(&skip("sh,bash"), &["nginx", "nginx"]));
+        assert!(acts_in(&|_| None, &["x", "x"]));
+        let (_, e) = parse(&[("ERRSHIM_ONLY_CMDS", "a"), ("ERRSHIM_SKIP_CMDS", "b")]);
+        assert_eq!(e.len(), 1);
+        assert!(
+            e[0].to_string()
+                .contains("cannot be set together with 'ERRSHIM_SKIP_CMDS' in ERRSHIM_ONLY_CMDS"),
+            "{}",
+            e[0]
+        );
+        let (mut c, _) = parse(&[("ERRSHIM_LOG", "/tmp/x.log"), ("ERRSHIM_CONTROL", "/tmp/f")]);
+        assert_eq!(restrict_for_secure_mode(&mut c).len(), 2);
+        assert_eq!((c.log, c.control), (LogDest::Stderr, None));
         let (c, e) = parse(&[
             ("ERRSHIM_FAULTS", "read:ECONNRESET:p=0.5"),
             ("ERRSHIM_SEED", "7"),

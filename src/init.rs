@@ -28,6 +28,21 @@ fn diag_line(args: core::fmt::Arguments<'_>) {
     logger::diag(b.finish_line());
 }
 
+extern "C" {
+    /// glibc's basename of argv[0].
+    static program_invocation_short_name: *const core::ffi::c_char;
+}
+
+fn argv0_basename() -> String {
+    // SAFETY: glibc sets this before any constructor runs; it is NUL-terminated or null.
+    let p = unsafe { program_invocation_short_name };
+    if p.is_null() {
+        return String::new();
+    }
+    // SAFETY: as above.
+    unsafe { core::ffi::CStr::from_ptr(p) }.to_string_lossy().into_owned()
+}
+
 fn init() {
     let missing: Vec<_> = real::resolve_all().collect();
     crate::errno::learn_location();
@@ -39,8 +54,23 @@ fn init() {
     if config::disabled(&get) {
         return;
     }
+    let mut name = [0u8; 16];
+    let n = sys::thread_name(&mut name);
+    let _ = COMM.set((name, n));
+    let comm_str = String::from_utf8_lossy(comm()).into_owned();
+    let argv0 = argv0_basename();
+    if !config::acts_in(&get, &[comm_str.as_str(), argv0.as_str()]) {
+        return; // ERRSHIM_ONLY_CMDS / ERRSHIM_SKIP_CMDS: a pure pass-through in this process
+    }
     let names: Vec<String> = vars.iter().map(|(k, _)| k.clone()).collect();
-    let (cfg, errors) = config::from_lookup(&get, &names);
+    let (mut cfg, errors) = config::from_lookup(&get, &names);
+    // SAFETY: getauxval only reads the auxiliary vector.
+    let secure = unsafe { libc::getauxval(libc::AT_SECURE) } != 0;
+    let dropped = if secure {
+        config::restrict_for_secure_mode(&mut cfg)
+    } else {
+        Vec::new()
+    };
 
     conntable::init();
     // The diagnostics logger first: setting up the destination may need to warn.
@@ -50,6 +80,9 @@ fn init() {
     logger::init(&cfg.log);
     for e in &errors {
         diag_line(format_args!("{e}"));
+    }
+    for what in &dropped {
+        log::warn!("secure-execution mode (setuid, setgid or file capabilities): ignoring {what}");
     }
     if cfg.strict && !errors.is_empty() {
         diag_line(format_args!(
@@ -62,10 +95,6 @@ fn init() {
     for name in &missing {
         log::warn!("no real {:?} after errshim; that call fails with ENOSYS", name);
     }
-
-    let mut name = [0u8; 16];
-    let n = sys::thread_name(&mut name);
-    let _ = COMM.set((name, n));
 
     log::info!(
         "errshim {} loaded into pid {} ({})",

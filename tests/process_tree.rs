@@ -1,0 +1,198 @@
+//! Where in a process tree errshim acts (ERRSHIM_ONLY_CMDS, ERRSHIM_SKIP_CMDS), and what it
+//! refuses to do in secure-execution mode.
+
+mod common;
+use common::*;
+use std::os::unix::fs::PermissionsExt;
+
+/// A Python parent whose own failing shutdown shows whether errshim acts in it, then runs the
+/// C child (through exec, so the child loads errshim afresh).
+const PARENT: &str = r#"
+import os, socket, subprocess, sys
+s = socket.socket()
+try:
+    s.shutdown(socket.SHUT_RDWR)
+    print("parent shutdown ok", flush=True)
+except OSError as e:
+    print("parent shutdown errno", e.errno, flush=True)
+s.close()
+r = subprocess.run([sys.argv[1], "never_connected"], capture_output=True, text=True)
+sys.stdout.write(r.stdout)
+sys.stderr.write(r.stderr)
+print("child exit", r.returncode, flush=True)
+"#;
+
+fn tree(vars: &[(&str, &str)], child: &std::path::Path) -> Run {
+    let mut c = Cmd::new("python3").args(["-c", PARENT]).arg_path(child).shim();
+    for (k, v) in vars {
+        c = c.env(k, v);
+    }
+    c.run()
+}
+
+fn parent_ok(r: &Run) -> bool {
+    r.stdout.contains("parent shutdown ok")
+}
+
+fn child_ok(r: &Run) -> bool {
+    r.stdout.contains("never_connected shutdown ret=0 ")
+}
+
+#[test]
+fn only_and_skip_choose_the_processes_errshim_acts_in() {
+    if !require_tool("python3") {
+        return;
+    }
+    let child = program("scenarios");
+    let all = tree(&[], &child);
+    assert!(parent_ok(&all) && child_ok(&all), "{}", all.describe());
+    assert_eq!(all.events().len(), 2);
+
+    for vars in [
+        [("ERRSHIM_ONLY_CMDS", "scenarios")],
+        [("ERRSHIM_SKIP_CMDS", "python3, sh")],
+    ] {
+        let r = tree(&vars, &child);
+        assert!(
+            !parent_ok(&r),
+            "{vars:?}: the parent is a pure pass-through:\n{}",
+            r.describe()
+        );
+        assert!(r.stdout.contains("parent shutdown errno 107"), "{}", r.describe());
+        assert!(child_ok(&r), "{vars:?}: the child after exec acts:\n{}", r.describe());
+        let ev = r.events();
+        assert_eq!(ev.len(), 1, "{vars:?}: only the child logs:\n{}", r.stderr);
+        assert!(ev[0].contains("comm=scenarios "), "{}", ev[0]);
+    }
+
+    let r = tree(&[("ERRSHIM_ONLY_CMDS", "nginx")], &child);
+    assert!(!parent_ok(&r) && !child_ok(&r), "{}", r.describe());
+    assert!(
+        r.stderr.is_empty(),
+        "not a word from a process errshim does not act in: {}",
+        r.stderr
+    );
+
+    // Both set: one error line per process, and errshim acts everywhere.
+    let r = tree(
+        &[("ERRSHIM_ONLY_CMDS", "scenarios"), ("ERRSHIM_SKIP_CMDS", "python3")],
+        &child,
+    );
+    assert!(parent_ok(&r) && child_ok(&r), "{}", r.describe());
+    // One line per process (Python starts helpers of its own too), every one the same.
+    let errs: Vec<&str> = r
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("errshim: config error"))
+        .collect();
+    assert!(errs.len() >= 2, "{}", r.stderr);
+    assert!(
+        errs.iter()
+            .all(|l| l.contains("cannot be set together with 'ERRSHIM_SKIP_CMDS' in ERRSHIM_ONLY_CMDS")),
+        "{}",
+        r.stderr
+    );
+}
+
+/// Program names longer than the kernel's 15-byte comm match by argv[0].
+#[test]
+fn long_program_names_match_by_argv0() {
+    let dir = TempDir::new("longname");
+    let long = dir.path("scenarios_with_a_long_name");
+    std::fs::hard_link(program("scenarios"), &long).unwrap();
+    let r = Cmd::new(&long)
+        .args(["never_connected"])
+        .shim()
+        .env("ERRSHIM_ONLY_CMDS", "scenarios_with_a_long_name")
+        .run();
+    assert_eq!(
+        result_of(&r, "never_connected shutdown"),
+        (0, libc::EILSEQ),
+        "{}",
+        r.describe()
+    );
+    assert_eq!(r.events().len(), 1);
+}
+
+/// Removes a file when dropped (the library copied into a trusted directory).
+struct Remove(std::path::PathBuf);
+
+impl Drop for Remove {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// In secure-execution mode (here: a setuid program run by root, so real and effective user
+/// differ) errshim opens no file the environment names and watches no control file: it logs
+/// to stderr. The loader only preloads such programs with libraries from its trusted
+/// directories that have the set-user-ID bit, so a copy is put there for the test.
+#[test]
+fn secure_execution_mode_ignores_file_paths() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        assert!(!in_ci(), "CI runs as root");
+        eprintln!("\n*** SKIPPED: secure-execution test needs root (to make a setuid program) ***\n");
+        return;
+    }
+    let trusted = ["/usr/lib/x86_64-linux-gnu", "/lib/x86_64-linux-gnu"]
+        .into_iter()
+        .find(|d| std::path::Path::new(d).is_dir());
+    let Some(trusted) = trusted else {
+        assert!(!in_ci(), "no trusted library directory");
+        eprintln!("\n*** SKIPPED: no /usr/lib/x86_64-linux-gnu ***\n");
+        return;
+    };
+    let name = format!("liberrshim-secure-test-{}.so", std::process::id());
+    let installed = Remove(std::path::Path::new(trusted).join(&name));
+    std::fs::copy(lib(), &installed.0).unwrap();
+    std::fs::set_permissions(&installed.0, std::fs::Permissions::from_mode(0o4755)).unwrap();
+
+    let dir = TempDir::new("secure");
+    std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let prog = dir.path("scenarios_setuid");
+    std::fs::copy(program("scenarios"), &prog).unwrap();
+    let nobody = 65534;
+    std::os::unix::fs::chown(&prog, Some(nobody), None).unwrap();
+    std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o4755)).unwrap();
+
+    let log = dir.path("must-not-exist.log");
+    let control = dir.path("control");
+    std::fs::write(&control, "shutdown:EIO\n").unwrap();
+    let r = Cmd::new(&prog)
+        .args(["never_connected"])
+        .env("LD_PRELOAD", &name)
+        .env("ERRSHIM_LOG", log.to_str().unwrap())
+        .env("ERRSHIM_CONTROL", control.to_str().unwrap())
+        .run();
+    r.assert_ok();
+    assert!(!log.exists(), "no log file is opened in secure-execution mode");
+    // The default rule acted (so errshim was loaded), the control file's EIO fault did not.
+    assert_eq!(
+        result_of(&r, "never_connected shutdown"),
+        (0, libc::EILSEQ),
+        "{}",
+        r.describe()
+    );
+    assert_eq!(r.events().len(), 1, "events go to stderr instead:\n{}", r.stderr);
+    for what in ["ignoring ERRSHIM_LOG file path", "ignoring ERRSHIM_CONTROL"] {
+        assert!(
+            r.stderr.contains(&format!(
+                "secure-execution mode (setuid, setgid or file capabilities): {what}"
+            )),
+            "{}",
+            r.stderr
+        );
+    }
+
+    // The same program, not setuid: the file is used.
+    let plain = dir.path("scenarios_plain");
+    std::fs::copy(program("scenarios"), &plain).unwrap();
+    let r = Cmd::new(&plain)
+        .args(["never_connected"])
+        .shim()
+        .env("ERRSHIM_LOG", log.to_str().unwrap())
+        .run();
+    r.assert_ok();
+    assert_eq!(events(&std::fs::read_to_string(&log).unwrap()).len(), 1);
+}
