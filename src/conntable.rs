@@ -227,6 +227,23 @@ fn slot(fd: i32) -> Option<*const Record> {
         .then(|| TABLE.load(Relaxed).wrapping_add(fd as u32 as usize) as *const Record)
 }
 
+/// The kind byte of a live record for `fd`, or 0 (not known).
+#[inline(always)]
+pub fn live_kind(fd: i32) -> u8 {
+    match slot(fd) {
+        Some(r) => {
+            // SAFETY: as in count_in.
+            let r = unsafe { &*r };
+            if r.history.load(Relaxed) & (hist::TRACKED | hist::LATE) != 0 {
+                r.kind.load(Relaxed)
+            } else {
+                0
+            }
+        }
+        None => 0,
+    }
+}
+
 /// A successful read-family call moved `n` bytes in.
 #[inline(always)]
 pub fn count_in(fd: i32, n: u64, call: Call) {

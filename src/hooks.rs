@@ -17,161 +17,127 @@ use crate::sockinfo::Kind;
 use crate::{errno, inject, logger, ops, real};
 use libc::{c_int, c_uint, c_void, iovec, msghdr, size_t, sockaddr, socklen_t, ssize_t};
 
-/// Defines an exported hook that calls the real function through `$f`.
+/// Defines an exported hook that calls the real function through `$f`. A `first` block runs
+/// before anything else (the fault check, so that it can be a bare tail jump).
 macro_rules! hook {
-    (fn $name:ident($($a:ident: $t:ty),*) -> $ret:ty, $real:ident, |$f:ident| $body:block) => {
+    (fn $name:ident($($a:ident: $t:ty),*) -> $ret:ty, $real:ident, first $first:block, |$f:ident| $body:block) => {
         #[no_mangle]
         pub unsafe extern "C-unwind" fn $name($($a: $t),*) -> $ret {
-            /// Before the constructor ran: resolve, then take the hook again. Out of line, so
-            /// the hook's own path keeps no registers alive for it.
+            $first
+            /// The hook proper; the exported symbol above is a trampoline that needs no stack
+            /// frame, so that `first` can jump away before any register is saved.
+            #[inline(never)]
+            unsafe fn proper($($a: $t),*) -> $ret {
+                hook!(@body $name($($a: $t),*) -> $ret, $real, |$f| $body)
+            }
+            // SAFETY: the caller's own arguments.
+            unsafe { proper($($a),*) }
+        }
+    };
+    (@body $name:ident($($a:ident: $t:ty),*) -> $ret:ty, $real:ident, |$f:ident| $body:block) => {{
+        /// Before the constructor ran: resolve, then take the hook again. Out of line, so
+        /// the hook's own path keeps no registers alive for it.
+        #[cold]
+        #[inline(never)]
+        unsafe fn unresolved($($a: $t),*) -> $ret {
+            if real::$real.resolve() == 0 {
+                errno::set(libc::ENOSYS);
+                return -1;
+            }
+            // SAFETY: the caller's own arguments, to the hook that now finds the symbol.
+            unsafe { $name($($a),*) }
+        }
+        let addr = real::$real.loaded();
+        if addr == 0 {
+            // SAFETY: as above.
+            return unsafe { unresolved($($a),*) };
+        }
+        // SAFETY: addr is the next definition of this very symbol, which has this signature.
+        let $f: unsafe extern "C-unwind" fn($($t),*) -> $ret = unsafe { core::mem::transmute(addr) };
+        $body
+    }};
+    (fn $name:ident($($a:ident: $t:ty),*) -> $ret:ty, $real:ident, |$f:ident| $body:block) => {
+        hook!(fn $name($($a: $t),*) -> $ret, $real, first {}, |$f| $body);
+    };
+}
+
+/// What a hook does with the real call's result: count bytes on success, hand anything else
+/// to the cold path. `read`: 0 can be the peer's FIN; `write`: 0 is a success.
+macro_rules! finish {
+    (read, $r:expr, $fd:expr, $call:expr, $name:expr, $args:expr, $errno_before:expr, $ret:ty) => {{
+        let r = $r;
+        if r > 0 {
+            conntable::count_in($fd, r as u64, $call);
+            return r;
+        }
+        ops::after_read($call, $name, $args, r as isize, $errno_before) as $ret
+    }};
+    (write, $r:expr, $fd:expr, $call:expr, $name:expr, $args:expr, $errno_before:expr, $ret:ty) => {{
+        let r = $r;
+        if r >= 0 {
+            conntable::count_out($fd, r as u64, $call);
+            return r;
+        }
+        ops::after_failure($call, $name, $args, r as isize, $errno_before) as $ret
+    }};
+}
+
+/// A read- or write-family hook. The fault check comes first, before anything else, so that
+/// when some fault rule names the call the hook is a bare tail jump to `faulty`, and when none
+/// does it costs one load and a branch.
+macro_rules! io_hook {
+    ($family:ident, $name:ident($fd:ident: $fdt:ty, $($a:ident: $t:ty),*) -> $ret:ty = $real:ident, $call:expr, $args:expr, |$f:ident, $lim:ident| $limited:expr) => {
+        hook!(fn $name($fd: $fdt, $($a: $t),*) -> $ret, $real, first {
+            /// Some fault rule names this call: decide, then inject or carry on as usual.
             #[cold]
             #[inline(never)]
-            unsafe fn unresolved($($a: $t),*) -> $ret {
-                if real::$real.resolve() == 0 {
+            unsafe fn faulty($fd: $fdt, $($a: $t),*) -> $ret {
+                let addr = real::$real.get();
+                if addr == 0 {
                     errno::set(libc::ENOSYS);
                     return -1;
                 }
-                // SAFETY: the caller's own arguments, to the hook that now finds the symbol.
-                unsafe { $name($($a),*) }
-            }
-            let addr = real::$real.loaded();
-            if addr == 0 {
-                // SAFETY: as above.
-                return unsafe { unresolved($($a),*) };
-            }
-            // SAFETY: addr is the next definition of this very symbol, which has this signature.
-            let $f: unsafe extern "C-unwind" fn($($t),*) -> $ret = unsafe { core::mem::transmute(addr) };
-            $body
-        }
-    };
-}
-
-/// The read family: bytes in are counted; 0 and failures go to the cold path.
-macro_rules! read_hook {
-    ($name:ident($fd:ident: $fdt:ty, $($a:ident: $t:ty),*) -> $ret:ty = $real:ident, $call:expr, $args:expr, |$f:ident, $lim:ident| $limited:expr) => {
-        hook!(fn $name($fd: $fdt, $($a: $t),*) -> $ret, $real, |$f| {
-            /// Some fault rule names this call: decide, then inject or carry on as usual. Out of
-            /// line (a tail call from the hook), so the hook's own path keeps nothing alive for it.
-            #[cold]
-            #[inline(never)]
-            #[allow(clippy::too_many_arguments)] // the call's own arguments, passed through
-            unsafe fn faulty($f: unsafe extern "C-unwind" fn($fdt, $($t),*) -> $ret, $fd: $fdt, $($a: $t),*) -> $ret {
+                // SAFETY: the next definition of this very symbol, which has this signature.
+                let $f: unsafe extern "C-unwind" fn($fdt, $($t),*) -> $ret = unsafe { core::mem::transmute(addr) };
                 let errno_before = errno::get();
-                if let Some(inj) = inject::decide($call, $fd, || $args.requested()) {
-                    // SAFETY: the caller's own arguments.
-                    return unsafe { inject_into($f, inj, errno_before, $fd, $($a),*) };
+                if let Some(inj) = inject::decide($call, $fd, $args.requested()) {
+                    // SAFETY: the real call with the caller's arguments, its length cut to `$lim`.
+                    let mut perform = |$lim: usize| unsafe { $limited } as isize;
+                    return ops::injected($call, stringify!($name), $args, inj, errno_before, &mut perform) as $ret;
                 }
                 // SAFETY: the caller's own arguments, passed on unchanged.
-                let r = unsafe { $f($fd, $($a),*) };
-                if r > 0 {
-                    conntable::count_in($fd, r as u64, $call);
-                    return r;
-                }
-                ops::after_read($call, stringify!($name), $args, r as isize, errno_before) as $ret
-            }
-            /// A fault rule chose this call.
-            #[cold]
-            #[inline(never)]
-            #[allow(clippy::too_many_arguments)] // the call's own arguments, passed through
-            unsafe fn inject_into(
-                $f: unsafe extern "C-unwind" fn($fdt, $($t),*) -> $ret,
-                inj: inject::Injection,
-                errno_before: c_int,
-                $fd: $fdt,
-                $($a: $t),*
-            ) -> $ret {
-                // SAFETY: the real call with the caller's arguments, its length cut to `$lim`.
-                let mut perform = |$lim: usize| unsafe { $limited } as isize;
-                ops::injected($call, stringify!($name), $args, inj, errno_before, &mut perform) as $ret
+                finish!($family, unsafe { $f($fd, $($a),*) }, $fd, $call, stringify!($name), $args, errno_before, $ret)
             }
             if inject::armed($call) {
                 // SAFETY: the caller's own arguments.
-                return unsafe { faulty($f, $fd, $($a),*) };
+                return unsafe { faulty($fd, $($a),*) };
             }
+        }, |$f| {
             let errno_before = errno::get();
             // SAFETY: the caller's own arguments, passed on unchanged.
-            let r = unsafe { $f($fd, $($a),*) };
-            if r > 0 {
-                conntable::count_in($fd, r as u64, $call);
-                return r;
-            }
-            ops::after_read($call, stringify!($name), $args, r as isize, errno_before) as $ret
+            finish!($family, unsafe { $f($fd, $($a),*) }, $fd, $call, stringify!($name), $args, errno_before, $ret)
         });
     };
 }
 
-/// The write family: bytes out are counted; failures go to the cold path.
-macro_rules! write_hook {
-    ($name:ident($fd:ident: $fdt:ty, $($a:ident: $t:ty),*) -> $ret:ty = $real:ident, $call:expr, $args:expr, |$f:ident, $lim:ident| $limited:expr) => {
-        hook!(fn $name($fd: $fdt, $($a: $t),*) -> $ret, $real, |$f| {
-            /// Some fault rule names this call: decide, then inject or carry on as usual. Out of
-            /// line (a tail call from the hook), so the hook's own path keeps nothing alive for it.
-            #[cold]
-            #[inline(never)]
-            #[allow(clippy::too_many_arguments)] // the call's own arguments, passed through
-            unsafe fn faulty($f: unsafe extern "C-unwind" fn($fdt, $($t),*) -> $ret, $fd: $fdt, $($a: $t),*) -> $ret {
-                let errno_before = errno::get();
-                if let Some(inj) = inject::decide($call, $fd, || $args.requested()) {
-                    // SAFETY: the caller's own arguments.
-                    return unsafe { inject_into($f, inj, errno_before, $fd, $($a),*) };
-                }
-                // SAFETY: the caller's own arguments, passed on unchanged.
-                let r = unsafe { $f($fd, $($a),*) };
-                if r >= 0 {
-                    conntable::count_out($fd, r as u64, $call);
-                    return r;
-                }
-                ops::after_failure($call, stringify!($name), $args, r as isize, errno_before) as $ret
-            }
-            /// A fault rule chose this call.
-            #[cold]
-            #[inline(never)]
-            #[allow(clippy::too_many_arguments)] // the call's own arguments, passed through
-            unsafe fn inject_into(
-                $f: unsafe extern "C-unwind" fn($fdt, $($t),*) -> $ret,
-                inj: inject::Injection,
-                errno_before: c_int,
-                $fd: $fdt,
-                $($a: $t),*
-            ) -> $ret {
-                // SAFETY: the real call with the caller's arguments, its length cut to `$lim`.
-                let mut perform = |$lim: usize| unsafe { $limited } as isize;
-                ops::injected($call, stringify!($name), $args, inj, errno_before, &mut perform) as $ret
-            }
-            if inject::armed($call) {
-                // SAFETY: the caller's own arguments.
-                return unsafe { faulty($f, $fd, $($a),*) };
-            }
-            let errno_before = errno::get();
-            // SAFETY: the caller's own arguments, passed on unchanged.
-            let r = unsafe { $f($fd, $($a),*) };
-            if r >= 0 {
-                conntable::count_out($fd, r as u64, $call);
-                return r;
-            }
-            ops::after_failure($call, stringify!($name), $args, r as isize, errno_before) as $ret
-        });
-    };
-}
-
-read_hook!(read(fd: c_int, buf: *mut c_void, n: size_t) -> ssize_t = READ, Call::Read, CallArgs::buf(fd, n, 0), |real, lim| real(fd, buf, n.min(lim)));
-read_hook!(readv(fd: c_int, iov: *const iovec, cnt: c_int) -> ssize_t = READV, Call::Readv, CallArgs::iov(fd, iov, cnt.max(0) as usize, 0), |real, lim| ops::short_iov(iov, cnt.max(0) as usize, lim, |i, c| real(fd, i, c as c_int)));
-read_hook!(recv(fd: c_int, buf: *mut c_void, n: size_t, flags: c_int) -> ssize_t = RECV, Call::Recv, CallArgs::buf(fd, n, flags), |real, lim| real(fd, buf, n.min(lim), flags));
-read_hook!(recvfrom(fd: c_int, buf: *mut c_void, n: size_t, flags: c_int, addr: *mut sockaddr, alen: *mut socklen_t) -> ssize_t
+io_hook!(read, read(fd: c_int, buf: *mut c_void, n: size_t) -> ssize_t = READ, Call::Read, CallArgs::buf(fd, n, 0), |real, lim| real(fd, buf, n.min(lim)));
+io_hook!(read, readv(fd: c_int, iov: *const iovec, cnt: c_int) -> ssize_t = READV, Call::Readv, CallArgs::iov(fd, iov, cnt.max(0) as usize, 0), |real, lim| ops::short_iov(iov, cnt.max(0) as usize, lim, |i, c| real(fd, i, c as c_int)));
+io_hook!(read, recv(fd: c_int, buf: *mut c_void, n: size_t, flags: c_int) -> ssize_t = RECV, Call::Recv, CallArgs::buf(fd, n, flags), |real, lim| real(fd, buf, n.min(lim), flags));
+io_hook!(read, recvfrom(fd: c_int, buf: *mut c_void, n: size_t, flags: c_int, addr: *mut sockaddr, alen: *mut socklen_t) -> ssize_t
     = RECVFROM, Call::Recvfrom, CallArgs::buf(fd, n, flags), |real, lim| real(fd, buf, n.min(lim), flags, addr, alen));
-read_hook!(__read_chk(fd: c_int, buf: *mut c_void, n: size_t, buflen: size_t) -> ssize_t = READ_CHK, Call::Read, CallArgs::buf(fd, n, 0), |real, lim| real(fd, buf, n.min(lim), buflen));
-read_hook!(__recv_chk(fd: c_int, buf: *mut c_void, n: size_t, buflen: size_t, flags: c_int) -> ssize_t
+io_hook!(read, __read_chk(fd: c_int, buf: *mut c_void, n: size_t, buflen: size_t) -> ssize_t = READ_CHK, Call::Read, CallArgs::buf(fd, n, 0), |real, lim| real(fd, buf, n.min(lim), buflen));
+io_hook!(read, __recv_chk(fd: c_int, buf: *mut c_void, n: size_t, buflen: size_t, flags: c_int) -> ssize_t
     = RECV_CHK, Call::Recv, CallArgs::buf(fd, n, flags), |real, lim| real(fd, buf, n.min(lim), buflen, flags));
-read_hook!(__recvfrom_chk(fd: c_int, buf: *mut c_void, n: size_t, buflen: size_t, flags: c_int, addr: *mut sockaddr, alen: *mut socklen_t) -> ssize_t
+io_hook!(read, __recvfrom_chk(fd: c_int, buf: *mut c_void, n: size_t, buflen: size_t, flags: c_int, addr: *mut sockaddr, alen: *mut socklen_t) -> ssize_t
     = RECVFROM_CHK, Call::Recvfrom, CallArgs::buf(fd, n, flags), |real, lim| real(fd, buf, n.min(lim), buflen, flags, addr, alen));
-read_hook!(recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t = RECVMSG, Call::Recvmsg, msg_args(fd, msg, flags), |real, lim| ops::short_msg(msg, lim, |m| real(fd, m, flags)));
+io_hook!(read, recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t = RECVMSG, Call::Recvmsg, msg_args(fd, msg, flags), |real, lim| ops::short_msg(msg, lim, |m| real(fd, m, flags)));
 
-write_hook!(write(fd: c_int, buf: *const c_void, n: size_t) -> ssize_t = WRITE, Call::Write, CallArgs::buf(fd, n, 0), |real, lim| real(fd, buf, n.min(lim)));
-write_hook!(writev(fd: c_int, iov: *const iovec, cnt: c_int) -> ssize_t = WRITEV, Call::Writev, CallArgs::iov(fd, iov, cnt.max(0) as usize, 0), |real, lim| ops::short_iov(iov, cnt.max(0) as usize, lim, |i, c| real(fd, i, c as c_int)));
-write_hook!(send(fd: c_int, buf: *const c_void, n: size_t, flags: c_int) -> ssize_t = SEND, Call::Send, CallArgs::buf(fd, n, flags), |real, lim| real(fd, buf, n.min(lim), flags));
-write_hook!(sendto(fd: c_int, buf: *const c_void, n: size_t, flags: c_int, addr: *const sockaddr, alen: socklen_t) -> ssize_t
+io_hook!(write, write(fd: c_int, buf: *const c_void, n: size_t) -> ssize_t = WRITE, Call::Write, CallArgs::buf(fd, n, 0), |real, lim| real(fd, buf, n.min(lim)));
+io_hook!(write, writev(fd: c_int, iov: *const iovec, cnt: c_int) -> ssize_t = WRITEV, Call::Writev, CallArgs::iov(fd, iov, cnt.max(0) as usize, 0), |real, lim| ops::short_iov(iov, cnt.max(0) as usize, lim, |i, c| real(fd, i, c as c_int)));
+io_hook!(write, send(fd: c_int, buf: *const c_void, n: size_t, flags: c_int) -> ssize_t = SEND, Call::Send, CallArgs::buf(fd, n, flags), |real, lim| real(fd, buf, n.min(lim), flags));
+io_hook!(write, sendto(fd: c_int, buf: *const c_void, n: size_t, flags: c_int, addr: *const sockaddr, alen: socklen_t) -> ssize_t
     = SENDTO, Call::Sendto, CallArgs::buf(fd, n, flags), |real, lim| real(fd, buf, n.min(lim), flags, addr, alen));
-write_hook!(sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t = SENDMSG, Call::Sendmsg, msg_args(fd, msg, flags), |real, lim| ops::short_msg(msg as *mut msghdr, lim, |m| real(fd, m, flags)));
+io_hook!(write, sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t = SENDMSG, Call::Sendmsg, msg_args(fd, msg, flags), |real, lim| ops::short_msg(msg as *mut msghdr, lim, |m| real(fd, m, flags)));
 
 /// The arguments of recvmsg/sendmsg, read only on the cold path.
 fn msg_args(fd: c_int, msg: *const msghdr, flags: c_int) -> CallArgs {
@@ -188,7 +154,7 @@ hook!(fn shutdown(fd: c_int, how: c_int) -> c_int, SHUTDOWN, |real| {
     #[inline(never)]
     unsafe fn faulty(real: unsafe extern "C-unwind" fn(c_int, c_int) -> c_int, fd: c_int, how: c_int) -> c_int {
         let errno_before = errno::get();
-        if let Some(inj) = inject::decide(Call::Shutdown, fd, || 0) {
+        if let Some(inj) = inject::decide(Call::Shutdown, fd, 0) {
             let args = CallArgs { how, ..CallArgs::fd(fd) };
             // SAFETY: the caller's own arguments.
             let mut perform = |_: usize| unsafe { real(fd, how) } as isize;
@@ -234,7 +200,7 @@ hook!(fn close(fd: c_int) -> c_int, CLOSE, |real| {
     // Forget the record before the descriptor is released: afterwards another thread may be
     // given the same number.
     let errno_before = errno::get();
-    let injection = if inject::armed(Call::Close) { inject::decide(Call::Close, fd, || 0) } else { None };
+    let injection = if inject::armed(Call::Close) { inject::decide(Call::Close, fd, 0) } else { None };
     let history = conntable::forget(fd);
     if let Some(inj) = injection {
         let args = CallArgs { history, ..CallArgs::fd(fd) };

@@ -14,12 +14,82 @@ use crate::rules::Call;
 use crate::sockinfo::{self, Addr, Kind};
 use crate::sys;
 use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
+
+/// A rule's hot fields, precomputed at install so the per-call decision reads one small
+/// struct and no `Option`s.
+#[derive(Clone, Copy)]
+struct Hot {
+    /// A bit per `Kind` value the rule's `fd=` filter admits; ALL_KINDS: no lookup needed.
+    kinds: u16,
+    /// A `port=` or `peer=` filter.
+    addr: bool,
+    /// No probability: every triggered call.
+    always: bool,
+    after: u64,
+    /// 0: no `nth=`.
+    nth: u64,
+    /// `when=`: first 0 means none.
+    wfirst: u64,
+    wlast: u64,
+    wstep: u64,
+    /// Probability threshold (when not `always`).
+    p: u64,
+}
+
+const ALL_KINDS: u16 = u16::MAX;
+
+impl Hot {
+    const NONE: Hot = Hot {
+        kinds: 0,
+        addr: false,
+        always: false,
+        after: 0,
+        nth: 0,
+        wfirst: 0,
+        wlast: 0,
+        wstep: 1,
+        p: 0,
+    };
+
+    fn of(r: &faults::FaultRule) -> Hot {
+        use crate::rules::FdFilter;
+        let kinds = match r.fd {
+            FdFilter::Any => ALL_KINDS,
+            f => (0..=10u8)
+                .filter(|&k| f.matches(Kind::from_u8(k)))
+                .fold(0u16, |m, k| m | 1 << k),
+        };
+        let (wfirst, wlast, wstep) = r.when.map_or((0, 0, 1), |w| (w.first, w.last, w.step));
+        Hot {
+            kinds,
+            addr: r.port.is_some() || r.peer.is_some(),
+            always: r.p.is_none(),
+            after: r.after,
+            nth: r.nth.unwrap_or(0),
+            wfirst,
+            wlast,
+            wstep,
+            p: r.p.unwrap_or(0),
+        }
+    }
+
+    /// `faults::FaultRule::triggers_keyed`, on the precomputed fields.
+    #[inline(always)]
+    fn triggers(&self, key: u64, k: u64) -> bool {
+        k > self.after
+            && (self.nth == 0 || self.nth == k)
+            && (self.wfirst == 0
+                || (k >= self.wfirst && k <= self.wlast && (k - self.wfirst).is_multiple_of(self.wstep)))
+            && (self.always || (self.p != 0 && faults::draw_keyed(key, k, 0) < self.p))
+    }
+}
 
 struct Slot {
     /// Odd while being written.
     seq: AtomicU64,
     set: UnsafeCell<FaultSet>,
+    hot: UnsafeCell<[Hot; MAX_RULES]>,
     /// Each rule's random key (`faults::rule_key`), computed when the set is installed.
     keys: [AtomicU64; MAX_RULES],
     /// Per `Call`, a bit per rule that names it.
@@ -37,6 +107,7 @@ impl Slot {
         Slot {
             seq: AtomicU64::new(0),
             set: UnsafeCell::new(FaultSet::EMPTY),
+            hot: UnsafeCell::new([Hot::NONE; MAX_RULES]),
             keys: [const { AtomicU64::new(0) }; MAX_RULES],
             by_call: [const { AtomicU32::new(0) }; 12],
             matched: [const { AtomicU64::new(0) }; MAX_RULES],
@@ -47,6 +118,8 @@ impl Slot {
 
 static SLOTS: [Slot; 2] = [Slot::new(), Slot::new()];
 static ACTIVE: AtomicUsize = AtomicUsize::new(0);
+/// `&SLOTS[ACTIVE]`, for one load on the hot path (null until a rule set is installed).
+static ACTIVE_SLOT: AtomicPtr<Slot> = AtomicPtr::new(core::ptr::null_mut());
 /// A bit per `Call` that some active rule names (all bits while a control file is watched).
 static ARMED: AtomicU32 = AtomicU32::new(0);
 static SEED: AtomicU64 = AtomicU64::new(0);
@@ -74,6 +147,12 @@ pub fn install(set: &FaultSet) {
     slot.seq.fetch_add(1, AcqRel);
     // SAFETY: this thread holds RELOADING and `next` is not the active slot (see Slot).
     unsafe { *slot.set.get() = *set };
+    let mut hot = [Hot::NONE; MAX_RULES];
+    for (h, r) in hot.iter_mut().zip(set.rules()) {
+        *h = Hot::of(r);
+    }
+    // SAFETY: as above.
+    unsafe { *slot.hot.get() = hot };
     for c in slot.matched.iter().chain(&slot.injected) {
         c.store(0, Relaxed);
     }
@@ -92,6 +171,7 @@ pub fn install(set: &FaultSet) {
     }
     slot.seq.fetch_add(1, AcqRel);
     ACTIVE.store(next, Release);
+    ACTIVE_SLOT.store(slot as *const Slot as *mut Slot, Release);
     let watching = WATCHING.load(Relaxed);
     ARMED.store(if watching { u32::MAX } else { set.calls() }, Release);
     RELOADING.store(false, Release);
@@ -119,13 +199,16 @@ pub struct Injection {
 /// remembered (so a file or pipe costs one probe in its lifetime, not one per call).
 #[inline(always)]
 fn kind_of(fd: i32) -> Kind {
-    if let Some(rec) = conntable::get(fd) {
-        let known = Kind::from_u8(rec.kind.load(Relaxed));
-        if known != Kind::Unknown && rec.is_live() {
-            return known;
-        }
+    Kind::from_u8(kind_byte(fd))
+}
+
+/// The same as the table's byte (`Kind as u8`).
+#[inline(always)]
+fn kind_byte(fd: i32) -> u8 {
+    match conntable::live_kind(fd) {
+        0 => probe_and_remember(fd) as u8,
+        k => k,
     }
-    probe_and_remember(fd)
 }
 
 #[cold]
@@ -185,68 +268,102 @@ fn ip_of(a: &Addr) -> Option<core::net::IpAddr> {
 /// errshim's own log writes are raw syscalls that never pass through a hook, so no fault can
 /// reach them.
 #[inline(always)]
-pub fn decide(call: Call, fd: i32, requested: impl Fn() -> usize) -> Option<Injection> {
+pub fn decide(call: Call, fd: i32, requested: usize) -> Option<Injection> {
     if WATCHING.load(Relaxed) {
         control_poll();
     }
-    let slot = &SLOTS[ACTIVE.load(Acquire) & 1];
-    let seq = slot.seq.load(Acquire);
-    if seq & 1 == 1 {
+    let slot = ACTIVE_SLOT.load(Acquire);
+    if slot.is_null() {
         return None;
     }
+    // SAFETY: points into the static SLOTS.
+    let slot = unsafe { &*slot };
+    // ACTIVE_SLOT only ever points at a completely written set; a reload that overtakes this
+    // decision shows in `seq`, checked before an injection is returned.
+    let seq = slot.seq.load(Acquire);
     // SAFETY: the active slot is not written while active (see Slot); overlap shows in seq.
-    let set = unsafe { &*slot.set.get() };
-    let mut kind = Kind::Unknown;
-    // (rule index + 1, k, limit) of the first rule that triggers; 0: none.
-    let (mut chosen, mut chosen_k, mut chosen_limit) = (0usize, 0u64, 0usize);
-    let mut rules = slot.by_call.get(call as usize).map_or(0, |m| m.load(Relaxed));
+    let hot = unsafe { &*slot.hot.get() };
+    let mut kind = 0u8;
+    let mut rules = slot.by_call.get(call as usize).map_or(0, |m| m.load(Relaxed)) & ((1 << MAX_RULES) - 1);
     while rules != 0 {
         let i = rules.trailing_zeros() as usize;
         rules &= rules - 1;
-        // SAFETY: `by_call` only has bits below MAX_RULES (see `install`).
-        let r = unsafe { set.rules.get_unchecked(i) };
-        if r.fd != crate::rules::FdFilter::Any {
-            if kind == Kind::Unknown {
-                kind = kind_of(fd);
+        // SAFETY: `rules` only has bits below MAX_RULES.
+        let h = unsafe { hot.get_unchecked(i) };
+        if h.kinds != ALL_KINDS {
+            if kind == 0 {
+                kind = kind_byte(fd);
             }
-            if !r.fd.matches(kind) {
+            if h.kinds & (1 << (kind & 15)) == 0 {
                 continue;
             }
         }
-        if (r.port.is_some() || r.peer.is_some()) && !address_filters_pass(r, fd) {
+        // SAFETY: as above.
+        if h.addr && !address_filters_pass(unsafe { (*slot.set.get()).rules.get_unchecked(i) }, fd) {
             continue;
         }
         // A matching call: every matching rule counts it, whichever injects.
-        // SAFETY: as above, i < MAX_RULES.
+        // SAFETY: as above.
         let (matched, key) = unsafe { (slot.matched.get_unchecked(i), slot.keys.get_unchecked(i)) };
         let k = matched.fetch_add(1, Relaxed) + 1;
-        if chosen != 0 || !r.triggers_keyed(key.load(Relaxed), k) {
-            continue;
+        if h.triggers(key.load(Relaxed), k) {
+            if let Some(inj) = triggered(slot, i, k, requested) {
+                // Later rules still count this call.
+                count_rest(slot, hot, rules, fd, kind);
+                return (seq & 1 == 0 && slot.seq.load(Acquire) == seq).then_some(inj);
+            }
         }
-        let limit = match r.fault {
-            Fault::Short(n) => match faults::short_limit_keyed(n, requested(), key.load(Relaxed), k) {
-                Some(l) => l,
-                None => continue,
-            },
-            _ => usize::MAX,
-        };
-        // SAFETY: as above.
-        let done = unsafe { slot.injected.get_unchecked(i) }.fetch_add(1, Relaxed);
-        if r.max.is_some_and(|m| done >= m) {
-            continue;
-        }
-        (chosen, chosen_k, chosen_limit) = (i + 1, k, limit);
     }
-    if chosen == 0 || slot.seq.load(Acquire) != seq {
+    None
+}
+
+/// A rule's triggers held: apply `short`'s limit and `max`.
+#[cold]
+#[inline(never)]
+fn triggered(slot: &Slot, i: usize, k: u64, requested: usize) -> Option<Injection> {
+    // SAFETY: the active slot (see decide); i < MAX_RULES.
+    let r = unsafe { (*slot.set.get()).rules.get_unchecked(i) };
+    let key = slot.keys.get(i)?.load(Relaxed);
+    let limit = match r.fault {
+        Fault::Short(n) => faults::short_limit_keyed(n, requested, key, k)?,
+        _ => usize::MAX,
+    };
+    let done = slot.injected.get(i)?.fetch_add(1, Relaxed);
+    if r.max.is_some_and(|m| done >= m) {
         return None;
     }
     Some(Injection {
-        rule: chosen,
-        // SAFETY: chosen - 1 < MAX_RULES.
-        fault: unsafe { set.rules.get_unchecked(chosen - 1) }.fault,
-        limit: chosen_limit,
-        k: chosen_k,
+        rule: i + 1,
+        fault: r.fault,
+        limit,
+        k,
     })
+}
+
+/// After an injection: the remaining rules that match the call count it too.
+#[cold]
+#[inline(never)]
+fn count_rest(slot: &Slot, hot: &[Hot; MAX_RULES], mut rules: u32, fd: i32, mut kind: u8) {
+    while rules != 0 {
+        let i = rules.trailing_zeros() as usize;
+        rules &= rules - 1;
+        let Some(h) = hot.get(i) else { break };
+        if h.kinds != ALL_KINDS {
+            if kind == 0 {
+                kind = kind_byte(fd);
+            }
+            if h.kinds & (1 << (kind & 15)) == 0 {
+                continue;
+            }
+        }
+        // SAFETY: the active slot; i < MAX_RULES.
+        if h.addr && !address_filters_pass(unsafe { (*slot.set.get()).rules.get_unchecked(i) }, fd) {
+            continue;
+        }
+        if let Some(m) = slot.matched.get(i) {
+            m.fetch_add(1, Relaxed);
+        }
+    }
 }
 
 /// `port=` and `peer=`: only IP sockets have them; what the kernel is asked is remembered.
