@@ -296,8 +296,47 @@ fn is_read_family(c: Call) -> bool {
     )
 }
 
+/// The options of a rule (what follows `CALLS:FAULT:`), split at `:`. An IPv6 address in
+/// `peer=` has colons of its own: a `peer=` option also takes the fields after it that can only
+/// be pieces of an address (hex digits, `.`, `[`, `]`, `/`, or empty: `peer=::1`,
+/// `peer=[fe80::1]/64:after=2`). Slices of the rule text, no heap.
+struct Options<'a> {
+    rest: Option<&'a str>,
+}
+
+impl<'a> Iterator for Options<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        let r = self.rest?;
+        let (mut opt, mut tail) = match r.split_once(':') {
+            Some((a, b)) => (a, Some(b)),
+            None => (r, None),
+        };
+        if opt.trim_start().starts_with("peer=") {
+            let address_piece = |f: &str| {
+                f.bytes()
+                    .all(|b| b.is_ascii_hexdigit() || matches!(b, b'.' | b'[' | b']' | b'/'))
+            };
+            while let Some(t) = tail {
+                let (next, after) = match t.split_once(':') {
+                    Some((a, b)) => (a, Some(b)),
+                    None => (t, None),
+                };
+                if !address_piece(next.trim_end()) {
+                    break;
+                }
+                opt = &r[..opt.len() + 1 + next.len()];
+                tail = after;
+            }
+        }
+        self.rest = tail;
+        Some(opt.trim())
+    }
+}
+
 fn parse_rule(n: usize, text: &str) -> Result<FaultRule, FaultError> {
-    let mut fields = text.split(':');
+    let mut fields = text.splitn(3, ':');
     let calls_field = fields.next().unwrap_or("");
     let Some(fault_field) = fields.next() else {
         return Err(err(
@@ -353,7 +392,8 @@ fn parse_rule(n: usize, text: &str) -> Result<FaultRule, FaultError> {
         fault,
         ..FaultRule::NONE
     };
-    for opt in fields.map(str::trim) {
+    let options = Options { rest: fields.next() };
+    for opt in options {
         let (k, v) = opt.split_once('=').unwrap_or((opt, ""));
         match k {
             "p" => {

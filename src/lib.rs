@@ -19,6 +19,8 @@ mod errno_table;
 pub mod event;
 pub mod faults;
 pub mod fmtbuf;
+#[cfg(test)]
+mod fuzz;
 pub mod inject;
 pub mod json;
 pub mod logger;

@@ -168,11 +168,29 @@ fn open_syslog(path: &str) -> Result<(), &'static str> {
 /// Whether `fd` is one of the shim's own descriptors (checked by `close`, `dup2`, `dup3`).
 #[inline(always)]
 pub fn owns(fd: i32) -> bool {
-    fd >= 0 && (fd == STDERR.fd.load(Relaxed) || fd == FILE.fd.load(Relaxed) || fd == SYSLOG.fd.load(Relaxed))
+    fd >= 0
+        && (fd == STDERR.fd.load(Relaxed) || fd == FILE.fd.load(Relaxed) || fd == SYSLOG.fd.load(Relaxed))
+        && still_owned(fd)
 }
 
-/// The program is about to `dup2`/`dup3` onto `fd`, which the shim owns: move the shim's
-/// descriptor to another number first so the program gets exactly the descriptor it asked for.
+/// The number is one the shim holds: is the descriptor behind it still the shim's? After a
+/// `close_range` or a raw close (which no hook sees) the program may own that number by now
+/// (`fcntl(F_DUPFD)`, `open` once the lower numbers are taken): then it is forgotten, and the
+/// program's `close`, `dup2` and `dup3` on it act on the program's descriptor. errno is kept.
+#[cold]
+#[inline(never)]
+fn still_owned(fd: i32) -> bool {
+    let e = crate::errno::get();
+    let mine = [&STDERR, &FILE, &SYSLOG]
+        .iter()
+        .any(|o| o.fd.load(Relaxed) == fd && o.valid() == Some(fd));
+    crate::errno::set(e);
+    mine
+}
+
+/// The program is about to `dup2`/`dup3` onto `fd`, which the shim owns (`owns(fd)`, so it is
+/// still the shim's descriptor): move the shim's descriptor to another number first so the
+/// program gets exactly the descriptor it asked for.
 pub fn relocate(fd: i32) {
     for owned in [&STDERR, &FILE, &SYSLOG] {
         if owned.fd.load(Relaxed) != fd {

@@ -20,8 +20,14 @@ use core::cell::Cell;
 use core::sync::atomic::Ordering::Relaxed;
 
 thread_local! {
-    /// Set while this thread runs errshim's own code.
-    static BUSY: Cell<bool> = const { Cell::new(false) };
+    /// How deeply this thread is inside errshim's own code: 1 while handling a failure, 2 while
+    /// a signal handler that interrupted that handling makes a failing call of its own.
+    static DEPTH: Cell<u8> = const { Cell::new(0) };
+}
+
+/// Whether this thread is already inside errshim's own code (a signal handler interrupted it).
+fn nested() -> bool {
+    DEPTH.try_with(|d| d.get() > 1).unwrap_or(true)
 }
 
 /// What the program gets back.
@@ -34,20 +40,26 @@ enum Verdict {
     Fail(i32),
 }
 
-/// Runs `f` as errshim's own code: not re-entered from nested calls, never unwinding.
+/// Runs `f` as errshim's own code, never unwinding. A call that a signal handler makes while
+/// this thread is already in here gets the rules too (the handling is reentrant: stack buffers,
+/// atomics, raw syscalls); one level deeper, calls go straight to the real function, so nothing
+/// can recurse.
 fn guarded<T>(f: impl FnOnce() -> T) -> Option<T> {
-    let entered = BUSY
-        .try_with(|b| {
-            let free = !b.get();
-            b.set(true);
-            free
+    let entered = DEPTH
+        .try_with(|d| {
+            let depth = d.get();
+            if depth >= 2 {
+                return false;
+            }
+            d.set(depth + 1);
+            true
         })
         .unwrap_or(false);
     if !entered {
         return None;
     }
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).ok();
-    let _ = BUSY.try_with(|b| b.set(false));
+    let _ = DEPTH.try_with(|d| d.set(d.get().saturating_sub(1)));
     r
 }
 
@@ -320,7 +332,8 @@ fn report(
         };
         summary::count(key, peer.as_ref());
     }
-    if cfg.backtrace {
+    // The unwinder is not async-signal-safe: no backtrace for a call that interrupted errshim.
+    if cfg.backtrace && !nested() {
         backtrace::with_frames(|frames| {
             emit(
                 cfg,
