@@ -56,27 +56,27 @@ pub enum Cause {
 }
 
 impl Cause {
+    /// Every cause, in declaration order (so `ALL[c as usize] == c`).
+    pub const ALL: [Cause; 10] = [
+        Cause::NeverConnected,
+        Cause::PeerReset,
+        Cause::PeerClosed,
+        Cause::ConnectFailed,
+        Cause::ShutDownBefore,
+        Cause::UdpUnconnected,
+        Cause::Listener,
+        Cause::NotFromKernel,
+        Cause::Unknown,
+        Cause::Injected,
+    ];
+
     /// 1-based index for compact storage (0 means "no cause").
     pub fn index(self) -> u8 {
         self as u8 + 1
     }
 
     pub fn from_index(i: u8) -> Option<Cause> {
-        use Cause::*;
-        [
-            NeverConnected,
-            PeerReset,
-            PeerClosed,
-            ConnectFailed,
-            ShutDownBefore,
-            UdpUnconnected,
-            Listener,
-            NotFromKernel,
-            Unknown,
-            Injected,
-        ]
-        .get((i as usize).checked_sub(1)?)
-        .copied()
+        Self::ALL.get((i as usize).checked_sub(1)?).copied()
     }
 
     pub fn code(self) -> &'static str {
@@ -367,6 +367,16 @@ mod tests {
             classify(&facts(Call::Shutdown, enotconn, Kind::Tcp4, LATE, Some(7), false)),
             Cause::Unknown
         );
+    }
+
+    #[test]
+    fn indexes_round_trip() {
+        for (i, c) in Cause::ALL.iter().enumerate() {
+            assert_eq!(*c as usize, i);
+            assert_eq!(Cause::from_index(c.index()), Some(*c));
+        }
+        assert_eq!(Cause::from_index(0), None);
+        assert_eq!(Cause::from_index(11), None);
     }
 
     #[test]

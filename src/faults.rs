@@ -114,20 +114,59 @@ impl FaultRule {
 
     /// Whether the k-th matching call is injected (ignoring `max`, which needs a counter).
     pub fn triggers(&self, seed: u64, rule: usize, k: u64) -> bool {
-        self.triggers_keyed(rule_key(seed, rule), k)
+        Triggers::of(self).fire(rule_key(seed, rule), k)
+    }
+}
+
+/// A rule's triggers as plain integers (no `Option`s), precomputed when rules are installed:
+/// the one implementation of nth, when, after and p, used on every matching call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Triggers {
+    after: u64,
+    /// 0: no `nth=`.
+    nth: u64,
+    /// `when=`: first 0 means none.
+    wfirst: u64,
+    wlast: u64,
+    wstep: u64,
+    /// No probability: every call that passes the other triggers.
+    always: bool,
+    /// Probability threshold on a 64-bit draw (when not `always`); 0 never fires.
+    p: u64,
+}
+
+impl Triggers {
+    pub const NONE: Triggers = Triggers {
+        after: 0,
+        nth: 0,
+        wfirst: 0,
+        wlast: 0,
+        wstep: 1,
+        always: false,
+        p: 0,
+    };
+
+    pub fn of(r: &FaultRule) -> Triggers {
+        let (wfirst, wlast, wstep) = r.when.map_or((0, 0, 1), |w| (w.first, w.last, w.step));
+        Triggers {
+            after: r.after,
+            nth: r.nth.unwrap_or(0),
+            wfirst,
+            wlast,
+            wstep,
+            always: r.p.is_none(),
+            p: r.p.unwrap_or(0),
+        }
     }
 
-    /// The same with the rule's key (`rule_key`) computed once.
-    #[inline]
-    pub fn triggers_keyed(&self, key: u64, k: u64) -> bool {
+    /// Whether the k-th matching call fires, given the rule's key (`rule_key`).
+    #[inline(always)]
+    pub fn fire(&self, key: u64, k: u64) -> bool {
         k > self.after
-            && self.nth.is_none_or(|n| n == k)
-            && self.when.is_none_or(|w| w.hits(k))
-            && match self.p {
-                None => true,
-                Some(0) => false,
-                Some(t) => draw_keyed(key, k, 0) < t,
-            }
+            && (self.nth == 0 || self.nth == k)
+            && (self.wfirst == 0
+                || (k >= self.wfirst && k <= self.wlast && (k - self.wfirst).is_multiple_of(self.wstep)))
+            && (self.always || (self.p != 0 && draw_keyed(key, k, 0) < self.p))
     }
 }
 

@@ -6,7 +6,6 @@
 //! into the other, whose counters are reset, and then becomes the active one. A reader checks
 //! its slot's sequence number before and after and injects nothing if a reload overtook it.
 
-use crate::cause::hist;
 use crate::conntable;
 use crate::faults::{self, Fault, FaultSet, MAX_RULES};
 use crate::fmtbuf::StackBuf;
@@ -24,17 +23,7 @@ struct Hot {
     kinds: u16,
     /// A `port=` or `peer=` filter.
     addr: bool,
-    /// No probability: every triggered call.
-    always: bool,
-    after: u64,
-    /// 0: no `nth=`.
-    nth: u64,
-    /// `when=`: first 0 means none.
-    wfirst: u64,
-    wlast: u64,
-    wstep: u64,
-    /// Probability threshold (when not `always`).
-    p: u64,
+    triggers: faults::Triggers,
 }
 
 const ALL_KINDS: u16 = u16::MAX;
@@ -43,13 +32,7 @@ impl Hot {
     const NONE: Hot = Hot {
         kinds: 0,
         addr: false,
-        always: false,
-        after: 0,
-        nth: 0,
-        wfirst: 0,
-        wlast: 0,
-        wstep: 1,
-        p: 0,
+        triggers: faults::Triggers::NONE,
     };
 
     fn of(r: &faults::FaultRule) -> Hot {
@@ -60,28 +43,11 @@ impl Hot {
                 .filter(|&k| f.matches(Kind::from_u8(k)))
                 .fold(0u16, |m, k| m | 1 << k),
         };
-        let (wfirst, wlast, wstep) = r.when.map_or((0, 0, 1), |w| (w.first, w.last, w.step));
         Hot {
             kinds,
             addr: r.port.is_some() || r.peer.is_some(),
-            always: r.p.is_none(),
-            after: r.after,
-            nth: r.nth.unwrap_or(0),
-            wfirst,
-            wlast,
-            wstep,
-            p: r.p.unwrap_or(0),
+            triggers: faults::Triggers::of(r),
         }
-    }
-
-    /// `faults::FaultRule::triggers_keyed`, on the precomputed fields.
-    #[inline(always)]
-    fn triggers(&self, key: u64, k: u64) -> bool {
-        k > self.after
-            && (self.nth == 0 || self.nth == k)
-            && (self.wfirst == 0
-                || (k >= self.wfirst && k <= self.wlast && (k - self.wfirst).is_multiple_of(self.wstep)))
-            && (self.always || (self.p != 0 && faults::draw_keyed(key, k, 0) < self.p))
     }
 }
 
@@ -306,7 +272,7 @@ pub fn decide(call: Call, fd: i32, requested: usize) -> Option<Injection> {
         // SAFETY: as above.
         let (matched, key) = unsafe { (slot.matched.get_unchecked(i), slot.keys.get_unchecked(i)) };
         let k = matched.fetch_add(1, Relaxed) + 1;
-        if h.triggers(key.load(Relaxed), k) {
+        if h.triggers.fire(key.load(Relaxed), k) {
             if let Some(inj) = triggered(slot, i, k, requested) {
                 // Later rules still count this call.
                 count_rest(slot, hot, rules, fd, kind);
@@ -476,6 +442,3 @@ fn control_reload(first: bool) {
         Err(e) => log::error!("ERRSHIM_CONTROL {name}: {e}; keeping the previous fault rules"),
     }
 }
-
-/// The history bit an injected `reset` leaves (the connection was aborted on purpose).
-pub const RESET_HISTORY: u32 = hist::RESET_SEEN;
