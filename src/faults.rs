@@ -159,6 +159,27 @@ impl Triggers {
         }
     }
 
+    /// Whether some matching call can fire at all. Not with `p=0`, nor when the counting
+    /// triggers exclude every call (`nth=3` with `after=5`, a `when=` window that ends before
+    /// `after`): such a rule is never consulted, so it costs the hooks nothing.
+    pub fn can_fire(&self) -> bool {
+        if !self.always && self.p == 0 {
+            return false;
+        }
+        let in_window = |k: u64| {
+            self.wfirst == 0 || (k >= self.wfirst && k <= self.wlast && (k - self.wfirst).is_multiple_of(self.wstep))
+        };
+        if self.nth != 0 {
+            return self.nth > self.after && in_window(self.nth);
+        }
+        if self.wfirst != 0 {
+            // The window's last call on its step grid.
+            let last = self.wfirst + (self.wlast.saturating_sub(self.wfirst)) / self.wstep * self.wstep;
+            return self.wlast >= self.wfirst && last > self.after;
+        }
+        true
+    }
+
     /// Whether the k-th matching call fires, given the rule's key (`rule_key`).
     #[inline(always)]
     pub fn fire(&self, key: u64, k: u64) -> bool {
@@ -622,6 +643,32 @@ pub fn describe(f: Fault, out: &mut impl core::fmt::Write) -> core::fmt::Result 
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn can_fire_agrees_with_firing() {
+        let specs = [
+            "*:EIO",
+            "*:EIO:p=0",
+            "*:EIO:p=0.5",
+            "*:EIO:nth=3",
+            "*:EIO:nth=3:after=3",
+            "*:EIO:nth=4:after=3",
+            "*:EIO:nth=5:when=2..9+3",
+            "*:EIO:nth=6:when=2..9+3",
+            "*:EIO:when=2..9+3:after=8",
+            "*:EIO:when=2..9+3:after=7",
+            "*:EIO:when=4..4:after=3",
+            "*:EIO:when=4..4:after=4",
+            "*:EIO:when=10:after=30",
+            "*:EIO:nth=2:p=0",
+        ];
+        for spec in specs {
+            let set = parse(spec).unwrap_or_else(|e| panic!("{spec}: {e:?}"));
+            let t = Triggers::of(&set.rules()[0]);
+            let fires = (1..=200).any(|k| Triggers { always: true, ..t }.fire(0, k) && (t.always || t.p != 0));
+            assert_eq!(t.can_fire(), fires, "{spec}");
+        }
+    }
     use super::*;
 
     fn one(spec: &str) -> FaultRule {

@@ -82,9 +82,10 @@ macro_rules! finish {
     }};
 }
 
-/// A read- or write-family hook. The fault check comes first, before anything else, so that
-/// when some fault rule names the call the hook is a bare tail jump to `faulty`, and when none
-/// does it costs one load and a branch.
+/// A read- or write-family hook. The `armed` check comes first, before anything else, so that
+/// when some fault rule names the call, or some rule may turn its failure into a success, the
+/// hook is a bare tail jump to `faulty` (which keeps errno from before the call); otherwise it
+/// costs one load and a branch.
 macro_rules! io_hook {
     ($family:ident, $name:ident($fd:ident: $fdt:ty, $($a:ident: $t:ty),*) -> $ret:ty = $real:ident, $call:expr, $args:expr, |$f:ident, $lim:ident| $limited:expr) => {
         hook!(fn $name($fd: $fdt, $($a: $t),*) -> $ret, $real, first {
@@ -113,9 +114,10 @@ macro_rules! io_hook {
                 return unsafe { faulty($fd, $($a),*) };
             }
         }, |$f| {
-            let errno_before = errno::get();
+            // Not armed: no rule turns this call's failure into a success, so errno from
+            // before the call is not needed.
             // SAFETY: the caller's own arguments, passed on unchanged.
-            finish!($family, unsafe { $f($fd, $($a),*) }, $fd, $call, stringify!($name), $args, errno_before, $ret)
+            finish!($family, unsafe { $f($fd, $($a),*) }, $fd, $call, stringify!($name), $args, ops::ERRNO_UNKNOWN, $ret)
         });
     };
 }

@@ -4,7 +4,7 @@
 
 use crate::config::{self, Config};
 use crate::fmtbuf::StackBuf;
-use crate::{backtrace, conntable, inject, logger, real, summary, sys};
+use crate::{backtrace, conntable, inject, logger, real, rules, summary, sys};
 use core::fmt::Write;
 use once_cell::sync::OnceCell;
 
@@ -108,6 +108,7 @@ fn init() {
     if cfg.backtrace {
         backtrace::prepare();
     }
+    inject::set_succeeding_calls(rules::succeeding_calls(&cfg.rules));
     if cfg.faults.n > 0 || cfg.control.is_some() {
         let seed = cfg.seed.unwrap_or_else(sys::random_u64);
         inject::init(&cfg.faults, seed);

@@ -86,17 +86,41 @@ static SLOTS: [Slot; 2] = [Slot::new(), Slot::new()];
 static ACTIVE: AtomicUsize = AtomicUsize::new(0);
 /// `&SLOTS[ACTIVE]`, for one load on the hot path (null until a rule set is installed).
 static ACTIVE_SLOT: AtomicPtr<Slot> = AtomicPtr::new(core::ptr::null_mut());
-/// A bit per `Call` that some active rule names (all bits while a control file is watched).
+/// A bit per `Call` that takes the careful path: some active fault rule names it (all bits
+/// while a control file is watched), or some `ERRSHIM_RULES` rule may turn its failure into a
+/// success and so needs errno as it was before the call.
 static ARMED: AtomicU32 = AtomicU32::new(0);
+/// The calls some active fault rule names (all while a control file is watched: any call may
+/// be the one that notices a change).
+static FAULT_CALLS: AtomicU32 = AtomicU32::new(0);
+/// The calls whose failure a rule may turn into a success (`ignore`, `quiet`).
+static SUCCEEDING_CALLS: AtomicU32 = AtomicU32::new(0);
 static SEED: AtomicU64 = AtomicU64::new(0);
 static RELOADING: AtomicBool = AtomicBool::new(false);
 /// Whether a control file is watched.
 static WATCHING: AtomicBool = AtomicBool::new(false);
 
-/// Whether any fault rule could apply to `call`: the only cost on a hook's path.
+/// Whether `call` takes the careful path (see ARMED): the only cost on a hook's path.
 #[inline(always)]
 pub fn armed(call: Call) -> bool {
     ARMED.load(Relaxed) & call.bit() != 0
+}
+
+/// Whether a fault rule may name `call` (on the careful path, before deciding).
+#[inline(always)]
+pub fn faults_armed(call: Call) -> bool {
+    FAULT_CALLS.load(Relaxed) & call.bit() != 0
+}
+
+/// The calls whose failures a rule may turn into successes (from the constructor, before
+/// the configuration is published).
+pub fn set_succeeding_calls(calls: u32) {
+    SUCCEEDING_CALLS.store(calls, Relaxed);
+    rearm();
+}
+
+fn rearm() {
+    ARMED.store(FAULT_CALLS.load(Relaxed) | SUCCEEDING_CALLS.load(Relaxed), Release);
 }
 
 pub fn seed() -> u64 {
@@ -131,7 +155,8 @@ pub fn install(set: &FaultSet) {
             .rules()
             .iter()
             .enumerate()
-            .filter(|(_, r)| r.calls.contains(*c))
+            // A rule that can never fire is not consulted (and so not counted).
+            .filter(|(_, r)| r.calls.contains(*c) && faults::Triggers::of(r).can_fire())
             .fold(0u32, |m, (i, _)| m | 1 << i);
         mask.store(bits, Relaxed);
     }
@@ -139,7 +164,14 @@ pub fn install(set: &FaultSet) {
     ACTIVE.store(next, Release);
     ACTIVE_SLOT.store(slot as *const Slot as *mut Slot, Release);
     let watching = WATCHING.load(Relaxed);
-    ARMED.store(if watching { u32::MAX } else { set.calls() }, Release);
+    // The calls some rule that can fire names.
+    let calls = Call::ALL
+        .iter()
+        .zip(&slot.by_call)
+        .filter(|(_, m)| m.load(Relaxed) != 0)
+        .fold(0u32, |a, (c, _)| a | c.bit());
+    FAULT_CALLS.store(if watching { u32::MAX } else { calls }, Relaxed);
+    rearm();
     RELOADING.store(false, Release);
 }
 
@@ -366,7 +398,8 @@ pub fn watch(path: &str) {
     p.push(b"\0");
     let _ = CONTROL.set(p);
     WATCHING.store(true, Release);
-    ARMED.store(u32::MAX, Release);
+    FAULT_CALLS.store(u32::MAX, Relaxed);
+    rearm();
     LAST_POLL_MS.store(0, Relaxed);
     control_reload(true);
 }
@@ -440,5 +473,31 @@ fn control_reload(first: bool) {
             log::info!("ERRSHIM_CONTROL {name}: {} fault rule(s) active", set.n);
         }
         Err(e) => log::error!("ERRSHIM_CONTROL {name}: {e}; keeping the previous fault rules"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The only test in this binary that installs rules (the slots are process-wide).
+    #[test]
+    fn rules_that_cannot_fire_are_not_consulted() {
+        let set = faults::parse("*:EIO:p=0;read:EIO:nth=2:after=5").unwrap();
+        init(&set, 7);
+        assert!(!armed(Call::Read) && !armed(Call::Write), "no rule can fire");
+        assert!(decide(Call::Read, 0, 1).is_none());
+
+        let set = faults::parse("*:EIO:p=0;read:EIO:nth=7:after=5:fd=any").unwrap();
+        install(&set);
+        assert!(armed(Call::Read) && !armed(Call::Write));
+        let fired: Vec<u64> = (1..=10).filter_map(|_| decide(Call::Read, 0, 1).map(|i| i.k)).collect();
+        assert_eq!(fired, [7], "the live rule counts every call");
+
+        set_succeeding_calls(Call::Close.bit());
+        assert!(armed(Call::Close) && !faults_armed(Call::Close) && armed(Call::Read));
+        set_succeeding_calls(0);
+        install(&FaultSet::EMPTY);
+        assert!(!armed(Call::Read) && !armed(Call::Close));
     }
 }

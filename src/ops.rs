@@ -63,6 +63,10 @@ fn guarded<T>(f: impl FnOnce() -> T) -> Option<T> {
     r
 }
 
+/// `errno_before` from a hook that did not read it: only calls that no rule turns into a
+/// success skip reading it (see `inject::armed`).
+pub const ERRNO_UNKNOWN: i32 = -1;
+
 /// Called by a hook whose real call returned `ret` < 0. `errno_before` is errno as it was
 /// before the real call. Returns what the hook returns, with errno set accordingly.
 #[cold]
@@ -78,7 +82,13 @@ pub fn after_failure(call: Call, entry: &'static str, args: CallArgs, ret: isize
     let verdict = guarded(|| handle(cfg, &cfg.rules, call, entry, &args, ret, err));
     match verdict {
         Some(Verdict::Succeed(v)) => {
-            errno::set(errno_before);
+            // ERRNO_UNKNOWN only in a race at startup (a call that began before the
+            // constructor armed the calls that rules may turn into successes).
+            errno::set(if errno_before == ERRNO_UNKNOWN {
+                err
+            } else {
+                errno_before
+            });
             v
         }
         Some(Verdict::Fail(e)) => {

@@ -354,6 +354,14 @@ fn parse_rule(n: usize, text: &str) -> Result<Rule, RuleError> {
 
 /// Parses a whole `ERRSHIM_RULES` value. Empty rules (`;;`, a trailing `;`) are skipped; an
 /// empty value gives no rules at all.
+/// The calls (a bit per `Call`) whose failure some rule may turn into a success.
+pub fn succeeding_calls(rules: &[Rule]) -> u32 {
+    rules
+        .iter()
+        .filter(|r| matches!(r.action, Action::Ignore | Action::Quiet))
+        .fold(0, |m, r| m | r.calls.bits())
+}
+
 pub fn parse_rules(spec: &str) -> Result<Vec<Rule>, RuleError> {
     spec.split(';')
         .map(str::trim)

@@ -196,6 +196,17 @@ fn first_match_wins_pass_and_quiet() {
         .run();
     assert_eq!(result_of(&r, "never_connected shutdown"), (0, EILSEQ));
     assert!(r.stderr.is_empty(), "quiet logs nothing: {}", r.stderr);
+
+    // read takes the careful path only because a rule may turn its failure into a success:
+    // errno from before the call is what the program sees.
+    let r = Cmd::new(scenarios())
+        .args(["never_connected"])
+        .shim()
+        .env("ERRSHIM_RULES", "read:ENOTCONN:quiet")
+        .run();
+    assert_eq!(result_of(&r, "never_connected read"), (0, EILSEQ));
+    assert_eq!(result_of(&r, "never_connected shutdown"), (-1, ENOTCONN));
+    assert!(r.stderr.is_empty(), "quiet logs nothing: {}", r.stderr);
 }
 
 /// `map=` and `log` on `read` of a never-connected TCP socket, from a program built with
