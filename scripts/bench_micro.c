@@ -11,9 +11,19 @@
  *   -k CHUNKS  the timed loop is cut into CHUNKS equal parts, each timed on its own; the
  *              result is the median part, so that a moment of noise on the machine (another
  *              process, the hypervisor) spoils one part instead of the whole run (default 5)
+ *   -p BLOCK   also a paired measurement: ITERS (CHURN) more round trips (cycles) in blocks of
+ *              BLOCK, alternating between the functions this program is bound to (a preload's
+ *              hooks, if any) and libc's own definitions of the same functions, found with
+ *              dlsym on libc itself; the order alternates AB BA. Both run in the same process
+ *              on the same sockets within a fraction of a millisecond of each other, so noise
+ *              that differs from process to process (several percent on a VM) cancels out.
+ *              paired_ratio is the median over the pairs of hooked time / libc time; with no
+ *              preload both sides are libc and the ratio shows the method's own noise (0: off)
  *
- * Prints one line per benchmark (ns: the whole timed loop; ns_per_call: the median chunk):
+ * Prints one line per benchmark (ns: the whole timed loop; ns_per_call: the median chunk;
+ * with -p, direct_ns_per_call and paired_ratio as well):
  *   bench=unix-rw ops=20000 calls=40000 ns=12345678 ns_per_call=308.6
+ *   bench=unix-rw ... ns_per_call=308.6 direct_ns_per_call=305.1 paired_ratio=1.0112
  * and last a line saying which preload libraries are mapped, so the caller can check that the
  * mode it asked for is the one measured:
  *   maps errshim=1 fiu=0
@@ -21,6 +31,7 @@
  * measures an error path by accident. */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -66,6 +77,60 @@ static void roundtrips(int a, int b, enum io io, long n) {
     }
 }
 
+/* The functions a loop calls: those this program is bound to, or libc's own. */
+struct api {
+    ssize_t (*write)(int, const void *, size_t);
+    ssize_t (*read)(int, void *, size_t);
+    ssize_t (*send)(int, const void *, size_t, int);
+    ssize_t (*recv)(int, void *, size_t, int);
+    ssize_t (*writev)(int, const struct iovec *, int);
+    ssize_t (*readv)(int, const struct iovec *, int);
+    int (*socket)(int, int, int);
+    int (*connect)(int, const struct sockaddr *, socklen_t);
+    int (*accept)(int, struct sockaddr *, socklen_t *);
+    int (*shutdown)(int, int);
+    int (*close)(int);
+};
+static struct api bound, direct;
+static long block; /* -p: round trips (cycles) per block; 0: no paired measurement */
+
+static void *libc_sym(void *h, const char *name) {
+    void *f = dlsym(h, name);
+    if (!f) {
+        fprintf(stderr, "bench_micro: libc has no %s\n", name);
+        exit(2);
+    }
+    return f;
+}
+
+static void apis(void) {
+    bound = (struct api){write, read, send, recv, writev, readv, socket, connect, accept, shutdown, close};
+    void *h = dlopen("libc.so.6", RTLD_NOW | RTLD_NOLOAD);
+    if (!h) {
+        fprintf(stderr, "bench_micro: libc.so.6 is not loaded: %s\n", dlerror());
+        exit(2);
+    }
+    direct = (struct api){libc_sym(h, "write"),  libc_sym(h, "read"),    libc_sym(h, "send"),
+                          libc_sym(h, "recv"),   libc_sym(h, "writev"),  libc_sym(h, "readv"),
+                          libc_sym(h, "socket"), libc_sym(h, "connect"), libc_sym(h, "accept"),
+                          libc_sym(h, "shutdown"), libc_sym(h, "close")};
+}
+
+/* roundtrips(), through an api. */
+static void roundtrips_via(const struct api *f, int a, int b, enum io io, long n) {
+    char c = 'x', d;
+    struct iovec wi = {&c, 1}, ri = {&d, 1};
+    for (long i = 0; i < n; i++) {
+        int ok;
+        switch (io) {
+        case IO_RW: ok = f->write(a, &c, 1) == 1 && f->read(b, &d, 1) == 1; break;
+        case IO_SENDRECV: ok = f->send(a, &c, 1, 0) == 1 && f->recv(b, &d, 1, 0) == 1; break;
+        default: ok = f->writev(a, &wi, 1) == 1 && f->readv(b, &ri, 1) == 1; break;
+        }
+        if (!ok) die("paired round trip");
+    }
+}
+
 static int listener(struct sockaddr_in *addr) {
     socklen_t len = sizeof *addr;
     memset(addr, 0, sizeof *addr);
@@ -101,19 +166,59 @@ static void pair(int tcp, int sv[2]) {
 #define MAX_CHUNKS 64
 static int chunks = 5;
 
-static double median(double *v, int n) {
-    for (int i = 1; i < n; i++) /* insertion sort: n is small */
-        for (int j = i; j > 0 && v[j - 1] > v[j]; j--) {
-            double t = v[j];
-            v[j] = v[j - 1];
-            v[j - 1] = t;
-        }
+static int cmp_double(const void *x, const void *y) {
+    double a = *(const double *)x, b = *(const double *)y;
+    return (a > b) - (a < b);
+}
+
+static double median_long(double *v, long n) {
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
     return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
+static double median(double *v, int n) {
+    return median_long(v, n);
+}
+
 static void report(const char *name, long n, long calls_per_op, double total, double *per_call, int k) {
-    printf("bench=%s ops=%ld calls=%ld ns=%.0f ns_per_call=%.2f\n", name, n, calls_per_op * n, total,
+    printf("bench=%s ops=%ld calls=%ld ns=%.0f ns_per_call=%.2f", name, n, calls_per_op * n, total,
            k ? median(per_call, k) : 0.0);
+}
+
+/* The paired measurement (-p): `n` operations each way, in blocks, AB BA; `run` does `m`
+ * operations through an api. Ends report()'s line. */
+static void paired(long n, long calls_per_op, void (*run)(const struct api *, long, void *), void *ctx) {
+    if (block <= 0 || n <= 0) {
+        printf("\n");
+        return;
+    }
+    long pairs = n / block > 0 ? n / block : 1, m = n / pairs;
+    double *ratio = malloc(sizeof(double) * pairs), direct_total = 0;
+    if (!ratio) die("malloc");
+    for (long i = 0; i < pairs; i++) {
+        double t[2];
+        for (int j = 0; j < 2; j++) {
+            int hooked = (i & 1) ? j : !j;
+            double t0 = now_ns();
+            run(hooked ? &bound : &direct, m, ctx);
+            t[hooked] = now_ns() - t0;
+        }
+        ratio[i] = t[1] / t[0];
+        direct_total += t[0];
+    }
+    printf(" direct_ns_per_call=%.2f paired_ratio=%.4f\n", direct_total / (double)(pairs * m * calls_per_op),
+           median_long(ratio, pairs));
+    free(ratio);
+}
+
+struct io_ctx {
+    int a, b;
+    enum io io;
+};
+
+static void run_io(const struct api *f, long m, void *ctx) {
+    struct io_ctx *c = ctx;
+    roundtrips_via(f, c->a, c->b, c->io, m);
 }
 
 static void bench_io(const char *name, int tcp, enum io io, long n, long warm) {
@@ -129,9 +234,11 @@ static void bench_io(const char *name, int tcp, enum io io, long n, long warm) {
         total += t;
         per_call[i] = t / (2.0 * m);
     }
+    report(name, n, 2, total, per_call, k);
+    struct io_ctx ctx = {sv[0], sv[1], io};
+    paired(n, 2, run_io, &ctx);
     close(sv[0]);
     close(sv[1]);
-    report(name, n, 2, total, per_call, k);
 }
 
 /* Connection churn on loopback TCP. The accepted end closes first, so TIME_WAIT lands on the
@@ -150,6 +257,26 @@ static void churn_cycles(int l, const struct sockaddr_in *a, long n) {
     }
 }
 
+struct churn_ctx {
+    int l;
+    const struct sockaddr_in *a;
+};
+
+/* churn_cycles(), through an api. */
+static void run_churn(const struct api *f, long m, void *ctx) {
+    struct churn_ctx *x = ctx;
+    for (long i = 0; i < m; i++) {
+        int c = f->socket(AF_INET, SOCK_STREAM, 0);
+        if (c < 0) die("socket");
+        if (f->connect(c, (const struct sockaddr *)x->a, sizeof *x->a) < 0) die("connect");
+        int s = f->accept(x->l, NULL, NULL);
+        if (s < 0) die("accept");
+        if (f->close(s) != 0) die("close (accepted)");
+        if (f->shutdown(c, SHUT_WR) != 0) die("shutdown");
+        if (f->close(c) != 0) die("close");
+    }
+}
+
 static void bench_churn(long n, long warm) {
     struct sockaddr_in a;
     int l = listener(&a), k = n < chunks ? (int)n : chunks;
@@ -163,8 +290,10 @@ static void bench_churn(long n, long warm) {
         total += t;
         per_call[i] = t / (6.0 * m);
     }
-    close(l);
     report("churn", n, 6, total, per_call, k);
+    struct churn_ctx ctx = {l, &a};
+    paired(n, 6, run_churn, &ctx);
+    close(l);
 }
 
 /* Whether a library whose path contains `name` is mapped into this process. */
@@ -192,8 +321,9 @@ static long num(const char *s) {
 int main(int argc, char **argv) {
     long n = 20000, churn = 5000, warm = 1000;
     int opt;
-    while ((opt = getopt(argc, argv, "n:c:w:k:")) != -1) {
+    while ((opt = getopt(argc, argv, "n:c:w:k:p:")) != -1) {
         switch (opt) {
+        case 'p': block = num(optarg); break;
         case 'n': n = num(optarg); break;
         case 'c': churn = num(optarg); break;
         case 'w': warm = num(optarg); break;
@@ -205,7 +335,7 @@ int main(int argc, char **argv) {
             }
             break;
         default:
-            fprintf(stderr, "usage: bench_micro [-n ITERS] [-c CHURN] [-w WARMUP] [-k CHUNKS] BENCH...\n");
+            fprintf(stderr, "usage: bench_micro [-n ITERS] [-c CHURN] [-w WARMUP] [-k CHUNKS] [-p BLOCK] BENCH...\n");
             return 2;
         }
     }
@@ -214,6 +344,7 @@ int main(int argc, char **argv) {
         return 2;
     }
     setvbuf(stdout, NULL, _IOLBF, 0);
+    apis();
     for (int i = optind; i < argc; i++) {
         const char *b = argv[i];
         int all = strcmp(b, "all") == 0, known = all;

@@ -9,12 +9,13 @@ use common::*;
 use serde_json::Value;
 use std::time::Duration;
 
-const COLUMNS: [&str; 7] = [
+const COLUMNS: [&str; 8] = [
     "benchmark",
     "mode",
     "median",
     "spread (min..max)",
     "vs none",
+    "in-process",
     "target",
     "status",
 ];
@@ -28,18 +29,20 @@ const MICRO: [(&str, &str); 7] = [
     ("tcp-vec", "tcp writev+readv"),
     ("churn", "tcp connection churn"),
 ];
-const MICRO_MODES: [(&str, &str); 5] = [
+const MICRO_MODES: [(&str, &str); 6] = [
     ("none", "no preload"),
     ("default", "errshim, default rules"),
     ("faults", "errshim, faults p=0"),
+    ("faults-eval", "errshim, faults nth=10^12"),
     ("libfiu", "libfiu, p=0"),
     ("strace", "strace --inject"),
 ];
-const CALLGRIND_MODES: [(&str, &str); 6] = [
+const CALLGRIND_MODES: [(&str, &str); 7] = [
     ("none", "no preload"),
     ("default", "errshim, default rules"),
     ("faults-other", "errshim, faults on shutdown only"),
     ("faults", "errshim, faults p=0"),
+    ("faults-eval", "errshim, faults nth=10^12"),
     ("faults-drawn", "errshim, faults p=1e-9"),
     ("libfiu", "libfiu, p=0"),
 ];
@@ -80,7 +83,7 @@ fn expected_rows(with_macro: bool) -> Vec<Want> {
                 },
                 target: match mode {
                     "default" => Some(1.02),
-                    "faults" => Some(1.05),
+                    "faults" | "faults-eval" => Some(1.05),
                     _ => None,
                 },
             });
@@ -97,7 +100,7 @@ fn expected_rows(with_macro: bool) -> Vec<Want> {
             needs: Some(if mode == "libfiu" { "fiu-run" } else { "valgrind" }),
             target: match mode {
                 "default" => Some(40.0),
-                "faults" => Some(120.0),
+                "faults" | "faults-eval" => Some(120.0),
                 _ => None,
             },
         });
@@ -258,9 +261,20 @@ fn quick_run_prints_a_table_and_json_and_leaves_nothing_behind() {
                 .parse::<f64>()
                 .unwrap_or_else(|_| panic!("a ratio in '{line}'"));
         }
+        // The in-process ratio: micro rows, except under strace (which traces both sides).
+        let in_process = w.section == "micro" && w.mode != "strace";
+        let cells = if in_process {
+            cells[3]
+                .strip_suffix('x')
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or_else(|| panic!("an in-process ratio in '{line}'"));
+            [&cells[..3], &cells[4..]].concat()
+        } else {
+            cells
+        };
         match w.target {
             Some(_) => {
-                assert_eq!(cells.len(), 6, "target and status in '{line}'");
+                assert_eq!(cells.len(), 6, "target (two words) and status in '{line}'");
                 assert!(["ok", "MISSED"].contains(&cells[5]), "status in '{line}'");
             }
             None => assert_eq!(cells.len(), 3, "no target in '{line}'"),
@@ -332,6 +346,13 @@ fn quick_run_prints_a_table_and_json_and_leaves_nothing_behind() {
                 assert!(vs > 0.0, "{what}: {row}");
                 if w.mode == "none" {
                     assert!((vs - 1.0).abs() < 1e-9, "{what}: {row}");
+                }
+                if w.section == "micro" && w.mode != "strace" {
+                    assert!(num(row, "in_process") > 0.0, "{what}: {row}");
+                    let pairs = row["in_process_samples"].as_array().unwrap();
+                    assert_eq!(pairs.len(), rounds("micro"), "{what}: one ratio per run: {row}");
+                } else {
+                    assert!(row.get("in_process").is_none(), "{what}: {row}");
                 }
             }
         }
