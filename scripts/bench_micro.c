@@ -116,7 +116,9 @@ static void apis(void) {
                           libc_sym(h, "shutdown"), libc_sym(h, "close")};
 }
 
-/* roundtrips(), through an api. */
+/* roundtrips(), through an api (the paired measurement). roundtrips() itself calls the
+ * functions directly, through the PLT as programs do, because callgrind's per-call
+ * instruction counts come from it. */
 static void roundtrips_via(const struct api *f, int a, int b, enum io io, long n) {
     char c = 'x', d;
     struct iovec wi = {&c, 1}, ri = {&d, 1};
@@ -171,13 +173,9 @@ static int cmp_double(const void *x, const void *y) {
     return (a > b) - (a < b);
 }
 
-static double median_long(double *v, long n) {
+static double median(double *v, long n) {
     qsort(v, (size_t)n, sizeof *v, cmp_double);
     return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
-
-static double median(double *v, int n) {
-    return median_long(v, n);
 }
 
 static void report(const char *name, long n, long calls_per_op, double total, double *per_call, int k) {
@@ -207,7 +205,7 @@ static void paired(long n, long calls_per_op, void (*run)(const struct api *, lo
         direct_total += t[0];
     }
     printf(" direct_ns_per_call=%.2f paired_ratio=%.4f\n", direct_total / (double)(pairs * m * calls_per_op),
-           median_long(ratio, pairs));
+           median(ratio, pairs));
     free(ratio);
 }
 
@@ -244,16 +242,16 @@ static void bench_io(const char *name, int tcp, enum io io, long n, long warm) {
 /* Connection churn on loopback TCP. The accepted end closes first, so TIME_WAIT lands on the
  * listener's side (whose port is new in every process) and the client's ephemeral ports are
  * free for reuse at once; the client's shutdown(SHUT_WR) then runs in CLOSE_WAIT and succeeds. */
-static void churn_cycles(int l, const struct sockaddr_in *a, long n) {
+static void churn_cycles(const struct api *f, int l, const struct sockaddr_in *a, long n) {
     for (long i = 0; i < n; i++) {
-        int c = socket(AF_INET, SOCK_STREAM, 0);
+        int c = f->socket(AF_INET, SOCK_STREAM, 0);
         if (c < 0) die("socket");
-        if (connect(c, (const struct sockaddr *)a, sizeof *a) < 0) die("connect");
-        int s = accept(l, NULL, NULL);
+        if (f->connect(c, (const struct sockaddr *)a, sizeof *a) < 0) die("connect");
+        int s = f->accept(l, NULL, NULL);
         if (s < 0) die("accept");
-        if (close(s) != 0) die("close (accepted)");
-        if (shutdown(c, SHUT_WR) != 0) die("shutdown");
-        if (close(c) != 0) die("close");
+        if (f->close(s) != 0) die("close (accepted)");
+        if (f->shutdown(c, SHUT_WR) != 0) die("shutdown");
+        if (f->close(c) != 0) die("close");
     }
 }
 
@@ -262,30 +260,20 @@ struct churn_ctx {
     const struct sockaddr_in *a;
 };
 
-/* churn_cycles(), through an api. */
 static void run_churn(const struct api *f, long m, void *ctx) {
     struct churn_ctx *x = ctx;
-    for (long i = 0; i < m; i++) {
-        int c = f->socket(AF_INET, SOCK_STREAM, 0);
-        if (c < 0) die("socket");
-        if (f->connect(c, (const struct sockaddr *)x->a, sizeof *x->a) < 0) die("connect");
-        int s = f->accept(x->l, NULL, NULL);
-        if (s < 0) die("accept");
-        if (f->close(s) != 0) die("close (accepted)");
-        if (f->shutdown(c, SHUT_WR) != 0) die("shutdown");
-        if (f->close(c) != 0) die("close");
-    }
+    churn_cycles(f, x->l, x->a, m);
 }
 
 static void bench_churn(long n, long warm) {
     struct sockaddr_in a;
     int l = listener(&a), k = n < chunks ? (int)n : chunks;
     double per_call[MAX_CHUNKS], total = 0;
-    churn_cycles(l, &a, warm);
+    churn_cycles(&bound, l, &a, warm);
     for (int i = 0; i < k; i++) {
         long m = n / k + (i < n % k);
         double t0 = now_ns();
-        churn_cycles(l, &a, m);
+        churn_cycles(&bound, l, &a, m);
         double t = now_ns() - t0;
         total += t;
         per_call[i] = t / (6.0 * m);

@@ -207,11 +207,6 @@ impl FaultSet {
     pub fn rules(&self) -> &[FaultRule] {
         &self.rules[..self.n.min(MAX_RULES)]
     }
-
-    /// The calls any rule names (a bit per `Call`).
-    pub fn calls(&self) -> u32 {
-        self.rules().iter().fold(0, |a, r| a | r.calls.bits())
-    }
 }
 
 /// A short text copied into a fixed buffer (no heap).
