@@ -67,10 +67,49 @@ impl CallArgs {
 
     /// The byte count the call asked for, whichever form its buffer had.
     pub fn requested(&self) -> usize {
+        self.request().bytes()
+    }
+
+    /// What the call asked for, in two words, to be summed only if needed.
+    pub fn request(&self) -> Request {
         if self.iov.is_null() {
-            self.len
+            Request {
+                iov: self.iov,
+                n: self.len,
+            }
         } else {
-            self.iov_len()
+            Request {
+                iov: self.iov,
+                n: self.iovcnt,
+            }
+        }
+    }
+}
+
+/// What a call asked for, cheap to pass along: its byte count, or its iovec array (`n`
+/// entries), whose total is worked out only when a `short` fault needs it.
+#[derive(Clone, Copy)]
+pub struct Request {
+    iov: *const libc::iovec,
+    n: usize,
+}
+
+impl Request {
+    /// A call with no buffer (shutdown, close).
+    pub const NONE: Request = Request::len(0);
+
+    pub const fn len(n: usize) -> Request {
+        Request {
+            iov: core::ptr::null(),
+            n,
+        }
+    }
+
+    pub fn bytes(self) -> usize {
+        if self.iov.is_null() {
+            self.n
+        } else {
+            CallArgs::iov(0, self.iov, self.n, 0).iov_len()
         }
     }
 }

@@ -122,6 +122,12 @@ impl FaultRule {
 /// the one implementation of nth, when, after and p, used on every matching call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Triggers {
+    /// The range of matching-call numbers k in which the counting triggers (after, nth, when)
+    /// can hold, as its first k and its length minus one, so that every k outside fails with
+    /// one compare. An empty range is (u64::MAX, 0): only k = u64::MAX enters it, and the full
+    /// check rejects that.
+    lo: u64,
+    span: u64,
     after: u64,
     /// 0: no `nth=`.
     nth: u64,
@@ -137,6 +143,8 @@ pub struct Triggers {
 
 impl Triggers {
     pub const NONE: Triggers = Triggers {
+        lo: u64::MAX,
+        span: 0,
         after: 0,
         nth: 0,
         wfirst: 0,
@@ -148,7 +156,19 @@ impl Triggers {
 
     pub fn of(r: &FaultRule) -> Triggers {
         let (wfirst, wlast, wstep) = r.when.map_or((0, 0, 1), |w| (w.first, w.last, w.step));
+        let nth = r.nth.unwrap_or(0);
+        let mut lo = r.after.saturating_add(1);
+        let mut hi = u64::MAX;
+        if nth != 0 {
+            (lo, hi) = (lo.max(nth), hi.min(nth));
+        }
+        if wfirst != 0 {
+            (lo, hi) = (lo.max(wfirst), hi.min(wlast));
+        }
+        let (lo, span) = if lo <= hi { (lo, hi - lo) } else { (u64::MAX, 0) };
         Triggers {
+            lo,
+            span,
             after: r.after,
             nth: r.nth.unwrap_or(0),
             wfirst,
@@ -183,12 +203,29 @@ impl Triggers {
     /// Whether the k-th matching call fires, given the rule's key (`rule_key`).
     #[inline(always)]
     pub fn fire(&self, key: u64, k: u64) -> bool {
-        k > self.after
-            && (self.nth == 0 || self.nth == k)
-            && (self.wfirst == 0
-                || (k >= self.wfirst && k <= self.wlast && (k - self.wfirst).is_multiple_of(self.wstep)))
-            && (self.always || (self.p != 0 && draw_keyed(key, k, 0) < self.p))
+        self.in_range(k) && self.fire_in_range(key, k)
     }
+
+    /// Whether `after`, `nth` and the bounds of `when` allow the k-th matching call, with one
+    /// compare; false means the call does not fire. (An empty range lets k = 2^64-1 through,
+    /// a count no process reaches.)
+    #[inline(always)]
+    pub fn in_range(&self, k: u64) -> bool {
+        k.wrapping_sub(self.lo) <= self.span
+    }
+
+    /// The rest, for a k `in_range`: the step of `when`, then the draw for `p`.
+    #[inline(always)]
+    fn fire_in_range(&self, key: u64, k: u64) -> bool {
+        (self.wstep <= 1 || (k - self.wfirst).is_multiple_of(self.wstep))
+            && (self.always || (self.p != 0 && draw_below(key, k, self.p)))
+    }
+}
+
+/// The `p` draw; out of line, so that a caller's loop keeps no registers for its constants.
+#[inline(never)]
+fn draw_below(key: u64, k: u64, p: u64) -> bool {
+    draw_keyed(key, k, 0) < p
 }
 
 /// Up to MAX_RULES rules, by value.

@@ -11,114 +11,148 @@
 
 use crate::cause::hist;
 use crate::conntable;
-use crate::event::CallArgs;
+use crate::event::{CallArgs, Request};
 use crate::rules::Call;
 use crate::sockinfo::Kind;
 use crate::{errno, inject, logger, ops, real};
 use libc::{c_int, c_uint, c_void, iovec, msghdr, size_t, sockaddr, socklen_t, ssize_t};
 
-/// Defines an exported hook that calls the real function through `$f`. A `first` block runs
-/// before anything else (the fault check, so that it can be a bare tail jump).
+/// Defines an exported hook that calls the real function through `$f` (the read and write
+/// families have `io_hook!` instead).
 macro_rules! hook {
-    (fn $name:ident($($a:ident: $t:ty),*) -> $ret:ty, $real:ident, first $first:block, |$f:ident| $body:block) => {
+    (fn $name:ident($($a:ident: $t:ty),*) -> $ret:ty, $real:ident, |$f:ident| $body:block) => {
         #[no_mangle]
         pub unsafe extern "C-unwind" fn $name($($a: $t),*) -> $ret {
-            $first
-            /// The hook proper; the exported symbol above is a trampoline that needs no stack
-            /// frame, so that `first` can jump away before any register is saved.
+            /// Before the constructor ran: resolve, then take the hook again. Out of line, so
+            /// the hook's own path keeps no registers alive for it.
+            #[cold]
             #[inline(never)]
-            unsafe fn proper($($a: $t),*) -> $ret {
-                hook!(@body $name($($a: $t),*) -> $ret, $real, |$f| $body)
+            unsafe fn unresolved($($a: $t),*) -> $ret {
+                if real::$real.resolve() == 0 {
+                    errno::set(libc::ENOSYS);
+                    return -1;
+                }
+                // SAFETY: the caller's own arguments, to the hook that now finds the symbol.
+                unsafe { $name($($a),*) }
             }
-            // SAFETY: the caller's own arguments.
-            unsafe { proper($($a),*) }
-        }
-    };
-    (@body $name:ident($($a:ident: $t:ty),*) -> $ret:ty, $real:ident, |$f:ident| $body:block) => {{
-        /// Before the constructor ran: resolve, then take the hook again. Out of line, so
-        /// the hook's own path keeps no registers alive for it.
-        #[cold]
-        #[inline(never)]
-        unsafe fn unresolved($($a: $t),*) -> $ret {
-            if real::$real.resolve() == 0 {
-                errno::set(libc::ENOSYS);
-                return -1;
+            let addr = real::$real.loaded();
+            if addr == 0 {
+                // SAFETY: as above.
+                return unsafe { unresolved($($a),*) };
             }
-            // SAFETY: the caller's own arguments, to the hook that now finds the symbol.
-            unsafe { $name($($a),*) }
+            // SAFETY: addr is the next definition of this very symbol, which has this signature.
+            let $f: unsafe extern "C-unwind" fn($($t),*) -> $ret = unsafe { core::mem::transmute(addr) };
+            $body
         }
-        let addr = real::$real.loaded();
-        if addr == 0 {
-            // SAFETY: as above.
-            return unsafe { unresolved($($a),*) };
-        }
-        // SAFETY: addr is the next definition of this very symbol, which has this signature.
-        let $f: unsafe extern "C-unwind" fn($($t),*) -> $ret = unsafe { core::mem::transmute(addr) };
-        $body
-    }};
-    (fn $name:ident($($a:ident: $t:ty),*) -> $ret:ty, $real:ident, |$f:ident| $body:block) => {
-        hook!(fn $name($($a: $t),*) -> $ret, $real, first {}, |$f| $body);
     };
 }
 
 /// What a hook does with the real call's result: count bytes on success, hand anything else
-/// to the cold path. `read`: 0 can be the peer's FIN; `write`: 0 is a success.
+/// to the cold path. `read`: 0 can be the peer's FIN; `write`: 0 is a success. The cold path is
+/// a function of its own that takes the caller's arguments (those it does not use are dropped
+/// by the optimiser), so that the hook builds no `CallArgs` and needs no stack frame.
 macro_rules! finish {
-    (read, $r:expr, $fd:expr, $call:expr, $name:expr, $args:expr, $errno_before:expr, $ret:ty) => {{
+    ($family:ident, $r:expr, $fd:ident: $fdt:ty, ($($a:ident: $t:ty),*), $call:expr, $name:expr, $args:expr, $errno_before:expr, $ret:ty) => {{
+        #[cold]
+        #[inline(never)]
+        #[allow(unused_variables, clippy::too_many_arguments)]
+        fn failed(r: $ret, $fd: $fdt, $($a: $t,)* errno_before: c_int) -> $ret {
+            finish!(@cold $family, $call, $name, $args, r as isize, errno_before) as $ret
+        }
         let r = $r;
-        if r > 0 {
-            conntable::count_in($fd, r as u64, $call);
+        if finish!(@ok $family, r) {
+            finish!(@count $family, $fd, r as u64, $call);
             return r;
         }
-        ops::after_read($call, $name, $args, r as isize, $errno_before) as $ret
+        failed(r, $fd, $($a,)* $errno_before)
     }};
-    (write, $r:expr, $fd:expr, $call:expr, $name:expr, $args:expr, $errno_before:expr, $ret:ty) => {{
-        let r = $r;
-        if r >= 0 {
-            conntable::count_out($fd, r as u64, $call);
-            return r;
+    (@ok read, $r:expr) => { $r > 0 };
+    (@ok write, $r:expr) => { $r >= 0 };
+    (@count read, $fd:expr, $n:expr, $call:expr) => { conntable::count_in($fd, $n, $call) };
+    (@count write, $fd:expr, $n:expr, $call:expr) => { conntable::count_out($fd, $n, $call) };
+    (@cold read, $call:expr, $name:expr, $args:expr, $r:expr, $e:expr) => { ops::after_read($call, $name, $args, $r, $e) };
+    (@cold write, $call:expr, $name:expr, $args:expr, $r:expr, $e:expr) => { ops::after_failure($call, $name, $args, $r, $e) };
+}
+
+/// The real function, resolved now if need be; the enclosing hook fails with ENOSYS if there
+/// is none.
+macro_rules! resolved {
+    ($real:ident, fn($($t:ty),*) -> $ret:ty) => {{
+        let addr = real::$real.get();
+        if addr == 0 {
+            errno::set(libc::ENOSYS);
+            return -1;
         }
-        ops::after_failure($call, $name, $args, r as isize, $errno_before) as $ret
+        // SAFETY: the next definition of this very symbol, which has this signature.
+        let f: unsafe extern "C-unwind" fn($($t),*) -> $ret = unsafe { core::mem::transmute(addr) };
+        f
     }};
 }
 
-/// A read- or write-family hook. The `armed` check comes first, before anything else, so that
-/// when some fault rule names the call, or some rule may turn its failure into a success, the
-/// hook is a bare tail jump to `faulty` (which keeps errno from before the call); otherwise it
-/// costs one load and a branch.
+/// A read- or write-family hook. It tests `armed` first:
+/// - Armed (some fault rule names the call, some rule may turn its failure into a success, or
+///   the constructor has not resolved the real functions yet): a jump to `faulty`, which
+///   consults the fault rules, resolves the symbol if need be and keeps errno from before the
+///   call.
+/// - Otherwise `plain`, inline: the real call through the address the constructor resolved
+///   (the call would still be armed if it had found none), the byte count, and a jump to
+///   `failed` when the call did not succeed. No errno read, no check of the address, nothing
+///   on the stack but the registers that keep the arguments `failed` needs.
+///
+/// Inline rather than behind a trampoline: on a VM whose syscalls refill the return stack
+/// buffer, every frame around the real call costs a mispredicted return (README,
+/// Performance), and a hook's code lines are what the kernel's own code evicts from the
+/// instruction cache during the call, so fewer is better.
 macro_rules! io_hook {
     ($family:ident, $name:ident($fd:ident: $fdt:ty, $($a:ident: $t:ty),*) -> $ret:ty = $real:ident, $call:expr, $args:expr, |$f:ident, $lim:ident| $limited:expr) => {
-        hook!(fn $name($fd: $fdt, $($a: $t),*) -> $ret, $real, first {
-            /// Some fault rule names this call: decide, then inject or carry on as usual.
+        #[no_mangle]
+        pub unsafe extern "C-unwind" fn $name($fd: $fdt, $($a: $t),*) -> $ret {
+            /// The careful path: decide, then inject or carry on as usual.
             #[cold]
             #[inline(never)]
             unsafe fn faulty($fd: $fdt, $($a: $t),*) -> $ret {
-                let addr = real::$real.get();
-                if addr == 0 {
-                    errno::set(libc::ENOSYS);
-                    return -1;
-                }
-                // SAFETY: the next definition of this very symbol, which has this signature.
-                let $f: unsafe extern "C-unwind" fn($fdt, $($t),*) -> $ret = unsafe { core::mem::transmute(addr) };
-                let errno_before = errno::get();
-                if let Some(inj) = inject::decide($call, $fd, $args.requested()) {
+                /// A rule fires: inject. Out of line, so that the arguments stay in registers
+                /// on the way to the real call when none does.
+                #[cold]
+                #[inline(never)]
+                #[allow(clippy::too_many_arguments)]
+                unsafe fn inject(inj: inject::Injection, $fd: $fdt, $($a: $t),*) -> $ret {
+                    let errno_before = errno::get();
+                    let $f = resolved!($real, fn($fdt, $($t),*) -> $ret);
                     // SAFETY: the real call with the caller's arguments, its length cut to `$lim`.
                     let mut perform = |$lim: usize| unsafe { $limited } as isize;
-                    return ops::injected($call, stringify!($name), $args, inj, errno_before, &mut perform) as $ret;
+                    ops::injected($call, stringify!($name), $args, inj, errno_before, &mut perform) as $ret
                 }
+                // First, while only the arguments are live; `decide` leaves errno as it was.
+                if let Some(inj) = inject::decide($call, $fd, $args.request()) {
+                    // SAFETY: the caller's own arguments.
+                    return unsafe { inject(inj, $fd, $($a),*) };
+                }
+                let errno_before = errno::get();
+                let $f = resolved!($real, fn($fdt, $($t),*) -> $ret);
                 // SAFETY: the caller's own arguments, passed on unchanged.
-                finish!($family, unsafe { $f($fd, $($a),*) }, $fd, $call, stringify!($name), $args, errno_before, $ret)
+                finish!($family, unsafe { $f($fd, $($a),*) }, $fd: $fdt, ($($a: $t),*), $call, stringify!($name), $args, errno_before, $ret)
             }
-            if inject::armed($call) {
-                // SAFETY: the caller's own arguments.
-                return unsafe { faulty($fd, $($a),*) };
+            /// The plain path. No rule turns this call's failure into a success, so errno from
+            /// before the call is not needed.
+            #[inline(always)]
+            unsafe fn plain($fd: $fdt, $($a: $t),*) -> $ret {
+                // SAFETY: not armed, so the constructor resolved this symbol to a non-zero
+                // address (`inject::armed` pairs with the store that said so), the next
+                // definition of this very symbol, which has this signature.
+                let $f: unsafe extern "C-unwind" fn($fdt, $($t),*) -> $ret = unsafe { core::mem::transmute(real::$real.loaded()) };
+                // SAFETY: the caller's own arguments, passed on unchanged.
+                finish!($family, unsafe { $f($fd, $($a),*) }, $fd: $fdt, ($($a: $t),*), $call, stringify!($name), $args, ops::ERRNO_UNKNOWN, $ret)
             }
-        }, |$f| {
-            // Not armed: no rule turns this call's failure into a success, so errno from
-            // before the call is not needed.
-            // SAFETY: the caller's own arguments, passed on unchanged.
-            finish!($family, unsafe { $f($fd, $($a),*) }, $fd, $call, stringify!($name), $args, ops::ERRNO_UNKNOWN, $ret)
-        });
+            // SAFETY: the caller's own arguments.
+            unsafe {
+                if inject::armed($call) {
+                    faulty($fd, $($a),*)
+                } else {
+                    plain($fd, $($a),*)
+                }
+            }
+        }
     };
 }
 
@@ -156,7 +190,7 @@ hook!(fn shutdown(fd: c_int, how: c_int) -> c_int, SHUTDOWN, |real| {
     #[inline(never)]
     unsafe fn faulty(real: unsafe extern "C-unwind" fn(c_int, c_int) -> c_int, fd: c_int, how: c_int) -> c_int {
         let errno_before = errno::get();
-        if let Some(inj) = inject::decide(Call::Shutdown, fd, 0) {
+        if let Some(inj) = inject::decide(Call::Shutdown, fd, Request::NONE) {
             let args = CallArgs { how, ..CallArgs::fd(fd) };
             // SAFETY: the caller's own arguments.
             let mut perform = |_: usize| unsafe { real(fd, how) } as isize;
@@ -202,7 +236,7 @@ hook!(fn close(fd: c_int) -> c_int, CLOSE, |real| {
     // Forget the record before the descriptor is released: afterwards another thread may be
     // given the same number.
     let errno_before = errno::get();
-    let injection = if inject::armed(Call::Close) { inject::decide(Call::Close, fd, 0) } else { None };
+    let injection = if inject::armed(Call::Close) { inject::decide(Call::Close, fd, Request::NONE) } else { None };
     let history = conntable::forget(fd);
     if let Some(inj) = injection {
         let args = CallArgs { history, ..CallArgs::fd(fd) };

@@ -44,7 +44,7 @@ fn argv0_basename() -> String {
 }
 
 fn init() {
-    let missing: Vec<_> = real::resolve_all().collect();
+    let missing = real::resolve_all();
     crate::errno::learn_location();
     let vars: Vec<(String, String)> = std::env::vars_os()
         .filter_map(|(k, v)| Some((k.into_string().ok()?, v.to_string_lossy().into_owned())))

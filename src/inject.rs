@@ -7,11 +7,12 @@
 //! its slot's sequence number before and after and injects nothing if a reload overtook it.
 
 use crate::conntable;
+use crate::event::Request;
 use crate::faults::{self, Fault, FaultSet, MAX_RULES};
 use crate::fmtbuf::StackBuf;
 use crate::rules::Call;
 use crate::sockinfo::{self, Addr, Kind};
-use crate::sys;
+use crate::{errno, sys};
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
 
@@ -49,6 +50,19 @@ impl Hot {
             triggers: faults::Triggers::of(r),
         }
     }
+
+    /// Whether the rule's `fd=` filter admits the descriptor; `kind` caches its kind byte
+    /// across the rules of one call (0: not looked up yet).
+    #[inline(always)]
+    fn admits(&self, kind: &mut u8, fd: i32) -> bool {
+        if self.kinds == ALL_KINDS {
+            return true;
+        }
+        if *kind == 0 {
+            *kind = kind_byte(fd);
+        }
+        self.kinds & (1 << (*kind & 15)) != 0
+    }
 }
 
 struct Slot {
@@ -84,12 +98,16 @@ impl Slot {
 
 static SLOTS: [Slot; 2] = [Slot::new(), Slot::new()];
 static ACTIVE: AtomicUsize = AtomicUsize::new(0);
-/// `&SLOTS[ACTIVE]`, for one load on the hot path (null until a rule set is installed).
-static ACTIVE_SLOT: AtomicPtr<Slot> = AtomicPtr::new(core::ptr::null_mut());
+/// `&SLOTS[ACTIVE]`, for one load on the hot path (slot 0, empty, until a rule set is installed).
+static ACTIVE_SLOT: AtomicPtr<Slot> = AtomicPtr::new(&SLOTS[0] as *const Slot as *mut Slot);
 /// A bit per `Call` that takes the careful path: some active fault rule names it (all bits
-/// while a control file is watched), or some `ERRSHIM_RULES` rule may turn its failure into a
-/// success and so needs errno as it was before the call.
-static ARMED: AtomicU32 = AtomicU32::new(0);
+/// while a control file is watched), some `ERRSHIM_RULES` rule may turn its failure into a
+/// success and so needs errno as it was before the call, or a real function behind its hook
+/// is not resolved (all bits until the constructor has resolved them: the plain path calls
+/// the resolved address without checking it).
+static ARMED: AtomicU32 = AtomicU32::new(u32::MAX);
+/// The calls with a real function that the constructor did not find (all until it ran).
+static UNRESOLVED_CALLS: AtomicU32 = AtomicU32::new(u32::MAX);
 /// The calls some active fault rule names (all while a control file is watched: any call may
 /// be the one that notices a change).
 static FAULT_CALLS: AtomicU32 = AtomicU32::new(0);
@@ -100,10 +118,19 @@ static RELOADING: AtomicBool = AtomicBool::new(false);
 /// Whether a control file is watched.
 static WATCHING: AtomicBool = AtomicBool::new(false);
 
-/// Whether `call` takes the careful path (see ARMED): the only cost on a hook's path.
+/// Whether `call` takes the careful path (see ARMED): the only cost on a hook's path. Acquire:
+/// a clear bit means the real functions behind the call are resolved, and this thread sees
+/// their addresses (a plain load on x86-64).
 #[inline(always)]
 pub fn armed(call: Call) -> bool {
-    ARMED.load(Relaxed) & call.bit() != 0
+    ARMED.load(Acquire) & call.bit() != 0
+}
+
+/// The calls with a real function that has no next definition (from the constructor, once it
+/// has resolved them all).
+pub fn set_unresolved_calls(calls: u32) {
+    UNRESOLVED_CALLS.store(calls, Relaxed);
+    rearm();
 }
 
 /// The calls whose failures a rule may turn into successes (from the constructor, before
@@ -114,7 +141,8 @@ pub fn set_succeeding_calls(calls: u32) {
 }
 
 fn rearm() {
-    ARMED.store(FAULT_CALLS.load(Relaxed) | SUCCEEDING_CALLS.load(Relaxed), Release);
+    let calls = FAULT_CALLS.load(Relaxed) | SUCCEEDING_CALLS.load(Relaxed) | UNRESOLVED_CALLS.load(Relaxed);
+    ARMED.store(calls, Release);
 }
 
 pub fn seed() -> u64 {
@@ -206,6 +234,7 @@ fn kind_byte(fd: i32) -> u8 {
 #[cold]
 #[inline(never)]
 fn probe_and_remember(fd: i32) -> Kind {
+    let saved = errno::get();
     let kind = sockinfo::probe_kind(fd);
     if let Some(rec) = conntable::get(fd) {
         if kind != Kind::NotOpen && kind != Kind::Unknown {
@@ -216,6 +245,7 @@ fn probe_and_remember(fd: i32) -> Kind {
             }
         }
     }
+    errno::set(saved);
     kind
 }
 
@@ -255,69 +285,97 @@ fn ip_of(a: &Addr) -> Option<core::net::IpAddr> {
     }
 }
 
-/// Whether a rule injects into this call; `requested` gives the byte count asked for (asked
-/// only by a `short` rule that triggers).
+/// Whether a rule injects into this call; `requested` gives the byte count asked for (worked
+/// out only for a `short` rule that triggers). Leaves errno as it was, so that a hook can decide
+/// before it reads errno.
 /// errshim's own log writes are raw syscalls that never pass through a hook, so no fault can
 /// reach them.
+///
+/// Inline, the common case: each rule that names the call is matched against the descriptor,
+/// counted with one atomic add and passed over with one compare while the call's number is
+/// outside the range its counting triggers allow. A rule that fires goes to `fired`.
 #[inline(always)]
-pub fn decide(call: Call, fd: i32, requested: usize) -> Option<Injection> {
+pub fn decide(call: Call, fd: i32, requested: Request) -> Option<Injection> {
     if WATCHING.load(Relaxed) {
         control_poll();
     }
-    let slot = ACTIVE_SLOT.load(Acquire);
-    if slot.is_null() {
-        return None;
-    }
-    // SAFETY: points into the static SLOTS.
-    let slot = unsafe { &*slot };
+    // SAFETY: ACTIVE_SLOT always points into the static SLOTS.
+    let slot = unsafe { &*ACTIVE_SLOT.load(Acquire) };
     // ACTIVE_SLOT only ever points at a completely written set; a reload that overtakes this
     // decision shows in `seq`, checked before an injection is returned.
     let seq = slot.seq.load(Acquire);
-    // SAFETY: the active slot is not written while active (see Slot); overlap shows in seq.
-    let hot = unsafe { &*slot.hot.get() };
+    let mut rules = slot.by_call.get(call as usize).map_or(0, |m| m.load(Relaxed)) & RULE_BITS;
     let mut kind = 0u8;
-    let mut rules = slot.by_call.get(call as usize).map_or(0, |m| m.load(Relaxed)) & ((1 << MAX_RULES) - 1);
     while rules != 0 {
         let i = rules.trailing_zeros() as usize;
         rules &= rules - 1;
-        // SAFETY: `rules` only has bits below MAX_RULES.
-        let h = unsafe { hot.get_unchecked(i) };
-        if h.kinds != ALL_KINDS {
-            if kind == 0 {
-                kind = kind_byte(fd);
-            }
-            if h.kinds & (1 << (kind & 15)) == 0 {
-                continue;
-            }
-        }
-        // SAFETY: as above.
-        if h.addr && !address_filters_pass(unsafe { (*slot.set.get()).rules.get_unchecked(i) }, fd) {
-            continue;
-        }
-        // A matching call: every matching rule counts it, whichever injects.
-        // SAFETY: as above.
-        let (matched, key) = unsafe { (slot.matched.get_unchecked(i), slot.keys.get_unchecked(i)) };
-        let k = matched.fetch_add(1, Relaxed) + 1;
-        if h.triggers.fire(key.load(Relaxed), k) {
-            if let Some(inj) = triggered(slot, i, k, requested) {
-                // Later rules still count this call.
-                count_rest(slot, hot, rules, fd, kind);
-                return (seq & 1 == 0 && slot.seq.load(Acquire) == seq).then_some(inj);
+        if let Some(k) = slot.count(i, fd, &mut kind) {
+            // SAFETY: the active slot is not written while active (see Slot); i < MAX_RULES.
+            let (h, key) = unsafe { ((*slot.hot.get()).get_unchecked(i), slot.keys.get_unchecked(i)) };
+            if h.triggers.fire(key.load(Relaxed), k) {
+                return fired(slot, seq, i, k, rules, fd, requested, kind);
             }
         }
     }
     None
 }
 
+const RULE_BITS: u32 = (1 << MAX_RULES) - 1;
+
+impl Slot {
+    /// If rule `i` (below MAX_RULES) matches the descriptor, counts the call and returns its
+    /// number among the rule's matching calls. `kind` caches the descriptor's kind byte
+    /// across the rules of one call (0: not looked up yet).
+    #[inline(always)]
+    fn count(&self, i: usize, fd: i32, kind: &mut u8) -> Option<u64> {
+        // SAFETY: the active slot is not written while active (see Slot); i < MAX_RULES.
+        let h = unsafe { (*self.hot.get()).get_unchecked(i) };
+        if !h.admits(kind, fd) {
+            return None;
+        }
+        // SAFETY: as above.
+        if h.addr && !address_filters_pass(unsafe { (*self.set.get()).rules.get_unchecked(i) }, fd) {
+            return None;
+        }
+        // A matching call: every matching rule counts it, whichever injects.
+        // SAFETY: as above.
+        Some(unsafe { self.matched.get_unchecked(i) }.fetch_add(1, Relaxed) + 1)
+    }
+}
+
+/// Rule `i`'s triggers hold for its `k`-th matching call: inject (unless `max` says no); the
+/// rules in `rest` still count the call.
+#[cold]
+#[inline(never)]
+#[allow(clippy::too_many_arguments)]
+fn fired(
+    slot: &Slot,
+    seq: u64,
+    i: usize,
+    k: u64,
+    mut rest: u32,
+    fd: i32,
+    requested: Request,
+    mut kind: u8,
+) -> Option<Injection> {
+    let inj = triggered(slot, i, k, requested);
+    while rest != 0 {
+        let j = rest.trailing_zeros() as usize;
+        rest &= rest - 1;
+        slot.count(j, fd, &mut kind);
+    }
+    inj.filter(|_| unchanged(slot, seq))
+}
+
 /// A rule's triggers held: apply `short`'s limit and `max`.
 #[cold]
 #[inline(never)]
-fn triggered(slot: &Slot, i: usize, k: u64, requested: usize) -> Option<Injection> {
+fn triggered(slot: &Slot, i: usize, k: u64, requested: Request) -> Option<Injection> {
     // SAFETY: the active slot (see decide); i < MAX_RULES.
     let r = unsafe { (*slot.set.get()).rules.get_unchecked(i) };
     let key = slot.keys.get(i)?.load(Relaxed);
     let limit = match r.fault {
-        Fault::Short(n) => faults::short_limit_keyed(n, requested, key, k)?,
+        Fault::Short(n) => faults::short_limit_keyed(n, requested.bytes(), key, k)?,
         _ => usize::MAX,
     };
     let done = slot.injected.get(i)?.fetch_add(1, Relaxed);
@@ -332,36 +390,22 @@ fn triggered(slot: &Slot, i: usize, k: u64, requested: usize) -> Option<Injectio
     })
 }
 
-/// After an injection: the remaining rules that match the call count it too.
-#[cold]
-#[inline(never)]
-fn count_rest(slot: &Slot, hot: &[Hot; MAX_RULES], mut rules: u32, fd: i32, mut kind: u8) {
-    while rules != 0 {
-        let i = rules.trailing_zeros() as usize;
-        rules &= rules - 1;
-        let Some(h) = hot.get(i) else { break };
-        if h.kinds != ALL_KINDS {
-            if kind == 0 {
-                kind = kind_byte(fd);
-            }
-            if h.kinds & (1 << (kind & 15)) == 0 {
-                continue;
-            }
-        }
-        // SAFETY: the active slot; i < MAX_RULES.
-        if h.addr && !address_filters_pass(unsafe { (*slot.set.get()).rules.get_unchecked(i) }, fd) {
-            continue;
-        }
-        if let Some(m) = slot.matched.get(i) {
-            m.fetch_add(1, Relaxed);
-        }
-    }
+/// Whether the slot was complete when `seq` was read and no reload has begun since.
+fn unchanged(slot: &Slot, seq: u64) -> bool {
+    seq & 1 == 0 && slot.seq.load(Acquire) == seq
 }
 
 /// `port=` and `peer=`: only IP sockets have them; what the kernel is asked is remembered.
 #[cold]
 #[inline(never)]
 fn address_filters_pass(r: &faults::FaultRule, fd: i32) -> bool {
+    let saved = errno::get();
+    let pass = address_filters_pass_inner(r, fd);
+    errno::set(saved);
+    pass
+}
+
+fn address_filters_pass_inner(r: &faults::FaultRule, fd: i32) -> bool {
     let kind = kind_of(fd);
     if !(kind.is_tcp() || kind.is_udp()) {
         return false;
@@ -400,6 +444,8 @@ pub fn watch(path: &str) {
 
 /// At most every 100 ms (a coarse monotonic clock read, no syscall, decides), look whether the
 /// control file changed.
+#[cold]
+#[inline(never)]
 fn control_poll() {
     let now = sys::coarse_ms();
     let last = LAST_POLL_MS.load(Relaxed);
@@ -407,7 +453,9 @@ fn control_poll() {
         return;
     }
     if LAST_POLL_MS.compare_exchange(last, now, Relaxed, Relaxed).is_ok() {
+        let saved = errno::get();
         control_reload(false);
+        errno::set(saved);
     }
 }
 
@@ -477,15 +525,21 @@ mod tests {
     /// The only test in this binary that installs rules (the slots are process-wide).
     #[test]
     fn rules_that_cannot_fire_are_not_consulted() {
+        // A call with a real function that was not found stays on the careful path.
+        set_unresolved_calls(Call::Sendmsg.bit());
+        assert!(!armed(Call::Read) && armed(Call::Sendmsg));
+        set_unresolved_calls(0);
         let set = faults::parse("*:EIO:p=0;read:EIO:nth=2:after=5").unwrap();
         init(&set, 7);
         assert!(!armed(Call::Read) && !armed(Call::Write), "no rule can fire");
-        assert!(decide(Call::Read, 0, 1).is_none());
+        assert!(decide(Call::Read, 0, Request::len(1)).is_none());
 
         let set = faults::parse("*:EIO:p=0;read:EIO:nth=7:after=5:fd=any").unwrap();
         install(&set);
         assert!(armed(Call::Read) && !armed(Call::Write));
-        let fired: Vec<u64> = (1..=10).filter_map(|_| decide(Call::Read, 0, 1).map(|i| i.k)).collect();
+        let fired: Vec<u64> = (1..=10)
+            .filter_map(|_| decide(Call::Read, 0, Request::len(1)).map(|i| i.k))
+            .collect();
         assert_eq!(fired, [7], "the live rule counts every call");
 
         set_succeeding_calls(Call::Close.bit());

@@ -2,18 +2,23 @@
 //! the constructor, and one at a time on first use by hooks that run before it (another
 //! library's constructor). A resolved address is a relaxed atomic load from then on.
 
+use crate::inject;
+use crate::rules::Call;
 use core::ffi::CStr;
 use core::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 pub struct RealFn {
     name: &'static CStr,
+    /// The call whose hook calls this function (the read and write families).
+    call: Option<Call>,
     addr: AtomicUsize,
 }
 
 impl RealFn {
-    pub const fn new(name: &'static CStr) -> Self {
+    pub const fn new(name: &'static CStr, call: Option<Call>) -> Self {
         RealFn {
             name,
+            call,
             addr: AtomicUsize::new(0),
         }
     }
@@ -48,28 +53,30 @@ impl RealFn {
 }
 
 macro_rules! real_fns {
-    ($($id:ident = $sym:literal;)*) => {
-        $(pub static $id: RealFn = RealFn::new($sym);)*
+    ($($id:ident = $sym:literal $(, $call:ident)?;)*) => {
+        $(pub static $id: RealFn = RealFn::new($sym, real_fns!(@call $($call)?));)*
         pub static ALL: &[&RealFn] = &[$(&$id),*];
     };
+    (@call $call:ident) => { Some(Call::$call) };
+    (@call) => { None };
 }
 
 real_fns! {
-    READ = c"read";
-    WRITE = c"write";
-    READV = c"readv";
-    WRITEV = c"writev";
-    RECV = c"recv";
-    RECVFROM = c"recvfrom";
-    RECVMSG = c"recvmsg";
-    SEND = c"send";
-    SENDTO = c"sendto";
-    SENDMSG = c"sendmsg";
+    READ = c"read", Read;
+    WRITE = c"write", Write;
+    READV = c"readv", Readv;
+    WRITEV = c"writev", Writev;
+    RECV = c"recv", Recv;
+    RECVFROM = c"recvfrom", Recvfrom;
+    RECVMSG = c"recvmsg", Recvmsg;
+    SEND = c"send", Send;
+    SENDTO = c"sendto", Sendto;
+    SENDMSG = c"sendmsg", Sendmsg;
     SHUTDOWN = c"shutdown";
     CLOSE = c"close";
-    READ_CHK = c"__read_chk";
-    RECV_CHK = c"__recv_chk";
-    RECVFROM_CHK = c"__recvfrom_chk";
+    READ_CHK = c"__read_chk", Read;
+    RECV_CHK = c"__recv_chk", Recv;
+    RECVFROM_CHK = c"__recvfrom_chk", Recvfrom;
     SOCKET = c"socket";
     SOCKETPAIR = c"socketpair";
     ACCEPT = c"accept";
@@ -84,7 +91,11 @@ real_fns! {
     CLOSEFROM = c"closefrom";
 }
 
-/// Resolves every real symbol; returns the names that have no next definition.
-pub fn resolve_all() -> impl Iterator<Item = &'static CStr> {
-    ALL.iter().filter(|f| f.resolve() == 0).map(|f| f.name())
+/// Resolves every real symbol; returns the names that have no next definition. Then tells
+/// `inject` which read- and write-family calls may take the plain path, which calls the
+/// resolved address unchecked: those whose every real function was found.
+pub fn resolve_all() -> Vec<&'static CStr> {
+    let missing: Vec<&RealFn> = ALL.iter().copied().filter(|f| f.resolve() == 0).collect();
+    inject::set_unresolved_calls(missing.iter().filter_map(|f| f.call).fold(0, |m, c| m | c.bit()));
+    missing.iter().map(|f| f.name()).collect()
 }
