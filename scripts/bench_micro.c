@@ -26,7 +26,7 @@
  *   bench=unix-rw ... ns_per_call=308.6 direct_ns_per_call=305.1 paired_ratio=1.0112
  * and last a line saying which preload libraries are mapped, so the caller can check that the
  * mode it asked for is the one measured:
- *   maps errshim=1 fiu=0
+ *   maps errshim=1 fiu=0 floor=0
  * Every call must succeed: the program exits 1 at the first failure, so a benchmark never
  * measures an error path by accident. */
 #define _GNU_SOURCE
@@ -348,6 +348,6 @@ int main(int argc, char **argv) {
             return 2;
         }
     }
-    printf("maps errshim=%d fiu=%d\n", mapped("liberrshim"), mapped("fiu_posix_preload"));
+    printf("maps errshim=%d fiu=%d floor=%d\n", mapped("liberrshim"), mapped("fiu_posix_preload"), mapped("bench_floor"));
     return 0;
 }

@@ -29,8 +29,9 @@ const MICRO: [(&str, &str); 7] = [
     ("tcp-vec", "tcp writev+readv"),
     ("churn", "tcp connection churn"),
 ];
-const MICRO_MODES: [(&str, &str); 6] = [
+const MICRO_MODES: [(&str, &str); 7] = [
     ("none", "no preload"),
+    ("floor", "floor: C pass-through"),
     ("default", "errshim, default rules"),
     ("faults", "errshim, faults p=0"),
     ("faults-eval", "errshim, faults nth=10^12"),
