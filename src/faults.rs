@@ -122,18 +122,13 @@ impl FaultRule {
 /// the one implementation of nth, when, after and p, used on every matching call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Triggers {
-    /// The range of matching-call numbers k in which the counting triggers (after, nth, when)
-    /// can hold, as its first k and its length minus one, so that every k outside fails with
-    /// one compare. An empty range is (u64::MAX, 0): only k = u64::MAX enters it, and the full
-    /// check rejects that.
+    /// The matching-call numbers k that `after`, `nth` and the bounds of `when` allow, as the
+    /// first one and their count minus one, so that one compare rejects every other k. None
+    /// allowed: lo 0 (call numbers start at 1).
     lo: u64,
     span: u64,
-    after: u64,
-    /// 0: no `nth=`.
-    nth: u64,
-    /// `when=`: first 0 means none.
+    /// `when=`: its first call and step (0 and 1 without one).
     wfirst: u64,
-    wlast: u64,
     wstep: u64,
     /// No probability: every call that passes the other triggers.
     always: bool,
@@ -143,36 +138,29 @@ pub struct Triggers {
 
 impl Triggers {
     pub const NONE: Triggers = Triggers {
-        lo: u64::MAX,
+        lo: 0,
         span: 0,
-        after: 0,
-        nth: 0,
         wfirst: 0,
-        wlast: 0,
         wstep: 1,
         always: false,
         p: 0,
     };
 
     pub fn of(r: &FaultRule) -> Triggers {
-        let (wfirst, wlast, wstep) = r.when.map_or((0, 0, 1), |w| (w.first, w.last, w.step));
-        let nth = r.nth.unwrap_or(0);
+        let (wfirst, wstep) = r.when.map_or((0, 1), |w| (w.first, w.step));
         let mut lo = r.after.saturating_add(1);
         let mut hi = u64::MAX;
-        if nth != 0 {
+        if let Some(nth) = r.nth {
             (lo, hi) = (lo.max(nth), hi.min(nth));
         }
-        if wfirst != 0 {
-            (lo, hi) = (lo.max(wfirst), hi.min(wlast));
+        if let Some(w) = r.when {
+            (lo, hi) = (lo.max(w.first), hi.min(w.last));
         }
-        let (lo, span) = if lo <= hi { (lo, hi - lo) } else { (u64::MAX, 0) };
+        let (lo, span) = if lo <= hi { (lo, hi - lo) } else { (0, 0) };
         Triggers {
             lo,
             span,
-            after: r.after,
-            nth: r.nth.unwrap_or(0),
             wfirst,
-            wlast,
             wstep,
             always: r.p.is_none(),
             p: r.p.unwrap_or(0),
@@ -183,41 +171,20 @@ impl Triggers {
     /// triggers exclude every call (`nth=3` with `after=5`, a `when=` window that ends before
     /// `after`): such a rule is never consulted, so it costs the hooks nothing.
     pub fn can_fire(&self) -> bool {
-        if !self.always && self.p == 0 {
+        if (!self.always && self.p == 0) || self.lo == 0 {
             return false;
         }
-        let in_window = |k: u64| {
-            self.wfirst == 0 || (k >= self.wfirst && k <= self.wlast && (k - self.wfirst).is_multiple_of(self.wstep))
-        };
-        if self.nth != 0 {
-            return self.nth > self.after && in_window(self.nth);
-        }
-        if self.wfirst != 0 {
-            // The window's last call on its step grid.
-            let last = self.wfirst + (self.wlast.saturating_sub(self.wfirst)) / self.wstep * self.wstep;
-            return self.wlast >= self.wfirst && last > self.after;
-        }
-        true
+        // From the range's first call to the first one on the step grid of `when`.
+        let to_grid = (self.wstep - (self.lo - self.wfirst) % self.wstep) % self.wstep;
+        to_grid <= self.span
     }
 
-    /// Whether the k-th matching call fires, given the rule's key (`rule_key`).
+    /// Whether the k-th matching call fires, given the rule's key (`rule_key`). A k outside
+    /// the range costs one compare.
     #[inline(always)]
     pub fn fire(&self, key: u64, k: u64) -> bool {
-        self.in_range(k) && self.fire_in_range(key, k)
-    }
-
-    /// Whether `after`, `nth` and the bounds of `when` allow the k-th matching call, with one
-    /// compare; false means the call does not fire. (An empty range lets k = 2^64-1 through,
-    /// a count no process reaches.)
-    #[inline(always)]
-    pub fn in_range(&self, k: u64) -> bool {
         k.wrapping_sub(self.lo) <= self.span
-    }
-
-    /// The rest, for a k `in_range`: the step of `when`, then the draw for `p`.
-    #[inline(always)]
-    fn fire_in_range(&self, key: u64, k: u64) -> bool {
-        (self.wstep <= 1 || (k - self.wfirst).is_multiple_of(self.wstep))
+            && (self.wstep == 1 || (k - self.wfirst).is_multiple_of(self.wstep))
             && (self.always || (self.p != 0 && draw_below(key, k, self.p)))
     }
 }

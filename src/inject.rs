@@ -50,19 +50,6 @@ impl Hot {
             triggers: faults::Triggers::of(r),
         }
     }
-
-    /// Whether the rule's `fd=` filter admits the descriptor; `kind` caches its kind byte
-    /// across the rules of one call (0: not looked up yet).
-    #[inline(always)]
-    fn admits(&self, kind: &mut u8, fd: i32) -> bool {
-        if self.kinds == ALL_KINDS {
-            return true;
-        }
-        if *kind == 0 {
-            *kind = kind_byte(fd);
-        }
-        self.kinds & (1 << (*kind & 15)) != 0
-    }
 }
 
 struct Slot {
@@ -330,8 +317,13 @@ impl Slot {
     fn count(&self, i: usize, fd: i32, kind: &mut u8) -> Option<u64> {
         // SAFETY: the active slot is not written while active (see Slot); i < MAX_RULES.
         let h = unsafe { (*self.hot.get()).get_unchecked(i) };
-        if !h.admits(kind, fd) {
-            return None;
+        if h.kinds != ALL_KINDS {
+            if *kind == 0 {
+                *kind = kind_byte(fd);
+            }
+            if h.kinds & (1 << (*kind & 15)) == 0 {
+                return None;
+            }
         }
         // SAFETY: as above.
         if h.addr && !address_filters_pass(unsafe { (*self.set.get()).rules.get_unchecked(i) }, fd) {
@@ -364,7 +356,8 @@ fn fired(
         rest &= rest - 1;
         slot.count(j, fd, &mut kind);
     }
-    inj.filter(|_| unchanged(slot, seq))
+    // Only if the slot was complete when `seq` was read and no reload has begun since.
+    inj.filter(|_| seq & 1 == 0 && slot.seq.load(Acquire) == seq)
 }
 
 /// A rule's triggers held: apply `short`'s limit and `max`.
@@ -388,11 +381,6 @@ fn triggered(slot: &Slot, i: usize, k: u64, requested: Request) -> Option<Inject
         limit,
         k,
     })
-}
-
-/// Whether the slot was complete when `seq` was read and no reload has begun since.
-fn unchanged(slot: &Slot, seq: u64) -> bool {
-    seq & 1 == 0 && slot.seq.load(Acquire) == seq
 }
 
 /// `port=` and `peer=`: only IP sockets have them; what the kernel is asked is remembered.
