@@ -34,6 +34,11 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "1: each event carries the caller's return addresses",
     ),
     (
+        "ERRSHIM_COUNT",
+        "0",
+        "1: count bytes and note the last call per socket in the hooks (costs a few % per call)",
+    ),
+    (
         "ERRSHIM_FAULTS",
         "",
         "fault rules, CALLS:FAULT[:OPTION...];... (none by default)",
@@ -90,6 +95,8 @@ pub struct Config {
     pub format: Format,
     pub summary: bool,
     pub backtrace: bool,
+    /// `ERRSHIM_COUNT=1`: the hooks count bytes and note the last call per socket.
+    pub count: bool,
     pub faults: crate::faults::FaultSet,
     /// None: pick one at startup (and say which).
     pub seed: Option<u64>,
@@ -299,6 +306,7 @@ pub fn from_lookup(get: &dyn Fn(&str) -> Option<String>, set_names: &[String]) -
     }
     let summary = get("ERRSHIM_SUMMARY").is_some_and(|v| bool_var("ERRSHIM_SUMMARY", &v, &mut errors));
     let backtrace = get("ERRSHIM_BACKTRACE").is_some_and(|v| bool_var("ERRSHIM_BACKTRACE", &v, &mut errors));
+    let count = get("ERRSHIM_COUNT").is_some_and(|v| bool_var("ERRSHIM_COUNT", &v, &mut errors));
 
     let faults = match get("ERRSHIM_FAULTS") {
         None => crate::faults::FaultSet::EMPTY,
@@ -356,6 +364,7 @@ pub fn from_lookup(get: &dyn Fn(&str) -> Option<String>, set_names: &[String]) -
             format,
             summary,
             backtrace,
+            count,
             faults,
             seed,
             control,
@@ -378,10 +387,11 @@ impl Config {
             LogDest::Syslog(p) => format!("log: syslog socket {p}"),
         });
         out.push(format!(
-            "format: {}; summary at exit: {}; backtraces: {}",
+            "format: {}; summary at exit: {}; backtraces: {}; per-call byte counts: {}",
             if self.format == Format::Json { "json" } else { "text" },
             if self.summary { "on" } else { "off" },
-            if self.backtrace { "on" } else { "off" }
+            if self.backtrace { "on" } else { "off" },
+            if self.count { "on" } else { "off" }
         ));
         if self.rules.is_empty() {
             out.push("rules: none (pure pass-through)".to_string());
@@ -493,9 +503,17 @@ mod tests {
             ("ERRSHIM_FORMAT", "jsno"),
             ("ERRSHIM_SUMMARY", "1"),
             ("ERRSHIM_BACKTRACE", "yes"),
+            ("ERRSHIM_COUNT", "1"),
         ]);
-        assert_eq!((c.format, c.summary, c.backtrace), (Format::Text, true, true));
+        assert_eq!(
+            (c.format, c.summary, c.backtrace, c.count),
+            (Format::Text, true, true, true)
+        );
         assert_eq!(e[0].suggestion.as_deref(), Some("json"));
+        assert!(!parse(&[]).0.count, "per-call counts are off by default");
+        let (c, e) = parse(&[("ERRSHIM_COUNT", "on please")]);
+        assert!(!c.count);
+        assert!(e[0].to_string().contains("ERRSHIM_COUNT"), "{}", e[0]);
         assert_eq!(parse(&[("ERRSHIM_FORMAT", "json")]).0.format, Format::Json);
         assert_eq!(parse(&[("ERRSHIM_LOG", "off")]).0.log, LogDest::Off);
         assert_eq!(

@@ -1,10 +1,13 @@
 //! What errshim remembers about each socket descriptor: kind, peer address (from `connect`'s
 //! argument or `accept`'s result, because `getpeername` no longer works once `shutdown` fails),
-//! creation time, bytes moved through the hooks, and a history of what happened to it.
+//! creation time, a history of what happened to it, and with `ERRSHIM_COUNT=1` the bytes moved
+//! through the hooks and the last hooked call.
 //!
 //! Lock-free: one fixed record per descriptor number in an anonymous mapping sized from
-//! `RLIMIT_NOFILE` (pages are only backed once touched). Every field is an atomic; a success
-//! path pays a relaxed add or store at most. Records never describe the wrong connection:
+//! `RLIMIT_NOFILE` (pages are only backed once touched). Every field is an atomic. The read
+//! and write families' success path does not touch the table at all: byte counts come from
+//! `TCP_INFO` at event time. Only `ERRSHIM_COUNT=1` counts per call, and it arms those calls,
+//! so that the count runs on the careful path (see `inject::ARMED`). Records never describe the wrong connection:
 //! every hooked creation (`socket`, `socketpair`, `accept*`, `dup*`) rewrites the slot, every
 //! hooked destruction (`close`, `fclose`, `close_range`, `closefrom`) clears it, and for what
 //! no hook sees (a raw `close` syscall followed by a reuse) the socket's inode, learnt at its
@@ -14,7 +17,9 @@ use crate::cause::hist;
 use crate::rules::Call;
 use crate::sockinfo::{Addr, Kind};
 use core::net::{Ipv4Addr, Ipv6Addr};
-use core::sync::atomic::{AtomicPtr, AtomicU16, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering::Relaxed};
+use core::sync::atomic::{
+    AtomicBool, AtomicPtr, AtomicU16, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering::Relaxed,
+};
 
 #[repr(C)]
 pub struct Record {
@@ -37,6 +42,18 @@ pub struct Record {
     pub peer: [AtomicU64; 3],
     /// The socket's inode, learnt at its first event (0: not yet).
     pub ino: AtomicU64,
+}
+
+/// Whether `ERRSHIM_COUNT=1` asked for byte counts and the last call (set by the constructor).
+static COUNTING: AtomicBool = AtomicBool::new(false);
+
+pub fn set_counting(on: bool) {
+    COUNTING.store(on, Relaxed);
+}
+
+/// Whether the hooks count bytes and note the last call (`ERRSHIM_COUNT=1`).
+pub fn counting() -> bool {
+    COUNTING.load(Relaxed)
 }
 
 static TABLE: AtomicPtr<Record> = AtomicPtr::new(core::ptr::null_mut());
@@ -244,9 +261,12 @@ pub fn live_kind(fd: i32) -> u8 {
     }
 }
 
-/// A successful read-family call moved `n` bytes in.
+/// A successful read-family call moved `n` bytes in (counted with `ERRSHIM_COUNT=1`).
 #[inline(always)]
 pub fn count_in(fd: i32, n: u64, call: Call) {
+    if !counting() {
+        return;
+    }
     if let Some(r) = slot(fd) {
         // SAFETY: LEN is only non-zero once TABLE points at LEN records, which live forever.
         let r = unsafe { &*r };
@@ -255,9 +275,12 @@ pub fn count_in(fd: i32, n: u64, call: Call) {
     }
 }
 
-/// A successful write-family call moved `n` bytes out.
+/// A successful write-family call moved `n` bytes out (counted with `ERRSHIM_COUNT=1`).
 #[inline(always)]
 pub fn count_out(fd: i32, n: u64, call: Call) {
+    if !counting() {
+        return;
+    }
     if let Some(r) = slot(fd) {
         // SAFETY: as in count_in.
         let r = unsafe { &*r };

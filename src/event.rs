@@ -123,15 +123,32 @@ pub struct Context {
     pub pending_error: Option<bool>,
     /// Milliseconds since errshim saw the socket created or accepted.
     pub age_ms: Option<u64>,
-    pub bytes_in: u64,
-    pub bytes_out: u64,
+    /// `TCP_INFO`'s byte counts, for open TCP sockets: what the kernel moved, whichever way
+    /// the program asked (also `sendfile`, `splice`, io_uring).
+    pub bytes_received: Option<u64>,
+    pub bytes_sent: Option<u64>,
+    /// Bytes through errshim's own hooks on this socket (only with `ERRSHIM_COUNT=1`).
+    pub bytes_in: Option<u64>,
+    pub bytes_out: Option<u64>,
     /// `cause::hist` bits.
     pub history: u32,
-    /// The hooked call made on it before this one.
+    /// The hooked call made on it before this one (only with `ERRSHIM_COUNT=1`).
     pub last_call: Option<Call>,
     pub connect_errno: i32,
     pub first_error: i32,
     pub cause: Option<Cause>,
+}
+
+impl Context {
+    /// The byte counts known, by field name, in the order the formats write them.
+    fn byte_counts(&self) -> [(&'static str, Option<u64>); 4] {
+        [
+            ("bytes_received", self.bytes_received),
+            ("bytes_sent", self.bytes_sent),
+            ("bytes_in", self.bytes_in),
+            ("bytes_out", self.bytes_out),
+        ]
+    }
 }
 
 pub struct Event<'a> {
@@ -228,7 +245,7 @@ fn write_history_words<W: Write>(c: &Context, out: &mut W) {
 
 /// `errshim 2026-11-21T10:00:00.123456Z pid=812 tid=812 comm=nginx shutdown(fd=7, SHUT_WR) = -1
 /// ENOTCONN -> ignored, returned 0 | tcp4 local=127.0.0.1:8080 peer=10.0.0.5:51234 rule=1 |
-/// state=CLOSE pending_error=no age_ms=5 bytes_in=18 bytes_out=64 history=accepted,read_eof |
+/// state=CLOSE pending_error=no age_ms=5 bytes_received=18 bytes_sent=64 history=accepted,read_eof |
 /// cause=peer_closed: the orderly close ...`
 pub fn write_text<const N: usize>(ev: &Event<'_>, b: &mut StackBuf<N>) {
     let _ = write!(b, "errshim {} pid={} tid={} comm=", ev.time, ev.pid, ev.tid);
@@ -277,7 +294,12 @@ pub fn write_text<const N: usize>(ev: &Event<'_>, b: &mut StackBuf<N>) {
         if let Some(a) = c.age_ms {
             let _ = write!(b, " age_ms={a}");
         }
-        let _ = write!(b, " bytes_in={} bytes_out={} history=", c.bytes_in, c.bytes_out);
+        for (key, v) in c.byte_counts() {
+            if let Some(v) = v {
+                let _ = write!(b, " {key}={v}");
+            }
+        }
+        b.push(b" history=");
         write_history_words(c, b);
     }
     if let Some(cause) = c.cause {
@@ -296,7 +318,8 @@ pub fn write_text<const N: usize>(ev: &Event<'_>, b: &mut StackBuf<N>) {
 
 /// One JSON object with the field names `ts`, `pid`, `tid`, `comm`, `call`, `fd`, `how`, `len`,
 /// `ret`, `errno`, `action`, `returned`, `kind`, `local`, `peer`, `state`, `pending_error`,
-/// `age_ms`, `bytes_in`, `bytes_out`, `history`, `cause`, `cause_text` (where they apply), plus
+/// `age_ms`, `bytes_received`, `bytes_sent`, `bytes_in`, `bytes_out`, `history`, `cause`,
+/// `cause_text` (where they apply), plus
 /// `rule` and, when asked for, `backtrace`.
 pub fn write_json<const N: usize>(ev: &Event<'_>, b: &mut StackBuf<N>) {
     let mut o = json::Obj::new(b);
@@ -368,7 +391,11 @@ pub fn write_json<const N: usize>(ev: &Event<'_>, b: &mut StackBuf<N>) {
         o.num("age_ms", a);
     }
     if ev.kind.is_socket() || c.history != 0 {
-        o.num("bytes_in", c.bytes_in).num("bytes_out", c.bytes_out);
+        for (key, v) in c.byte_counts() {
+            if let Some(v) = v {
+                o.num(key, v);
+            }
+        }
         o.raw("history", |t| {
             let mut words = StackBuf::<256>::new();
             write_history_words(c, &mut words);
@@ -457,7 +484,7 @@ mod tests {
     fn shutdown_line() {
         assert_eq!(
             text(&sample()),
-            "errshim 2026-11-21T10:00:00.123456Z pid=812 tid=813 comm=nginx shutdown(fd=7, SHUT_WR) = -1 ENOTCONN -> ignored, returned 0 | tcp4 local=127.0.0.1:8080 peer=? rule=1 | bytes_in=0 bytes_out=0 history=none\n"
+            "errshim 2026-11-21T10:00:00.123456Z pid=812 tid=813 comm=nginx shutdown(fd=7, SHUT_WR) = -1 ENOTCONN -> ignored, returned 0 | tcp4 local=127.0.0.1:8080 peer=? rule=1 | history=none\n"
         );
     }
 
@@ -469,8 +496,10 @@ mod tests {
             state: Some(7),
             pending_error: Some(false),
             age_ms: Some(5),
-            bytes_in: 18,
-            bytes_out: 64,
+            bytes_received: Some(18),
+            bytes_sent: Some(64),
+            bytes_in: None,
+            bytes_out: None,
             history: cause::hist::TRACKED | cause::hist::ACCEPTED | cause::hist::READ_EOF,
             last_call: Some(Call::Recv),
             connect_errno: 0,
@@ -478,9 +507,9 @@ mod tests {
             cause: Some(Cause::PeerClosed),
         };
         let t = text(&ev);
-        assert!(t.contains("peer=10.0.0.5:51234 rule=1 | state=CLOSE pending_error=no age_ms=5 bytes_in=18 bytes_out=64 history=accepted,read_eof,last_call=recv | cause=peer_closed: the orderly close"), "{t}");
+        assert!(t.contains("peer=10.0.0.5:51234 rule=1 | state=CLOSE pending_error=no age_ms=5 bytes_received=18 bytes_sent=64 history=accepted,read_eof,last_call=recv | cause=peer_closed: the orderly close"), "{t}");
         let j = json_of(&ev);
-        assert!(j.starts_with("{\"ts\":\"2026-11-21T10:00:00.123456Z\",\"pid\":812,\"tid\":813,\"comm\":\"nginx\",\"call\":\"shutdown\",\"fd\":7,\"how\":\"SHUT_WR\",\"ret\":-1,\"errno\":\"ENOTCONN\",\"action\":\"ignore\",\"returned\":0,\"kind\":\"tcp4\",\"local\":\"127.0.0.1:8080\",\"peer\":\"10.0.0.5:51234\",\"state\":\"CLOSE\",\"pending_error\":false,\"age_ms\":5,\"bytes_in\":18,\"bytes_out\":64,\"history\":[\"accepted\",\"read_eof\",\"last_call=recv\"],\"cause\":\"peer_closed\",\"cause_text\":\"the orderly close"), "{j}");
+        assert!(j.starts_with("{\"ts\":\"2026-11-21T10:00:00.123456Z\",\"pid\":812,\"tid\":813,\"comm\":\"nginx\",\"call\":\"shutdown\",\"fd\":7,\"how\":\"SHUT_WR\",\"ret\":-1,\"errno\":\"ENOTCONN\",\"action\":\"ignore\",\"returned\":0,\"kind\":\"tcp4\",\"local\":\"127.0.0.1:8080\",\"peer\":\"10.0.0.5:51234\",\"state\":\"CLOSE\",\"pending_error\":false,\"age_ms\":5,\"bytes_received\":18,\"bytes_sent\":64,\"history\":[\"accepted\",\"read_eof\",\"last_call=recv\"],\"cause\":\"peer_closed\",\"cause_text\":\"the orderly close"), "{j}");
         assert!(j.ends_with("\"rule\":1}"), "{j}");
     }
 

@@ -1,7 +1,7 @@
 //! The exported symbols that the dynamic linker binds the program's calls to. Each hook is thin:
-//! call the real function exactly once with the caller's arguments, do at most an atomic add
-//! and a relaxed store in the connection table when it succeeded, and hand anything else to the
-//! cold functions in `ops`.
+//! call the real function exactly once with the caller's arguments and, unless it is armed,
+//! return its success untouched (the read and write families touch no memory of errshim's but
+//! the word of armed calls); hand anything else to the cold functions in `ops`.
 //!
 //! glibc's forced unwind (`pthread_cancel` of a thread blocked in `read`) must pass through a
 //! hook's frame: hooks hold nothing that needs dropping across the real call and never wrap it
@@ -47,12 +47,13 @@ macro_rules! hook {
     };
 }
 
-/// What a hook does with the real call's result: count bytes on success, hand anything else
-/// to the cold path. `read`: 0 can be the peer's FIN; `write`: 0 is a success. The cold path is
+/// What a hook does with the real call's result: return a success (the careful path, `counted`,
+/// first counts its bytes if `ERRSHIM_COUNT=1` asked for it), hand anything else to the cold
+/// path. `read`: 0 can be the peer's FIN; `write`: 0 is a success. The cold path is
 /// a function of its own that takes the caller's arguments (those it does not use are dropped
 /// by the optimiser), so that the hook builds no `CallArgs` and needs no stack frame.
 macro_rules! finish {
-    ($family:ident, $r:expr, $fd:ident: $fdt:ty, ($($a:ident: $t:ty),*), $call:expr, $name:expr, $args:expr, $errno_before:expr, $ret:ty) => {{
+    ($family:ident, $count:ident, $r:expr, $fd:ident: $fdt:ty, ($($a:ident: $t:ty),*), $call:expr, $name:expr, $args:expr, $errno_before:expr, $ret:ty) => {{
         #[cold]
         #[inline(never)]
         #[allow(unused_variables, clippy::too_many_arguments)]
@@ -61,15 +62,16 @@ macro_rules! finish {
         }
         let r = $r;
         if finish!(@ok $family, r) {
-            finish!(@count $family, $fd, r as u64, $call);
+            finish!(@$count $family, $fd, r as u64, $call);
             return r;
         }
         failed(r, $fd, $($a,)* $errno_before)
     }};
     (@ok read, $r:expr) => { $r > 0 };
     (@ok write, $r:expr) => { $r >= 0 };
-    (@count read, $fd:expr, $n:expr, $call:expr) => { conntable::count_in($fd, $n, $call) };
-    (@count write, $fd:expr, $n:expr, $call:expr) => { conntable::count_out($fd, $n, $call) };
+    (@counted read, $fd:expr, $n:expr, $call:expr) => { conntable::count_in($fd, $n, $call) };
+    (@counted write, $fd:expr, $n:expr, $call:expr) => { conntable::count_out($fd, $n, $call) };
+    (@uncounted $family:ident, $fd:expr, $n:expr, $call:expr) => {};
     (@cold read, $call:expr, $name:expr, $args:expr, $r:expr, $e:expr) => { ops::after_read($call, $name, $args, $r, $e) };
     (@cold write, $call:expr, $name:expr, $args:expr, $r:expr, $e:expr) => { ops::after_failure($call, $name, $args, $r, $e) };
 }
@@ -90,13 +92,13 @@ macro_rules! resolved {
 }
 
 /// A read- or write-family hook. It tests `armed` first:
-/// - Armed (some fault rule names the call, some rule may turn its failure into a success, or
-///   the constructor has not resolved the real functions yet): a jump to `faulty`, which
-///   consults the fault rules, resolves the symbol if need be and keeps errno from before the
-///   call.
+/// - Armed (some fault rule names the call, some rule may turn its failure into a success,
+///   `ERRSHIM_COUNT=1` asks for byte counts, or the constructor has not resolved the real
+///   functions yet): a jump to `faulty`, which consults the fault rules, resolves the symbol if
+///   need be, keeps errno from before the call and counts.
 /// - Otherwise `plain`, inline: the real call through the address the constructor resolved
-///   (the call would still be armed if it had found none), the byte count, and a jump to
-///   `failed` when the call did not succeed. No errno read, no check of the address, nothing
+///   (the call would still be armed if it had found none) and a jump to `failed` when the call
+///   did not succeed. No errno read, no check of the address, nothing
 ///   on the stack but the registers that keep the arguments `failed` needs.
 ///
 /// Inline rather than behind a trampoline: on a VM whose syscalls refill the return stack
@@ -131,7 +133,7 @@ macro_rules! io_hook {
                 let errno_before = errno::get();
                 let $f = resolved!($real, fn($fdt, $($t),*) -> $ret);
                 // SAFETY: the caller's own arguments, passed on unchanged.
-                finish!($family, unsafe { $f($fd, $($a),*) }, $fd: $fdt, ($($a: $t),*), $call, stringify!($name), $args, errno_before, $ret)
+                finish!($family, counted, unsafe { $f($fd, $($a),*) }, $fd: $fdt, ($($a: $t),*), $call, stringify!($name), $args, errno_before, $ret)
             }
             /// The plain path. No rule turns this call's failure into a success, so errno from
             /// before the call is not needed.
@@ -142,7 +144,7 @@ macro_rules! io_hook {
                 // definition of this very symbol, which has this signature.
                 let $f: unsafe extern "C-unwind" fn($fdt, $($t),*) -> $ret = unsafe { core::mem::transmute(real::$real.loaded()) };
                 // SAFETY: the caller's own arguments, passed on unchanged.
-                finish!($family, unsafe { $f($fd, $($a),*) }, $fd: $fdt, ($($a: $t),*), $call, stringify!($name), $args, ops::ERRNO_UNKNOWN, $ret)
+                finish!($family, uncounted, unsafe { $f($fd, $($a),*) }, $fd: $fdt, ($($a: $t),*), $call, stringify!($name), $args, ops::ERRNO_UNKNOWN, $ret)
             }
             // SAFETY: the caller's own arguments.
             unsafe {

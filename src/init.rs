@@ -4,6 +4,7 @@
 
 use crate::config::{self, Config};
 use crate::fmtbuf::StackBuf;
+use crate::rules::Call;
 use crate::{backtrace, conntable, inject, logger, real, rules, summary, sys};
 use core::fmt::Write;
 use once_cell::sync::OnceCell;
@@ -108,7 +109,16 @@ fn init() {
     if cfg.backtrace {
         backtrace::prepare();
     }
-    inject::set_succeeding_calls(rules::succeeding_calls(&cfg.rules));
+    // Byte counts run on the careful path: arm the calls that move data.
+    conntable::set_counting(cfg.count);
+    let counted = match cfg.count {
+        true => Call::ALL
+            .iter()
+            .filter(|c| !matches!(c, Call::Shutdown | Call::Close))
+            .fold(0, |m, c| m | c.bit()),
+        false => 0,
+    };
+    inject::set_config_calls(rules::succeeding_calls(&cfg.rules) | counted);
     if cfg.faults.n > 0 || cfg.control.is_some() {
         let seed = cfg.seed.unwrap_or_else(sys::random_u64);
         inject::init(&cfg.faults, seed);

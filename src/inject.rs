@@ -89,7 +89,8 @@ static ACTIVE: AtomicUsize = AtomicUsize::new(0);
 static ACTIVE_SLOT: AtomicPtr<Slot> = AtomicPtr::new(&SLOTS[0] as *const Slot as *mut Slot);
 /// A bit per `Call` that takes the careful path: some active fault rule names it (all bits
 /// while a control file is watched), some `ERRSHIM_RULES` rule may turn its failure into a
-/// success and so needs errno as it was before the call, or a real function behind its hook
+/// success and so needs errno as it was before the call, `ERRSHIM_COUNT=1` counts its bytes
+/// (the read and write families), or a real function behind its hook
 /// is not resolved (all bits until the constructor has resolved them: the plain path calls
 /// the resolved address without checking it).
 static ARMED: AtomicU32 = AtomicU32::new(u32::MAX);
@@ -98,8 +99,9 @@ static UNRESOLVED_CALLS: AtomicU32 = AtomicU32::new(u32::MAX);
 /// The calls some active fault rule names (all while a control file is watched: any call may
 /// be the one that notices a change).
 static FAULT_CALLS: AtomicU32 = AtomicU32::new(0);
-/// The calls whose failure a rule may turn into a success (`ignore`, `quiet`).
-static SUCCEEDING_CALLS: AtomicU32 = AtomicU32::new(0);
+/// The calls the configuration arms: those whose failure a rule may turn into a success
+/// (`ignore`, `quiet`), and those `ERRSHIM_COUNT=1` counts.
+static CONFIG_CALLS: AtomicU32 = AtomicU32::new(0);
 static SEED: AtomicU64 = AtomicU64::new(0);
 static RELOADING: AtomicBool = AtomicBool::new(false);
 /// Whether a control file is watched.
@@ -120,15 +122,15 @@ pub fn set_unresolved_calls(calls: u32) {
     rearm();
 }
 
-/// The calls whose failures a rule may turn into successes (from the constructor, before
-/// the configuration is published).
-pub fn set_succeeding_calls(calls: u32) {
-    SUCCEEDING_CALLS.store(calls, Relaxed);
+/// The calls the configuration arms (see CONFIG_CALLS; from the constructor, before the
+/// configuration is published).
+pub fn set_config_calls(calls: u32) {
+    CONFIG_CALLS.store(calls, Relaxed);
     rearm();
 }
 
 fn rearm() {
-    let calls = FAULT_CALLS.load(Relaxed) | SUCCEEDING_CALLS.load(Relaxed) | UNRESOLVED_CALLS.load(Relaxed);
+    let calls = FAULT_CALLS.load(Relaxed) | CONFIG_CALLS.load(Relaxed) | UNRESOLVED_CALLS.load(Relaxed);
     ARMED.store(calls, Release);
 }
 
@@ -530,9 +532,9 @@ mod tests {
             .collect();
         assert_eq!(fired, [7], "the live rule counts every call");
 
-        set_succeeding_calls(Call::Close.bit());
+        set_config_calls(Call::Close.bit());
         assert!(armed(Call::Close) && FAULT_CALLS.load(Relaxed) & Call::Close.bit() == 0 && armed(Call::Read));
-        set_succeeding_calls(0);
+        set_config_calls(0);
         install(&FaultSet::EMPTY);
         assert!(!armed(Call::Read) && !armed(Call::Close));
     }

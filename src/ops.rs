@@ -555,8 +555,10 @@ fn context(call: Call, args: &CallArgs, kind: Kind, err: i32) -> (Context, Optio
         }
         let live_peer = sockinfo::peer_addr(args.fd);
         let peer = rec.and_then(Record::peer).or(live_peer);
-        if kind.is_tcp() {
-            ctx.state = sys::tcp_state(args.fd);
+        if let Some(t) = kind.is_tcp().then(|| sys::tcp_info(args.fd)).flatten() {
+            ctx.state = Some(t.state);
+            ctx.bytes_received = t.bytes_received;
+            ctx.bytes_sent = t.bytes_sent;
         }
         ctx.pending_error = sys::poll_error(args.fd);
         (rec, local, peer, live_peer.is_some())
@@ -566,15 +568,20 @@ fn context(call: Call, args: &CallArgs, kind: Kind, err: i32) -> (Context, Optio
     if let Some(r) = rec {
         let created = r.created_ms.load(Relaxed);
         ctx.age_ms = (created != 0).then(|| conntable::now_ms().saturating_sub(created));
-        ctx.bytes_in = r.bytes_in.load(Relaxed);
-        ctx.bytes_out = r.bytes_out.load(Relaxed);
-        ctx.last_call = r.last_call();
+        if conntable::counting() {
+            ctx.bytes_in = Some(r.bytes_in.load(Relaxed));
+            ctx.bytes_out = Some(r.bytes_out.load(Relaxed));
+            ctx.last_call = r.last_call();
+        }
         ctx.connect_errno = i32::from(r.connect_errno.load(Relaxed));
         ctx.first_error = i32::from(r.first_error.load(Relaxed));
     }
     let mut history = ctx.history;
     // A pending connect that later moved data did complete.
-    if history & hist::CONNECT_PENDING != 0 && ctx.bytes_in + ctx.bytes_out > 0 {
+    let moved = [ctx.bytes_received, ctx.bytes_sent, ctx.bytes_in, ctx.bytes_out]
+        .iter()
+        .any(|b| b.is_some_and(|n| n > 0));
+    if history & hist::CONNECT_PENDING != 0 && moved {
         history |= hist::CONNECTED;
     }
     if kind.is_socket() || call == Call::Close {

@@ -96,9 +96,26 @@ pub fn is_socket_path(sun: &libc::sockaddr_un) -> bool {
     r == 0 && st.st_mode & libc::S_IFMT == libc::S_IFSOCK
 }
 
-/// The TCP state (`TCP_INFO`'s first byte), or None when `fd` is not an open TCP socket.
-pub fn tcp_state(fd: i32) -> Option<u8> {
-    let mut info = [0u8; 8];
+/// What `TCP_INFO` says about an open TCP socket (struct tcp_info, include/uapi/linux/tcp.h).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TcpInfo {
+    pub state: u8,
+    /// `tcpi_bytes_received`: data bytes that arrived from the peer (Linux 4.1 and later).
+    pub bytes_received: Option<u64>,
+    /// `tcpi_bytes_sent` less `tcpi_bytes_retrans`: data bytes sent to the peer, each once
+    /// (Linux 4.19 and later).
+    pub bytes_sent: Option<u64>,
+}
+
+/// Offsets in struct tcp_info.
+const TCPI_BYTES_RECEIVED: usize = 128;
+const TCPI_BYTES_SENT: usize = 200;
+const TCPI_BYTES_RETRANS: usize = 208;
+
+/// `TCP_INFO` of `fd` (one `getsockopt`, which changes nothing the program sees next), or None
+/// when `fd` is not an open TCP socket. Fields the kernel is too old to fill are None.
+pub fn tcp_info(fd: i32) -> Option<TcpInfo> {
+    let mut info = [0u8; TCPI_BYTES_RETRANS + 8];
     let mut len = info.len() as libc::socklen_t;
     // SAFETY: info and len are valid for writing; the kernel copies at most len bytes.
     let r = unsafe {
@@ -111,7 +128,21 @@ pub fn tcp_state(fd: i32) -> Option<u8> {
             &mut len,
         )
     };
-    (r == 0 && len > 0).then_some(info[0])
+    if r != 0 || len == 0 {
+        return None;
+    }
+    let len = (len as usize).min(info.len());
+    let field = |off: usize| {
+        let b = info[..len].get(off..off + 8)?;
+        Some(u64::from_ne_bytes(b.try_into().ok()?))
+    };
+    Some(TcpInfo {
+        state: info[0],
+        bytes_received: field(TCPI_BYTES_RECEIVED),
+        bytes_sent: field(TCPI_BYTES_SENT)
+            .zip(field(TCPI_BYTES_RETRANS))
+            .map(|(s, r)| s.saturating_sub(r)),
+    })
 }
 
 /// Whether an error is pending on `fd` (POLLERR), without consuming it as SO_ERROR would.

@@ -2,7 +2,8 @@
 //! (recipes A-G of shared/docs/linux-socket-errors.md), in C programs and in Python, with every
 //! JSON event parsed by a real JSON parser:
 //! - each cause, with the TCP state, the peer the program really connected to or accepted from,
-//!   the history and the byte counts the program moved;
+//!   the history and the byte counts the program moved: by default the kernel's (`TCP_INFO`),
+//!   with `ERRSHIM_COUNT=1` also the hooks' own and the last call;
 //! - records never leak across descriptor reuse, whether the old socket was closed by glibc's
 //!   `fclose` or by a raw syscall, and the new one created through a hook or behind its back;
 //! - observing changes nothing the program sees (pending resets, SO_ERROR, later calls);
@@ -26,13 +27,19 @@ fn context_bin() -> PathBuf {
     program("context")
 }
 
-/// Runs the context fixture with `args` under errshim, JSON format, the given rules.
+/// Runs the context fixture with `args` under errshim, JSON format, the given rules, the hooks
+/// counting bytes (`ERRSHIM_COUNT=1`).
 fn run_json(args: &[&str], rules: &str) -> Run {
+    run_json_counted(args, rules, true)
+}
+
+fn run_json_counted(args: &[&str], rules: &str, count: bool) -> Run {
     let r = Cmd::new(context_bin())
         .args(args)
         .shim()
         .env("ERRSHIM_FORMAT", "json")
         .env("ERRSHIM_RULES", rules)
+        .env("ERRSHIM_COUNT", if count { "1" } else { "0" })
         .run();
     r.assert_ok();
     r
@@ -95,7 +102,10 @@ struct Want<'a> {
     state: Option<&'a str>,
     /// `None`: `peer` is null.
     peer: Option<String>,
+    /// With `ERRSHIM_COUNT=1`; without it the same less the `last_call=` word.
     history: &'a [&'a str],
+    /// What the program moved: the hooks' counts with `ERRSHIM_COUNT=1`, and the kernel's
+    /// `bytes_received` and `bytes_sent` where there is a TCP state.
     bytes_in: u64,
     bytes_out: u64,
     /// `None`: no `pending_error` field.
@@ -104,7 +114,12 @@ struct Want<'a> {
     tracked: bool,
 }
 
+/// Checks an event of a run with `ERRSHIM_COUNT=1`.
 fn check(ev: &Value, w: &Want<'_>, what: &str) {
+    check_mode(ev, w, what, true)
+}
+
+fn check_mode(ev: &Value, w: &Want<'_>, what: &str, counted: bool) {
     let ctx = format!("{what}: {ev:#}");
     assert_eq!(ev["errno"], w.errno, "errno, {ctx}");
     assert_eq!(ev["ret"], -1, "ret, {ctx}");
@@ -128,9 +143,34 @@ fn check(ev: &Value, w: &Want<'_>, what: &str) {
         .iter()
         .map(|v| v.as_str().expect("history words are strings"))
         .collect();
-    assert_eq!(history, w.history, "history, {ctx}");
-    assert_eq!(ev["bytes_in"], w.bytes_in, "bytes_in, {ctx}");
-    assert_eq!(ev["bytes_out"], w.bytes_out, "bytes_out, {ctx}");
+    let want_history: Vec<&str> = w
+        .history
+        .iter()
+        .copied()
+        .filter(|h| counted || !h.starts_with("last_call="))
+        .collect();
+    assert_eq!(history, want_history, "history, {ctx}");
+    if counted {
+        assert_eq!(ev["bytes_in"], w.bytes_in, "bytes_in, {ctx}");
+        assert_eq!(ev["bytes_out"], w.bytes_out, "bytes_out, {ctx}");
+    } else {
+        assert!(
+            ev.get("bytes_in").is_none() && ev.get("bytes_out").is_none(),
+            "no hook counts, {ctx}"
+        );
+    }
+    // The kernel's own figures, for every TCP socket still open: the same bytes here, where
+    // the fixtures read everything that arrived, and the peer's FIN counts as one byte received.
+    if w.state.is_some() {
+        let fin = u64::from(w.history.contains(&"read_eof"));
+        assert_eq!(ev["bytes_received"], w.bytes_in + fin, "bytes_received, {ctx}");
+        assert_eq!(ev["bytes_sent"], w.bytes_out, "bytes_sent, {ctx}");
+    } else {
+        assert!(
+            ev.get("bytes_received").is_none() && ev.get("bytes_sent").is_none(),
+            "no kernel counts, {ctx}"
+        );
+    }
     match w.pending_error {
         Some(p) => assert_eq!(ev["pending_error"], p, "pending_error, {ctx}"),
         None => assert!(ev.get("pending_error").is_none(), "no pending_error expected, {ctx}"),
@@ -411,10 +451,10 @@ fn every_cause_from_real_kernel_situations() {
     let mut seen_causes = std::collections::BTreeSet::new();
     let mut scenarios: Vec<&str> = cases.iter().map(|c| c.scenario).collect();
     scenarios.dedup();
-    for scenario in scenarios {
+    for (scenario, counted) in scenarios.iter().flat_map(|s| [(*s, true), (*s, false)]) {
         let bare = Cmd::new(context_bin()).args([scenario]).run();
         bare.assert_ok();
-        let r = run_json(&[scenario], LOG_IO);
+        let r = run_json_counted(&[scenario], LOG_IO, counted);
         assert_eq!(
             results(&r.stdout),
             results(&bare.stdout),
@@ -432,7 +472,12 @@ fn every_cause_from_real_kernel_situations() {
         for case in mine {
             let ev = the_event(&evs, case.call, fd);
             let want = (case.want)(&r);
-            check(ev, &want, &format!("{scenario} {}", case.call));
+            check_mode(
+                ev,
+                &want,
+                &format!("{scenario} {} counted={counted}", case.call),
+                counted,
+            );
             assert_eq!(ev["action"], "log");
             assert_eq!(ev["returned"], -1);
             assert_eq!(ev["comm"], "context");
@@ -481,6 +526,7 @@ fn close_enotconn_is_not_from_kernel() {
         let mut c = Cmd::new(context_bin())
             .args(["close_enotconn"])
             .env("INTERPOSER_CLOSE_ENOTCONN", "1")
+            .env("ERRSHIM_COUNT", "1")
             .env("ERRSHIM_FORMAT", "json");
         if shim {
             c = c.shim();
@@ -595,6 +641,7 @@ fn python_peer_closed_and_peer_reset() {
     let r = Cmd::new("python3")
         .args(["-c", PY_CONTEXT])
         .shim()
+        .env("ERRSHIM_COUNT", "1")
         .env("ERRSHIM_FORMAT", "json")
         .env("ERRSHIM_RULES", LOG_IO)
         .run();
@@ -903,16 +950,34 @@ fn json_strings_escaped_whatever_the_bytes() {
 }
 
 /// The text format (the default) carries the same context as the JSON: for recipes B and C,
-/// each text line's `| state=... pending_error=... age_ms=... bytes_in=... bytes_out=...
-/// history=... | cause=CODE: sentence` parts say what the JSON of the same run says.
+/// each text line's `| state=... pending_error=... age_ms=... bytes_received=... bytes_sent=...
+/// bytes_in=... bytes_out=... history=... | cause=CODE: sentence` parts say what the JSON of the
+/// same run says; without `ERRSHIM_COUNT=1` the hooks' counts and the last call are left out.
 #[test]
 fn text_format_carries_the_same_context() {
-    let r = Cmd::new(context_bin())
-        .args(["reset"])
-        .shim()
-        .env("ERRSHIM_RULES", LOG_IO)
-        .run();
-    r.assert_ok();
+    let text_run = |scenario: &str, count: &str| {
+        let r = Cmd::new(context_bin())
+            .args([scenario])
+            .shim()
+            .env("ERRSHIM_RULES", LOG_IO)
+            .env("ERRSHIM_COUNT", count)
+            .run();
+        r.assert_ok();
+        r
+    };
+    let plain = text_run("reset", "0");
+    let ev = plain.events();
+    assert_eq!(ev.len(), 3, "{}", plain.describe());
+    assert!(
+        ev[1].ends_with(
+            " bytes_received=5 bytes_sent=3 history=connected,reset_seen,first_error=ECONNRESET \
+             | cause=peer_reset: the peer aborted the connection (RST): the client went away mid-connection, \
+             or a middlebox reset it"
+        ),
+        "{}",
+        ev[1]
+    );
+    let r = text_run("reset", "1");
     let ev = r.events();
     assert_eq!(ev.len(), 3, "{}", r.describe());
     let fd = info_fd(&r, "reset", "fd");
@@ -930,7 +995,8 @@ fn text_format_carries_the_same_context() {
     );
     assert!(
         shutdown.ends_with(
-            " bytes_in=5 bytes_out=3 history=connected,reset_seen,first_error=ECONNRESET,last_call=read \
+            " bytes_received=5 bytes_sent=3 bytes_in=5 bytes_out=3 \
+             history=connected,reset_seen,first_error=ECONNRESET,last_call=read \
              | cause=peer_reset: the peer aborted the connection (RST): the client went away mid-connection, \
              or a middlebox reset it"
         ),
@@ -939,12 +1005,7 @@ fn text_format_carries_the_same_context() {
 
     // Every event of B and C, text against JSON.
     for scenario in ["fin", "reset"] {
-        let text = Cmd::new(context_bin())
-            .args([scenario])
-            .shim()
-            .env("ERRSHIM_RULES", LOG_IO)
-            .run();
-        text.assert_ok();
+        let text = text_run(scenario, "1");
         let json = run_json(&[scenario], LOG_IO);
         let (tev, jev) = (text.events(), json_events(&json));
         assert_eq!(tev.len(), jev.len(), "{scenario}");
@@ -969,7 +1030,9 @@ fn text_format_carries_the_same_context() {
             let expect_start = format!("{} pending_error={pending} age_ms=", j["state"].as_str().unwrap());
             assert!(tail.starts_with(&expect_start), "{t}");
             let expect_end = format!(
-                " bytes_in={} bytes_out={} history={} | cause={}: {}",
+                " bytes_received={} bytes_sent={} bytes_in={} bytes_out={} history={} | cause={}: {}",
+                j["bytes_received"],
+                j["bytes_sent"],
                 j["bytes_in"],
                 j["bytes_out"],
                 history.join(","),
