@@ -29,18 +29,20 @@ const MICRO: [(&str, &str); 7] = [
     ("tcp-vec", "tcp writev+readv"),
     ("churn", "tcp connection churn"),
 ];
-const MICRO_MODES: [(&str, &str); 7] = [
+const MICRO_MODES: [(&str, &str); 8] = [
     ("none", "no preload"),
     ("floor", "floor: C pass-through"),
     ("default", "errshim, default rules"),
+    ("count", "errshim, ERRSHIM_COUNT=1"),
     ("faults", "errshim, faults p=0"),
     ("faults-eval", "errshim, faults nth=10^12"),
     ("libfiu", "libfiu, p=0"),
     ("strace", "strace --inject"),
 ];
-const CALLGRIND_MODES: [(&str, &str); 7] = [
+const CALLGRIND_MODES: [(&str, &str); 8] = [
     ("none", "no preload"),
     ("default", "errshim, default rules"),
+    ("count", "errshim, ERRSHIM_COUNT=1"),
     ("faults-other", "errshim, faults on shutdown only"),
     ("faults", "errshim, faults p=0"),
     ("faults-eval", "errshim, faults nth=10^12"),
