@@ -155,10 +155,14 @@ pub fn classify(f: &Facts) -> Cause {
         return Cause::NotFromKernel;
     }
     let kind = f.kind.unwrap_or(Kind::Unknown);
+    // A plain byte, 0 when unknown (TCP states start at 1): compared as an `Option<u8>`, the
+    // optimiser may compare both bytes at once, and a None's payload byte is undefined
+    // (memcheck reports it).
+    let state = f.tcp_state.unwrap_or(0);
     if kind.is_udp() && !f.has_peer && !has(CONNECTED) {
         return Cause::UdpUnconnected;
     }
-    if f.tcp_state == Some(TCP_LISTEN) {
+    if state == TCP_LISTEN {
         return Cause::Listener;
     }
     let established_once = has(CONNECTED | ACCEPTED | PAIRED);
@@ -173,14 +177,14 @@ pub fn classify(f: &Facts) -> Cause {
     }
     // CLOSE after the peer's FIN needs our own FIN too (or an RST): without a shutdown(SHUT_WR)
     // the read's 0 came after a reset whose error the program consumed (SO_ERROR).
-    let our_fin_or_open = has(SHUT_WR) || f.tcp_state != Some(TCP_CLOSE);
+    let our_fin_or_open = has(SHUT_WR) || state != TCP_CLOSE;
     if has(READ_EOF) && established_once && our_fin_or_open {
         return Cause::PeerClosed;
     }
     if has(TRACKED) && !established_once && !has(LISTENING) {
         return Cause::NeverConnected;
     }
-    if established_once && f.tcp_state == Some(TCP_CLOSE) {
+    if established_once && state == TCP_CLOSE {
         // Closed without a FIN errshim saw: an abort whose error someone else consumed.
         return Cause::PeerReset;
     }
