@@ -6,9 +6,9 @@
 //! Lock-free: one fixed record per descriptor number in an anonymous mapping sized from
 //! `RLIMIT_NOFILE` (pages are only backed once touched). Every field is an atomic. The read
 //! and write families' success path does not touch the table at all: byte counts come from
-//! `TCP_INFO` at event time. Only `ERRSHIM_COUNT=1` counts per call, and it arms those calls,
-//! so that the count runs on the careful path (see `inject::ARMED`). Records never describe the wrong connection:
-//! every hooked creation (`socket`, `socketpair`, `accept*`, `dup*`) rewrites the slot, every
+//! `TCP_INFO` at event time. Only `ERRSHIM_COUNT=1` counts per call and notes the last call,
+//! and it arms those calls, so that the count runs on the careful path (see `inject::ARMED`).
+//! Records never describe the wrong connection: every hooked creation (`socket`, `socketpair`, `accept*`, `dup*`) rewrites the slot, every
 //! hooked destruction (`close`, `fclose`, `close_range`, `closefrom`) clears it, and for what
 //! no hook sees (a raw `close` syscall followed by a reuse) the socket's inode, learnt at its
 //! first event, is compared at every later event.
@@ -167,8 +167,12 @@ impl Record {
     }
 
     #[inline(always)]
+    /// Notes the hooked call made on it (with `ERRSHIM_COUNT=1` only: without it the read and
+    /// write families' successes are not seen, so the last call would be wrong).
     pub fn note_call(&self, call: Call) {
-        self.last_call.store(call as u8 + 1, Relaxed);
+        if counting() {
+            self.last_call.store(call as u8 + 1, Relaxed);
+        }
     }
 
     pub fn last_call(&self) -> Option<Call> {
@@ -380,6 +384,7 @@ mod tests {
         assert_eq!(r.first_error.load(Relaxed), libc::ECONNRESET as u16);
         let h = r.history.load(Relaxed);
         assert!(h & hist::RESET_SEEN != 0 && h & hist::EPIPE_SEEN != 0 && h & hist::TRACKED != 0);
+        set_counting(true);
         r.note_call(Call::Recv);
         assert_eq!(r.last_call(), Some(Call::Recv));
         get(6).unwrap().copy_from(r);

@@ -141,7 +141,7 @@ pub struct Context {
 
 impl Context {
     /// The byte counts known, by field name, in the order the formats write them.
-    fn byte_counts(&self) -> [(&'static str, Option<u64>); 4] {
+    pub fn byte_counts(&self) -> [(&'static str, Option<u64>); 4] {
         [
             ("bytes_received", self.bytes_received),
             ("bytes_sent", self.bytes_sent),
@@ -319,8 +319,7 @@ pub fn write_text<const N: usize>(ev: &Event<'_>, b: &mut StackBuf<N>) {
 /// One JSON object with the field names `ts`, `pid`, `tid`, `comm`, `call`, `fd`, `how`, `len`,
 /// `ret`, `errno`, `action`, `returned`, `kind`, `local`, `peer`, `state`, `pending_error`,
 /// `age_ms`, `bytes_received`, `bytes_sent`, `bytes_in`, `bytes_out`, `history`, `cause`,
-/// `cause_text` (where they apply), plus
-/// `rule` and, when asked for, `backtrace`.
+/// `cause_text` (where they apply), plus `rule` and, when asked for, `backtrace`.
 pub fn write_json<const N: usize>(ev: &Event<'_>, b: &mut StackBuf<N>) {
     let mut o = json::Obj::new(b);
     o.fmt_str("ts", |t| {

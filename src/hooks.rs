@@ -49,9 +49,9 @@ macro_rules! hook {
 
 /// What a hook does with the real call's result: return a success (the careful path, `counted`,
 /// first counts its bytes if `ERRSHIM_COUNT=1` asked for it), hand anything else to the cold
-/// path. `read`: 0 can be the peer's FIN; `write`: 0 is a success. The cold path is
-/// a function of its own that takes the caller's arguments (those it does not use are dropped
-/// by the optimiser), so that the hook builds no `CallArgs` and needs no stack frame.
+/// path. `read`: 0 can be the peer's FIN; `write`: 0 is a success. The cold path is a function
+/// of its own that takes the caller's arguments (those it does not use are dropped by the
+/// optimiser), so that the hook builds no `CallArgs` and needs no stack frame.
 macro_rules! finish {
     ($family:ident, $count:ident, $r:expr, $fd:ident: $fdt:ty, ($($a:ident: $t:ty),*), $call:expr, $name:expr, $args:expr, $errno_before:expr, $ret:ty) => {{
         #[cold]
@@ -98,8 +98,8 @@ macro_rules! resolved {
 ///   need be, keeps errno from before the call and counts.
 /// - Otherwise `plain`, inline: the real call through the address the constructor resolved
 ///   (the call would still be armed if it had found none) and a jump to `failed` when the call
-///   did not succeed. No errno read, no check of the address, nothing
-///   on the stack but the registers that keep the arguments `failed` needs.
+///   did not succeed. No errno read, no check of the address, no count, nothing on the stack
+///   but the registers that keep the arguments `failed` needs.
 ///
 /// Inline rather than behind a trampoline: on a VM whose syscalls refill the return stack
 /// buffer, every frame around the real call costs a mispredicted return (README,

@@ -111,12 +111,11 @@ fn init() {
     }
     // Byte counts run on the careful path: arm the calls that move data.
     conntable::set_counting(cfg.count);
-    let counted = match cfg.count {
-        true => Call::ALL
-            .iter()
-            .filter(|c| !matches!(c, Call::Shutdown | Call::Close))
-            .fold(0, |m, c| m | c.bit()),
-        false => 0,
+    let data_calls = Call::ALL.iter().filter(|c| !matches!(c, Call::Shutdown | Call::Close));
+    let counted = if cfg.count {
+        data_calls.fold(0, |m, c| m | c.bit())
+    } else {
+        0
     };
     inject::set_config_calls(rules::succeeding_calls(&cfg.rules) | counted);
     if cfg.faults.n > 0 || cfg.control.is_some() {

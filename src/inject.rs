@@ -90,9 +90,9 @@ static ACTIVE_SLOT: AtomicPtr<Slot> = AtomicPtr::new(&SLOTS[0] as *const Slot as
 /// A bit per `Call` that takes the careful path: some active fault rule names it (all bits
 /// while a control file is watched), some `ERRSHIM_RULES` rule may turn its failure into a
 /// success and so needs errno as it was before the call, `ERRSHIM_COUNT=1` counts its bytes
-/// (the read and write families), or a real function behind its hook
-/// is not resolved (all bits until the constructor has resolved them: the plain path calls
-/// the resolved address without checking it).
+/// (the read and write families), or a real function behind its hook is not resolved (all
+/// bits until the constructor has resolved them: the plain path calls the resolved address
+/// without checking it).
 static ARMED: AtomicU32 = AtomicU32::new(u32::MAX);
 /// The calls with a real function that the constructor did not find (all until it ran).
 static UNRESOLVED_CALLS: AtomicU32 = AtomicU32::new(u32::MAX);

@@ -578,9 +578,7 @@ fn context(call: Call, args: &CallArgs, kind: Kind, err: i32) -> (Context, Optio
     }
     let mut history = ctx.history;
     // A pending connect that later moved data did complete.
-    let moved = [ctx.bytes_received, ctx.bytes_sent, ctx.bytes_in, ctx.bytes_out]
-        .iter()
-        .any(|b| b.is_some_and(|n| n > 0));
+    let moved = ctx.byte_counts().iter().any(|(_, b)| b.is_some_and(|n| n > 0));
     if history & hist::CONNECT_PENDING != 0 && moved {
         history |= hist::CONNECTED;
     }
