@@ -18,10 +18,19 @@ pub fn target_dir() -> PathBuf {
 /// liberrshim.so of the same profile as this test, built fresh once per test binary: cargo
 /// does not rebuild a cdylib for integration tests (nothing links it), so a plain `cargo test`
 /// would otherwise run against a stale or missing library.
+///
+/// `ERRSHIM_TEST_LIB=/path/liberrshim.so` runs the tests against another build instead (an
+/// older commit's, to show that a regression test fails there).
 pub fn lib() -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT
         .get_or_init(|| {
+            if let Some(other) = std::env::var_os("ERRSHIM_TEST_LIB").filter(|v| !v.is_empty()) {
+                let p = PathBuf::from(other);
+                assert!(p.exists(), "ERRSHIM_TEST_LIB={} does not exist", p.display());
+                eprintln!("\n*** running against ERRSHIM_TEST_LIB={} ***\n", p.display());
+                return p;
+            }
             let dir = target_dir();
             let release = dir.file_name().is_some_and(|n| n == "release");
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
