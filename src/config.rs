@@ -1,6 +1,7 @@
 //! Every `ERRSHIM_*` environment variable, parsed from plain strings by pure functions. The
 //! resulting `Config` is built once, in the constructor, and never changes afterwards.
 
+use crate::escape::{esc, Esc};
 use crate::rules::{self, Rule, RuleError};
 use crate::suggest;
 use core::fmt;
@@ -70,16 +71,22 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "warn",
         "errshim's own diagnostics: off, error, warn, info, debug",
     ),
+    (
+        "ERRSHIM_SECCOMP",
+        "strict",
+        "strict: no system call of errshim's own under a seccomp filter; trust: the filter the process started under allows them",
+    ),
 ];
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LogDest {
     Stderr,
     Off,
-    /// A path; `%p` in it becomes the pid of the process that writes.
-    File(String),
+    /// A path, as bytes (paths need not be UTF-8); `%p` in it becomes the pid of the process
+    /// that writes.
+    File(Vec<u8>),
     /// A syslog socket (`/dev/log` unless another path is given): one datagram per event.
-    Syslog(String),
+    Syslog(Vec<u8>),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -100,9 +107,12 @@ pub struct Config {
     pub faults: crate::faults::FaultSet,
     /// None: pick one at startup (and say which).
     pub seed: Option<u64>,
-    pub control: Option<String>,
+    /// The control file's path, as bytes.
+    pub control: Option<Vec<u8>>,
     pub strict: bool,
     pub level: LevelFilter,
+    /// `ERRSHIM_SECCOMP=trust`.
+    pub trust_seccomp: bool,
 }
 
 /// One problem with one variable. Displayed as the single line errshim prints on stderr.
@@ -146,30 +156,38 @@ impl ConfigError {
 }
 
 impl fmt::Display for ConfigError {
+    /// One line: everything quoted from the environment is escaped (`escape`), so that no value
+    /// can break the line or forge another.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "errshim: config error: ")?;
+        let var = esc(&self.var);
         match &self.rule {
             Some(r) => write!(
                 f,
-                "{} '{}' in rule {} of {} ('{}')",
-                r.problem, r.token, r.rule, self.var, r.rule_text
+                "{} '{}' in rule {} of {var} ('{}')",
+                esc(&r.problem),
+                esc(&r.token),
+                r.rule,
+                esc(&r.rule_text)
             )?,
             None => match &self.rule_text {
                 Some((n, text)) => write!(
                     f,
-                    "{} '{}' in rule {} of {} ('{}')",
-                    self.problem, self.token, n, self.var, text
+                    "{} '{}' in rule {n} of {var} ('{}')",
+                    esc(&self.problem),
+                    esc(&self.token),
+                    esc(text)
                 )?,
-                None => write!(f, "{} '{}' in {}", self.problem, self.token, self.var)?,
+                None => write!(f, "{} '{}' in {var}", esc(&self.problem), esc(&self.token))?,
             },
         }
         if let Some(s) = &self.suggestion {
-            write!(f, "; did you mean {s}?")?;
+            write!(f, "; did you mean {}?", esc(s))?;
         }
         if let Some(h) = &self.hint {
-            write!(f, "; {h}")?;
+            write!(f, "; {}", esc(h))?;
         }
-        write!(f, "; {}", self.fallback)
+        write!(f, "; {}", esc(&self.fallback))
     }
 }
 
@@ -189,22 +207,51 @@ fn bool_var(name: &str, value: &str, errors: &mut Vec<ConfigError>) -> bool {
     }
 }
 
-/// Whether `ERRSHIM_DISABLE` turns errshim off. Checked before anything else is parsed.
-pub fn disabled(get: &dyn Fn(&str) -> Option<String>) -> bool {
-    get("ERRSHIM_DISABLE").is_some_and(|v| bool_var("ERRSHIM_DISABLE", &v, &mut Vec::new()))
+/// How the configuration reads the environment: a variable's value as bytes, if set (values
+/// need not be UTF-8; paths are kept as bytes, text variables must be UTF-8).
+pub type Lookup<'a> = &'a dyn Fn(&str) -> Option<Vec<u8>>;
+
+/// Outside bytes as error text: as they are when they are UTF-8 (`Display` escapes control
+/// characters), else escaped now.
+fn shown(b: &[u8]) -> String {
+    match core::str::from_utf8(b) {
+        Ok(s) => s.to_string(),
+        Err(_) => Esc(b).to_string(),
+    }
 }
 
-fn cmd_list(v: &str) -> impl Iterator<Item = &str> {
-    v.split(',').map(str::trim).filter(|s| !s.is_empty())
+/// A text variable's value; a value that is not UTF-8 is an error (named, escaped) and counts
+/// as unset.
+fn text(get: Lookup, name: &str, errors: &mut Vec<ConfigError>) -> Option<String> {
+    let v = get(name)?;
+    match String::from_utf8(v) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            let shown = Esc(e.as_bytes()).to_string();
+            errors.push(ConfigError::new(name, &shown, "not UTF-8 text", "using its default"));
+            None
+        }
+    }
+}
+
+/// Whether `ERRSHIM_DISABLE` turns errshim off. Checked before anything else is parsed.
+pub fn disabled(get: Lookup) -> bool {
+    get("ERRSHIM_DISABLE").is_some_and(|v| bool_var("ERRSHIM_DISABLE", &String::from_utf8_lossy(&v), &mut Vec::new()))
+}
+
+fn cmd_list(v: &[u8]) -> impl Iterator<Item = &[u8]> {
+    v.split(|&b| b == b',')
+        .map(|s| s.trim_ascii())
+        .filter(|s| !s.is_empty())
 }
 
 /// Whether errshim acts in a process called `names` (its `comm` and the basename of its
-/// argv[0]), by `ERRSHIM_ONLY_CMDS` / `ERRSHIM_SKIP_CMDS`. Both set is a configuration error
-/// (reported by `from_lookup`); errshim then acts everywhere.
-pub fn acts_in(get: &dyn Fn(&str) -> Option<String>, names: &[&str]) -> bool {
+/// argv[0], as bytes), by `ERRSHIM_ONLY_CMDS` / `ERRSHIM_SKIP_CMDS`. Both set is a
+/// configuration error (reported by `from_lookup`); errshim then acts everywhere.
+pub fn acts_in(get: Lookup, names: &[&[u8]]) -> bool {
     let only = get("ERRSHIM_ONLY_CMDS").filter(|v| cmd_list(v).next().is_some());
     let skip = get("ERRSHIM_SKIP_CMDS").filter(|v| cmd_list(v).next().is_some());
-    let listed = |v: &str| cmd_list(v).any(|c| names.iter().any(|n| !n.is_empty() && *n == c));
+    let listed = |v: &[u8]| cmd_list(v).any(|c| names.iter().any(|n| !n.is_empty() && *n == c));
     match (only, skip) {
         (Some(o), None) => listed(&o),
         (None, Some(s)) => !listed(&s),
@@ -212,33 +259,19 @@ pub fn acts_in(get: &dyn Fn(&str) -> Option<String>, names: &[&str]) -> bool {
     }
 }
 
-/// In secure-execution mode (setuid, setgid, file capabilities: `getauxval(AT_SECURE)`), like
-/// glibc with its own debugging variables, errshim opens no file and watches no file the
-/// environment names: it logs to stderr (or syslog) only. Returns what was dropped.
-pub fn restrict_for_secure_mode(cfg: &mut Config) -> Vec<&'static str> {
-    let mut dropped = Vec::new();
-    if let LogDest::File(_) = cfg.log {
-        cfg.log = LogDest::Stderr;
-        dropped.push("ERRSHIM_LOG file path (logging to stderr)");
-    }
-    if cfg.control.take().is_some() {
-        dropped.push("ERRSHIM_CONTROL");
-    }
-    dropped
-}
-
 /// Parses `ERRSHIM_LOG`; on error, the hint and the closest keyword.
-pub fn parse_log(value: &str) -> Result<LogDest, (String, Option<&'static str>)> {
-    match value.trim() {
-        "" | "stderr" => Ok(LogDest::Stderr),
-        "off" => Ok(LogDest::Off),
-        "syslog" => Ok(LogDest::Syslog("/dev/log".to_string())),
-        v if v.starts_with("syslog:") && v.len() > 7 => Ok(LogDest::Syslog(v[7..].to_string())),
-        v if v.contains('/') => Ok(LogDest::File(v.to_string())),
-        v => Err((
+pub fn parse_log(value: &[u8]) -> Result<LogDest, (String, Option<&'static str>)> {
+    let v = value.trim_ascii();
+    match v {
+        b"" | b"stderr" => Ok(LogDest::Stderr),
+        b"off" => Ok(LogDest::Off),
+        b"syslog" => Ok(LogDest::Syslog(b"/dev/log".to_vec())),
+        _ if v.starts_with(b"syslog:") && v.len() > 7 => Ok(LogDest::Syslog(v[7..].to_vec())),
+        _ if v.contains(&b'/') => Ok(LogDest::File(v.to_vec())),
+        _ => Err((
             "ERRSHIM_LOG is stderr, off, syslog, syslog:PATH, or a file path containing '/' (e.g. ./errshim.log)"
                 .to_string(),
-            suggest::closest(v, ["stderr", "off", "syslog"]),
+            suggest::closest(&String::from_utf8_lossy(v), ["stderr", "off", "syslog"]),
         )),
     }
 }
@@ -255,23 +288,45 @@ pub fn parse_level(value: &str) -> Option<LevelFilter> {
     })
 }
 
+impl Config {
+    /// The configuration with every variable at its default (no rule parsing beyond the
+    /// built-in default rule).
+    pub fn defaults() -> Config {
+        Config {
+            rules: rules::parse_rules(rules::DEFAULT_RULES).unwrap_or_default(),
+            log: LogDest::Stderr,
+            format: Format::Text,
+            summary: false,
+            backtrace: false,
+            count: false,
+            faults: crate::faults::FaultSet::EMPTY,
+            seed: None,
+            control: None,
+            strict: false,
+            level: LevelFilter::Warn,
+            trust_seccomp: false,
+        }
+    }
+}
+
 /// Builds the configuration from a variable lookup and the names of all variables that are
 /// set. Never fails: each bad variable yields one error and falls back to its default.
-pub fn from_lookup(get: &dyn Fn(&str) -> Option<String>, set_names: &[String]) -> (Config, Vec<ConfigError>) {
+pub fn from_lookup(get: Lookup, set_names: &[Vec<u8>]) -> (Config, Vec<ConfigError>) {
     let mut errors = Vec::new();
     let known = || VARIABLES.iter().map(|(v, _, _)| *v);
 
-    for name in set_names.iter().filter(|n| n.starts_with("ERRSHIM_")) {
-        if !known().any(|v| v == name) {
+    for name in set_names.iter().filter(|n| n.starts_with(b"ERRSHIM_")) {
+        if !known().any(|v| v.as_bytes() == name.as_slice()) {
+            let shown = shown(name);
             errors.push(
-                ConfigError::new(name, name, "unknown variable", "ignoring it")
-                    .suggest(suggest::closest(name, known())),
+                ConfigError::new(&shown, &shown, "unknown variable", "ignoring it")
+                    .suggest(suggest::closest(&shown, known())),
             );
         }
     }
 
     let default_rules = || rules::parse_rules(rules::DEFAULT_RULES).unwrap_or_default();
-    let rules = match get("ERRSHIM_RULES") {
+    let rules = match text(get, "ERRSHIM_RULES", &mut errors) {
         None => default_rules(),
         Some(spec) => rules::parse_rules(&spec).unwrap_or_else(|e| {
             let fallback = format!("using the default rules '{}'", rules::DEFAULT_RULES);
@@ -287,13 +342,21 @@ pub fn from_lookup(get: &dyn Fn(&str) -> Option<String>, set_names: &[String]) -
     let log = match get("ERRSHIM_LOG") {
         None => LogDest::Stderr,
         Some(v) => parse_log(&v).unwrap_or_else(|(hint, s)| {
-            let e = ConfigError::new("ERRSHIM_LOG", &v, "unknown destination", "using the default 'stderr'");
+            let shown = shown(&v);
+            let e = ConfigError::new(
+                "ERRSHIM_LOG",
+                &shown,
+                "unknown destination",
+                "using the default 'stderr'",
+            );
             errors.push(e.suggest(s).hint(Some(hint)));
             LogDest::Stderr
         }),
     };
 
-    let strict = get("ERRSHIM_STRICT").is_some_and(|v| bool_var("ERRSHIM_STRICT", &v, &mut errors));
+    let flag =
+        |name: &str, errors: &mut Vec<ConfigError>| text(get, name, errors).is_some_and(|v| bool_var(name, &v, errors));
+    let strict = flag("ERRSHIM_STRICT", &mut errors);
     let nonempty = |k: &str| get(k).is_some_and(|v| cmd_list(&v).next().is_some());
     if nonempty("ERRSHIM_ONLY_CMDS") && nonempty("ERRSHIM_SKIP_CMDS") {
         let e = ConfigError::new(
@@ -304,11 +367,11 @@ pub fn from_lookup(get: &dyn Fn(&str) -> Option<String>, set_names: &[String]) -
         );
         errors.push(e.hint(Some("set one of them".to_string())));
     }
-    let summary = get("ERRSHIM_SUMMARY").is_some_and(|v| bool_var("ERRSHIM_SUMMARY", &v, &mut errors));
-    let backtrace = get("ERRSHIM_BACKTRACE").is_some_and(|v| bool_var("ERRSHIM_BACKTRACE", &v, &mut errors));
-    let count = get("ERRSHIM_COUNT").is_some_and(|v| bool_var("ERRSHIM_COUNT", &v, &mut errors));
+    let summary = flag("ERRSHIM_SUMMARY", &mut errors);
+    let backtrace = flag("ERRSHIM_BACKTRACE", &mut errors);
+    let count = flag("ERRSHIM_COUNT", &mut errors);
 
-    let faults = match get("ERRSHIM_FAULTS") {
+    let faults = match text(get, "ERRSHIM_FAULTS", &mut errors) {
         None => crate::faults::FaultSet::EMPTY,
         Some(spec) => crate::faults::parse(&spec).unwrap_or_else(|e| {
             let mut err = ConfigError::new("ERRSHIM_FAULTS", e.token.as_str(), e.problem, "injecting no faults");
@@ -318,7 +381,7 @@ pub fn from_lookup(get: &dyn Fn(&str) -> Option<String>, set_names: &[String]) -
             crate::faults::FaultSet::EMPTY
         }),
     };
-    let seed = get("ERRSHIM_SEED").and_then(|v| match v.trim().parse::<u64>() {
+    let seed = text(get, "ERRSHIM_SEED", &mut errors).and_then(|v| match v.trim().parse::<u64>() {
         Ok(n) => Some(n),
         Err(_) => {
             errors.push(ConfigError::new(
@@ -330,9 +393,9 @@ pub fn from_lookup(get: &dyn Fn(&str) -> Option<String>, set_names: &[String]) -
             None
         }
     });
-    let control = get("ERRSHIM_CONTROL").filter(|v| !v.trim().is_empty());
+    let control = get("ERRSHIM_CONTROL").filter(|v| !v.trim_ascii().is_empty());
 
-    let format = match get("ERRSHIM_FORMAT").as_deref().map(str::trim) {
+    let format = match text(get, "ERRSHIM_FORMAT", &mut errors).as_deref().map(str::trim) {
         None | Some("") | Some("text") => Format::Text,
         Some("json") => Format::Json,
         Some(v) => {
@@ -342,7 +405,7 @@ pub fn from_lookup(get: &dyn Fn(&str) -> Option<String>, set_names: &[String]) -
         }
     };
 
-    let level = match get("ERRSHIM_LOG_LEVEL") {
+    let level = match text(get, "ERRSHIM_LOG_LEVEL", &mut errors) {
         None => LevelFilter::Warn,
         Some(v) => parse_level(&v).unwrap_or_else(|| {
             let levels = ["off", "error", "warn", "info", "debug"];
@@ -352,8 +415,18 @@ pub fn from_lookup(get: &dyn Fn(&str) -> Option<String>, set_names: &[String]) -
         }),
     };
 
+    let trust_seccomp = match text(get, "ERRSHIM_SECCOMP", &mut errors).as_deref().map(str::trim) {
+        None | Some("") | Some("strict") => false,
+        Some("trust") => true,
+        Some(v) => {
+            let e = ConfigError::new("ERRSHIM_SECCOMP", v, "unknown mode", "using the default 'strict'");
+            errors.push(e.suggest(suggest::closest(v, ["strict", "trust"])));
+            false
+        }
+    };
+
     // Parsed for its errors only; `disabled()` decides before this function runs.
-    if let Some(v) = get("ERRSHIM_DISABLE") {
+    if let Some(v) = text(get, "ERRSHIM_DISABLE", &mut errors) {
         bool_var("ERRSHIM_DISABLE", &v, &mut errors);
     }
 
@@ -370,6 +443,7 @@ pub fn from_lookup(get: &dyn Fn(&str) -> Option<String>, set_names: &[String]) -
             control,
             strict,
             level,
+            trust_seccomp,
         },
         errors,
     )
@@ -383,8 +457,8 @@ impl Config {
         out.push(match &self.log {
             LogDest::Stderr => "log: stderr".to_string(),
             LogDest::Off => "log: off (rules still apply)".to_string(),
-            LogDest::File(p) => format!("log: file {p}"),
-            LogDest::Syslog(p) => format!("log: syslog socket {p}"),
+            LogDest::File(p) => format!("log: file {}", Esc(p)),
+            LogDest::Syslog(p) => format!("log: syslog socket {}", Esc(p)),
         });
         out.push(format!(
             "format: {}; summary at exit: {}; backtraces: {}; per-call byte counts: {}",
@@ -434,7 +508,8 @@ impl Config {
         }
         if let Some(c) = &self.control {
             out.push(format!(
-                "fault rules from the control file {c} (re-read when it changes, checked at most every 100 ms)"
+                "fault rules from the control file {} (re-read when it changes, checked at most every 100 ms)",
+                Esc(c)
             ));
         }
         if !self.faults.rules().is_empty() || self.control.is_some() {
@@ -444,6 +519,14 @@ impl Config {
             });
         }
         out.push(format!("strict: {}", if self.strict { "on" } else { "off" }));
+        out.push(format!(
+            "seccomp: {}",
+            if self.trust_seccomp {
+                "trust the filter the process started under"
+            } else {
+                "strict (no system call of errshim's own under any seccomp filter)"
+            }
+        ));
         out
     }
 }
@@ -454,9 +537,18 @@ mod tests {
     use std::collections::HashMap;
 
     fn parse(vars: &[(&str, &str)]) -> (Config, Vec<ConfigError>) {
-        let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        let names: Vec<String> = map.keys().cloned().collect();
-        from_lookup(&|k| map.get(k).cloned(), &names)
+        parse_bytes(
+            &vars
+                .iter()
+                .map(|(k, v)| (k.as_bytes(), v.as_bytes()))
+                .collect::<Vec<_>>(),
+        )
+    }
+
+    fn parse_bytes(vars: &[(&[u8], &[u8])]) -> (Config, Vec<ConfigError>) {
+        let map: HashMap<Vec<u8>, Vec<u8>> = vars.iter().map(|(k, v)| (k.to_vec(), v.to_vec())).collect();
+        let names: Vec<Vec<u8>> = map.keys().cloned().collect();
+        from_lookup(&|k| map.get(k.as_bytes()).cloned(), &names)
     }
 
     #[test]
@@ -493,11 +585,11 @@ mod tests {
     fn log_destinations() {
         assert_eq!(
             parse(&[("ERRSHIM_LOG", "syslog")]).0.log,
-            LogDest::Syslog("/dev/log".into())
+            LogDest::Syslog(b"/dev/log".to_vec())
         );
         assert_eq!(
             parse(&[("ERRSHIM_LOG", "syslog:/run/x.sock")]).0.log,
-            LogDest::Syslog("/run/x.sock".into())
+            LogDest::Syslog(b"/run/x.sock".to_vec())
         );
         let (c, e) = parse(&[
             ("ERRSHIM_FORMAT", "jsno"),
@@ -518,7 +610,7 @@ mod tests {
         assert_eq!(parse(&[("ERRSHIM_LOG", "off")]).0.log, LogDest::Off);
         assert_eq!(
             parse(&[("ERRSHIM_LOG", "/tmp/e-%p.log")]).0.log,
-            LogDest::File("/tmp/e-%p.log".into())
+            LogDest::File(b"/tmp/e-%p.log".to_vec())
         );
         let (c, e) = parse(&[("ERRSHIM_LOG", "stdrr")]);
         assert_eq!(c.log, LogDest::Stderr);
@@ -528,21 +620,21 @@ mod tests {
 
     #[test]
     fn other_variables() {
-        fn only(v: &'static str) -> impl Fn(&str) -> Option<String> {
-            move |k| (k == "ERRSHIM_ONLY_CMDS").then(|| v.to_string())
+        fn only(v: &'static str) -> impl Fn(&str) -> Option<Vec<u8>> {
+            move |k| (k == "ERRSHIM_ONLY_CMDS").then(|| v.as_bytes().to_vec())
         }
-        assert!(acts_in(&only("nginx,redis-server"), &["nginx", "nginx"]));
-        assert!(!acts_in(&only("nginx"), &["bash", "bash"]));
+        assert!(acts_in(&only("nginx,redis-server"), &[b"nginx", b"nginx"]));
+        assert!(!acts_in(&only("nginx"), &[b"bash", b"bash"]));
         assert!(
-            acts_in(&only("longprogramname"), &["longprogramnam", "longprogramname"]),
+            acts_in(&only("longprogramname"), &[b"longprogramnam", b"longprogramname"]),
             "argv[0] beats 15-byte comm"
         );
-        fn skip(v: &'static str) -> impl Fn(&str) -> Option<String> {
-            move |k| (k == "ERRSHIM_SKIP_CMDS").then(|| v.to_string())
+        fn skip(v: &'static str) -> impl Fn(&str) -> Option<Vec<u8>> {
+            move |k| (k == "ERRSHIM_SKIP_CMDS").then(|| v.as_bytes().to_vec())
         }
-        assert!(!acts_in(&skip("sh, bash"), &["bash", "bash"]));
-        assert!(acts_in(&skip("sh,bash"), &["nginx", "nginx"]));
-        assert!(acts_in(&|_| None, &["x", "x"]));
+        assert!(!acts_in(&skip("sh, bash"), &[b"bash", b"bash"]));
+        assert!(acts_in(&skip("sh,bash"), &[b"nginx", b"nginx"]));
+        assert!(acts_in(&|_| None, &[b"x", b"x"]));
         let (_, e) = parse(&[("ERRSHIM_ONLY_CMDS", "a"), ("ERRSHIM_SKIP_CMDS", "b")]);
         assert_eq!(e.len(), 1);
         assert!(
@@ -551,16 +643,16 @@ mod tests {
             "{}",
             e[0]
         );
-        let (mut c, _) = parse(&[("ERRSHIM_LOG", "/tmp/x.log"), ("ERRSHIM_CONTROL", "/tmp/f")]);
-        assert_eq!(restrict_for_secure_mode(&mut c).len(), 2);
-        assert_eq!((c.log, c.control), (LogDest::Stderr, None));
         let (c, e) = parse(&[
             ("ERRSHIM_FAULTS", "read:ECONNRESET:p=0.5"),
             ("ERRSHIM_SEED", "7"),
             ("ERRSHIM_CONTROL", "/tmp/f"),
         ]);
         assert!(e.is_empty());
-        assert_eq!((c.faults.n, c.seed, c.control.as_deref()), (1, Some(7), Some("/tmp/f")));
+        assert_eq!(
+            (c.faults.n, c.seed, c.control.as_deref()),
+            (1, Some(7), Some(&b"/tmp/f"[..]))
+        );
         let (c, e) = parse(&[("ERRSHIM_FAULTS", "read:EIO;write:ECONNRESTE")]);
         assert_eq!(c.faults.n, 0);
         let line = e[0].to_string();
@@ -581,7 +673,7 @@ mod tests {
             (e[0].problem.as_str(), e[0].suggestion.as_deref()),
             ("unknown variable", Some("ERRSHIM_RULES"))
         );
-        assert!(disabled(&|k| (k == "ERRSHIM_DISABLE").then(|| "1".to_string())));
+        assert!(disabled(&|k| (k == "ERRSHIM_DISABLE").then(|| b"1".to_vec())));
         assert!(!disabled(&|_| None));
     }
 
@@ -594,5 +686,42 @@ mod tests {
             "{d}"
         );
         assert!(d.contains("rule 2: any call failing with any errno on fd=sock"), "{d}");
+    }
+
+    #[test]
+    fn bytes_and_escapes() {
+        // A path is bytes: 0xff stays 0xff.
+        let (c, e) = parse_bytes(&[
+            (b"ERRSHIM_LOG", b"/tmp/e\xff-%p.log"),
+            (b"ERRSHIM_CONTROL", b"/tmp/\xfe"),
+        ]);
+        assert!(e.is_empty(), "{e:?}");
+        assert_eq!(c.log, LogDest::File(b"/tmp/e\xff-%p.log".to_vec()));
+        assert_eq!(c.control.as_deref(), Some(&b"/tmp/\xfe"[..]));
+        // Text that is not UTF-8: one error naming the variable, the value escaped.
+        let (c, e) = parse_bytes(&[(b"ERRSHIM_RULES", b"close:\xff:ignore")]);
+        assert_eq!(c.rules, rules::parse_rules(rules::DEFAULT_RULES).unwrap());
+        let line = e[0].to_string();
+        assert!(
+            line.contains("not UTF-8 text 'close:\\xff:ignore' in ERRSHIM_RULES"),
+            "{line}"
+        );
+        // A newline in a value cannot forge a line of errshim's diagnostics.
+        let (_, e) = parse(&[("ERRSHIM_FORMAT", "text\nerrshim: error: forged")]);
+        let line = e[0].to_string();
+        assert!(
+            !line.contains('\n') && line.contains("text\\x0aerrshim: error: forged"),
+            "{line}"
+        );
+        let (_, e) = parse(&[("ERRSHIM_RULES", "close:EBADF:log\r\nerrshim: x")]);
+        assert!(!e[0].to_string().contains(['\n', '\r']), "{}", e[0]);
+        let (_, e) = parse_bytes(&[(b"ERRSHIM_\x1b[2J", b"1")]);
+        let line = e[0].to_string();
+        assert!(line.contains("unknown variable 'ERRSHIM_\\x1b[2J'"), "{line}");
+        // ERRSHIM_SECCOMP
+        assert!(parse(&[("ERRSHIM_SECCOMP", "trust")]).0.trust_seccomp);
+        assert!(!parse(&[]).0.trust_seccomp);
+        let (_, e) = parse(&[("ERRSHIM_SECCOMP", "trsut")]);
+        assert_eq!(e[0].suggestion.as_deref(), Some("trust"));
     }
 }

@@ -1,4 +1,4 @@
-//! What errshim remembers about each socket descriptor: kind, peer address (from `connect`'s
+//! What errshim remembers about each descriptor number: kind, peer address (from `connect`'s
 //! argument or `accept`'s result, because `getpeername` no longer works once `shutdown` fails),
 //! creation time, a history of what happened to it, and with `ERRSHIM_COUNT=1` the bytes moved
 //! through the hooks and the last hooked call.
@@ -8,23 +8,43 @@
 //! and write families' success path does not touch the table at all: byte counts come from
 //! `TCP_INFO` at event time. Only `ERRSHIM_COUNT=1` counts per call and notes the last call,
 //! and it arms those calls, so that the count runs on the careful path (see `inject::ARMED`).
-//! Records never describe the wrong connection: every hooked creation (`socket`, `socketpair`, `accept*`, `dup*`) rewrites the slot, every
-//! hooked destruction (`close`, `fclose`, `close_range`, `closefrom`) clears it, and for what
-//! no hook sees (a raw `close` syscall followed by a reuse) the socket's inode, learnt at its
-//! first event, is compared at every later event.
+//!
+//! # When a record still describes the descriptor (one notion, used everywhere)
+//!
+//! Every hooked creation (`socket`, `socketpair`, `accept*`, `dup*`, `fcntl(F_DUPFD*)`) writes
+//! the slot, every hooked destruction (`close`, `fclose`, `close_range`, `closefrom`, and the
+//! same through glibc's `syscall()`) empties it. What no hook sees (a `syscall` instruction of
+//! the program's own, io_uring) can replace the descriptor behind a number, so a record is
+//! trusted only as far as `Record::fits` says, which every user of a record that could act on
+//! a wrong answer asks (the event path, and a fault rule before it injects):
+//! - the record is live and has the identity of the file behind the number now (device and
+//!   inode, from one `fstat`): the same socket, whatever number it was reached through;
+//! - a live record whose identity is not known yet (it was made by a hook on a call that
+//!   succeeded, where errshim makes no system call) fits if nothing contradicts it: the kind is
+//!   the same, and a socket it saw connected or accepted still has a local port. It then
+//!   learns the identity.
+//!
+//! Each record has a generation, changed by every creation and destruction. Writes from event
+//! paths (which run after the real call returned, so the number may have been closed and reused
+//! by another thread meanwhile) are made only if the generation is still the one the event
+//! started from, so an event can never bring back a record for a closed number.
+//!
+//! In a `vfork` child nothing here is written (`process::may_write`): its memory is its parent's.
 
 use crate::cause::hist;
+use crate::process;
 use crate::rules::Call;
 use crate::sockinfo::{Addr, Kind};
 use core::net::{Ipv4Addr, Ipv6Addr};
 use core::sync::atomic::{
-    AtomicBool, AtomicPtr, AtomicU16, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering::Relaxed,
+    AtomicBool, AtomicPtr, AtomicU16, AtomicU64, AtomicU8, AtomicUsize, Ordering::Acquire, Ordering::Relaxed,
+    Ordering::Release,
 };
 
 #[repr(C)]
 pub struct Record {
-    /// `hist::*` bits; 0 means the slot is empty.
-    pub history: AtomicU32,
+    /// `generation << 32 | hist::*` bits; history 0 means the slot is empty.
+    state: AtomicU64,
     pub kind: AtomicU8,
     /// `Call as u8 + 1` of the last hooked call on it (0: none yet).
     pub last_call: AtomicU8,
@@ -40,8 +60,44 @@ pub struct Record {
     pub bytes_out: AtomicU64,
     /// The peer as `pack_addr` stores it (family 0: unknown).
     pub peer: [AtomicU64; 3],
-    /// The socket's inode, learnt at its first event (0: not yet).
+    /// The identity of the file it describes (device, inode), learnt at its first check
+    /// (inode 0: not yet).
+    pub dev: AtomicU64,
     pub ino: AtomicU64,
+}
+
+/// A copy of a record, taken when its descriptor is closed (the number is free afterwards).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RecordCopy {
+    pub history: u32,
+    pub kind: u8,
+    pub peer: [u64; 3],
+    pub created_ms: u64,
+    pub connect_errno: u16,
+    pub first_error: u16,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub last_call: u8,
+}
+
+impl RecordCopy {
+    pub fn is_live(&self) -> bool {
+        self.history & (hist::TRACKED | hist::LATE) != 0
+    }
+
+    pub fn kind(&self) -> Kind {
+        Kind::from_u8(self.kind)
+    }
+
+    pub fn peer(&self) -> Option<Addr> {
+        unpack_addr(self.peer)
+    }
+
+    pub fn last_call(&self) -> Option<Call> {
+        (self.last_call != 0)
+            .then(|| Call::ALL.get(self.last_call as usize - 1).copied())
+            .flatten()
+    }
 }
 
 /// Whether `ERRSHIM_COUNT=1` asked for byte counts and the last call (set by the constructor).
@@ -59,6 +115,9 @@ pub fn counting() -> bool {
 static TABLE: AtomicPtr<Record> = AtomicPtr::new(core::ptr::null_mut());
 /// Number of records; 0 until the table exists, so one bounds check covers both.
 static LEN: AtomicUsize = AtomicUsize::new(0);
+/// One more than the highest descriptor number ever written: `close_range` and `closefrom`
+/// visit no record above it, whatever `RLIMIT_NOFILE` is.
+static HIGH: AtomicUsize = AtomicUsize::new(0);
 
 const MAX_ENTRIES: u64 = 1 << 20;
 
@@ -70,21 +129,10 @@ pub fn init() {
     // Servers raise their soft limit at run time (nginx's worker_rlimit_nofile): size for the
     // hard limit, within reason; untouched pages cost nothing.
     let n = hard.max(soft).clamp(1024, MAX_ENTRIES) as usize;
-    let bytes = n * core::mem::size_of::<Record>();
-    // SAFETY: a fresh private anonymous mapping; all-zero bytes are valid (empty) records.
-    let p = unsafe {
-        libc::mmap(
-            core::ptr::null_mut(),
-            bytes,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-            -1,
-            0,
-        )
-    };
-    if p != libc::MAP_FAILED {
+    if let Ok(p) = crate::sys::map_anonymous(n * core::mem::size_of::<Record>()) {
+        // All-zero bytes are valid, empty records.
         TABLE.store(p.cast(), Relaxed);
-        LEN.store(n, Relaxed);
+        LEN.store(n, Release);
     }
 }
 
@@ -97,80 +145,141 @@ pub fn get(fd: i32) -> Option<&'static Record> {
     Some(unsafe { &*TABLE.load(Relaxed).add(fd as usize) })
 }
 
-/// Monotonic milliseconds (vDSO, no syscall).
+/// The record for `fd`, to be written by a hook: None in a vfork child or out of range.
+#[inline(always)]
+fn writable(fd: i32) -> Option<&'static Record> {
+    if !process::may_write() {
+        return None;
+    }
+    let r = get(fd)?;
+    let n = fd as usize + 1;
+    if n > HIGH.load(Relaxed) {
+        HIGH.fetch_max(n, Relaxed);
+    }
+    Some(r)
+}
+
+/// Monotonic milliseconds (vDSO, no syscall; 0 under a seccomp filter, where errshim avoids
+/// even the vDSO's fallback system call).
 pub fn now_ms() -> u64 {
+    if crate::sys::forbidden() {
+        return 0;
+    }
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: ts is valid for writing.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
 }
 
+const HIST_MASK: u64 = 0xffff_ffff;
+
 impl Record {
-    /// A new socket took this descriptor number.
-    pub fn start(&self, kind: Kind, history: u32, peer: Option<&Addr>) {
-        self.history.store(history | hist::TRACKED, Relaxed);
+    #[inline(always)]
+    fn state(&self) -> u64 {
+        self.state.load(Acquire)
+    }
+
+    /// The `hist::*` bits (0: empty).
+    #[inline(always)]
+    pub fn history(&self) -> u32 {
+        (self.state() & HIST_MASK) as u32
+    }
+
+    /// The generation: changes at every creation and destruction.
+    pub fn gen(&self) -> u32 {
+        (self.state() >> 32) as u32
+    }
+
+    /// Whether the slot describes an open socket (created through a hook, or met at an event).
+    #[inline(always)]
+    pub fn is_live(&self) -> bool {
+        self.history() & (hist::TRACKED | hist::LATE) != 0
+    }
+
+    /// Writes every field and publishes them under a new generation.
+    fn fill(&self, kind: Kind, history: u32, peer: Option<&Addr>, created: u64, ident: (u64, u64)) {
+        let next = (self.state() >> 32).wrapping_add(1) & HIST_MASK;
+        // Not live while its fields change.
+        self.state.store(next << 32, Release);
         self.kind.store(kind as u8, Relaxed);
         self.last_call.store(0, Relaxed);
         self.connect_errno.store(0, Relaxed);
         self.first_error.store(0, Relaxed);
-        self.created_ms.store(now_ms(), Relaxed);
+        self.created_ms.store(created, Relaxed);
         self.bytes_in.store(0, Relaxed);
         self.bytes_out.store(0, Relaxed);
-        self.set_peer(peer);
-        self.ino.store(0, Relaxed);
+        self.store_peer(peer);
+        self.dev.store(ident.0, Relaxed);
+        self.ino.store(ident.1, Relaxed);
         self.local_port.store(0, Relaxed);
+        self.state.store(next << 32 | history as u64, Release);
     }
 
-    /// A descriptor about which nothing is known yet (inherited, or created where no hook saw
-    /// it), first met at an event.
-    pub fn start_late(&self, kind: Kind, ino: u64) {
-        self.start(kind, 0, None);
-        self.history.store(hist::LATE, Relaxed);
-        self.created_ms.store(0, Relaxed);
-        self.ino.store(ino, Relaxed);
-    }
-
-    /// The descriptor was closed.
-    #[inline(always)]
-    pub fn clear(&self) {
-        if self.history.load(Relaxed) != 0 {
-            self.history.store(0, Relaxed);
+    /// The descriptor was closed: a new generation, empty.
+    fn clear(&self) {
+        let s = self.state();
+        if s & HIST_MASK != 0 {
+            let next = (s >> 32).wrapping_add(1) & HIST_MASK;
+            self.state.store(next << 32, Release);
         }
     }
 
     /// Copies another record (a `dup`): the same socket under another number.
-    pub fn copy_from(&self, o: &Record) {
-        self.history.store(o.history.load(Relaxed), Relaxed);
-        self.kind.store(o.kind.load(Relaxed), Relaxed);
-        self.last_call.store(o.last_call.load(Relaxed), Relaxed);
-        self.connect_errno.store(o.connect_errno.load(Relaxed), Relaxed);
-        self.first_error.store(o.first_error.load(Relaxed), Relaxed);
-        self.created_ms.store(o.created_ms.load(Relaxed), Relaxed);
-        self.bytes_in.store(o.bytes_in.load(Relaxed), Relaxed);
-        self.bytes_out.store(o.bytes_out.load(Relaxed), Relaxed);
-        for (a, b) in self.peer.iter().zip(&o.peer) {
-            a.store(b.load(Relaxed), Relaxed);
+    fn copy_from(&self, o: &Record) {
+        let c = o.copy();
+        self.fill(
+            c.kind(),
+            c.history,
+            None,
+            c.created_ms,
+            (o.dev.load(Relaxed), o.ino.load(Relaxed)),
+        );
+        for (a, v) in self.peer.iter().zip(c.peer) {
+            a.store(v, Relaxed);
         }
-        self.ino.store(o.ino.load(Relaxed), Relaxed);
+        self.last_call.store(c.last_call, Relaxed);
+        self.connect_errno.store(c.connect_errno, Relaxed);
+        self.first_error.store(c.first_error, Relaxed);
+        self.bytes_in.store(c.bytes_in, Relaxed);
+        self.bytes_out.store(c.bytes_out, Relaxed);
         self.local_port.store(o.local_port.load(Relaxed), Relaxed);
     }
 
-    /// Whether the slot describes an open socket (created through a hook, or met at an event).
-    pub fn is_live(&self) -> bool {
-        self.history.load(Relaxed) & (hist::TRACKED | hist::LATE) != 0
-    }
-
-    pub fn add_history(&self, bits: u32) {
-        if self.history.load(Relaxed) & bits != bits {
-            self.history.fetch_or(bits, Relaxed);
+    pub fn copy(&self) -> RecordCopy {
+        RecordCopy {
+            history: self.history(),
+            kind: self.kind.load(Relaxed),
+            peer: [
+                self.peer[0].load(Relaxed),
+                self.peer[1].load(Relaxed),
+                self.peer[2].load(Relaxed),
+            ],
+            created_ms: self.created_ms.load(Relaxed),
+            connect_errno: self.connect_errno.load(Relaxed),
+            first_error: self.first_error.load(Relaxed),
+            bytes_in: self.bytes_in.load(Relaxed),
+            bytes_out: self.bytes_out.load(Relaxed),
+            last_call: self.last_call.load(Relaxed),
         }
     }
 
-    #[inline(always)]
+    /// Adds history bits, if the record is still of generation `gen` (None: whatever it is;
+    /// for hooks on a call that just succeeded on this very descriptor).
+    pub fn add_history(&self, bits: u32, gen: Option<u32>) {
+        if !process::may_write() {
+            return;
+        }
+        let _ = self.state.fetch_update(Release, Acquire, |s| {
+            let same = gen.is_none_or(|g| (s >> 32) as u32 == g);
+            (same && s & HIST_MASK != 0 && (s as u32) & bits != bits).then_some(s | bits as u64)
+        });
+    }
+
     /// Notes the hooked call made on it (with `ERRSHIM_COUNT=1` only: without it the read and
     /// write families' successes are not seen, so the last call would be wrong).
+    #[inline(always)]
     pub fn note_call(&self, call: Call) {
-        if counting() {
+        if counting() && process::may_write() {
             self.last_call.store(call as u8 + 1, Relaxed);
         }
     }
@@ -180,10 +289,17 @@ impl Record {
         (v != 0).then(|| Call::ALL.get(v as usize - 1).copied()).flatten()
     }
 
-    pub fn set_peer(&self, peer: Option<&Addr>) {
+    fn store_peer(&self, peer: Option<&Addr>) {
         let w = pack_addr(peer);
         for (a, v) in self.peer.iter().zip(w) {
             a.store(v, Relaxed);
+        }
+    }
+
+    /// Sets the peer (an address `connect` was given, or `getpeername` still reports).
+    pub fn set_peer(&self, peer: Option<&Addr>) {
+        if process::may_write() {
+            self.store_peer(peer);
         }
     }
 
@@ -195,14 +311,79 @@ impl Record {
         ])
     }
 
-    /// Records the first reset or broken pipe a call returned.
-    pub fn note_error(&self, errno: i32) {
+    /// Records the first reset or broken pipe a call returned (from an event of generation
+    /// `gen`).
+    pub fn note_error(&self, errno: i32, gen: u32) {
         match errno {
-            libc::ECONNRESET => self.add_history(hist::RESET_SEEN),
-            libc::EPIPE => self.add_history(hist::EPIPE_SEEN),
+            libc::ECONNRESET => self.add_history(hist::RESET_SEEN, Some(gen)),
+            libc::EPIPE => self.add_history(hist::EPIPE_SEEN, Some(gen)),
             _ => return,
         }
-        let _ = self.first_error.compare_exchange(0, errno as u16, Relaxed, Relaxed);
+        if process::may_write() && self.gen() == gen {
+            let _ = self.first_error.compare_exchange(0, errno as u16, Relaxed, Relaxed);
+        }
+    }
+
+    /// Whether this record (of generation `gen`) describes the file now behind its number,
+    /// whose `fstat` is `now`, of kind `kind` and local address `local` (see the module doc);
+    /// learns the identity when it was not known yet.
+    pub fn fits(&self, gen: u32, now: &crate::sys::Stat, kind: Kind, local: Option<&Addr>) -> bool {
+        if self.gen() != gen || !self.is_live() {
+            return false;
+        }
+        let ino = self.ino.load(Relaxed);
+        if ino != 0 {
+            return ino == now.ino && self.dev.load(Relaxed) == now.dev;
+        }
+        let was = Kind::from_u8(self.kind.load(Relaxed));
+        if was != Kind::Unknown && was != kind {
+            return false;
+        }
+        // A TCP or UDP socket that was once connected or accepted keeps its local port (only a
+        // UDP `connect(AF_UNSPEC)` gives it back, and then the record's peer is stale anyway):
+        // an "established" record on a socket without one is another socket's.
+        let established = self.history() & (hist::CONNECTED | hist::ACCEPTED) != 0;
+        if established && matches!(local, Some(Addr::V4(_, 0) | Addr::V6(_, 0))) {
+            return false;
+        }
+        if process::may_write() && self.gen() == gen {
+            self.dev.store(now.dev, Relaxed);
+            self.ino.store(now.ino, Relaxed);
+            if was == Kind::Unknown {
+                self.kind.store(kind as u8, Relaxed);
+            }
+        }
+        true
+    }
+
+    /// The record did not fit (or there was none): what is behind the number now starts a new
+    /// record, met late (inherited, or created where no hook saw it), unless the number was
+    /// closed or reused meanwhile (the generation moved on).
+    pub fn restart_late(&self, gen: u32, kind: Kind, now: &crate::sys::Stat) -> bool {
+        if !process::may_write() {
+            return false;
+        }
+        let s = self.state();
+        if (s >> 32) as u32 != gen {
+            return false;
+        }
+        let next = ((s >> 32) as u32).wrapping_add(1) as u64;
+        if self.state.compare_exchange(s, next << 32, Release, Relaxed).is_err() {
+            return false;
+        }
+        self.kind.store(kind as u8, Relaxed);
+        self.last_call.store(0, Relaxed);
+        self.connect_errno.store(0, Relaxed);
+        self.first_error.store(0, Relaxed);
+        self.created_ms.store(0, Relaxed);
+        self.bytes_in.store(0, Relaxed);
+        self.bytes_out.store(0, Relaxed);
+        self.store_peer(None);
+        self.dev.store(now.dev, Relaxed);
+        self.ino.store(now.ino, Relaxed);
+        self.local_port.store(0, Relaxed);
+        self.state.store(next << 32 | hist::LATE as u64, Release);
+        true
     }
 }
 
@@ -241,27 +422,20 @@ pub fn unpack_addr(w: [u64; 3]) -> Option<Addr> {
     }
 }
 
-/// The record for `fd` as a raw pointer (no `Option` niche to test on the hot path).
-#[inline(always)]
-fn slot(fd: i32) -> Option<*const Record> {
-    ((fd as u32 as usize) < LEN.load(Relaxed))
-        .then(|| TABLE.load(Relaxed).wrapping_add(fd as u32 as usize) as *const Record)
-}
-
 /// The kind byte of a live record for `fd`, or 0 (not known).
 #[inline(always)]
 pub fn live_kind(fd: i32) -> u8 {
-    match slot(fd) {
-        Some(r) => {
-            // SAFETY: as in count_in.
-            let r = unsafe { &*r };
-            if r.history.load(Relaxed) & (hist::TRACKED | hist::LATE) != 0 {
-                r.kind.load(Relaxed)
-            } else {
-                0
-            }
-        }
-        None => 0,
+    match get(fd) {
+        Some(r) if r.is_live() => r.kind.load(Relaxed),
+        _ => 0,
+    }
+}
+
+/// A hook created a socket (or accepted a connection) at `fd`.
+#[inline(always)]
+pub fn start(fd: i32, kind: Kind, history: u32, peer: Option<&Addr>) {
+    if let Some(r) = writable(fd) {
+        r.fill(kind, history | hist::TRACKED, peer, now_ms(), (0, 0));
     }
 }
 
@@ -271,9 +445,7 @@ pub fn count_in(fd: i32, n: u64, call: Call) {
     if !counting() {
         return;
     }
-    if let Some(r) = slot(fd) {
-        // SAFETY: LEN is only non-zero once TABLE points at LEN records, which live forever.
-        let r = unsafe { &*r };
+    if let Some(r) = writable(fd) {
         r.bytes_in.fetch_add(n, Relaxed);
         r.note_call(call);
     }
@@ -285,19 +457,17 @@ pub fn count_out(fd: i32, n: u64, call: Call) {
     if !counting() {
         return;
     }
-    if let Some(r) = slot(fd) {
-        // SAFETY: as in count_in.
-        let r = unsafe { &*r };
+    if let Some(r) = writable(fd) {
         r.bytes_out.fetch_add(n, Relaxed);
         r.note_call(call);
     }
 }
 
-/// Adds history bits to a live record.
+/// Adds history bits to a live record (a hooked call on it just succeeded).
 pub fn note_history(fd: i32, bits: u32) {
-    if let Some(r) = get(fd) {
+    if let Some(r) = writable(fd) {
         if r.is_live() {
-            r.add_history(bits);
+            r.add_history(bits, None);
         }
     }
 }
@@ -310,48 +480,68 @@ pub fn note_shutdown(fd: i32, how: i32) {
         libc::SHUT_RDWR => hist::SHUT_RD | hist::SHUT_WR,
         _ => 0,
     };
-    if let Some(r) = get(fd) {
+    if let Some(r) = writable(fd) {
         if r.is_live() {
-            r.add_history(hist::SHUTDOWN | bits);
+            r.add_history(hist::SHUTDOWN | bits, None);
             r.note_call(Call::Shutdown);
         }
     }
 }
 
-/// The descriptor is being closed: forget it, and return what its history was.
+/// The descriptor is being closed: a copy of its record (history 0 if there was none), which
+/// is emptied (except in a vfork child, where nothing is written).
 #[inline(always)]
-pub fn forget(fd: i32) -> u32 {
-    match get(fd) {
-        Some(r) => {
-            let h = r.history.load(Relaxed);
-            if h != 0 {
-                r.history.store(0, Relaxed);
-            }
-            h
-        }
-        None => 0,
+pub fn take(fd: i32) -> RecordCopy {
+    let Some(r) = get(fd) else {
+        return RecordCopy::default();
+    };
+    if r.history() == 0 {
+        return RecordCopy::default();
+    }
+    let c = r.copy();
+    if process::may_write() {
+        r.clear();
+    }
+    c
+}
+
+/// The descriptor was closed (`fclose`, a raw close): forget it.
+#[inline(always)]
+pub fn forget(fd: i32) {
+    if let Some(r) = writable(fd) {
+        r.clear();
     }
 }
 
-/// `close_range`/`closefrom`: forget every record in `first..=last`.
+/// `close_range`/`closefrom`: forget every record in `first..=last` (at most up to the highest
+/// number ever written, so the cost follows what is in use, not `RLIMIT_NOFILE`).
 pub fn forget_range(first: u32, last: u32) {
-    let len = LEN.load(Relaxed);
-    if len == 0 || first as usize >= len {
+    if !process::may_write() {
         return;
     }
-    let end = (last as usize).min(len - 1);
-    for fd in first as usize..=end {
-        forget(fd as i32);
+    let end = HIGH.load(Relaxed).min(LEN.load(Relaxed));
+    let last = (last as usize).min(end.saturating_sub(1));
+    let mut fd = first as usize;
+    while fd <= last && fd < end {
+        if let Some(r) = get(fd as i32) {
+            r.clear();
+        }
+        fd += 1;
     }
 }
 
-/// `dup`: the same socket under another number.
+/// `dup`: the same socket under another number (or nothing known about it: the new number's
+/// record is emptied).
 pub fn copy(old: i32, new: i32) {
     if new < 0 || old == new {
         return;
     }
-    if let (Some(a), Some(b)) = (get(old), get(new)) {
-        b.copy_from(a);
+    let Some(b) = writable(new) else {
+        return;
+    };
+    match get(old) {
+        Some(a) if a.history() != 0 => b.copy_from(a),
+        _ => b.clear(),
     }
 }
 
@@ -373,23 +563,58 @@ mod tests {
         assert!(unpack_addr(pack_addr(Some(&Addr::UnixUnnamed))).is_none());
     }
 
+    fn stat(dev: u64, ino: u64) -> crate::sys::Stat {
+        crate::sys::Stat {
+            dev,
+            ino,
+            kind: libc::S_IFSOCK,
+            size: 0,
+            mtime: 0,
+        }
+    }
+
     #[test]
-    fn records() {
+    fn records_and_generations() {
         init();
+        start(5, Kind::Tcp4, hist::CONNECTED, Some(&Addr::V4(Ipv4Addr::LOCALHOST, 1)));
         let r = get(5).unwrap();
         assert!(get(-1).is_none());
-        r.start(Kind::Tcp4, hist::CONNECTED, Some(&Addr::V4(Ipv4Addr::LOCALHOST, 1)));
-        r.note_error(libc::ECONNRESET);
-        r.note_error(libc::EPIPE);
+        let g = r.gen();
+        r.note_error(libc::ECONNRESET, g);
+        r.note_error(libc::EPIPE, g);
         assert_eq!(r.first_error.load(Relaxed), libc::ECONNRESET as u16);
-        let h = r.history.load(Relaxed);
+        let h = r.history();
         assert!(h & hist::RESET_SEEN != 0 && h & hist::EPIPE_SEEN != 0 && h & hist::TRACKED != 0);
         set_counting(true);
         r.note_call(Call::Recv);
         assert_eq!(r.last_call(), Some(Call::Recv));
-        get(6).unwrap().copy_from(r);
+        copy(5, 6);
         assert_eq!(format!("{:?}", get(6).unwrap().peer().unwrap()), "127.0.0.1:1");
-        r.clear();
+        // The first check learns the identity; later ones compare it.
+        let local = Addr::V4(Ipv4Addr::LOCALHOST, 4000);
+        assert!(r.fits(g, &stat(1, 77), Kind::Tcp4, Some(&local)));
+        assert!(r.fits(g, &stat(1, 77), Kind::Tcp4, Some(&local)));
+        assert!(!r.fits(g, &stat(1, 78), Kind::Tcp4, Some(&local)), "another inode");
+        // Closed: the copy keeps what it was, the slot is empty, and an event that started
+        // before the close can neither add to it nor bring it back.
+        let c = take(5);
+        assert!(c.is_live() && c.history & hist::RESET_SEEN != 0);
+        assert!(!r.is_live() && r.gen() != g);
+        r.add_history(hist::READ_EOF, Some(g));
+        assert_eq!(r.history(), 0);
+        assert!(!r.restart_late(g, Kind::Tcp4, &stat(1, 79)));
         assert!(!r.is_live());
+        let g2 = r.gen();
+        assert!(r.restart_late(g2, Kind::UnixStream, &stat(1, 80)));
+        assert_eq!(r.history(), hist::LATE);
+        // A record made by a hook without an identity yet: the wrong kind, or an established
+        // record on a socket without a local port, is another socket's.
+        start(7, Kind::Tcp4, hist::ACCEPTED, None);
+        let r7 = get(7).unwrap();
+        let g7 = r7.gen();
+        assert!(!r7.fits(g7, &stat(1, 90), Kind::UnixStream, None));
+        assert!(!r7.fits(g7, &stat(1, 90), Kind::Tcp4, Some(&Addr::V4(Ipv4Addr::UNSPECIFIED, 0))));
+        forget_range(0, u32::MAX);
+        assert!(!get(6).unwrap().is_live() && !r7.is_live());
     }
 }

@@ -42,14 +42,7 @@ impl core::fmt::Display for Name {
 /// constructor, or on other architectures), use the call.
 static TLS_OFFSET: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
 
-#[cfg(target_arch = "x86_64")]
-#[inline(always)]
-fn thread_pointer() -> usize {
-    let tp: usize;
-    // SAFETY: on x86_64 Linux %fs:0 holds the thread control block's own address.
-    unsafe { core::arch::asm!("mov {}, fs:0", out(reg) tp, options(nostack, readonly, preserves_flags)) };
-    tp
-}
+use crate::sys::thread_pointer;
 
 /// Learns errno's offset from the thread pointer (from the constructor).
 pub fn learn_location() {

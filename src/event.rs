@@ -10,8 +10,9 @@ use crate::sockinfo::{Addr, Kind};
 use crate::timefmt::Utc;
 use core::fmt::Write;
 
-/// The arguments of an interposed call that an event reports. Raw pointers are the caller's
-/// own iovec array, read only while the call is still in progress.
+/// The arguments of an interposed call that an event reports, as the caller passed them. The
+/// pointers are the caller's and are never trusted: they are read only where the kernel has
+/// just proven them valid (`proven`: the call succeeded) or after a probe (`memory`).
 #[derive(Clone, Copy)]
 pub struct CallArgs {
     pub fd: i32,
@@ -19,13 +20,26 @@ pub struct CallArgs {
     pub how: i32,
     /// Byte count for plain buffers.
     pub len: usize,
-    /// The iovec array of readv/writev/recvmsg/sendmsg, and its length.
-    pub iov: *const libc::iovec,
-    pub iovcnt: usize,
+    pub buffers: Buffers,
     pub flags: i32,
-    /// For close: the record's history when the descriptor was forgotten (it is gone now).
-    pub history: u32,
+    /// recvfrom's address buffer and its length (null: none).
+    pub addr: *mut libc::sockaddr,
+    pub alen: *mut libc::socklen_t,
 }
+
+/// Where a call's data is.
+#[derive(Clone, Copy)]
+pub enum Buffers {
+    /// One buffer of `CallArgs::len` bytes (or none: shutdown, close).
+    Plain,
+    /// An iovec array and its count as passed (readv, writev).
+    Iov(*const libc::iovec, i32),
+    /// A msghdr (recvmsg, sendmsg).
+    Msg(*const libc::msghdr),
+}
+
+/// At most this many iovecs are summed (the kernel's own limit, UIO_MAXIOV).
+const MAX_IOV: usize = 1024;
 
 impl CallArgs {
     pub const fn fd(fd: i32) -> Self {
@@ -33,10 +47,10 @@ impl CallArgs {
             fd,
             how: 0,
             len: 0,
-            iov: core::ptr::null(),
-            iovcnt: 0,
+            buffers: Buffers::Plain,
             flags: 0,
-            history: 0,
+            addr: core::ptr::null_mut(),
+            alen: core::ptr::null_mut(),
         }
     }
 
@@ -47,51 +61,97 @@ impl CallArgs {
         a
     }
 
-    pub const fn iov(fd: i32, iov: *const libc::iovec, iovcnt: usize, flags: i32) -> Self {
+    pub const fn iov(fd: i32, iov: *const libc::iovec, iovcnt: i32) -> Self {
         let mut a = Self::fd(fd);
-        a.iov = iov;
-        a.iovcnt = iovcnt;
+        a.buffers = Buffers::Iov(iov, iovcnt);
+        a
+    }
+
+    pub const fn msg(fd: i32, msg: *const libc::msghdr, flags: i32) -> Self {
+        let mut a = Self::fd(fd);
+        a.buffers = Buffers::Msg(msg);
         a.flags = flags;
         a
     }
 
-    /// Total bytes the iovec array asks for (slow path only).
-    pub fn iov_len(&self) -> usize {
-        if self.iov.is_null() || self.iovcnt > 1024 {
-            return 0;
-        }
-        // SAFETY: the caller passed iov with iovcnt entries to the call that is in progress.
-        let iov = unsafe { core::slice::from_raw_parts(self.iov, self.iovcnt) };
-        iov.iter().fold(0usize, |a, v| a.saturating_add(v.iov_len))
+    pub const fn with_from(mut self, addr: *mut libc::sockaddr, alen: *mut libc::socklen_t) -> Self {
+        self.addr = addr;
+        self.alen = alen;
+        self
     }
 
-    /// The byte count the call asked for, whichever form its buffer had.
-    pub fn requested(&self) -> usize {
-        self.request().bytes()
+    /// The iovec count for readv/writev, as passed.
+    pub fn iovcnt(&self) -> Option<i32> {
+        match self.buffers {
+            Buffers::Iov(_, n) => Some(n),
+            _ => None,
+        }
+    }
+
+    /// The byte count the call asked for, whichever form its buffer had: None when it cannot be
+    /// read safely (an invalid iovec or msghdr pointer, too many iovecs). `proven`: the call
+    /// succeeded, so the kernel has just read the iovec array and the msghdr, and they are read
+    /// without a probe (no system call).
+    pub fn requested(&self, proven: bool) -> Option<usize> {
+        match self.buffers {
+            Buffers::Plain => Some(self.len),
+            Buffers::Iov(iov, n) => iov_total(iov, n.max(0) as usize, proven),
+            Buffers::Msg(m) => {
+                let h = read_caller(m, proven)?;
+                iov_total(h.msg_iov, h.msg_iovlen, proven)
+            }
+        }
     }
 
     /// What the call asked for, in two words, to be summed only if needed.
     pub fn request(&self) -> Request {
-        if self.iov.is_null() {
-            Request {
-                iov: self.iov,
-                n: self.len,
-            }
-        } else {
-            Request {
-                iov: self.iov,
-                n: self.iovcnt,
-            }
+        match self.buffers {
+            Buffers::Plain => Request::len(self.len),
+            Buffers::Iov(iov, n) => Request {
+                ptr: iov as usize,
+                n: n.max(0) as isize,
+            },
+            Buffers::Msg(m) => Request { ptr: m as usize, n: -1 },
         }
     }
 }
 
-/// What a call asked for, cheap to pass along: its byte count, or its iovec array (`n`
-/// entries), whose total is worked out only when a `short` fault needs it.
+/// A copy of the caller's `T`: directly where the kernel just proved it readable, else after a
+/// probe.
+fn read_caller<T: Copy>(p: *const T, proven: bool) -> Option<T> {
+    if p.is_null() {
+        return None;
+    }
+    if proven {
+        // SAFETY: the kernel has just read it for the call that succeeded.
+        return Some(unsafe { core::ptr::read_unaligned(p) });
+    }
+    crate::memory::read(p as usize)
+}
+
+/// The total length of `n` iovecs at `iov` (see `read_caller`).
+fn iov_total(iov: *const libc::iovec, n: usize, proven: bool) -> Option<usize> {
+    if n == 0 {
+        return Some(0);
+    }
+    if n > MAX_IOV || iov.is_null() {
+        return None;
+    }
+    if !proven && !crate::memory::readable(iov as usize, n * core::mem::size_of::<libc::iovec>()) {
+        return None;
+    }
+    // SAFETY: readable, as just established (proven by the kernel, or probed).
+    let v = unsafe { core::slice::from_raw_parts(iov, n) };
+    Some(v.iter().fold(0usize, |a, v| a.saturating_add(v.iov_len)))
+}
+
+/// What a call asked for, cheap to pass along: its byte count (`ptr` 0), an iovec array of
+/// `n` entries, or a msghdr (`n` -1), whose total is worked out (with probes) only when a
+/// `short` fault needs it.
 #[derive(Clone, Copy)]
 pub struct Request {
-    iov: *const libc::iovec,
-    n: usize,
+    ptr: usize,
+    n: isize,
 }
 
 impl Request {
@@ -99,17 +159,15 @@ impl Request {
     pub const NONE: Request = Request::len(0);
 
     pub const fn len(n: usize) -> Request {
-        Request {
-            iov: core::ptr::null(),
-            n,
-        }
+        Request { ptr: 0, n: n as isize }
     }
 
-    pub fn bytes(self) -> usize {
-        if self.iov.is_null() {
-            self.n
-        } else {
-            CallArgs::iov(0, self.iov, self.n, 0).iov_len()
+    /// The byte count, if it can be read safely (see `CallArgs::requested`).
+    pub fn bytes(self) -> Option<usize> {
+        match (self.ptr, self.n) {
+            (0, n) => Some(n as usize),
+            (p, -1) => CallArgs::msg(0, p as *const libc::msghdr, 0).requested(false),
+            (p, n) => iov_total(p as *const libc::iovec, n as usize, false),
         }
     }
 }
@@ -211,14 +269,23 @@ fn write_args<const N: usize>(ev: &Event<'_>, b: &mut StackBuf<N>) {
             Some(h) => write!(b, ", {h}"),
             None => write!(b, ", how={}", a.how),
         },
-        Call::Readv | Call::Writev => write!(b, ", iovcnt={}, len={}", a.iovcnt, a.iov_len()),
-        Call::Recvmsg | Call::Sendmsg => write!(b, ", len={}", a.iov_len()),
-        _ => write!(b, ", len={}", a.len),
+        Call::Readv | Call::Writev => {
+            write!(b, ", iovcnt={}, len=", a.iovcnt().unwrap_or(0)).and_then(|_| write_len(b, a))
+        }
+        _ => write!(b, ", len=").and_then(|_| write_len(b, a)),
     };
     if a.flags != 0 {
         let _ = write!(b, ", flags={:#x}", a.flags);
     }
     b.push(b")");
+}
+
+/// The length asked for, or `?` where it cannot be read safely (an invalid iovec or msghdr).
+fn write_len<const N: usize>(b: &mut StackBuf<N>, a: &CallArgs) -> core::fmt::Result {
+    match a.requested(false) {
+        Some(n) => write!(b, "{n}"),
+        None => write!(b, "?"),
+    }
 }
 
 fn write_addr<const N: usize>(b: &mut StackBuf<N>, key: &str, addr: &Option<Addr>) {
@@ -336,7 +403,10 @@ pub fn write_json<const N: usize>(ev: &Event<'_>, b: &mut StackBuf<N>) {
         }
         Call::Close => {}
         _ => {
-            o.num("len", ev.args.requested());
+            match ev.args.requested(false) {
+                Some(n) => o.num("len", n),
+                None => o.null("len"),
+            };
         }
     }
     o.num("ret", ev.ret);
@@ -542,6 +612,23 @@ mod tests {
                 iov_len: 6,
             },
         ];
-        assert_eq!(CallArgs::iov(3, iov.as_ptr(), 2, 0).iov_len(), 10);
+        assert_eq!(CallArgs::iov(3, iov.as_ptr(), 2).requested(false), Some(10));
+        assert_eq!(CallArgs::iov(3, iov.as_ptr(), 2).requested(true), Some(10));
+        assert_eq!(CallArgs::iov(3, iov.as_ptr(), 0).requested(false), Some(0));
+        assert_eq!(CallArgs::iov(3, iov.as_ptr(), -1).requested(false), Some(0));
+        assert_eq!(CallArgs::iov(3, 8 as *const libc::iovec, 2).requested(false), None);
+        assert_eq!(CallArgs::iov(3, iov.as_ptr(), 1025).requested(false), None);
+        let mh = libc::msghdr {
+            msg_name: core::ptr::null_mut(),
+            msg_namelen: 0,
+            msg_iov: iov.as_ptr() as *mut libc::iovec,
+            msg_iovlen: 2,
+            msg_control: core::ptr::null_mut(),
+            msg_controllen: 0,
+            msg_flags: 0,
+        };
+        assert_eq!(CallArgs::msg(3, &mh, 0).requested(false), Some(10));
+        assert_eq!(CallArgs::msg(3, 4096 as *const libc::msghdr, 0).requested(false), None);
+        assert_eq!(CallArgs::msg(3, core::ptr::null(), 0).requested(false), None);
     }
 }

@@ -247,13 +247,14 @@ pub struct FaultError {
 
 impl core::fmt::Display for FaultError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        use crate::escape::esc;
         write!(
             f,
             "{} '{}' in fault rule {} ('{}')",
             self.problem,
-            self.token.as_str(),
+            esc(self.token.as_str()),
             self.rule,
-            self.rule_text.as_str()
+            esc(self.rule_text.as_str())
         )?;
         if let Some(s) = self.suggestion {
             write!(f, "; did you mean {s}?")?;

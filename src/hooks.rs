@@ -3,6 +3,10 @@
 //! return its success untouched (the read and write families touch no memory of errshim's but
 //! the word of armed calls); hand anything else to the cold functions in `ops`.
 //!
+//! Caller memory: a hook reads a pointer the program passed only where the kernel has just
+//! proven it valid (see `memory`): the arguments of a failed call travel to the cold path as
+//! the raw pointers they were and are read there only after a probe.
+//!
 //! glibc's forced unwind (`pthread_cancel` of a thread blocked in `read`) must pass through a
 //! hook's frame: hooks hold nothing that needs dropping across the real call and never wrap it
 //! in `catch_unwind`, which would catch the forced unwind and abort the process (what redhook's
@@ -14,8 +18,8 @@ use crate::conntable;
 use crate::event::{CallArgs, Request};
 use crate::rules::Call;
 use crate::sockinfo::Kind;
-use crate::{errno, inject, logger, ops, real};
-use libc::{c_int, c_uint, c_void, iovec, msghdr, size_t, sockaddr, socklen_t, ssize_t};
+use crate::{errno, inject, logger, memory, ops, process, real, sys};
+use libc::{c_int, c_long, c_uint, c_ulong, c_void, iovec, msghdr, size_t, sockaddr, socklen_t, ssize_t};
 
 /// Defines an exported hook that calls the real function through `$f` (the read and write
 /// families have `io_hook!` instead).
@@ -101,6 +105,9 @@ macro_rules! resolved {
 ///   did not succeed. No errno read, no check of the address, no count, nothing on the stack
 ///   but the registers that keep the arguments `failed` needs.
 ///
+/// `$args` builds the `CallArgs` from the raw arguments, pointers as they were (it reads no
+/// caller memory); it runs on the cold paths only.
+///
 /// Inline rather than behind a trampoline: on a VM whose syscalls refill the return stack
 /// buffer, every frame around the real call costs a mispredicted return (README,
 /// Performance), and a hook's code lines are what the kernel's own code evicts from the
@@ -121,7 +128,8 @@ macro_rules! io_hook {
                 unsafe fn inject(inj: inject::Injection, $fd: $fdt, $($a: $t),*) -> $ret {
                     let errno_before = errno::get();
                     let $f = resolved!($real, fn($fdt, $($t),*) -> $ret);
-                    // SAFETY: the real call with the caller's arguments, its length cut to `$lim`.
+                    // SAFETY: the real call with the caller's arguments, its length cut to `$lim`
+                    // (usize::MAX: as asked).
                     let mut perform = |$lim: usize| unsafe { $limited } as isize;
                     ops::injected($call, stringify!($name), $args, inj, errno_before, &mut perform) as $ret
                 }
@@ -159,35 +167,26 @@ macro_rules! io_hook {
 }
 
 io_hook!(read, read(fd: c_int, buf: *mut c_void, n: size_t) -> ssize_t = READ, Call::Read, CallArgs::buf(fd, n, 0), |real, lim| real(fd, buf, n.min(lim)));
-io_hook!(read, readv(fd: c_int, iov: *const iovec, cnt: c_int) -> ssize_t = READV, Call::Readv, CallArgs::iov(fd, iov, cnt.max(0) as usize, 0), |real, lim| ops::short_iov(iov, cnt.max(0) as usize, lim, |i, c| real(fd, i, c as c_int)));
+io_hook!(read, readv(fd: c_int, iov: *const iovec, cnt: c_int) -> ssize_t = READV, Call::Readv, CallArgs::iov(fd, iov, cnt), |real, lim| ops::short_iov(iov, cnt, lim, |i, c| real(fd, i, c)));
 io_hook!(read, recv(fd: c_int, buf: *mut c_void, n: size_t, flags: c_int) -> ssize_t = RECV, Call::Recv, CallArgs::buf(fd, n, flags), |real, lim| real(fd, buf, n.min(lim), flags));
 io_hook!(read, recvfrom(fd: c_int, buf: *mut c_void, n: size_t, flags: c_int, addr: *mut sockaddr, alen: *mut socklen_t) -> ssize_t
-    = RECVFROM, Call::Recvfrom, CallArgs::buf(fd, n, flags), |real, lim| real(fd, buf, n.min(lim), flags, addr, alen));
+    = RECVFROM, Call::Recvfrom, CallArgs::buf(fd, n, flags).with_from(addr, alen), |real, lim| real(fd, buf, n.min(lim), flags, addr, alen));
 io_hook!(read, __read_chk(fd: c_int, buf: *mut c_void, n: size_t, buflen: size_t) -> ssize_t = READ_CHK, Call::Read, CallArgs::buf(fd, n, 0), |real, lim| real(fd, buf, n.min(lim), buflen));
 io_hook!(read, __recv_chk(fd: c_int, buf: *mut c_void, n: size_t, buflen: size_t, flags: c_int) -> ssize_t
     = RECV_CHK, Call::Recv, CallArgs::buf(fd, n, flags), |real, lim| real(fd, buf, n.min(lim), buflen, flags));
 io_hook!(read, __recvfrom_chk(fd: c_int, buf: *mut c_void, n: size_t, buflen: size_t, flags: c_int, addr: *mut sockaddr, alen: *mut socklen_t) -> ssize_t
-    = RECVFROM_CHK, Call::Recvfrom, CallArgs::buf(fd, n, flags), |real, lim| real(fd, buf, n.min(lim), buflen, flags, addr, alen));
-io_hook!(read, recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t = RECVMSG, Call::Recvmsg, msg_args(fd, msg, flags), |real, lim| ops::short_msg(msg, lim, |m| real(fd, m, flags)));
+    = RECVFROM_CHK, Call::Recvfrom, CallArgs::buf(fd, n, flags).with_from(addr, alen), |real, lim| real(fd, buf, n.min(lim), buflen, flags, addr, alen));
+io_hook!(read, recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t = RECVMSG, Call::Recvmsg, CallArgs::msg(fd, msg, flags), |real, lim| ops::short_msg(msg, lim, true, |m| real(fd, m, flags)));
 
 io_hook!(write, write(fd: c_int, buf: *const c_void, n: size_t) -> ssize_t = WRITE, Call::Write, CallArgs::buf(fd, n, 0), |real, lim| real(fd, buf, n.min(lim)));
-io_hook!(write, writev(fd: c_int, iov: *const iovec, cnt: c_int) -> ssize_t = WRITEV, Call::Writev, CallArgs::iov(fd, iov, cnt.max(0) as usize, 0), |real, lim| ops::short_iov(iov, cnt.max(0) as usize, lim, |i, c| real(fd, i, c as c_int)));
+io_hook!(write, writev(fd: c_int, iov: *const iovec, cnt: c_int) -> ssize_t = WRITEV, Call::Writev, CallArgs::iov(fd, iov, cnt), |real, lim| ops::short_iov(iov, cnt, lim, |i, c| real(fd, i, c)));
 io_hook!(write, send(fd: c_int, buf: *const c_void, n: size_t, flags: c_int) -> ssize_t = SEND, Call::Send, CallArgs::buf(fd, n, flags), |real, lim| real(fd, buf, n.min(lim), flags));
 io_hook!(write, sendto(fd: c_int, buf: *const c_void, n: size_t, flags: c_int, addr: *const sockaddr, alen: socklen_t) -> ssize_t
     = SENDTO, Call::Sendto, CallArgs::buf(fd, n, flags), |real, lim| real(fd, buf, n.min(lim), flags, addr, alen));
-io_hook!(write, sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t = SENDMSG, Call::Sendmsg, msg_args(fd, msg, flags), |real, lim| ops::short_msg(msg as *mut msghdr, lim, |m| real(fd, m, flags)));
-
-/// The arguments of recvmsg/sendmsg, read only on the cold path.
-fn msg_args(fd: c_int, msg: *const msghdr, flags: c_int) -> CallArgs {
-    if msg.is_null() {
-        return CallArgs::iov(fd, core::ptr::null(), 0, flags);
-    }
-    // SAFETY: the caller passed msg to the call that just returned.
-    unsafe { CallArgs::iov(fd, (*msg).msg_iov, (*msg).msg_iovlen, flags) }
-}
+io_hook!(write, sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t = SENDMSG, Call::Sendmsg, CallArgs::msg(fd, msg, flags), |real, lim| ops::short_msg(msg as *mut msghdr, lim, false, |m| real(fd, m, flags)));
 
 hook!(fn shutdown(fd: c_int, how: c_int) -> c_int, SHUTDOWN, |real| {
-    /// Some fault rule names shutdown (see `read_hook`).
+    /// Some fault rule names shutdown (see `io_hook!`).
     #[cold]
     #[inline(never)]
     unsafe fn faulty(real: unsafe extern "C-unwind" fn(c_int, c_int) -> c_int, fd: c_int, how: c_int) -> c_int {
@@ -229,37 +228,29 @@ fn shutdown_done(r: c_int, fd: c_int, how: c_int, errno_before: c_int) -> c_int 
 }
 
 hook!(fn close(fd: c_int) -> c_int, CLOSE, |real| {
-    if logger::owns(fd) {
-        // errshim's own log descriptor: the program never opened it, so it gets what it would
-        // get without errshim, and the log keeps working.
-        errno::set(libc::EBADF);
-        return -1;
-    }
-    // Forget the record before the descriptor is released: afterwards another thread may be
+    // Take the record before the descriptor is released: afterwards another thread may be
     // given the same number.
     let errno_before = errno::get();
     let injection = if inject::armed(Call::Close) { inject::decide(Call::Close, fd, Request::NONE) } else { None };
-    let history = conntable::forget(fd);
+    let closed = conntable::take(fd);
     if let Some(inj) = injection {
-        let args = CallArgs { history, ..CallArgs::fd(fd) };
         // SAFETY: the caller's own argument.
         let mut perform = |_: usize| unsafe { real(fd) } as isize;
-        return ops::injected(Call::Close, "close", args, inj, errno_before, &mut perform) as c_int;
+        return ops::injected_close(closed, fd, inj, errno_before, &mut perform) as c_int;
     }
     // SAFETY: the caller's own argument.
     let r = unsafe { real(fd) };
     if r == 0 {
         return 0;
     }
-    let args = CallArgs { history, ..CallArgs::fd(fd) };
-    ops::after_failure(Call::Close, "close", args, r as isize, errno_before) as c_int
+    ops::after_close(closed, fd, r as isize, errno_before) as c_int
 });
 
 hook!(fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_int, SOCKET, |real| {
     // SAFETY: the caller's own arguments.
     let fd = unsafe { real(domain, ty, protocol) };
-    if let Some(rec) = conntable::get(fd) {
-        rec.start(Kind::from_socket_args(domain, ty, protocol), 0, None);
+    if fd >= 0 {
+        conntable::start(fd, Kind::from_socket_args(domain, ty, protocol), 0, None);
     }
     fd
 });
@@ -271,9 +262,7 @@ hook!(fn socketpair(domain: c_int, ty: c_int, protocol: c_int, sv: *mut c_int) -
         let kind = Kind::from_socket_args(domain, ty, protocol);
         // SAFETY: on success the kernel wrote two descriptors into sv.
         for fd in unsafe { [*sv, *sv.add(1)] } {
-            if let Some(rec) = conntable::get(fd) {
-                rec.start(kind, hist::PAIRED, None);
-            }
+            conntable::start(fd, kind, hist::PAIRED, None);
         }
     }
     r
@@ -295,17 +284,36 @@ hook!(fn listen(fd: c_int, backlog: c_int) -> c_int, LISTEN, |real| {
     r
 });
 
+/// The length the caller's `accept` address buffer has (`*alen` before the call), where it
+/// can be known without asking the kernel: when `alen` lies on this thread's own stack (see
+/// `memory::on_own_stack`). None: no address wanted, or its length cannot be read safely;
+/// then the peer is not taken from the buffer.
+#[inline(always)]
+fn accept_buffer_len(addr: *mut sockaddr, alen: *mut socklen_t) -> Option<socklen_t> {
+    if addr.is_null() || alen.is_null() || !memory::on_own_stack(alen as usize, core::mem::size_of::<socklen_t>()) {
+        return None;
+    }
+    // SAFETY: on this thread's stack, between the stack pointer and its top: mapped.
+    Some(unsafe { core::ptr::read_volatile(alen) })
+}
+
 hook!(fn accept(fd: c_int, addr: *mut sockaddr, alen: *mut socklen_t) -> c_int, ACCEPT, |real| {
+    let room = accept_buffer_len(addr, alen);
     // SAFETY: the caller's own arguments.
     let new = unsafe { real(fd, addr, alen) };
-    ops::after_accept(fd, new, addr, alen);
+    if new >= 0 {
+        ops::after_accept(fd, new, addr, alen, room);
+    }
     new
 });
 
 hook!(fn accept4(fd: c_int, addr: *mut sockaddr, alen: *mut socklen_t, flags: c_int) -> c_int, ACCEPT4, |real| {
+    let room = accept_buffer_len(addr, alen);
     // SAFETY: the caller's own arguments.
     let new = unsafe { real(fd, addr, alen, flags) };
-    ops::after_accept(fd, new, addr, alen);
+    if new >= 0 {
+        ops::after_accept(fd, new, addr, alen, room);
+    }
     new
 });
 
@@ -317,25 +325,42 @@ hook!(fn dup(old: c_int) -> c_int, DUP, |real| {
 });
 
 hook!(fn dup2(old: c_int, new: c_int) -> c_int, DUP2, |real| {
-    if logger::owns(new) {
-        logger::relocate(new);
-    }
     // SAFETY: the caller's own arguments.
     let r = unsafe { real(old, new) };
-    if r >= 0 && old != new {
+    if r >= 0 {
         conntable::copy(old, r);
     }
     r
 });
 
 hook!(fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int, DUP3, |real| {
-    if logger::owns(new) {
-        logger::relocate(new);
-    }
     // SAFETY: the caller's own arguments.
     let r = unsafe { real(old, new, flags) };
-    conntable::copy(old, r);
+    if r >= 0 {
+        conntable::copy(old, r);
+    }
     r
+});
+
+/// `fcntl(fd, cmd, ...)`: its one optional argument is an integer or a pointer, passed on as
+/// the register it came in; `F_DUPFD` and `F_DUPFD_CLOEXEC` make a descriptor of the same
+/// socket.
+#[inline(always)]
+fn fcntl_done(old: c_int, cmd: c_int, r: c_int) -> c_int {
+    if (cmd == libc::F_DUPFD || cmd == libc::F_DUPFD_CLOEXEC) && r >= 0 {
+        conntable::copy(old, r);
+    }
+    r
+}
+
+hook!(fn fcntl(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int, FCNTL, |real| {
+    // SAFETY: the caller's own arguments.
+    fcntl_done(fd, cmd, unsafe { real(fd, cmd, arg) })
+});
+
+hook!(fn fcntl64(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int, FCNTL64, |real| {
+    // SAFETY: the caller's own arguments.
+    fcntl_done(fd, cmd, unsafe { real(fd, cmd, arg) })
 });
 
 hook!(fn fclose(fp: *mut libc::FILE) -> c_int, FCLOSE, |real| {
@@ -351,6 +376,7 @@ hook!(fn fclose(fp: *mut libc::FILE) -> c_int, FCLOSE, |real| {
 });
 
 hook!(fn close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int, CLOSE_RANGE, |real| {
+    // Before the call: afterwards, another thread may have a new socket at a freed number.
     if flags & libc::CLOSE_RANGE_CLOEXEC as c_int == 0 {
         conntable::forget_range(first, last);
     }
@@ -370,3 +396,264 @@ pub unsafe extern "C-unwind" fn closefrom(lowfd: c_int) {
         unsafe { f(lowfd) }
     }
 }
+
+// --- seccomp ------------------------------------------------------------------------------
+
+/// A seccomp filter is about to be installed: from now on errshim makes no system call of its
+/// own (`sys::forbid`); undone if the install fails.
+#[inline(always)]
+fn with_filter_install(install: bool, call: impl FnOnce() -> c_long) -> c_long {
+    if !install {
+        return call();
+    }
+    let before = sys::forbid();
+    let r = call();
+    if r < 0 {
+        sys::restore(before);
+    }
+    r
+}
+
+/// `int prctl(int option, ...)`: up to four more integer arguments, passed on as they came.
+#[no_mangle]
+pub unsafe extern "C-unwind" fn prctl(option: c_int, a2: c_ulong, a3: c_ulong, a4: c_ulong, a5: c_ulong) -> c_int {
+    let addr = real::PRCTL.get();
+    if addr == 0 {
+        errno::set(libc::ENOSYS);
+        return -1;
+    }
+    // SAFETY: glibc's prctl, variadic.
+    let f: unsafe extern "C-unwind" fn(c_int, ...) -> c_int = unsafe { core::mem::transmute(addr) };
+    with_filter_install(option == libc::PR_SET_SECCOMP, || {
+        // SAFETY: the caller's own arguments.
+        unsafe { f(option, a2, a3, a4, a5) as c_long }
+    }) as c_int
+}
+
+// --- glibc's syscall() ----------------------------------------------------------------------
+
+/// The `syscall()` numbers whose bookkeeping errshim does: closes and dups (the descriptor
+/// table), and the two ways to install a seccomp filter. A bit per number below 512.
+static SLOW_SYSCALLS: [u64; 8] = {
+    let mut m = [0u64; 8];
+    let nrs = [
+        libc::SYS_close,
+        libc::SYS_dup,
+        libc::SYS_dup2,
+        libc::SYS_dup3,
+        libc::SYS_fcntl,
+        libc::SYS_close_range,
+        libc::SYS_seccomp,
+        libc::SYS_prctl,
+    ];
+    let mut i = 0;
+    while i < nrs.len() {
+        m[(nrs[i] / 64) as usize] |= 1 << (nrs[i] % 64);
+        i += 1;
+    }
+    m
+};
+
+/// glibc's `long syscall(long number, ...)`, interposed by a trampoline: any number errshim has
+/// nothing to do with (the common case: futex, gettid, getrandom...) goes on with one bit test
+/// and a jump, leaving registers and stack exactly as the caller made them, so that even a
+/// `vfork` or `clone` made through it returns where it should. The others go to
+/// `syscall_slow`, with the seventh argument where the caller put it.
+#[cfg(target_arch = "x86_64")]
+#[unsafe(naked)]
+#[no_mangle]
+pub unsafe extern "C" fn syscall() {
+    core::arch::naked_asm!(
+        "cmp rdi, 511",
+        "ja 2f",
+        "bt qword ptr [rip + {slow_set}], rdi",
+        "jc 3f",
+        "2:",
+        "mov rax, qword ptr [rip + {real}]",
+        "test rax, rax",
+        "jz 3f",
+        "jmp rax",
+        "3:",
+        "jmp {slow}",
+        slow_set = sym SLOW_SYSCALLS,
+        real = sym real::SYSCALL,
+        slow = sym syscall_slow,
+    )
+}
+
+/// `syscall()` for the numbers of `SLOW_SYSCALLS` (and any number before the constructor
+/// found the real function): the real call once, with the table kept as the libc function of
+/// the same name would keep it, and errno as the real call left it.
+#[allow(clippy::too_many_arguments)]
+unsafe extern "C" fn syscall_slow(
+    n: c_long,
+    a: c_long,
+    b: c_long,
+    c: c_long,
+    d: c_long,
+    e: c_long,
+    f: c_long,
+) -> c_long {
+    let addr = real::SYSCALL.get();
+    if addr == 0 {
+        errno::set(libc::ENOSYS);
+        return -1;
+    }
+    // SAFETY: glibc's syscall, variadic.
+    let real: unsafe extern "C" fn(c_long, ...) -> c_long = unsafe { core::mem::transmute(addr) };
+    // SAFETY: the caller's own arguments.
+    let call = || unsafe { real(n, a, b, c, d, e, f) };
+    match n {
+        libc::SYS_close => {
+            conntable::forget(a as c_int);
+            call()
+        }
+        libc::SYS_close_range => {
+            if c as c_int & libc::CLOSE_RANGE_CLOEXEC as c_int == 0 {
+                conntable::forget_range(a as c_uint, b as c_uint);
+            }
+            call()
+        }
+        libc::SYS_dup => {
+            let r = call();
+            conntable::copy(a as c_int, r as c_int);
+            r
+        }
+        libc::SYS_dup2 | libc::SYS_dup3 => {
+            let r = call();
+            if r >= 0 {
+                conntable::copy(a as c_int, r as c_int);
+            }
+            r
+        }
+        libc::SYS_fcntl => {
+            let r = call();
+            fcntl_done(a as c_int, b as c_int, r as c_int);
+            r
+        }
+        libc::SYS_seccomp => {
+            let install = a as u32 == libc::SECCOMP_SET_MODE_STRICT || a as u32 == libc::SECCOMP_SET_MODE_FILTER;
+            with_filter_install(install, call)
+        }
+        libc::SYS_prctl => with_filter_install(a as c_int == libc::PR_SET_SECCOMP, call),
+        _ => call(),
+    }
+}
+
+// --- vfork ----------------------------------------------------------------------------------
+
+/// `pid_t vfork(void)`, interposed by a trampoline that marks the thread as vforking (see
+/// `process`) and keeps its return address off the stack: the child runs first, on the
+/// parent's stack, and overwrites it before the parent resumes, so the trampoline returns with
+/// a jump to the address `vfork_leave` gives back, in the child and again in the parent.
+#[cfg(target_arch = "x86_64")]
+#[unsafe(naked)]
+#[no_mangle]
+pub unsafe extern "C" fn vfork() {
+    core::arch::naked_asm!(
+        "pop rdi",
+        "call {enter}",
+        "test rax, rax",
+        "jz 2f",
+        "call rax",
+        "mov edi, eax",
+        "3:",
+        "call {leave}",
+        "mov rcx, rax",
+        "mov rax, rdx",
+        "jmp rcx",
+        "2:",
+        "mov edi, -1",
+        "jmp 3b",
+        enter = sym vfork_enter,
+        leave = sym vfork_leave,
+    )
+}
+
+/// Before the real vfork: keeps the return address, marks the thread, and gives the real
+/// function's address (0, with errno ENOSYS, if there is none).
+extern "C" fn vfork_enter(ret: usize) -> usize {
+    process::set_vfork_return(ret);
+    process::vfork_begin();
+    let addr = real::VFORK.get();
+    if addr == 0 {
+        errno::set(libc::ENOSYS);
+    }
+    addr
+}
+
+#[repr(C)]
+struct VforkResult {
+    ret: usize,
+    value: isize,
+}
+
+/// After the real vfork, in the child (0) and then in the parent (the pid, or -1): the return
+/// address, and the result. The parent clears the mark; the child changes nothing.
+extern "C" fn vfork_leave(result: c_int) -> VforkResult {
+    if result != 0 {
+        process::vfork_end();
+    }
+    VforkResult {
+        ret: process::vfork_return(),
+        value: result as isize,
+    }
+}
+
+/// `int clone(int (*fn)(void *), void *stack, int flags, void *arg, ...)` (then `pid_t *ptid,
+/// void *tls, pid_t *ctid`, passed on as they came). With `CLONE_VM | CLONE_VFORK` (and no TLS
+/// of its own) the child runs on this process's memory while this thread waits, like a vfork
+/// child: the thread is marked for that time. The child starts in `fn` on its own stack and
+/// never returns through this frame.
+#[no_mangle]
+pub unsafe extern "C-unwind" fn clone(
+    f: *mut c_void,
+    stack: *mut c_void,
+    flags: c_int,
+    arg: *mut c_void,
+    ptid: *mut c_void,
+    tls: *mut c_void,
+    ctid: *mut c_void,
+) -> c_int {
+    let addr = real::CLONE.get();
+    if addr == 0 {
+        errno::set(libc::ENOSYS);
+        return -1;
+    }
+    // SAFETY: glibc's clone, variadic after its fourth argument.
+    let real: unsafe extern "C-unwind" fn(*mut c_void, *mut c_void, c_int, *mut c_void, ...) -> c_int =
+        unsafe { core::mem::transmute(addr) };
+    let shared = libc::CLONE_VM | libc::CLONE_VFORK;
+    let vforkish = flags & shared == shared && flags & (libc::CLONE_SETTLS | libc::CLONE_THREAD) == 0;
+    if vforkish {
+        process::vfork_begin();
+    }
+    // SAFETY: the caller's own arguments.
+    let r = unsafe { real(f, stack, flags, arg, ptid, tls, ctid) };
+    if vforkish {
+        process::vfork_end();
+    }
+    r
+}
+
+// --- privileges ---------------------------------------------------------------------------
+
+/// A hook for a call that may change the effective user: the log file is prepared for the new
+/// user first (`logger::before_user_change`), then the real call.
+macro_rules! user_hook {
+    (fn $name:ident($($a:ident: $t:ty),*), $real:ident, |$($b:ident),*| $euid:expr) => {
+        hook!(fn $name($($a: $t),*) -> c_int, $real, |real| {
+            let euid: Option<libc::uid_t> = (|$($b: $t),*| $euid)($($a),*);
+            if let Some(u) = euid.filter(|&u| u != libc::uid_t::MAX) {
+                logger::before_user_change(u);
+            }
+            // SAFETY: the caller's own arguments.
+            unsafe { real($($a),*) }
+        });
+    };
+}
+
+user_hook!(fn setuid(uid: libc::uid_t), SETUID, |uid| Some(uid));
+user_hook!(fn seteuid(euid: libc::uid_t), SETEUID, |euid| Some(euid));
+user_hook!(fn setreuid(ruid: libc::uid_t, euid: libc::uid_t), SETREUID, |_ruid, euid| Some(euid));
+user_hook!(fn setresuid(ruid: libc::uid_t, euid: libc::uid_t, suid: libc::uid_t), SETRESUID, |_ruid, euid, _suid| Some(euid));

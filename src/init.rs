@@ -1,11 +1,19 @@
 //! Load-time initialisation: resolve the real symbols, read the environment once, set up the
-//! log. Until this has run (another library's constructor calling a hooked function), and when
-//! `ERRSHIM_DISABLE=1`, every hook is a pure pass-through.
+//! table and the log. Until this has run (another library's constructor calling a hooked
+//! function), and when `ERRSHIM_DISABLE=1`, every hook is a pure pass-through.
+//!
+//! Every process pays for this, also the ones that never make a socket call (`sh` starting
+//! `/bin/true`), so it is kept to what the hooks need: the symbols (`dlsym`), a scan of the
+//! environment that allocates nothing unless an `ERRSHIM_*` variable is set, the descriptor
+//! table (one `prlimit64`, one `mmap`) and one `fstat` of fd 2. Everything else waits for the
+//! first event: the program's name, and whether a seccomp filter forbids errshim's own system
+//! calls (`sys::allowed`).
 
 use crate::config::{self, Config};
 use crate::fmtbuf::StackBuf;
 use crate::rules::Call;
-use crate::{backtrace, conntable, inject, logger, real, rules, summary, sys};
+use crate::{backtrace, conntable, inject, logger, memory, real, rules, summary, sys};
+use core::ffi::{c_char, CStr};
 use core::fmt::Write;
 use once_cell::sync::OnceCell;
 
@@ -18,9 +26,25 @@ pub fn config() -> Option<&'static Config> {
     CONFIG.get()
 }
 
-/// The program's name (the main thread's `comm` when errshim was loaded).
+/// The program's name as the kernel set it at `exec` (`comm`: the executed file's name, at
+/// most 15 bytes), worked out without a system call from the auxiliary vector.
 pub fn comm() -> &'static [u8] {
-    COMM.get().and_then(|(b, n)| b.get(..*n)).unwrap_or(b"?")
+    let (b, n) = COMM.get_or_init(|| {
+        let mut b = [0u8; 16];
+        // SAFETY: getauxval only reads the auxiliary vector.
+        let p = unsafe { libc::getauxval(libc::AT_EXECFN) } as *const c_char;
+        let name = if p.is_null() {
+            argv0().unwrap_or(b"?")
+        } else {
+            // SAFETY: AT_EXECFN points at the NUL-terminated path given to execve.
+            let path = unsafe { CStr::from_ptr(p) }.to_bytes();
+            path.rsplit(|&c| c == b'/').next().unwrap_or(path)
+        };
+        let n = name.len().min(15);
+        b[..n].copy_from_slice(&name[..n]);
+        (b, n)
+    });
+    b.get(..*n).unwrap_or(b"?")
 }
 
 fn diag_line(args: core::fmt::Arguments<'_>) {
@@ -31,46 +55,78 @@ fn diag_line(args: core::fmt::Arguments<'_>) {
 
 extern "C" {
     /// glibc's basename of argv[0].
-    static program_invocation_short_name: *const core::ffi::c_char;
+    static program_invocation_short_name: *const c_char;
+    static environ: *const *const c_char;
 }
 
-fn argv0_basename() -> String {
+fn argv0() -> Option<&'static [u8]> {
     // SAFETY: glibc sets this before any constructor runs; it is NUL-terminated or null.
     let p = unsafe { program_invocation_short_name };
-    if p.is_null() {
-        return String::new();
-    }
     // SAFETY: as above.
-    unsafe { core::ffi::CStr::from_ptr(p) }.to_string_lossy().into_owned()
+    (!p.is_null()).then(|| unsafe { CStr::from_ptr(p) }.to_bytes())
+}
+
+/// The `ERRSHIM_*` variables, as bytes: a scan of `environ` that allocates only when one is
+/// found.
+fn scan_environment() -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut vars = Vec::new();
+    // SAFETY: environ is the process's NUL-terminated array of NUL-terminated strings; nothing
+    // changes it while the constructor runs.
+    let mut p = unsafe { environ };
+    if p.is_null() {
+        return vars;
+    }
+    loop {
+        // SAFETY: as above.
+        let entry = unsafe { *p };
+        if entry.is_null() {
+            break;
+        }
+        // SAFETY: as above.
+        let s = unsafe { CStr::from_ptr(entry) }.to_bytes();
+        if s.starts_with(b"ERRSHIM_") {
+            if let Some(eq) = s.iter().position(|&c| c == b'=') {
+                vars.push((s[..eq].to_vec(), s[eq + 1..].to_vec()));
+            }
+        }
+        // SAFETY: stays within the array, which ends with a null entry.
+        p = unsafe { p.add(1) };
+    }
+    vars
 }
 
 fn init() {
-    let missing = real::resolve_all();
+    memory::learn_main_stack();
+    real::resolve_all(|name| {
+        // Said once the destination is set up, below; rare (a libc without the function).
+        MISSING.with_slot(name);
+    });
     crate::errno::learn_location();
-    let vars: Vec<(String, String)> = std::env::vars_os()
-        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.to_string_lossy().into_owned())))
-        .filter(|(k, _)| k.starts_with("ERRSHIM_"))
-        .collect();
-    let get = |name: &str| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
-    if config::disabled(&get) {
-        return;
-    }
-    let mut name = [0u8; 16];
-    let n = sys::thread_name(&mut name);
-    let _ = COMM.set((name, n));
-    let comm_str = String::from_utf8_lossy(comm()).into_owned();
-    let argv0 = argv0_basename();
-    if !config::acts_in(&get, &[comm_str.as_str(), argv0.as_str()]) {
-        return; // ERRSHIM_ONLY_CMDS / ERRSHIM_SKIP_CMDS: a pure pass-through in this process
-    }
-    let names: Vec<String> = vars.iter().map(|(k, _)| k.clone()).collect();
-    let (mut cfg, errors) = config::from_lookup(&get, &names);
+    let vars = scan_environment();
+    let get = |name: &str| {
+        vars.iter()
+            .find(|(k, _)| k.as_slice() == name.as_bytes())
+            .map(|(_, v)| v.clone())
+    };
     // SAFETY: getauxval only reads the auxiliary vector.
     let secure = unsafe { libc::getauxval(libc::AT_SECURE) } != 0;
-    let dropped = if secure {
-        config::restrict_for_secure_mode(&mut cfg)
+    // In secure-execution mode (setuid, setgid, file capabilities) nothing from the
+    // environment is used: an unprivileged caller's variables must not change what a
+    // privileged program does, nor send its data elsewhere.
+    if !secure && config::disabled(&get) {
+        return;
+    }
+    if !secure && (get("ERRSHIM_ONLY_CMDS").is_some() || get("ERRSHIM_SKIP_CMDS").is_some()) {
+        let names = [comm(), argv0().unwrap_or(b"")];
+        if !config::acts_in(&get, &names) {
+            return; // ERRSHIM_ONLY_CMDS / ERRSHIM_SKIP_CMDS: a pure pass-through in this process
+        }
+    }
+    let (cfg, errors) = if secure || vars.is_empty() {
+        (Config::defaults(), Vec::new())
     } else {
-        Vec::new()
+        let names: Vec<Vec<u8>> = vars.iter().map(|(k, _)| k.clone()).collect();
+        config::from_lookup(&get, &names)
     };
 
     conntable::init();
@@ -79,11 +135,19 @@ fn init() {
         log::set_max_level(cfg.level);
     }
     logger::init(&cfg.log);
+    sys::trust_inherited_filter(cfg.trust_seccomp);
     for e in &errors {
         diag_line(format_args!("{e}"));
     }
-    for what in &dropped {
-        log::warn!("secure-execution mode (setuid, setgid or file capabilities): ignoring {what}");
+    if secure && !vars.is_empty() {
+        let mut names = StackBuf::<1024>::new();
+        for (i, (k, _)) in vars.iter().enumerate() {
+            let _ = write!(names, "{}{}", if i > 0 { ", " } else { "" }, crate::escape::Esc(k));
+        }
+        log::warn!(
+            "secure-execution mode (setuid, setgid or file capabilities): ignoring {} (the defaults apply)",
+            core::str::from_utf8(names.as_bytes()).unwrap_or("?")
+        );
     }
     if cfg.strict && !errors.is_empty() {
         diag_line(format_args!(
@@ -93,18 +157,18 @@ fn init() {
         // SAFETY: ends the process at startup, as strict mode asks.
         unsafe { libc::_exit(2) };
     }
-    for name in &missing {
-        log::warn!("no real {:?} after errshim; that call fails with ENOSYS", name);
-    }
+    MISSING.each(|name| log::warn!("no real {:?} after errshim; that call fails with ENOSYS", name));
 
-    log::info!(
-        "errshim {} loaded into pid {} ({})",
-        env!("CARGO_PKG_VERSION"),
-        sys::getpid(),
-        String::from_utf8_lossy(comm())
-    );
-    for line in cfg.describe() {
-        log::info!("{line}");
+    if log::log_enabled!(log::Level::Info) {
+        log::info!(
+            "errshim {} loaded into pid {} ({})",
+            env!("CARGO_PKG_VERSION"),
+            sys::getpid(),
+            crate::escape::Esc(comm())
+        );
+        for line in cfg.describe() {
+            log::info!("{line}");
+        }
     }
     if cfg.backtrace {
         backtrace::prepare();
@@ -118,28 +182,71 @@ fn init() {
         0
     };
     inject::set_config_calls(rules::succeeding_calls(&cfg.rules) | counted);
-    if cfg.faults.n > 0 || cfg.control.is_some() {
-        let seed = cfg.seed.unwrap_or_else(sys::random_u64);
+    let faults = cfg.faults.n > 0 || cfg.control.is_some();
+    if faults {
+        let seed = cfg.seed.or_else(sys::random_u64).unwrap_or_else(fallback_seed);
         inject::init(&cfg.faults, seed);
         if let Some(path) = &cfg.control {
             inject::watch(path);
         }
         startup_line(&cfg, seed);
     }
-    if cfg.summary {
-        // A forked child's summary counts its own events only.
-        // SAFETY: registers a handler that only stores zeros into atomics.
+    if cfg.summary || cfg.control.is_some() {
+        // A forked child's summary counts its own events only, and a reload the parent had
+        // begun is not the child's.
+        // SAFETY: registers a handler that only stores into atomics.
         unsafe { libc::pthread_atfork(None, None, Some(child_after_fork)) };
     }
     let _ = CONFIG.set(cfg);
 }
+
+/// A seed when the kernel gives no random bits: the clock and the pid.
+fn fallback_seed() -> u64 {
+    let t = crate::timefmt::now();
+    crate::faults::mix(t.secs as u64 ^ (t.nanos as u64) << 20 ^ sys::getpid() as u64)
+}
+
+/// Names of real functions the constructor did not find, kept until the log is set up.
+struct Missing {
+    names: [core::sync::atomic::AtomicPtr<c_char>; 8],
+}
+
+impl Missing {
+    fn with_slot(&self, name: &'static CStr) {
+        use core::sync::atomic::Ordering::Relaxed;
+        for slot in &self.names {
+            let p = name.as_ptr() as *mut c_char;
+            if slot
+                .compare_exchange(core::ptr::null_mut(), p, Relaxed, Relaxed)
+                .is_ok()
+            {
+                return;
+            }
+        }
+    }
+
+    fn each(&self, mut f: impl FnMut(&CStr)) {
+        use core::sync::atomic::Ordering::Relaxed;
+        for slot in &self.names {
+            let p = slot.load(Relaxed);
+            if !p.is_null() {
+                // SAFETY: only 'static CStr pointers are stored.
+                f(unsafe { CStr::from_ptr(p) });
+            }
+        }
+    }
+}
+
+static MISSING: Missing = Missing {
+    names: [const { core::sync::atomic::AtomicPtr::new(core::ptr::null_mut()) }; 8],
+};
 
 /// Says, next to the events, that faults are active and with which seed, so any run can be
 /// replayed with ERRSHIM_SEED.
 fn startup_line(cfg: &Config, seed: u64) {
     let mut b = StackBuf::<1024>::new();
     let (pid, n) = (sys::getpid(), cfg.faults.n);
-    let control = cfg.control.as_deref().unwrap_or("");
+    let control: &[u8] = cfg.control.as_deref().unwrap_or(b"");
     match cfg.format {
         config::Format::Text => {
             let _ = write!(
@@ -151,7 +258,8 @@ fn startup_line(cfg: &Config, seed: u64) {
             b.push_escaped(comm());
             let _ = write!(b, " faults: {n} rule(s)");
             if !control.is_empty() {
-                let _ = write!(b, " and the control file {control}");
+                b.push(b" and the control file ");
+                b.push_escaped(control);
             }
             let _ = write!(b, ", seed={seed} (ERRSHIM_SEED={seed} replays this run)");
         }
@@ -163,7 +271,7 @@ fn startup_line(cfg: &Config, seed: u64) {
             o.num("pid", pid)
                 .str("comm", comm())
                 .num("fault_rules", n)
-                .str("control", control.as_bytes())
+                .str("control", control)
                 .num("seed", seed);
             o.end();
         }
@@ -173,9 +281,10 @@ fn startup_line(cfg: &Config, seed: u64) {
 
 extern "C" fn child_after_fork() {
     summary::reset();
+    inject::child_after_fork();
 }
 
-/// At exit: the summary, when asked for.
+/// At exit: the summary, when asked for (and only from a process that had something to say).
 extern "C" fn destructor() {
     let _ = std::panic::catch_unwind(|| {
         if let Some(cfg) = config().filter(|c| c.summary) {

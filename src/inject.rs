@@ -12,9 +12,9 @@ use crate::faults::{self, Fault, FaultSet, MAX_RULES};
 use crate::fmtbuf::StackBuf;
 use crate::rules::Call;
 use crate::sockinfo::{self, Addr, Kind};
-use crate::{errno, sys};
+use crate::{errno, process, sys};
 use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
+use core::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
 
 /// A rule's hot fields, precomputed at install so the per-call decision reads one small
 /// struct and no `Option`s.
@@ -103,7 +103,8 @@ static FAULT_CALLS: AtomicU32 = AtomicU32::new(0);
 /// (`ignore`, `quiet`), and those `ERRSHIM_COUNT=1` counts.
 static CONFIG_CALLS: AtomicU32 = AtomicU32::new(0);
 static SEED: AtomicU64 = AtomicU64::new(0);
-static RELOADING: AtomicBool = AtomicBool::new(false);
+/// The pid of the process installing a rule set (0: none).
+static RELOADING: AtomicI32 = AtomicI32::new(0);
 /// Whether a control file is watched.
 static WATCHING: AtomicBool = AtomicBool::new(false);
 
@@ -140,12 +141,24 @@ pub fn seed() -> u64 {
 
 /// Installs a rule set (startup, or a changed control file) into the inactive slot.
 pub fn install(set: &FaultSet) {
-    if RELOADING.swap(true, Acquire) {
-        return;
+    // One reloader at a time: the pid of the process that reloads. A pid that is not this
+    // process's own is a parent's, which was reloading when it forked: the child takes over.
+    let me = sys::getpid().max(1);
+    let mut held = RELOADING.load(Acquire);
+    loop {
+        if held == me {
+            return; // another thread of this process is at it
+        }
+        match RELOADING.compare_exchange(held, me, Acquire, Acquire) {
+            Ok(_) => break,
+            Err(now) => held = now,
+        }
     }
     let next = 1 - ACTIVE.load(Relaxed);
     let slot = &SLOTS[next];
-    slot.seq.fetch_add(1, AcqRel);
+    // Odd while being written (also if a fork left it odd in this process).
+    let seq = slot.seq.load(Relaxed) | 1;
+    slot.seq.store(seq, Release);
     // SAFETY: this thread holds RELOADING and `next` is not the active slot (see Slot).
     unsafe { *slot.set.get() = *set };
     let mut hot = [Hot::NONE; MAX_RULES];
@@ -177,13 +190,13 @@ pub fn install(set: &FaultSet) {
             calls |= c.bit();
         }
     }
-    slot.seq.fetch_add(1, AcqRel);
+    slot.seq.store(seq + 1, Release);
     ACTIVE.store(next, Release);
     ACTIVE_SLOT.store(slot as *const Slot as *mut Slot, Release);
     let watching = WATCHING.load(Relaxed);
     FAULT_CALLS.store(if watching { u32::MAX } else { calls }, Relaxed);
     rearm();
-    RELOADING.store(false, Release);
+    RELOADING.store(0, Release);
 }
 
 /// Sets the seed and the startup rules.
@@ -223,14 +236,17 @@ fn kind_byte(fd: i32) -> u8 {
 #[cold]
 #[inline(never)]
 fn probe_and_remember(fd: i32) -> Kind {
+    // Under a seccomp filter nothing is asked: the kind stays unknown.
+    if !sys::allowed() {
+        return Kind::Unknown;
+    }
     let saved = errno::get();
     let kind = sockinfo::probe_kind(fd);
-    if let Some(rec) = conntable::get(fd) {
+    if let (Some(rec), Ok(now)) = (conntable::get(fd), sys::fstat(fd)) {
         if kind != Kind::NotOpen && kind != Kind::Unknown {
-            if rec.is_live() {
-                rec.kind.store(kind as u8, Relaxed);
-            } else {
-                rec.start_late(kind, sys::identity(fd).map_or(0, |(_, ino)| ino));
+            let gen = rec.gen();
+            if !rec.fits(gen, &now, kind, None) {
+                rec.restart_late(gen, kind, &now);
             }
         }
     }
@@ -247,7 +263,9 @@ fn ports_and_peer(fd: i32) -> (u16, Option<Addr>) {
     let mut local = rec.local_port.load(Relaxed);
     if local == 0 {
         local = sockinfo::local_addr(fd).map_or(0, port_of);
-        rec.local_port.store(local, Relaxed);
+        if process::may_write() {
+            rec.local_port.store(local, Relaxed);
+        }
     }
     let peer = rec.peer().or_else(|| {
         let p = sockinfo::peer_addr(fd);
@@ -285,6 +303,10 @@ fn ip_of(a: &Addr) -> Option<core::net::IpAddr> {
 /// outside the range its counting triggers allow. A rule that fires goes to `fired`.
 #[inline(always)]
 pub fn decide(call: Call, fd: i32, requested: Request) -> Option<Injection> {
+    // A vfork child shares its parent's counters: it injects nothing and counts nothing.
+    if !process::may_write() {
+        return None;
+    }
     if WATCHING.load(Relaxed) {
         control_poll();
     }
@@ -338,7 +360,9 @@ impl Slot {
 }
 
 /// Rule `i`'s triggers hold for its `k`-th matching call: inject (unless `max` says no); the
-/// rules in `rest` still count the call.
+/// rules in `rest` still count the call. A rule whose filters were answered from the table
+/// (the descriptor's kind, its ports and peer) injects only once the kernel confirms them
+/// (`confirmed`).
 #[cold]
 #[inline(never)]
 #[allow(clippy::too_many_arguments)]
@@ -352,7 +376,12 @@ fn fired(
     requested: Request,
     mut kind: u8,
 ) -> Option<Injection> {
-    let inj = triggered(slot, i, k, requested);
+    let confirmed = confirmed(slot, i, fd);
+    let inj = if confirmed {
+        triggered(slot, i, k, requested)
+    } else {
+        None
+    };
     while rest != 0 {
         let j = rest.trailing_zeros() as usize;
         rest &= rest - 1;
@@ -360,6 +389,40 @@ fn fired(
     }
     // Only if the slot was complete when `seq` was read and no reload has begun since.
     inj.filter(|_| seq & 1 == 0 && slot.seq.load(Acquire) == seq)
+}
+
+/// Rule `i` matched on what the table says of `fd`: does the descriptor really have the kind
+/// (and the ports and peer) its filters ask for? The record is checked against the kernel
+/// (`conntable::Record::fits`); a record that does not fit (the number was reused behind the
+/// hooks' back, by a file say) is replaced by what the kernel says, and the filters are asked
+/// again. Rules that filter on nothing need no check. Under a seccomp filter nothing can be
+/// checked, so such a rule does not inject.
+fn confirmed(slot: &Slot, i: usize, fd: i32) -> bool {
+    // SAFETY: the active slot (see decide); i < MAX_RULES.
+    let h = unsafe { (*slot.hot.get()).get_unchecked(i) };
+    if h.kinds == ALL_KINDS && !h.addr {
+        return true;
+    }
+    if !sys::allowed() {
+        return false;
+    }
+    let saved = errno::get();
+    let kind = sockinfo::probe_kind(fd);
+    // Bring the record up to date first: the address filters read its ports and peer.
+    let fits = match (conntable::get(fd), sys::fstat(fd)) {
+        (Some(rec), Ok(now)) => {
+            let gen = rec.gen();
+            let local = sockinfo::local_addr(fd);
+            rec.fits(gen, &now, kind, local.as_ref()) || rec.restart_late(gen, kind, &now)
+        }
+        _ => false,
+    };
+    let _ = fits;
+    let kind_ok = h.kinds == ALL_KINDS || h.kinds & (1 << (kind as u8 & 15)) != 0;
+    // SAFETY: as above.
+    let addr_ok = !h.addr || address_filters_pass_inner(unsafe { (*slot.set.get()).rules.get_unchecked(i) }, fd);
+    errno::set(saved);
+    kind_ok && addr_ok
 }
 
 /// A rule's triggers held: apply `short`'s limit and `max`.
@@ -370,7 +433,7 @@ fn triggered(slot: &Slot, i: usize, k: u64, requested: Request) -> Option<Inject
     let r = unsafe { (*slot.set.get()).rules.get_unchecked(i) };
     let key = slot.keys.get(i)?.load(Relaxed);
     let limit = match r.fault {
-        Fault::Short(n) => faults::short_limit_keyed(n, requested.bytes(), key, k)?,
+        Fault::Short(n) => faults::short_limit_keyed(n, requested.bytes()?, key, k)?,
         _ => usize::MAX,
     };
     let done = slot.injected.get(i)?.fetch_add(1, Relaxed);
@@ -419,10 +482,10 @@ static SEEN: [AtomicU64; 3] = [const { AtomicU64::new(0) }; 3];
 /// Whether the control file has been read at least once.
 static READ_ONCE: AtomicBool = AtomicBool::new(false);
 
-/// Watches `path` for fault rules (from the constructor).
-pub fn watch(path: &str) {
+/// Watches `path` (bytes) for fault rules (from the constructor).
+pub fn watch(path: &[u8]) {
     let mut p = StackBuf::<4200>::new();
-    p.push(path.as_bytes());
+    p.push(path);
     p.push(b"\0");
     let _ = CONTROL.set(p);
     WATCHING.store(true, Release);
@@ -433,13 +496,14 @@ pub fn watch(path: &str) {
 }
 
 /// At most every 100 ms (a coarse monotonic clock read, no syscall, decides), look whether the
-/// control file changed.
+/// control file changed. Not under a seccomp filter (it takes system calls), and not in a vfork
+/// child (`decide` returns before).
 #[cold]
 #[inline(never)]
 fn control_poll() {
     let now = sys::coarse_ms();
     let last = LAST_POLL_MS.load(Relaxed);
-    if now.saturating_sub(last) < 100 {
+    if now.saturating_sub(last) < 100 || !sys::allowed() {
         return;
     }
     if LAST_POLL_MS.compare_exchange(last, now, Relaxed, Relaxed).is_ok() {
@@ -449,6 +513,55 @@ fn control_poll() {
     }
 }
 
+/// What reading the control file gave.
+enum Content {
+    /// No file: no faults.
+    Missing,
+    Text(usize),
+    /// Not a regular file, or too large: refused, with the reason.
+    Refused(&'static str),
+    /// Cannot be read now: keep the rules and look again later.
+    Unreadable,
+}
+
+/// Reads the control file into `buf` without ever waiting: only a regular file is read (a FIFO
+/// would block an `open` for reading until a writer came, and then a `read`), opened
+/// non-blocking and checked again after the open.
+fn read_control(path: &core::ffi::CStr, st: &sys::Stat, buf: &mut [u8]) -> Content {
+    if !st.is(libc::S_IFREG) {
+        return Content::Refused("not a regular file");
+    }
+    let Ok(fd) = sys::openat(
+        path,
+        libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NONBLOCK | libc::O_NOCTTY,
+        0,
+    ) else {
+        return Content::Unreadable;
+    };
+    let content = match sys::fstat(fd) {
+        Ok(now) if now.is(libc::S_IFREG) => {
+            let mut n = 0;
+            loop {
+                match sys::read(fd, &mut buf[n..]) {
+                    Ok(0) => break Content::Text(n),
+                    Ok(k) => {
+                        n += k;
+                        if n == buf.len() {
+                            break Content::Refused("4 KiB or larger");
+                        }
+                    }
+                    Err(libc::EINTR) => {}
+                    Err(_) => break Content::Unreadable,
+                }
+            }
+        }
+        Ok(_) => Content::Refused("not a regular file"),
+        Err(_) => Content::Unreadable,
+    };
+    sys::close(fd);
+    content
+}
+
 fn control_reload(first: bool) {
     let Some(path) = CONTROL.get() else {
         return;
@@ -456,37 +569,35 @@ fn control_reload(first: bool) {
     let Ok(cpath) = core::ffi::CStr::from_bytes_until_nul(path.as_bytes()) else {
         return;
     };
-    let id = sys::stat_path(cpath).unwrap_or([0; 3]);
+    let st = sys::stat_path(cpath).ok();
+    let id = st.map_or([0; 3], |s| [s.ino, s.size, s.mtime]);
     let unchanged = (0..3).all(|i| SEEN[i].load(Relaxed) == id[i]);
     if unchanged && READ_ONCE.load(Relaxed) && !first {
         return;
     }
     let mut buf = [0u8; 4096];
-    let text = if id == [0; 3] {
-        Ok(0) // missing: no faults
-    } else {
-        sys::read_file(cpath, &mut buf)
+    let content = match &st {
+        None => Content::Missing,
+        Some(st) => read_control(cpath, st, &mut buf),
     };
-    let len = match text {
-        Ok(n) => n,
-        Err(_) => return, // unreadable now: keep what we have, look again later
-    };
-    if len == buf.len() {
-        for (s, v) in SEEN.iter().zip(id) {
-            s.store(v, Relaxed);
+    let name = crate::escape::Esc(cpath.to_bytes());
+    let len = match content {
+        Content::Unreadable => return, // look again later
+        Content::Missing => 0,
+        Content::Text(n) => n,
+        Content::Refused(why) => {
+            for (s, v) in SEEN.iter().zip(id) {
+                s.store(v, Relaxed);
+            }
+            READ_ONCE.store(true, Relaxed);
+            log::error!("ERRSHIM_CONTROL {name}: {why}; keeping the previous fault rules");
+            return;
         }
-        READ_ONCE.store(true, Relaxed);
-        log::error!(
-            "ERRSHIM_CONTROL: the file is larger than {} bytes; keeping the previous fault rules",
-            buf.len()
-        );
-        return;
-    }
+    };
     for (s, v) in SEEN.iter().zip(id) {
         s.store(v, Relaxed);
     }
     READ_ONCE.store(true, Relaxed);
-    let name = core::str::from_utf8(path.as_bytes().strip_suffix(b"\0").unwrap_or(b"?")).unwrap_or("?");
     let Ok(spec) = core::str::from_utf8(&buf[..len]) else {
         log::error!("ERRSHIM_CONTROL {name}: not UTF-8 text; keeping the previous fault rules");
         return;
@@ -506,6 +617,12 @@ fn control_reload(first: bool) {
         }
         Err(e) => log::error!("ERRSHIM_CONTROL {name}: {e}; keeping the previous fault rules"),
     }
+}
+
+/// In a child after `fork`: a reload that another thread of the parent had begun is not this
+/// process's (`install` also notices by the pid, for a fork that bypassed the handlers).
+pub fn child_after_fork() {
+    RELOADING.store(0, Relaxed);
 }
 
 #[cfg(test)]

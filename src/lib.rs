@@ -8,7 +8,11 @@
 //! - `event`, `fmtbuf`, `timefmt`: formatting an event line on the stack.
 //! - `logger`: destinations and the shim's own descriptors.
 //! - `sockinfo`, `conntable`, `cause`: what a descriptor is, what happened to it, and why it
-//!   failed; `summary`: counts for the exit report; `sys`: raw syscalls; `real`: real symbols.
+//!   failed; `summary`: counts for the exit report; `real`: real symbols.
+//! - `memory`: reading the caller's memory only where that is proven safe; `process`: whether
+//!   the hooks run in a vfork child (which must change nothing); `escape`: outside text in
+//!   diagnostics.
+//! - `sys`: raw system calls (inline `syscall` instructions), gated under seccomp filters.
 //! - `init`: the load-time constructor.
 
 pub mod cause;
@@ -16,6 +20,7 @@ pub mod config;
 pub mod conntable;
 pub mod errno;
 mod errno_table;
+pub mod escape;
 pub mod event;
 pub mod faults;
 pub mod fmtbuf;
@@ -24,6 +29,8 @@ mod fuzz;
 pub mod inject;
 pub mod json;
 pub mod logger;
+pub mod memory;
+pub mod process;
 pub mod real;
 pub mod rules;
 pub mod sockinfo;
@@ -42,3 +49,10 @@ mod hooks;
 mod init;
 #[cfg(not(test))]
 mod ops;
+
+// The unwinder (used for Rust panics, which the failure path catches, and for backtraces)
+// linked in, rather than `libgcc_s.so.1` loaded into every process: one library less to load
+// at every start. Its symbols stay hidden in this library.
+#[cfg(not(test))]
+#[link(name = "gcc_eh", kind = "static", modifiers = "-bundle")]
+extern "C" {}

@@ -1,317 +1,299 @@
-//! Where events and errshim's own diagnostics go, and how the shim keeps its descriptors out of
-//! the program's way.
+//! Where event lines and errshim's own diagnostics go.
 //!
-//! - Every line is formatted on the stack by the caller and written here with one raw `write`
-//!   syscall (SIGPIPE suppressed), never through the program's libc.
-//! - stderr: at load time the program's stderr is duplicated to a high, close-on-exec
-//!   descriptor, so events keep reaching the original stderr when a daemon closes or redirects
-//!   fd 2, and never land in whatever the program opens as fd 2 later.
-//! - a file is opened on the first event, append-only, close-on-exec, `O_NOFOLLOW`, mode 0600,
-//!   and moved to a high descriptor; it is reopened when it is lost, and per process after a
-//!   fork when the path contains `%p`.
-//! - The hooks shield these descriptors: `close` on one of them returns EBADF without closing it
-//!   (what the program would have seen without errshim), and `dup2`/`dup3` onto one of them
-//!   first moves the shim's descriptor away. Before each write the descriptor's identity
-//!   (device, inode) is checked, so a descriptor replaced behind the hooks' back (`close_range`,
-//!   a raw syscall) is never written to.
+//! errshim owns no descriptor between two lines. Each line is written through a descriptor
+//! made for that line and closed right after, so there is nothing for the program to close,
+//! trip over or wait on: a daemon that closes every descriptor, or a caller waiting for EOF on
+//! the program's pipes, sees exactly what it would see without errshim.
+//!
+//! - stderr: the program's stderr as it was when errshim loaded, and only while fd 2 still is
+//!   that file (the same device and inode as at load time). fd 2 is duplicated for the line
+//!   (so that the check and the write see the same file even if another thread replaces fd 2
+//!   meanwhile), checked, written, closed. A program that detached from its stderr (a daemon:
+//!   fd 2 to /dev/null, or closed) gets no more lines there.
+//! - a file: opened for the line (append-only, close-on-exec, `O_NOFOLLOW`, `O_NONBLOCK`,
+//!   created 0600, `%p` expanded to the writing process's pid), written, closed.
+//! - syslog: a datagram socket made for the line, one `sendto`, closed.
+//!
+//! Nothing ever blocks: sockets are written with `MSG_DONTWAIT`, pipes, FIFOs and terminals
+//! without waiting (`pwritev2(RWF_NOWAIT)`, else a non-blocking open of the same pipe through
+//! `/proc/self/fd`), with SIGPIPE and SIGTTOU blocked around the write. A line that cannot be
+//! written now (full pipe, no reader, no space) is dropped and counted (`dropped`). A line cut
+//! short (a full disk) is ended by a newline before the next line, so lines never glue together.
 
 use crate::config::LogDest;
 use crate::fmtbuf::StackBuf;
-use crate::sys;
-use core::sync::atomic::{AtomicI32, AtomicU64, AtomicU8, Ordering::Relaxed};
+use crate::{process, sys};
+use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering::Relaxed};
 use once_cell::sync::OnceCell;
 
-/// A descriptor the shim owns, with the identity it had when the shim opened it.
-struct Owned {
-    fd: AtomicI32,
-    dev: AtomicU64,
-    ino: AtomicU64,
-    /// The pid it was opened by (file destinations with `%p` are per process).
-    pid: AtomicI32,
+enum Dest {
+    Off,
+    Stderr,
+    /// The path template (`%p`: the pid).
+    File(Vec<u8>),
+    Syslog(libc::sockaddr_un, u32),
 }
 
-impl Owned {
-    const fn new() -> Self {
-        Owned {
-            fd: AtomicI32::new(-1),
-            dev: AtomicU64::new(0),
-            ino: AtomicU64::new(0),
-            pid: AtomicI32::new(0),
-        }
-    }
+static DEST: OnceCell<Dest> = OnceCell::new();
+/// What fd 2 was when errshim loaded (None: it was not open).
+static STDERR_AT_LOAD: OnceCell<Option<sys::Stat>> = OnceCell::new();
 
-    /// Takes ownership of `fd` (already a high, close-on-exec descriptor), or drops it when
-    /// another thread got there first.
-    fn install(&self, fd: i32) -> i32 {
-        let Some((dev, ino)) = sys::identity(fd) else {
-            sys::close(fd);
-            return -1;
-        };
-        self.dev.store(dev, Relaxed);
-        self.ino.store(ino, Relaxed);
-        self.pid.store(sys::getpid(), Relaxed);
-        match self.fd.compare_exchange(-1, fd, Relaxed, Relaxed) {
-            Ok(_) => fd,
-            Err(current) => {
-                sys::close(fd);
-                current
-            }
-        }
-    }
-
-    /// The descriptor, if it still refers to what the shim opened.
-    fn valid(&self) -> Option<i32> {
-        let fd = self.fd.load(Relaxed);
-        if fd < 0 {
-            return None;
-        }
-        if sys::identity(fd) == Some((self.dev.load(Relaxed), self.ino.load(Relaxed))) {
-            Some(fd)
-        } else {
-            // Replaced behind our back: forget it (it is the program's now) and never write.
-            let _ = self.fd.compare_exchange(fd, -1, Relaxed, Relaxed);
-            None
-        }
-    }
-}
-
-static STDERR: Owned = Owned::new();
-static FILE: Owned = Owned::new();
-static SYSLOG: Owned = Owned::new();
-static FILE_PATH: OnceCell<String> = OnceCell::new();
-/// The syslog socket's address, and the program's original stderr (device, inode).
-static SYSLOG_ADDR: OnceCell<(libc::sockaddr_un, u32)> = OnceCell::new();
-static STDERR_ID: OnceCell<(u64, u64)> = OnceCell::new();
-
-const DEST_OFF: u8 = 0;
-const DEST_STDERR: u8 = 1;
-const DEST_FILE: u8 = 2;
-const DEST_SYSLOG: u8 = 3;
-static DEST: AtomicU8 = AtomicU8::new(DEST_OFF);
-
-/// Lines dropped because the destination was gone or full, reported at debug level.
+/// Lines that could not be written (destination gone, full, or no reader).
 static DROPPED: AtomicU64 = AtomicU64::new(0);
+/// The last line to stderr or the file was cut short: the next one starts with a newline.
+static CUT_STDERR: AtomicBool = AtomicBool::new(false);
+static CUT_FILE: AtomicBool = AtomicBool::new(false);
+/// The process that last warned that it cannot open its log file (once per process).
+static WARNED_PID: AtomicI32 = AtomicI32::new(0);
 
-/// Duplicates `fd` to the highest free descriptor below min(RLIMIT_NOFILE, 1024),
-/// close-on-exec. The caller closes the original where it should go.
-fn to_high_fd(fd: i32) -> Option<i32> {
-    let (soft, _) = sys::nofile_limit();
-    let top = soft.min(1024) as i32 - 1;
-    let floor = (top - 64).max(3);
-    let mut m = top;
-    while m >= floor {
-        // F_DUPFD gives the lowest free number >= m, which may lie above `top` when `top` is
-        // taken and the limit is higher: only a number <= top will do.
-        match sys::dup_cloexec_at_least(fd, m) {
-            Ok(high) if high <= top => return Some(high),
-            Ok(other) => sys::close(other),
-            Err(_) => {}
-        }
-        m -= 1;
-    }
-    sys::dup_cloexec_at_least(fd, 3).ok()
-}
-
-/// Sets the destination up. Called once from the constructor, before any event.
+/// Learns what stderr is and sets the destination up. Called once from the constructor,
+/// before any event: one `fstat` of fd 2 (and a `stat` of a syslog socket).
 pub fn init(dest: &LogDest) {
-    if let Some(id) = sys::identity(2) {
-        let _ = STDERR_ID.set(id);
-        if let Some(fd) = to_high_fd(2) {
-            STDERR.install(fd);
-        }
-    }
-    match dest {
-        LogDest::Stderr => DEST.store(DEST_STDERR, Relaxed),
-        LogDest::Off => DEST.store(DEST_OFF, Relaxed),
-        LogDest::File(p) => {
-            let _ = FILE_PATH.set(p.clone());
-            DEST.store(DEST_FILE, Relaxed);
-        }
-        LogDest::Syslog(path) => match open_syslog(path) {
-            Ok(()) => DEST.store(DEST_SYSLOG, Relaxed),
+    let _ = STDERR_AT_LOAD.set(sys::fstat(2).ok());
+    let d = match dest {
+        LogDest::Off => Dest::Off,
+        LogDest::Stderr => Dest::Stderr,
+        LogDest::File(p) => Dest::File(p.clone()),
+        LogDest::Syslog(path) => match syslog_addr(path) {
+            Ok((addr, len)) => Dest::Syslog(addr, len),
             Err(why) => {
-                log::warn!("no syslog socket at {path} ({why}); events go to stderr");
-                DEST.store(DEST_STDERR, Relaxed);
+                let _ = DEST.set(Dest::Stderr);
+                log::warn!(
+                    "no syslog socket at {} ({why}); events go to stderr",
+                    crate::escape::Esc(path)
+                );
+                return;
             }
         },
-    }
+    };
+    let _ = DEST.set(d);
 }
 
-/// An unconnected datagram socket (so a restarted syslog daemon is simply reached again at its
-/// path), high-numbered and close-on-exec, plus the address it sends to.
-fn open_syslog(path: &str) -> Result<(), &'static str> {
+/// The syslog socket's address, checked to be a socket now.
+fn syslog_addr(path: &[u8]) -> Result<(libc::sockaddr_un, u32), &'static str> {
     // SAFETY: an all-zero sockaddr_un is valid.
     let mut sun: libc::sockaddr_un = unsafe { core::mem::zeroed() };
     sun.sun_family = libc::AF_UNIX as libc::sa_family_t;
-    let bytes = path.as_bytes();
-    if bytes.is_empty() || bytes.len() >= sun.sun_path.len() {
-        return Err("path too long");
+    if path.is_empty() || path.len() >= sun.sun_path.len() || path.contains(&0) {
+        return Err("not a usable socket path");
     }
-    for (d, &b) in sun.sun_path.iter_mut().zip(bytes) {
+    for (d, &b) in sun.sun_path.iter_mut().zip(path) {
         *d = b as libc::c_char;
     }
-    let len = (core::mem::size_of::<libc::sa_family_t>() + bytes.len() + 1) as u32;
-    if !sys::is_socket_path(&sun) {
-        return Err("not a socket");
-    }
-    let low = sys::socket(libc::AF_UNIX, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC).map_err(|_| "socket failed")?;
-    let high = to_high_fd(low);
-    sys::close(low);
-    let fd = SYSLOG.install(high.ok_or("no free descriptor")?);
-    if fd < 0 {
-        return Err("no descriptor");
-    }
-    let _ = SYSLOG_ADDR.set((sun, len));
-    Ok(())
-}
-
-/// Whether `fd` is one of the shim's own descriptors (checked by `close`, `dup2`, `dup3`).
-#[inline(always)]
-pub fn owns(fd: i32) -> bool {
-    fd >= 0
-        && (fd == STDERR.fd.load(Relaxed) || fd == FILE.fd.load(Relaxed) || fd == SYSLOG.fd.load(Relaxed))
-        && still_owned(fd)
-}
-
-/// The number is one the shim holds: is the descriptor behind it still the shim's? After a
-/// `close_range` or a raw close (which no hook sees) the program may own that number by now
-/// (`fcntl(F_DUPFD)`, `open` once the lower numbers are taken): then it is forgotten, and the
-/// program's `close`, `dup2` and `dup3` on it act on the program's descriptor. errno is kept.
-#[cold]
-#[inline(never)]
-fn still_owned(fd: i32) -> bool {
-    let e = crate::errno::get();
-    let mine = [&STDERR, &FILE, &SYSLOG]
-        .iter()
-        .any(|o| o.fd.load(Relaxed) == fd && o.valid() == Some(fd));
-    crate::errno::set(e);
-    mine
-}
-
-/// The program is about to `dup2`/`dup3` onto `fd`, which the shim owns (`owns(fd)`, so it is
-/// still the shim's descriptor): move the shim's descriptor to another number first so the
-/// program gets exactly the descriptor it asked for.
-pub fn relocate(fd: i32) {
-    for owned in [&STDERR, &FILE, &SYSLOG] {
-        if owned.fd.load(Relaxed) != fd {
-            continue;
-        }
-        match to_high_fd(fd) {
-            Some(new) if owned.fd.compare_exchange(fd, new, Relaxed, Relaxed).is_ok() => sys::close(fd),
-            Some(new) => sys::close(new),
-            None => {
-                let _ = owned.fd.compare_exchange(fd, -1, Relaxed, Relaxed);
-                sys::close(fd);
-            }
-        }
-    }
-}
-
-fn expand_path(template: &str, pid: i32) -> StackBuf<4200> {
-    use core::fmt::Write;
-    let mut b = StackBuf::<4200>::new();
-    let mut parts = template.split("%p");
-    if let Some(first) = parts.next() {
-        b.push(first.as_bytes());
-    }
-    for part in parts {
-        let _ = write!(b, "{pid}");
-        b.push(part.as_bytes());
-    }
-    b.push(b"\0");
-    b
-}
-
-fn file_fd() -> Option<i32> {
-    let template = FILE_PATH.get()?;
-    let pid = sys::getpid();
-    if let Some(fd) = FILE.valid() {
-        if !template.contains("%p") || FILE.pid.load(Relaxed) == pid {
-            return Some(fd);
-        }
-        // A forked child with a per-process path: stop writing to the parent's file.
-        if FILE.fd.compare_exchange(fd, -1, Relaxed, Relaxed).is_ok() {
-            sys::close(fd);
-        }
-    }
-    let path = expand_path(template, pid);
-    let cpath = core::ffi::CStr::from_bytes_until_nul(path.as_bytes()).ok()?;
-    match sys::open_log(cpath) {
-        Ok(low) => {
-            let high = to_high_fd(low);
-            sys::close(low);
-            let fd = FILE.install(high?);
-            (fd >= 0).then_some(fd)
-        }
-        Err(e) => {
-            static WARNED: AtomicU8 = AtomicU8::new(0);
-            if WARNED.swap(1, Relaxed) == 0 {
-                log::warn!(
-                    "cannot open ERRSHIM_LOG file {template}: {}; events are dropped",
-                    crate::errno::Name(e)
-                );
-            }
-            None
-        }
-    }
-}
-
-fn write_line(fd: Option<i32>, line: &[u8]) {
-    match fd.map(|fd| sys::write_nosigpipe(fd, line)) {
-        Some(Ok(_)) => {}
-        _ => {
-            DROPPED.fetch_add(1, Relaxed);
-        }
+    let len = (core::mem::size_of::<libc::sa_family_t>() + path.len() + 1) as u32;
+    // SAFETY: sun_path is NUL-terminated (zeroed beyond the path).
+    let cpath = unsafe { core::ffi::CStr::from_ptr(sun.sun_path.as_ptr()) };
+    match sys::stat_path(cpath) {
+        Ok(st) if st.is(libc::S_IFSOCK) => Ok((sun, len)),
+        Ok(_) => Err("not a socket"),
+        Err(_) => Err("no such socket"),
     }
 }
 
 /// Writes one event line to the configured destination.
 pub fn event(line: &[u8]) {
-    match DEST.load(Relaxed) {
-        DEST_STDERR => write_line(stderr_fd(), line),
-        DEST_FILE => write_line(file_fd(), line),
-        DEST_SYSLOG => send_syslog(line),
-        _ => {}
-    }
-}
-
-/// Writes one diagnostic line to the program's original stderr.
-pub fn diag(line: &[u8]) {
-    write_line(stderr_fd(), line);
-}
-
-/// errshim's copy of the program's original stderr. If a `close_range` or a raw close took it,
-/// it is copied again from fd 2 as long as fd 2 still is that same stderr.
-fn stderr_fd() -> Option<i32> {
-    if let Some(fd) = STDERR.valid() {
-        return Some(fd);
-    }
-    let id = STDERR_ID.get()?;
-    if sys::identity(2).as_ref() != Some(id) {
-        return None;
-    }
-    let fd = STDERR.install(to_high_fd(2)?);
-    (fd >= 0).then_some(fd)
-}
-
-/// One datagram per event: `<13>errshim[PID]: LINE` (facility user, severity notice), which
-/// journald and rsyslog accept on /dev/log. Never blocks: a full queue drops the event.
-fn send_syslog(line: &[u8]) {
-    use core::fmt::Write;
-    let (Some(fd), Some((addr, len))) = (SYSLOG.valid(), SYSLOG_ADDR.get()) else {
-        DROPPED.fetch_add(1, Relaxed);
-        return;
+    let ok = match DEST.get() {
+        None | Some(Dest::Off) => return,
+        Some(Dest::Stderr) => to_stderr(line),
+        Some(Dest::File(t)) => to_file(t, line),
+        Some(Dest::Syslog(addr, len)) => to_syslog(addr, *len, line),
     };
-    let mut b = StackBuf::<4200>::new();
-    let _ = write!(b, "<13>errshim[{}]: ", sys::getpid());
-    b.push(line.strip_suffix(b"\n").unwrap_or(line));
-    if sys::sendto(fd, b.as_bytes(), libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL, addr, *len).is_err() {
+    if !ok {
+        count_dropped();
+    }
+}
+
+/// Writes one of errshim's own diagnostic lines to the program's original stderr.
+pub fn diag(line: &[u8]) {
+    if !to_stderr(line) {
+        count_dropped();
+    }
+}
+
+fn count_dropped() {
+    if process::may_write() {
         DROPPED.fetch_add(1, Relaxed);
     }
 }
 
 pub fn dropped() -> u64 {
     DROPPED.load(Relaxed)
+}
+
+fn to_stderr(line: &[u8]) -> bool {
+    let Some(Some(original)) = STDERR_AT_LOAD.get() else {
+        return false;
+    };
+    let Ok(fd) = sys::dup_cloexec(2, 0) else {
+        return false;
+    };
+    let ok = match sys::fstat(fd) {
+        Ok(st) if st.same_file(original) => put(fd, st.kind, false, &CUT_STDERR, line),
+        _ => false,
+    };
+    sys::close(fd);
+    ok
+}
+
+fn to_file(template: &[u8], line: &[u8]) -> bool {
+    let path = expand_path(template);
+    let Ok(cpath) = core::ffi::CStr::from_bytes_until_nul(path.as_bytes()) else {
+        return false;
+    };
+    let fd = match sys::openat(cpath, LOG_FLAGS, 0o600) {
+        Ok(fd) => fd,
+        Err(e) => {
+            warn_cannot_open(cpath.to_bytes(), e);
+            return false;
+        }
+    };
+    let ok = match sys::fstat(fd) {
+        Ok(st) => put(fd, st.kind, true, &CUT_FILE, line),
+        Err(_) => false,
+    };
+    sys::close(fd);
+    ok
+}
+
+/// How a log file is opened: append-only, never through a symlink, never as the controlling
+/// terminal, never waiting (a FIFO without a reader fails with ENXIO).
+const LOG_FLAGS: i32 = libc::O_WRONLY
+    | libc::O_APPEND
+    | libc::O_CREAT
+    | libc::O_CLOEXEC
+    | libc::O_NOFOLLOW
+    | libc::O_NOCTTY
+    | libc::O_NONBLOCK;
+
+#[cold]
+fn warn_cannot_open(path: &[u8], e: i32) {
+    let pid = sys::getpid();
+    if !process::may_write() || WARNED_PID.swap(pid, Relaxed) == pid {
+        return;
+    }
+    let (uid, euid) = sys::uids();
+    log::warn!(
+        "cannot open the ERRSHIM_LOG file {} as uid {uid} (euid {euid}): {}; this process's events are dropped",
+        crate::escape::Esc(path),
+        crate::errno::Name(e)
+    );
+}
+
+fn to_syslog(addr: &libc::sockaddr_un, len: u32, line: &[u8]) -> bool {
+    use core::fmt::Write;
+    let Ok(s) = sys::socket(libc::AF_UNIX, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC) else {
+        return false;
+    };
+    let mut b = StackBuf::<4200>::new();
+    let _ = write!(b, "<13>errshim[{}]: ", sys::getpid());
+    b.push(line.strip_suffix(b"\n").unwrap_or(line));
+    let r = sys::sendto(
+        s,
+        b.as_bytes(),
+        libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        Some((addr, len)),
+    );
+    sys::close(s);
+    r.is_ok()
+}
+
+/// Writes `line` to `fd`, a file of kind `kind` (`S_IF*`), without waiting; `nonblocking`:
+/// the descriptor is errshim's own and already non-blocking. A previous line cut short is ended
+/// first. Whether the line was written whole.
+fn put(fd: i32, kind: u32, nonblocking: bool, cut: &AtomicBool, line: &[u8]) -> bool {
+    let mut joined = StackBuf::<4200>::new();
+    let data = if cut.load(Relaxed) {
+        joined.push(b"\n");
+        joined.push(line);
+        joined.as_bytes()
+    } else {
+        line
+    };
+    let r = match kind {
+        libc::S_IFSOCK => sys::sendto(fd, data, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL, None),
+        libc::S_IFREG | libc::S_IFBLK => sys::write(fd, data),
+        _ if nonblocking => sys::without_signals(|| sys::write(fd, data)),
+        _ => sys::without_signals(|| write_without_waiting(fd, data)),
+    };
+    let whole = r == Ok(data.len());
+    if process::may_write() {
+        let cut_now = matches!(r, Ok(n) if n > 0 && n < data.len());
+        if cut_now != cut.load(Relaxed) && (cut_now || whole) {
+            cut.store(cut_now, Relaxed);
+        }
+    }
+    whole
+}
+
+/// A write to a pipe, FIFO or terminal that the program shares with errshim, without waiting
+/// and without changing the descriptor's flags: `pwritev2(RWF_NOWAIT)` where the kernel has it
+/// for this file, else a non-blocking descriptor of the same pipe or terminal of errshim's own,
+/// opened through `/proc/self/fd` (never as the controlling terminal).
+fn write_without_waiting(fd: i32, data: &[u8]) -> sys::Result<usize> {
+    match sys::write_nowait(fd, data) {
+        Err(libc::EOPNOTSUPP | libc::EINVAL | libc::ENOSYS) => {}
+        r => return r,
+    }
+    use core::fmt::Write;
+    let mut path = StackBuf::<64>::new();
+    let _ = write!(path, "/proc/self/fd/{fd}\0");
+    let cpath = core::ffi::CStr::from_bytes_until_nul(path.as_bytes()).map_err(|_| libc::EINVAL)?;
+    let own = sys::openat(
+        cpath,
+        libc::O_WRONLY | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC,
+        0,
+    )?;
+    let r = sys::write(own, data);
+    sys::close(own);
+    r
+}
+
+/// The log file's path for this process: `%p` becomes the pid; NUL-terminated.
+fn expand_path(template: &[u8]) -> StackBuf<4200> {
+    let pid = if template.windows(2).any(|w| w == b"%p") {
+        sys::getpid()
+    } else {
+        0
+    };
+    expand(template, pid)
+}
+
+fn expand(template: &[u8], pid: i32) -> StackBuf<4200> {
+    use core::fmt::Write;
+    let mut b = StackBuf::<4200>::new();
+    let mut rest = template;
+    while let Some(at) = rest.windows(2).position(|w| w == b"%p") {
+        b.push(&rest[..at]);
+        let _ = write!(b, "{pid}");
+        rest = &rest[at + 2..];
+    }
+    b.push(rest);
+    b.push(b"\0");
+    b
+}
+
+/// The process is about to change its effective user to `euid` (`setuid` and friends): a
+/// process that drops privileges could no longer create its log file where it may have been
+/// able to until now (a root-owned directory), and its events would be lost. So the file is
+/// made now (empty if no event comes) and given to that user. Changes nothing else; costs
+/// nothing unless the log is a file.
+pub fn before_user_change(euid: u32) {
+    let Some(Dest::File(template)) = DEST.get() else {
+        return;
+    };
+    if !process::may_write() || !sys::allowed() || sys::uids().1 == euid {
+        return;
+    }
+    let path = expand_path(template);
+    let Ok(cpath) = core::ffi::CStr::from_bytes_until_nul(path.as_bytes()) else {
+        return;
+    };
+    if let Ok(fd) = sys::openat(cpath, LOG_FLAGS, 0o600) {
+        if sys::fstat(fd).is_ok_and(|st| st.is(libc::S_IFREG)) {
+            let _ = sys::fchown(fd, euid, u32::MAX);
+        }
+        sys::close(fd);
+    }
 }
 
 /// errshim's own diagnostics (`log::warn!` and friends), formatted on the stack.
@@ -350,8 +332,33 @@ mod tests {
 
     #[test]
     fn pid_in_path() {
-        assert_eq!(expand_path("/tmp/e-%p.log", 42).as_bytes(), b"/tmp/e-42.log\0");
-        assert_eq!(expand_path("/tmp/e.log", 42).as_bytes(), b"/tmp/e.log\0");
-        assert_eq!(expand_path("%p/%p", 7).as_bytes(), b"7/7\0");
+        assert_eq!(expand(b"/tmp/e-%p.log", 42).as_bytes(), b"/tmp/e-42.log\0");
+        assert_eq!(expand(b"/tmp/e.log", 42).as_bytes(), b"/tmp/e.log\0");
+        assert_eq!(expand(b"%p/%p", 7).as_bytes(), b"7/7\0");
+        assert_eq!(
+            expand(b"/tmp/\xff%", 7).as_bytes(),
+            b"/tmp/\xff%\0",
+            "bytes as they are"
+        );
+    }
+
+    #[test]
+    fn lines_to_descriptors() {
+        let mut p = [0i32; 2];
+        // SAFETY: p holds two descriptors.
+        assert_eq!(unsafe { libc::pipe(p.as_mut_ptr()) }, 0);
+        let cut = AtomicBool::new(false);
+        assert!(put(p[1], libc::S_IFIFO, false, &cut, b"one\n"));
+        let mut buf = [0u8; 64];
+        assert_eq!(sys::read(p[0], &mut buf), Ok(4));
+        // A full pipe: the line is dropped, nothing waits.
+        // SAFETY: shrinks the pipe to a page and fills it.
+        unsafe { libc::fcntl(p[1], libc::F_SETPIPE_SZ, 4096) };
+        while sys::write_nowait(p[1], &[b'x'; 512]).is_ok() {}
+        assert!(!put(p[1], libc::S_IFIFO, false, &cut, b"two\n"));
+        sys::close(p[0]);
+        // No reader: EPIPE, and no SIGPIPE reaches the process (the test would die of it).
+        assert!(!put(p[1], libc::S_IFIFO, false, &cut, b"three\n"));
+        sys::close(p[1]);
     }
 }

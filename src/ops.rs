@@ -6,16 +6,19 @@
 //! the shim itself calls) straight back with the real result; nothing here unwinds into the
 //! hook (a panic, which would be a bug, is caught and the real result returned unchanged); the
 //! errno the program sees is set last. A failure that no rule matches costs no system call.
+//! Caller memory is read only where `memory` says it may be. Under a seccomp filter
+//! (`sys::allowed` false) rules still decide, from what the table knows, but no event is built
+//! (it would need system calls).
 
 use crate::cause::{self, hist, Cause, Facts};
-use crate::conntable::{self, Record};
-use crate::event::{self, CallArgs, Context, Event, Injected};
+use crate::conntable::{self, RecordCopy};
+use crate::event::{self, Buffers, CallArgs, Context, Event, Injected};
 use crate::faults::Fault;
 use crate::fmtbuf::StackBuf;
 use crate::inject::Injection;
-use crate::rules::{self, Action, Call, Rule};
+use crate::rules::{self, Action, Call};
 use crate::sockinfo::{self, Addr, Kind};
-use crate::{backtrace, errno, init, logger, summary, sys, timefmt};
+use crate::{backtrace, errno, init, logger, memory, process, summary, sys, timefmt};
 use core::cell::Cell;
 use core::sync::atomic::Ordering::Relaxed;
 
@@ -67,11 +70,37 @@ fn guarded<T>(f: impl FnOnce() -> T) -> Option<T> {
 /// success skip reading it (see `inject::armed`).
 pub const ERRNO_UNKNOWN: i32 = -1;
 
+/// What a failure is about: an open descriptor, or one that `close` just released (whose
+/// record was taken before the real close: the number may be another's by now).
+#[derive(Clone, Copy)]
+enum Target {
+    Open,
+    Closed(RecordCopy),
+}
+
 /// Called by a hook whose real call returned `ret` < 0. `errno_before` is errno as it was
 /// before the real call. Returns what the hook returns, with errno set accordingly.
 #[cold]
 #[inline(never)]
 pub fn after_failure(call: Call, entry: &'static str, args: CallArgs, ret: isize, errno_before: i32) -> isize {
+    failure(call, entry, args, Target::Open, ret, errno_before)
+}
+
+/// `close` failed; `closed` is the record it had.
+#[cold]
+#[inline(never)]
+pub fn after_close(closed: RecordCopy, fd: i32, ret: isize, errno_before: i32) -> isize {
+    failure(
+        Call::Close,
+        "close",
+        CallArgs::fd(fd),
+        Target::Closed(closed),
+        ret,
+        errno_before,
+    )
+}
+
+fn failure(call: Call, entry: &'static str, args: CallArgs, target: Target, ret: isize, errno_before: i32) -> isize {
     let err = errno::get();
     let Some(cfg) = init::config() else {
         return ret;
@@ -79,7 +108,7 @@ pub fn after_failure(call: Call, entry: &'static str, args: CallArgs, ret: isize
     if cfg.rules.is_empty() {
         return ret;
     }
-    let verdict = guarded(|| handle(cfg, &cfg.rules, call, entry, &args, ret, err));
+    let verdict = guarded(|| handle(cfg, call, entry, &args, target, ret, err));
     match verdict {
         Some(Verdict::Succeed(v)) => {
             // ERRNO_UNKNOWN only in a race at startup (a call that began before the
@@ -109,28 +138,64 @@ pub fn after_read(call: Call, entry: &'static str, args: CallArgs, ret: isize, e
     if ret < 0 {
         return after_failure(call, entry, args, ret, errno_before);
     }
-    // 0 from a non-empty read of a stream socket: the peer's FIN arrived.
+    // 0 from a non-empty read of a stream socket: the peer's FIN arrived. The call succeeded,
+    // so the kernel has just read its iovec array or msghdr (`requested(true)`).
     if let Some(rec) = conntable::get(args.fd) {
         let kind = Kind::from_u8(rec.kind.load(Relaxed));
         let stream = kind.is_tcp() || matches!(kind, Kind::UnixStream | Kind::UnixSeqpacket | Kind::Unknown);
-        if stream && rec.is_live() && args.requested() > 0 {
-            rec.add_history(hist::READ_EOF);
+        if stream && rec.is_live() && args.requested(true).is_some_and(|n| n > 0) {
+            rec.add_history(hist::READ_EOF, None);
         }
         rec.note_call(call);
     }
     ret
 }
 
-/// Reads the address a caller passed (connect) or got back (accept), without trusting its
-/// length beyond the storage.
-fn addr_from_raw(addr: *const libc::sockaddr, len: usize) -> Option<Addr> {
-    if addr.is_null() || len < core::mem::size_of::<libc::sa_family_t>() {
+/// `connect` returned `r`: remember the peer it was aimed at and how it went. errno untouched.
+///
+/// The address is read only where the kernel has just read it: it copies the address first
+/// thing (after looking the descriptor up), so any result but EBADF (no descriptor), ENOTSOCK
+/// (older kernels look the socket up first), EFAULT and EINVAL (the copy failed, or the
+/// length is wrong) proves it readable, for `alen` bytes (at most a sockaddr_storage).
+#[inline(never)]
+pub fn after_connect(fd: i32, addr: *const libc::sockaddr, alen: libc::socklen_t, r: i32) {
+    let err = if r == 0 { 0 } else { errno::get() };
+    if !process::may_write() || matches!(err, libc::EBADF | libc::ENOTSOCK | libc::EFAULT | libc::EINVAL) {
+        return;
+    }
+    let Some(rec) = conntable::get(fd) else {
+        return;
+    };
+    let peer = proven_addr(addr, alen as usize, alen as usize);
+    if let Some(Addr::Family(libc::AF_UNSPEC)) = peer {
+        return; // a disconnect, not a connection
+    }
+    if !rec.is_live() {
+        conntable::start(fd, Kind::Unknown, 0, None);
+    }
+    if matches!(peer, Some(Addr::V4(..) | Addr::V6(..))) {
+        rec.set_peer(peer.as_ref());
+    }
+    match err {
+        0 | libc::EISCONN => rec.add_history(hist::CONNECTED, None),
+        libc::EINPROGRESS | libc::EALREADY | libc::EINTR | libc::EAGAIN => rec.add_history(hist::CONNECT_PENDING, None),
+        e => {
+            rec.connect_errno.store(e as u16, Relaxed);
+            rec.add_history(hist::CONNECT_FAILED, None);
+        }
+    }
+}
+
+/// Decodes an address the kernel has just read or written, `len` bytes of it, never more than
+/// `room` (the caller's buffer) nor a sockaddr_storage.
+fn proven_addr(addr: *const libc::sockaddr, len: usize, room: usize) -> Option<Addr> {
+    let n = len.min(room).min(core::mem::size_of::<libc::sockaddr_storage>());
+    if addr.is_null() || n < core::mem::size_of::<libc::sa_family_t>() {
         return None;
     }
     // SAFETY: an all-zero sockaddr_storage is valid.
     let mut ss: libc::sockaddr_storage = unsafe { core::mem::zeroed() };
-    let n = len.min(core::mem::size_of::<libc::sockaddr_storage>());
-    // SAFETY: the caller's sockaddr holds at least `len` bytes; we copy at most the storage size.
+    // SAFETY: the kernel has just read or written these `n` bytes of the caller's buffer.
     unsafe {
         core::ptr::copy_nonoverlapping(
             addr.cast::<u8>(),
@@ -141,50 +206,24 @@ fn addr_from_raw(addr: *const libc::sockaddr, len: usize) -> Option<Addr> {
     Addr::from_storage(&ss, n)
 }
 
-/// `connect` returned `r`: remember the peer it was aimed at and how it went. errno untouched.
-#[inline(never)]
-pub fn after_connect(fd: i32, addr: *const libc::sockaddr, alen: libc::socklen_t, r: i32) {
-    let Some(rec) = conntable::get(fd) else {
-        return;
-    };
-    let err = if r == 0 { 0 } else { errno::get() };
-    let peer = addr_from_raw(addr, alen as usize);
-    if let Some(Addr::Family(libc::AF_UNSPEC)) = peer {
-        return; // a disconnect, not a connection
-    }
-    if !rec.is_live() {
-        rec.start(Kind::Unknown, 0, None);
-    }
-    if matches!(peer, Some(Addr::V4(..) | Addr::V6(..))) {
-        rec.set_peer(peer.as_ref());
-    }
-    match err {
-        0 | libc::EISCONN => rec.add_history(hist::CONNECTED),
-        libc::EINPROGRESS | libc::EALREADY | libc::EINTR | libc::EAGAIN => rec.add_history(hist::CONNECT_PENDING),
-        e => {
-            rec.connect_errno.store(e as u16, Relaxed);
-            rec.add_history(hist::CONNECT_FAILED);
-        }
-    }
-    if r != 0 {
-        errno::set(err);
-    }
-}
-
 /// `accept`/`accept4` on `listener` returned `new`: a connection errshim has seen from its
 /// start, with the peer the kernel handed back (valid even when it was reset before accept).
+/// The kernel wrote `*alen` (the address's full length) and min(`room`, that length) bytes of
+/// the address: only those are read, and only when `room` (the buffer's length before the
+/// call) is known.
 #[inline(never)]
-pub fn after_accept(listener: i32, new: i32, addr: *mut libc::sockaddr, alen: *mut libc::socklen_t) {
-    let Some(rec) = conntable::get(new) else {
-        return;
-    };
-    let len = if alen.is_null() {
-        0
-    } else {
-        // SAFETY: on success the kernel wrote the address length through alen.
-        unsafe { *alen as usize }
-    };
-    let peer = addr_from_raw(addr, len);
+pub fn after_accept(
+    listener: i32,
+    new: i32,
+    addr: *mut libc::sockaddr,
+    alen: *mut libc::socklen_t,
+    room: Option<libc::socklen_t>,
+) {
+    let peer = room.and_then(|room| {
+        // SAFETY: the call succeeded with an address wanted: the kernel wrote *alen.
+        let full = unsafe { *alen } as usize;
+        proven_addr(addr, full, room as usize)
+    });
     let from_listener = conntable::get(listener)
         .filter(|l| l.is_live())
         .map(|l| Kind::from_u8(l.kind.load(Relaxed)));
@@ -196,77 +235,74 @@ pub fn after_accept(listener: i32, new: i32, addr: *mut libc::sockaddr, alen: *m
         _ => Kind::Unknown,
     };
     let ip_peer = peer.filter(|p| matches!(p, Addr::V4(..) | Addr::V6(..)));
-    rec.start(kind, hist::ACCEPTED, ip_peer.as_ref());
+    conntable::start(new, kind, hist::ACCEPTED, ip_peer.as_ref());
 }
 
-/// The descriptor's kind, asked of the kernel at most once per event.
+/// The descriptor's kind, asked at most once per event: of the kernel while errshim may make
+/// system calls, else from the table (what a hook saw when the socket was made).
 struct LazyKind<'a> {
-    call: Call,
-    args: &'a CallArgs,
+    fd: i32,
+    target: &'a Target,
     err: i32,
     kind: Option<Kind>,
 }
 
 impl LazyKind<'_> {
     fn get(&mut self) -> Kind {
-        *self.kind.get_or_insert_with(|| {
-            if self.call != Call::Close {
-                return sockinfo::probe_kind(self.args.fd);
-            }
+        *self.kind.get_or_insert_with(|| match self.target {
             // Linux releases the descriptor even when close fails, so never ask the kernel
-            // about the number again (another thread may own it by now): EBADF means it was not
-            // open; otherwise the kind is what the connection table remembered.
-            if self.err == libc::EBADF {
-                return Kind::NotOpen;
-            }
-            closed_record(self.args).map_or(Kind::Unknown, |r| Kind::from_u8(r.kind.load(Relaxed)))
+            // about the number again (another thread may own it by now): EBADF means it was
+            // not open; otherwise the kind is what the record said.
+            Target::Closed(_) if self.err == libc::EBADF => Kind::NotOpen,
+            Target::Closed(c) if c.is_live() => c.kind(),
+            Target::Closed(_) => Kind::Unknown,
+            Target::Open if sys::allowed() => sockinfo::probe_kind(self.fd),
+            Target::Open => Kind::from_u8(conntable::live_kind(self.fd)),
         })
     }
 }
 
-/// The record of a descriptor that a failing `close` just released, if it still describes it
-/// (it was live when forgotten, and no new socket has taken the number since).
-fn closed_record(args: &CallArgs) -> Option<&'static Record> {
-    let live = args.history & (hist::TRACKED | hist::LATE) != 0;
-    conntable::get(args.fd).filter(|r| live && r.history.load(Relaxed) == 0)
-}
-
 fn handle(
     cfg: &crate::config::Config,
-    rules: &[Rule],
     call: Call,
     entry: &'static str,
     args: &CallArgs,
+    target: Target,
     ret: isize,
     err: i32,
 ) -> Verdict {
-    let rec = if call == Call::Close {
-        None
-    } else {
-        conntable::get(args.fd)
+    let rec = match target {
+        Target::Open => conntable::get(args.fd).map(|r| (r, r.gen())),
+        Target::Closed(_) => None,
     };
-    if let Some(r) = rec {
-        r.note_error(err);
+    if let Some((r, gen)) = rec {
+        r.note_error(err, gen);
     }
     let mut kind = LazyKind {
-        call,
-        args,
+        fd: args.fd,
+        target: &target,
         err,
         kind: None,
     };
-    let decision = rules::decide(rules, call, err, || kind.get());
+    let decision = rules::decide(&cfg.rules, call, err, || kind.get());
     let Some((index, rule)) = decision else {
-        if let Some(r) = rec {
+        if let Some((r, _)) = rec {
             r.note_call(call);
         }
         return Verdict::Keep;
     };
-    let (verdict, returned, returned_errno) = match rule.action {
+    let mut action = rule.action;
+    // A read that ends like end of file writes what the kernel writes at end of file; where
+    // that cannot be done safely, the failure is kept (and logged).
+    if matches!(action, Action::Ignore | Action::Quiet) && !eof_outputs(call, args) {
+        action = Action::Log;
+    }
+    let (verdict, returned, returned_errno) = match action {
         Action::Pass | Action::Log => (Verdict::Keep, ret, err),
         Action::Ignore | Action::Quiet => (Verdict::Succeed(0), 0, 0),
         Action::Map(e) => (Verdict::Fail(e), -1, e),
     };
-    if rule.action.logs() {
+    if action.logs() && sys::allowed() {
         let kind = kind.get();
         let outcome = Outcome {
             ret,
@@ -274,12 +310,47 @@ fn handle(
             returned,
             returned_errno,
         };
-        report(cfg, call, entry, args, kind, outcome, rule.action, index, None);
+        report(cfg, call, entry, args, &target, kind, outcome, action, index, None);
     }
-    if let Some(r) = rec {
+    if let Some((r, _)) = rec {
         r.note_call(call);
     }
     verdict
+}
+
+/// Before a failed read is reported as end of file: what the kernel writes at end of file
+/// besides the return value, written here (it wrote nothing for the failure). `recvfrom`
+/// with an address buffer: its length 0 (a stream socket's end of file has no sender; without
+/// a length pointer the kernel would have failed with EFAULT, so that is kept); `recvmsg`: no
+/// name, no control data, no flags. Each field is probed before it is written. Whether it was
+/// done (always, for the other calls).
+fn eof_outputs(call: Call, args: &CallArgs) -> bool {
+    match (call, args.buffers) {
+        (Call::Recvfrom, _) if !args.addr.is_null() => {
+            !args.alen.is_null() && sys::allowed() && memory::write(args.alen as usize, 0 as libc::socklen_t)
+        }
+        (Call::Recvmsg, Buffers::Msg(m)) => {
+            if !sys::allowed() {
+                return false;
+            }
+            let Some(h) = memory::read::<libc::msghdr>(m as usize) else {
+                return false;
+            };
+            let m = m as *mut libc::msghdr;
+            // SAFETY: field addresses within the msghdr just read; written through `memory`.
+            let (namelen, controllen, flags) = unsafe {
+                (
+                    core::ptr::addr_of_mut!((*m).msg_namelen),
+                    core::ptr::addr_of_mut!((*m).msg_controllen),
+                    core::ptr::addr_of_mut!((*m).msg_flags),
+                )
+            };
+            (h.msg_name.is_null() || memory::write(namelen as usize, 0 as libc::socklen_t))
+                && memory::write(controllen as usize, 0usize)
+                && memory::write(flags as usize, 0 as libc::c_int)
+        }
+        _ => true,
+    }
 }
 
 /// What the call returned and what the program got.
@@ -298,13 +369,14 @@ fn report(
     call: Call,
     entry: &'static str,
     args: &CallArgs,
+    target: &Target,
     kind: Kind,
     o: Outcome,
     action: Action,
     rule: usize,
     injected: Option<Injected>,
 ) {
-    let (mut ctx, local, peer) = context(call, args, kind, o.err);
+    let (mut ctx, local, peer) = context(call, args, target, kind, o.err);
     if injected.is_some() {
         ctx.cause = Some(Cause::Injected);
     }
@@ -329,7 +401,7 @@ fn report(
         backtrace: &[],
         injected,
     };
-    if cfg.summary {
+    if cfg.summary && process::may_write() {
         let key = summary::Key {
             call: call as u8,
             errno: if o.ret < 0 { o.err as u16 } else { 0 },
@@ -371,7 +443,54 @@ pub fn injected(
     errno_before: i32,
     perform: &mut dyn FnMut(usize) -> isize,
 ) -> isize {
+    inject_into(call, entry, args, Target::Open, inj, errno_before, perform)
+}
+
+/// The same for `close`, whose record was taken before.
+#[cold]
+#[inline(never)]
+pub fn injected_close(
+    closed: RecordCopy,
+    fd: i32,
+    inj: Injection,
+    errno_before: i32,
+    perform: &mut dyn FnMut(usize) -> isize,
+) -> isize {
+    inject_into(
+        Call::Close,
+        "close",
+        CallArgs::fd(fd),
+        Target::Closed(closed),
+        inj,
+        errno_before,
+        perform,
+    )
+}
+
+fn inject_into(
+    call: Call,
+    entry: &'static str,
+    args: CallArgs,
+    target: Target,
+    inj: Injection,
+    errno_before: i32,
+    perform: &mut dyn FnMut(usize) -> isize,
+) -> isize {
     let fd = args.fd;
+    // A short transfer needs a copy of the caller's iovec array or msghdr; one that cannot be
+    // read safely is not shortened: the call is made as asked, as if no rule had fired.
+    // Under a seccomp filter, a fault that needs a system call of errshim's is not made.
+    let not_injected = match inj.fault {
+        Fault::Short(_) => !shortenable(&args),
+        Fault::Eof => !eof_outputs(call, &args),
+        Fault::Delay(_) | Fault::Reset => !sys::allowed(),
+        Fault::Errno(_) => false,
+    };
+    if not_injected {
+        errno::set(errno_before);
+        let r = perform(usize::MAX);
+        return account(call, entry, args, target, r, errno::get(), errno_before);
+    }
     // What the call gives back: performed or not, and its result.
     let (performed, ret, err) = match inj.fault {
         Fault::Errno(e) => {
@@ -388,7 +507,6 @@ pub fn injected(
         }
         Fault::Delay(ns) => {
             sys::sleep_ns(ns);
-            // Whatever the sleep left in errno is errshim's, not the program's.
             errno::set(errno_before);
             let r = perform(usize::MAX);
             (true, r, errno::get())
@@ -402,19 +520,15 @@ pub fn injected(
             (true, r, errno::get())
         }
     };
-    if let Some(cfg) = init::config() {
+    if let Some(cfg) = init::config().filter(|_| sys::allowed()) {
         let _ = guarded(|| {
-            let kind = if call == Call::Close {
-                LazyKind {
-                    call,
-                    args: &args,
-                    err,
-                    kind: None,
-                }
-                .get()
-            } else {
-                sockinfo::probe_kind(fd)
-            };
+            let kind = LazyKind {
+                fd,
+                target: &target,
+                err,
+                kind: None,
+            }
+            .get();
             let outcome = Outcome {
                 ret,
                 err,
@@ -430,6 +544,7 @@ pub fn injected(
                 call,
                 entry,
                 &args,
+                &target,
                 kind,
                 outcome,
                 Action::Log,
@@ -442,10 +557,23 @@ pub fn injected(
         errno::set(if ret < 0 { err } else { errno_before });
         return ret;
     }
-    // The call really ran: account for it as the hook would have.
+    account(call, entry, args, target, ret, err, errno_before)
+}
+
+/// A call that really ran returned `ret` (errno `err`): account for it as the hook would have.
+fn account(
+    call: Call,
+    entry: &'static str,
+    args: CallArgs,
+    target: Target,
+    ret: isize,
+    err: i32,
+    errno_before: i32,
+) -> isize {
+    let fd = args.fd;
     if ret < 0 {
         errno::set(err);
-        return after_failure(call, entry, args, ret, errno_before);
+        return failure(call, entry, args, target, ret, errno_before);
     }
     match call {
         Call::Read | Call::Readv | Call::Recv | Call::Recvfrom | Call::Recvmsg => {
@@ -465,59 +593,110 @@ pub fn injected(
     ret
 }
 
-/// Runs `f` with an iovec array cut down to at most `limit` bytes (a copy on the stack: the
-/// caller's array is untouched). More than 64 entries: only the first 64 are used.
-pub fn short_iov(
-    iov: *const libc::iovec,
-    cnt: usize,
-    limit: usize,
-    f: impl FnOnce(*const libc::iovec, usize) -> isize,
-) -> isize {
-    if limit == usize::MAX || iov.is_null() {
-        return f(iov, cnt);
+/// Whether the call's buffers can be copied to be cut short (the iovec array, the msghdr).
+fn shortenable(args: &CallArgs) -> bool {
+    match args.buffers {
+        Buffers::Plain => true,
+        Buffers::Iov(iov, n) => n <= 0 || iov_copy(iov, n).is_some(),
+        Buffers::Msg(m) => memory::read::<libc::msghdr>(m as usize)
+            .is_some_and(|h| iov_copy(h.msg_iov, h.msg_iovlen.min(i32::MAX as usize) as i32).is_some()),
     }
+}
+
+/// At most 64 iovecs are used when a transfer is cut short.
+const SHORT_IOV: usize = 64;
+
+/// A probed copy of the first (at most 64) iovecs of the caller's array.
+fn iov_copy(iov: *const libc::iovec, cnt: i32) -> Option<([libc::iovec; SHORT_IOV], usize)> {
+    let n = (cnt.max(0) as usize).min(SHORT_IOV);
     let mut copy = [libc::iovec {
         iov_base: core::ptr::null_mut(),
         iov_len: 0,
-    }; 64];
-    // SAFETY: the caller passed iov with cnt entries.
-    let src = unsafe { core::slice::from_raw_parts(iov, cnt.min(64)) };
+    }; SHORT_IOV];
+    if n > 0 {
+        let bytes = n * core::mem::size_of::<libc::iovec>();
+        if iov.is_null() || !memory::readable(iov as usize, bytes) {
+            return None;
+        }
+        // SAFETY: just probed readable; the copy is ours.
+        unsafe { core::ptr::copy_nonoverlapping(iov, copy.as_mut_ptr(), n) };
+    }
+    Some((copy, n))
+}
+
+/// Runs `f` with an iovec array cut down to at most `limit` bytes (a copy on the stack: the
+/// caller's array is untouched). More than 64 entries: only the first 64 are used. An array
+/// that cannot be read is passed on as it was (the kernel answers for it).
+pub fn short_iov(
+    iov: *const libc::iovec,
+    cnt: i32,
+    limit: usize,
+    f: impl FnOnce(*const libc::iovec, i32) -> isize,
+) -> isize {
+    if limit == usize::MAX {
+        return f(iov, cnt);
+    }
+    let Some((src, n)) = iov_copy(iov, cnt) else {
+        return f(iov, cnt);
+    };
+    let mut copy = src;
     let mut left = limit;
-    let mut n = 0;
-    for v in src {
+    let mut used = 0;
+    for v in &src[..n] {
         if left == 0 {
             break;
         }
-        copy[n] = libc::iovec {
+        copy[used] = libc::iovec {
             iov_base: v.iov_base,
             iov_len: v.iov_len.min(left),
         };
-        left -= copy[n].iov_len;
-        n += 1;
+        left -= copy[used].iov_len;
+        used += 1;
     }
-    f(copy.as_ptr(), n)
+    f(copy.as_ptr(), used as i32)
 }
 
-/// Runs `f` with a copy of `msg` whose iovecs carry at most `limit` bytes; what the kernel
-/// writes into the copy's header (flags, name and control lengths) is copied back.
-pub fn short_msg(msg: *mut libc::msghdr, limit: usize, f: impl FnOnce(*mut libc::msghdr) -> isize) -> isize {
-    if limit == usize::MAX || msg.is_null() {
+/// Runs `f` with a copy of `msg` whose iovecs carry at most `limit` bytes. For recvmsg
+/// (`receive`), what the kernel writes into the copy's header (flags, name and control lengths)
+/// is copied back, each field probed first; sendmsg's header is only read. A msghdr that cannot
+/// be read is passed on as it was.
+pub fn short_msg(
+    msg: *mut libc::msghdr,
+    limit: usize,
+    receive: bool,
+    f: impl FnOnce(*mut libc::msghdr) -> isize,
+) -> isize {
+    if limit == usize::MAX {
         return f(msg);
     }
-    // SAFETY: the caller passed a valid msghdr.
-    let mut m = unsafe { *msg };
-    short_iov(m.msg_iov, m.msg_iovlen, limit, |iov, n| {
-        m.msg_iov = iov as *mut libc::iovec;
-        m.msg_iovlen = n;
-        let r = f(&mut m);
-        // SAFETY: as above; only the fields the kernel reports back are restored.
-        unsafe {
-            (*msg).msg_flags = m.msg_flags;
-            (*msg).msg_namelen = m.msg_namelen;
-            (*msg).msg_controllen = m.msg_controllen;
-        }
-        r
-    })
+    let Some(mut m) = memory::read::<libc::msghdr>(msg as usize) else {
+        return f(msg);
+    };
+    short_iov(
+        m.msg_iov,
+        m.msg_iovlen.min(i32::MAX as usize) as i32,
+        limit,
+        |iov, n| {
+            m.msg_iov = iov as *mut libc::iovec;
+            m.msg_iovlen = n as usize;
+            let r = f(&mut m);
+            if r >= 0 && receive {
+                // SAFETY: field addresses within the caller's msghdr (read above); the stores go
+                // through `memory::write`, which probes each first.
+                let (flags, namelen, controllen) = unsafe {
+                    (
+                        core::ptr::addr_of_mut!((*msg).msg_flags) as usize,
+                        core::ptr::addr_of_mut!((*msg).msg_namelen) as usize,
+                        core::ptr::addr_of_mut!((*msg).msg_controllen) as usize,
+                    )
+                };
+                memory::write(flags, m.msg_flags);
+                memory::write(namelen, m.msg_namelen);
+                memory::write(controllen, m.msg_controllen);
+            }
+            r
+        },
+    )
 }
 
 pub fn action_index(a: Action) -> u8 {
@@ -541,40 +720,45 @@ fn emit(cfg: &crate::config::Config, ev: &Event<'_>) {
 
 /// What is known about the connection, from the table and from the kernel (calls that change
 /// nothing the program sees next: `fstat`, `getsockname`, `getpeername`, `TCP_INFO`, `poll`).
-fn context(call: Call, args: &CallArgs, kind: Kind, err: i32) -> (Context, Option<Addr>, Option<Addr>) {
+fn context(
+    call: Call,
+    args: &CallArgs,
+    target: &Target,
+    kind: Kind,
+    err: i32,
+) -> (Context, Option<Addr>, Option<Addr>) {
     let mut ctx = Context::default();
-    let (rec, local, peer, has_peer) = if call == Call::Close {
-        let rec = closed_record(args);
-        ctx.history = if rec.is_some() { args.history } else { 0 };
-        (rec, None, rec.and_then(Record::peer), false)
-    } else if kind.is_socket() {
-        let local = sockinfo::local_addr(args.fd);
-        let rec = conntable::get(args.fd).inspect(|r| validate(r, args.fd, kind, local.as_ref()));
-        if let Some(r) = rec {
-            ctx.history = r.history.load(Relaxed);
+    let (copy, local, peer, has_peer) = match target {
+        Target::Closed(c) => {
+            let c = c.is_live().then_some(*c);
+            (c, None, c.and_then(|c| c.peer()), false)
         }
-        let live_peer = sockinfo::peer_addr(args.fd);
-        let peer = rec.and_then(Record::peer).or(live_peer);
-        if let Some(t) = kind.is_tcp().then(|| sys::tcp_info(args.fd)).flatten() {
-            ctx.state = Some(t.state);
-            ctx.bytes_received = t.bytes_received;
-            ctx.bytes_sent = t.bytes_sent;
+        Target::Open if kind.is_socket() => {
+            let local = sockinfo::local_addr(args.fd);
+            let copy = current_record(args.fd, kind, local.as_ref());
+            let live_peer = sockinfo::peer_addr(args.fd);
+            let peer = copy.and_then(|c| c.peer()).or(live_peer);
+            if let Some(t) = kind.is_tcp().then(|| sys::tcp_info(args.fd)).flatten() {
+                ctx.state = Some(t.state);
+                ctx.bytes_received = t.bytes_received;
+                ctx.bytes_sent = t.bytes_sent;
+            }
+            ctx.pending_error = sys::poll_error(args.fd);
+            (copy, local, peer, live_peer.is_some())
         }
-        ctx.pending_error = sys::poll_error(args.fd);
-        (rec, local, peer, live_peer.is_some())
-    } else {
-        return (ctx, None, None);
+        Target::Open => return (ctx, None, None),
     };
-    if let Some(r) = rec {
-        let created = r.created_ms.load(Relaxed);
+    ctx.history = copy.map_or(0, |c| c.history);
+    if let Some(r) = copy {
+        let created = r.created_ms;
         ctx.age_ms = (created != 0).then(|| conntable::now_ms().saturating_sub(created));
         if conntable::counting() {
-            ctx.bytes_in = Some(r.bytes_in.load(Relaxed));
-            ctx.bytes_out = Some(r.bytes_out.load(Relaxed));
+            ctx.bytes_in = Some(r.bytes_in);
+            ctx.bytes_out = Some(r.bytes_out);
             ctx.last_call = r.last_call();
         }
-        ctx.connect_errno = i32::from(r.connect_errno.load(Relaxed));
-        ctx.first_error = i32::from(r.first_error.load(Relaxed));
+        ctx.connect_errno = i32::from(r.connect_errno);
+        ctx.first_error = i32::from(r.first_error);
     }
     let mut history = ctx.history;
     // A pending connect that later moved data did complete.
@@ -596,32 +780,15 @@ fn context(call: Call, args: &CallArgs, kind: Kind, err: i32) -> (Context, Optio
     (ctx, local, peer)
 }
 
-/// Makes sure the record describes the socket now behind `fd`: the inode it had at its first
-/// event must still be the one there; a record that is not live, or whose socket was replaced
-/// behind the hooks' back, starts again as "met late". At the first event no inode is known
-/// yet, so a record that cannot be this socket's is not trusted either (`could_be`).
-fn validate(rec: &Record, fd: i32, kind: Kind, local: Option<&Addr>) {
-    let Some((_, ino)) = sys::identity(fd) else {
-        return;
-    };
-    let known = rec.ino.load(Relaxed);
-    if !rec.is_live() || (known != 0 && known != ino) || (known == 0 && !could_be(rec, kind, local)) {
-        rec.start_late(kind, ino);
-    } else if known == 0 {
-        rec.ino.store(ino, Relaxed);
+/// The record for the socket now behind `fd`, checked against the kernel (`Record::fits`,
+/// one `fstat`); a record that does not fit starts again as "met late".
+fn current_record(fd: i32, kind: Kind, local: Option<&Addr>) -> Option<RecordCopy> {
+    let rec = conntable::get(fd)?;
+    let gen = rec.gen();
+    let now = sys::fstat(fd).ok()?;
+    if !rec.fits(gen, &now, kind, local) && !rec.restart_late(gen, kind, &now) {
+        return None; // closed or reused meanwhile: nothing known for sure
     }
-}
-
-/// Whether a record whose socket's inode is not known yet can describe the socket now behind
-/// the descriptor (one closed and one created by raw syscalls leave the record in place). A
-/// socket's kind never changes, and a TCP or UDP socket that was once connected or accepted
-/// keeps its local port (only a UDP `connect(AF_UNSPEC)` gives it back, and then the record's
-/// peer is stale anyway): an "established" record on a socket without one is another socket's.
-fn could_be(rec: &Record, kind: Kind, local: Option<&Addr>) -> bool {
-    let was = Kind::from_u8(rec.kind.load(Relaxed));
-    if was != Kind::Unknown && was != kind {
-        return false;
-    }
-    let established = rec.history.load(Relaxed) & (hist::CONNECTED | hist::ACCEPTED) != 0;
-    !(established && matches!(local, Some(Addr::V4(_, 0) | Addr::V6(_, 0))))
+    let c = rec.copy();
+    c.is_live().then_some(c)
 }

@@ -7,19 +7,22 @@ use crate::rules::Call;
 use core::ffi::CStr;
 use core::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
+/// `repr(C)` with the address first: the assembly trampolines (`hooks::syscall`) load it
+/// from the static's own address.
+#[repr(C)]
 pub struct RealFn {
+    addr: AtomicUsize,
     name: &'static CStr,
     /// The call whose hook calls this function (the read and write families).
     call: Option<Call>,
-    addr: AtomicUsize,
 }
 
 impl RealFn {
     pub const fn new(name: &'static CStr, call: Option<Call>) -> Self {
         RealFn {
+            addr: AtomicUsize::new(0),
             name,
             call,
-            addr: AtomicUsize::new(0),
         }
     }
 
@@ -89,13 +92,35 @@ real_fns! {
     FCLOSE = c"fclose";
     CLOSE_RANGE = c"close_range";
     CLOSEFROM = c"closefrom";
+    FCNTL = c"fcntl";
+    FCNTL64 = c"fcntl64";
+    SYSCALL = c"syscall";
+    VFORK = c"vfork";
+    CLONE = c"clone";
+    PRCTL = c"prctl";
+    SETUID = c"setuid";
+    SETEUID = c"seteuid";
+    SETREUID = c"setreuid";
+    SETRESUID = c"setresuid";
 }
 
-/// Resolves every real symbol; returns the names that have no next definition. Then tells
+/// Functions an older glibc does not have (`close_range` and `closefrom` came in 2.34,
+/// `fcntl64` in 2.28): their absence is not worth a warning.
+const OPTIONAL: [&CStr; 3] = [c"close_range", c"closefrom", c"fcntl64"];
+
+/// Resolves every real symbol, and names each that has no next definition (but for the
+/// optional ones). Then tells
 /// `inject` which read- and write-family calls may take the plain path, which calls the
 /// resolved address unchecked: those whose every real function was found.
-pub fn resolve_all() -> Vec<&'static CStr> {
-    let missing: Vec<&RealFn> = ALL.iter().copied().filter(|f| f.resolve() == 0).collect();
-    inject::set_unresolved_calls(missing.iter().filter_map(|f| f.call).fold(0, |m, c| m | c.bit()));
-    missing.iter().map(|f| f.name()).collect()
+pub fn resolve_all(mut missing: impl FnMut(&'static CStr)) {
+    let mut unresolved = 0;
+    for f in ALL {
+        if f.resolve() == 0 {
+            unresolved |= f.call.map_or(0, Call::bit);
+            if !OPTIONAL.contains(&f.name) {
+                missing(f.name);
+            }
+        }
+    }
+    inject::set_unresolved_calls(unresolved);
 }

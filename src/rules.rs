@@ -68,6 +68,14 @@ impl Call {
         Call::ALL.iter().copied().find(|c| c.name() == plain)
     }
 
+    /// Calls that read data in.
+    pub fn is_read_family(self) -> bool {
+        matches!(
+            self,
+            Call::Read | Call::Readv | Call::Recv | Call::Recvfrom | Call::Recvmsg
+        )
+    }
+
     /// Calls that transfer data out: reporting success for them would silently lose data.
     pub fn is_write_family(self) -> bool {
         matches!(
@@ -371,13 +379,29 @@ pub fn parse_rules(spec: &str) -> Result<Vec<Rule>, RuleError> {
         .collect()
 }
 
+/// Whether `ignore`/`quiet` (a read that ends like end of file: 0) can be faithful on a
+/// descriptor of this kind. On a datagram socket 0 is an empty datagram, with a sender the
+/// kernel never reported: not something the kernel would return for a failure, so such a rule
+/// does not apply there (nor where the kind is not known).
+fn success_faithful(action: Action, call: Call, kind: impl FnOnce() -> Kind) -> bool {
+    if !matches!(action, Action::Ignore | Action::Quiet) || !call.is_read_family() {
+        return true;
+    }
+    let k = kind();
+    !(k.is_udp() || matches!(k, Kind::UnixDgram | Kind::OtherSocket | Kind::Unknown))
+}
+
 /// The first rule that applies to `call` failing with `err` on a descriptor of kind `kind`.
 /// `kind` is only evaluated for rules whose call and errno match (it may cost syscalls).
 pub fn decide(rules: &[Rule], call: Call, err: i32, mut kind: impl FnMut() -> Kind) -> Option<(usize, &Rule)> {
     rules
         .iter()
         .enumerate()
-        .find(|(_, r)| r.matches_call(call, err) && (r.fd == FdFilter::Any || r.fd.matches(kind())))
+        .find(|(_, r)| {
+            r.matches_call(call, err)
+                && (r.fd == FdFilter::Any || r.fd.matches(kind()))
+                && success_faithful(r.action, call, &mut kind)
+        })
         .map(|(i, r)| (i + 1, r))
 }
 
@@ -469,5 +493,27 @@ mod tests {
         assert_eq!(d.map(|(i, r)| (i, r.action)), Some((3, Action::Ignore)));
         assert!(decide(&rules, Call::Shutdown, libc::ENOTCONN, || Kind::NotSocket).is_none());
         assert!(decide(&rules, Call::Read, libc::ENOTCONN, || Kind::Tcp4).is_none());
+    }
+
+    #[test]
+    fn a_read_never_ends_like_eof_on_a_datagram_socket() {
+        let rules =
+            parse_rules("recv,recvfrom,recvmsg,read:ECONNREFUSED:ignore:fd=any;*:ECONNREFUSED:log:fd=any").unwrap();
+        for k in [
+            Kind::Udp4,
+            Kind::Udp6,
+            Kind::UnixDgram,
+            Kind::OtherSocket,
+            Kind::Unknown,
+        ] {
+            let d = decide(&rules, Call::Recvfrom, libc::ECONNREFUSED, || k);
+            assert_eq!(d.map(|(i, r)| (i, r.action)), Some((2, Action::Log)), "{k:?}");
+        }
+        for k in [Kind::Tcp4, Kind::UnixStream, Kind::UnixSeqpacket, Kind::NotSocket] {
+            let d = decide(&rules, Call::Recv, libc::ECONNREFUSED, || k);
+            assert_eq!(d.map(|(i, r)| (i, r.action)), Some((1, Action::Ignore)), "{k:?}");
+        }
+        let d = decide(&rules, Call::Shutdown, libc::ECONNREFUSED, || Kind::Udp4);
+        assert_eq!(d.map(|(i, _)| i), Some(2));
     }
 }

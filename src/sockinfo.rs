@@ -198,12 +198,19 @@ impl fmt::Debug for Addr {
     }
 }
 
+fn name(fd: i32, peer: bool) -> Option<Addr> {
+    // SAFETY: an all-zero sockaddr_storage is valid.
+    let mut ss: libc::sockaddr_storage = unsafe { core::mem::zeroed() };
+    let len = sys::sockname(fd, peer, &mut ss).ok()?;
+    Addr::from_storage(&ss, len.min(core::mem::size_of::<libc::sockaddr_storage>()))
+}
+
 pub fn local_addr(fd: i32) -> Option<Addr> {
-    sys::sockname(fd, false)
+    name(fd, false)
 }
 
 pub fn peer_addr(fd: i32) -> Option<Addr> {
-    sys::sockname(fd, true)
+    name(fd, true)
 }
 
 #[cfg(test)]

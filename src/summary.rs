@@ -175,7 +175,8 @@ impl core::fmt::Display for ErrnoOrNone {
     }
 }
 
-/// Writes the exit summary to the log destination: text lines, or one JSON object.
+/// Writes the exit summary to the log destination: text lines, or one JSON object; nothing when
+/// the process had no event.
 pub fn report(format: crate::config::Format, comm: &[u8]) {
     use crate::fmtbuf::StackBuf;
     use core::fmt::Write;
@@ -183,8 +184,13 @@ pub fn report(format: crate::config::Format, comm: &[u8]) {
     let actions = ["pass", "log", "ignore", "quiet", "map", "inject"];
     let (kinds, nk) = BY_KIND.sorted();
     let (peers, np) = BY_PEER.sorted();
-    let pid = crate::sys::getpid();
     let total = BY_KIND.total();
+    // A process with nothing to report writes nothing (a server forking a worker per
+    // connection would otherwise leave a file per connection).
+    if total == 0 {
+        return;
+    }
+    let pid = crate::sys::getpid();
     let rows = &kinds[..nk.min(40)];
     let top_peers = &peers[..np.min(10)];
     let cause_code = |i: u8| crate::cause::Cause::from_index(i).map_or("none", |c| c.code());

@@ -1,51 +1,271 @@
-//! Raw system calls for the shim's own work. Everything here goes through `syscall(2)`, never
-//! through the libc wrappers that errshim (or another preload) interposes, so the shim's own
-//! I/O can never re-enter a hook. All of these are async-signal-safe.
+//! Raw system calls for the shim's own work, and nothing else of errshim's: the bottom layer.
+//!
+//! - Each is a `syscall` instruction written inline: it never passes through a libc wrapper
+//!   (which errshim or another preload may interpose, glibc's `syscall()` included), never
+//!   reads or sets the program's errno (failures come back as `Err(errno)`), takes no lock and
+//!   is async-signal-safe.
+//! - Every one goes through one gate. Under a seccomp filter that errshim does not trust
+//!   (`crate::sandbox` decides and calls `forbid`), a filter may kill the process for any
+//!   system call it does not allow, so from then on none is made: each reports `Err(EPERM)`
+//!   without entering the kernel. The program's own calls, made by the hooks through the real
+//!   functions, are not errshim's and are not affected.
 
-use crate::sockinfo::Addr;
-use libc::{c_long, c_void};
+use core::sync::atomic::{AtomicBool, AtomicU8, Ordering::Relaxed};
+use libc::c_long;
 
-fn ret(r: c_long) -> Result<c_long, i32> {
-    if r < 0 {
-        Err(crate::errno::get())
-    } else {
-        Ok(r)
+/// Whether errshim may make system calls of its own: not known yet (`UNKNOWN`: the first
+/// gated call looks), yes, or no (see the module doc).
+static STATE: AtomicU8 = AtomicU8::new(UNKNOWN);
+const UNKNOWN: u8 = 0;
+const ALLOWED: u8 = 1;
+const FORBIDDEN: u8 = 2;
+/// `ERRSHIM_SECCOMP=trust`: a filter the process was started under allows errshim's calls.
+static TRUST_INHERITED: AtomicBool = AtomicBool::new(false);
+
+/// Whether a seccomp filter that the process was started under is trusted (from the
+/// constructor; a filter installed later is never trusted).
+pub fn trust_inherited_filter(trust: bool) {
+    TRUST_INHERITED.store(trust, Relaxed);
+}
+
+/// A filter is being installed (`prctl(PR_SET_SECCOMP)`, `seccomp()`): from now on errshim
+/// makes no system call of its own. Returns the state to `restore` if the install fails.
+pub fn forbid() -> u8 {
+    STATE.swap(FORBIDDEN, Relaxed)
+}
+
+pub fn restore(state: u8) {
+    STATE.store(state, Relaxed);
+}
+
+/// Whether errshim may make a system call of its own now. The first time, whether the process
+/// was started under a seccomp filter is read from `/proc/self/status`, with the three calls
+/// the dynamic loader itself made to load this library (`openat`, `read`, `close`).
+#[inline(always)]
+pub fn allowed() -> bool {
+    match STATE.load(Relaxed) {
+        ALLOWED => true,
+        FORBIDDEN => false,
+        _ => first_look(),
     }
 }
 
-pub fn write(fd: i32, buf: &[u8]) -> Result<usize, i32> {
-    // SAFETY: buf is a valid slice for its whole length.
-    let r = unsafe { libc::syscall(libc::SYS_write, fd, buf.as_ptr(), buf.len()) };
-    ret(r).map(|n| n as usize)
+/// Whether errshim is sure it must make no system call (a filter is known); unlike `allowed`,
+/// never looks, so it is free on a success path.
+#[inline(always)]
+pub fn forbidden() -> bool {
+    STATE.load(Relaxed) == FORBIDDEN
+}
+
+#[cold]
+#[inline(never)]
+fn first_look() -> bool {
+    let filtered = started_under_filter();
+    let ok = !filtered || TRUST_INHERITED.load(Relaxed);
+    // A filter installed meanwhile (forbid) wins.
+    let _ = STATE.compare_exchange(UNKNOWN, if ok { ALLOWED } else { FORBIDDEN }, Relaxed, Relaxed);
+    STATE.load(Relaxed) == ALLOWED
+}
+
+/// `Seccomp:` of `/proc/self/status` is 1 or 2; also when it cannot be read (no /proc), since
+/// then nothing says the process is free of a filter. No such line: a kernel without seccomp.
+fn started_under_filter() -> bool {
+    let path = c"/proc/self/status";
+    let flags = (libc::O_RDONLY | libc::O_CLOEXEC) as usize;
+    // SAFETY: a NUL-terminated path.
+    let Ok(fd) = (unsafe {
+        ungated(
+            libc::SYS_openat,
+            [libc::AT_FDCWD as usize, p(path.as_ptr()), flags, 0, 0, 0],
+        )
+    }) else {
+        return true;
+    };
+    let mut buf = [0u8; 4096];
+    let mut n = 0;
+    while n < buf.len() {
+        // SAFETY: reads into the rest of buf.
+        match unsafe { ungated(libc::SYS_read, [fd, pm(buf[n..].as_mut_ptr()), buf.len() - n, 0, 0, 0]) } {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(libc::EINTR) => {}
+            Err(_) => break,
+        }
+    }
+    // SAFETY: closes the descriptor opened above.
+    let _ = unsafe { ungated(libc::SYS_close, [fd, 0, 0, 0, 0, 0]) };
+    n == 0 || seccomp_field(&buf[..n]).is_some_and(|mode| mode != b'0')
+}
+
+/// The value of the `Seccomp:` line of a `/proc/PID/status` text (None: no such line, which
+/// a kernel without seccomp support leaves out; then there is no filter).
+pub fn seccomp_field(status: &[u8]) -> Option<u8> {
+    let at = status.windows(9).position(|w| w == b"Seccomp:\t")?;
+    status.get(at + 9).copied()
+}
+
+pub type Result<T> = core::result::Result<T, i32>;
+
+/// The `syscall` instruction itself, ungated.
+mod raw {
+    use libc::c_long;
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    pub unsafe fn call6(nr: c_long, a: [usize; 6]) -> c_long {
+        let r: c_long;
+        // SAFETY: the caller vouches for the arguments; the kernel clobbers rcx and r11.
+        unsafe {
+            core::arch::asm!(
+                "syscall",
+                inlateout("rax") nr => r,
+                in("rdi") a[0], in("rsi") a[1], in("rdx") a[2],
+                in("r10") a[3], in("r8") a[4], in("r9") a[5],
+                lateout("rcx") _, lateout("r11") _,
+                options(nostack),
+            );
+        }
+        r
+    }
+
+    #[cfg(target_arch = "aarch64")]
+    #[inline(always)]
+    pub unsafe fn call6(nr: c_long, a: [usize; 6]) -> c_long {
+        let r: c_long;
+        // SAFETY: the caller vouches for the arguments.
+        unsafe {
+            core::arch::asm!(
+                "svc 0",
+                in("x8") nr,
+                inlateout("x0") a[0] => r,
+                in("x1") a[1], in("x2") a[2], in("x3") a[3], in("x4") a[4], in("x5") a[5],
+                options(nostack),
+            );
+        }
+        r
+    }
+}
+
+/// A system call that is not gated: only for `crate::sandbox`'s look at the process's own
+/// seccomp state (the calls the dynamic loader itself made to load this library).
+///
+/// # Safety
+/// The arguments must be valid for system call `nr`.
+pub unsafe fn ungated(nr: c_long, a: [usize; 6]) -> Result<usize> {
+    // SAFETY: as the caller vouches.
+    let r = unsafe { raw::call6(nr, a) };
+    if (-4095..0).contains(&r) {
+        Err(-r as i32)
+    } else {
+        Ok(r as usize)
+    }
+}
+
+/// A gated system call (see the module doc).
+///
+/// # Safety
+/// The arguments must be valid for system call `nr`.
+#[inline]
+unsafe fn sc(nr: c_long, a: [usize; 6]) -> Result<usize> {
+    if !allowed() {
+        return Err(libc::EPERM);
+    }
+    // SAFETY: as the caller vouches.
+    unsafe { ungated(nr, a) }
+}
+
+fn p<T>(x: *const T) -> usize {
+    x as usize
+}
+
+fn pm<T>(x: *mut T) -> usize {
+    x as usize
+}
+
+pub fn write(fd: i32, buf: &[u8]) -> Result<usize> {
+    // SAFETY: buf is valid for its length.
+    unsafe { sc(libc::SYS_write, [fd as usize, p(buf.as_ptr()), buf.len(), 0, 0, 0]) }
+}
+
+/// `pwritev2(fd, buf, -1, RWF_NOWAIT)`: a write at the current position that fails with
+/// EAGAIN instead of waiting, without changing the descriptor's flags (which the program
+/// shares). Pipes support it since Linux 5.x; other kernels and files answer EOPNOTSUPP.
+pub fn write_nowait(fd: i32, buf: &[u8]) -> Result<usize> {
+    let iov = libc::iovec {
+        iov_base: buf.as_ptr() as *mut libc::c_void,
+        iov_len: buf.len(),
+    };
+    const RWF_NOWAIT: usize = 8;
+    // SAFETY: one valid iovec; offset -1 (both halves) means the current position.
+    unsafe {
+        sc(
+            libc::SYS_pwritev2,
+            [fd as usize, p(&iov), 1, usize::MAX, usize::MAX, RWF_NOWAIT],
+        )
+    }
+}
+
+/// `sendto(fd, buf, flags, addr)`; `addr` None: the socket's peer.
+pub fn sendto(fd: i32, buf: &[u8], flags: i32, addr: Option<(&libc::sockaddr_un, u32)>) -> Result<usize> {
+    let (a, l) = addr.map_or((0, 0), |(a, l)| (p(a), l as usize));
+    // SAFETY: buf and addr are valid for the lengths given.
+    unsafe {
+        sc(
+            libc::SYS_sendto,
+            [fd as usize, p(buf.as_ptr()), buf.len(), flags as usize, a, l],
+        )
+    }
+}
+
+pub fn read(fd: i32, buf: &mut [u8]) -> Result<usize> {
+    // SAFETY: buf is valid for writing its length.
+    unsafe { sc(libc::SYS_read, [fd as usize, pm(buf.as_mut_ptr()), buf.len(), 0, 0, 0]) }
 }
 
 pub fn close(fd: i32) {
-    // SAFETY: closes a descriptor the shim itself owns.
-    unsafe { libc::syscall(libc::SYS_close, fd) };
+    // SAFETY: closes a descriptor the shim itself opened.
+    let _ = unsafe { sc(libc::SYS_close, [fd as usize, 0, 0, 0, 0, 0]) };
 }
 
 pub fn getpid() -> i32 {
     // SAFETY: no arguments.
-    unsafe { libc::syscall(libc::SYS_getpid) as i32 }
+    unsafe { sc(libc::SYS_getpid, [0; 6]) }.map_or(0, |v| v as i32)
 }
 
 pub fn gettid() -> i32 {
     // SAFETY: no arguments.
-    unsafe { libc::syscall(libc::SYS_gettid) as i32 }
+    unsafe { sc(libc::SYS_gettid, [0; 6]) }.map_or(0, |v| v as i32)
 }
 
-pub fn getsockopt_int(fd: i32, level: i32, name: i32) -> Result<i32, i32> {
+/// (uid, euid) of the calling thread.
+pub fn uids() -> (u32, u32) {
+    // SAFETY: no arguments.
+    let uid = unsafe { sc(libc::SYS_getuid, [0; 6]) }.map_or(u32::MAX, |v| v as u32);
+    // SAFETY: no arguments.
+    let euid = unsafe { sc(libc::SYS_geteuid, [0; 6]) }.map_or(u32::MAX, |v| v as u32);
+    (uid, euid)
+}
+
+pub fn getegid() -> u32 {
+    // SAFETY: no arguments.
+    unsafe { sc(libc::SYS_getegid, [0; 6]) }.map_or(u32::MAX, |v| v as u32)
+}
+
+pub fn getsockopt_int(fd: i32, level: i32, name: i32) -> Result<i32> {
     let mut v: i32 = 0;
     let mut len = core::mem::size_of::<i32>() as libc::socklen_t;
     // SAFETY: v and len are valid for writing.
-    let r = unsafe { libc::syscall(libc::SYS_getsockopt, fd, level, name, &mut v as *mut i32, &mut len) };
-    ret(r).map(|_| v)
+    unsafe {
+        sc(
+            libc::SYS_getsockopt,
+            [fd as usize, level as usize, name as usize, pm(&mut v), pm(&mut len), 0],
+        )
+    }
+    .map(|_| v)
 }
 
-/// `getsockname` (peer = false) or `getpeername` (peer = true).
-pub fn sockname(fd: i32, peer: bool) -> Option<Addr> {
-    // SAFETY: an all-zero sockaddr_storage is valid.
-    let mut ss: libc::sockaddr_storage = unsafe { core::mem::zeroed() };
+/// `getsockname` (peer = false) or `getpeername` (peer = true) into `ss`; the length written.
+pub fn sockname(fd: i32, peer: bool, ss: &mut libc::sockaddr_storage) -> Result<usize> {
     let mut len = core::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
     let nr = if peer {
         libc::SYS_getpeername
@@ -53,47 +273,104 @@ pub fn sockname(fd: i32, peer: bool) -> Option<Addr> {
         libc::SYS_getsockname
     };
     // SAFETY: ss and len are valid for writing, len holds ss's size.
-    let r = unsafe { libc::syscall(nr, fd, &mut ss as *mut _ as *mut c_void, &mut len) };
-    ret(r).ok()?;
-    Addr::from_storage(&ss, len as usize)
+    unsafe { sc(nr, [fd as usize, pm(ss), pm(&mut len), 0, 0, 0]) }.map(|_| len as usize)
 }
 
-pub fn socket(domain: i32, ty: i32) -> Result<i32, i32> {
+pub fn socket(domain: i32, ty: i32) -> Result<i32> {
     // SAFETY: plain integer arguments.
-    let r = unsafe { libc::syscall(libc::SYS_socket, domain, ty, 0) };
-    ret(r).map(|n| n as i32)
+    unsafe { sc(libc::SYS_socket, [domain as usize, ty as usize, 0, 0, 0, 0]) }.map(|v| v as i32)
 }
 
-pub fn sendto(fd: i32, buf: &[u8], flags: i32, addr: &libc::sockaddr_un, len: u32) -> Result<usize, i32> {
-    // SAFETY: buf and addr are valid for the lengths given.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_sendto,
-            fd,
-            buf.as_ptr(),
-            buf.len(),
-            flags,
-            addr as *const libc::sockaddr_un,
-            len,
-        )
-    };
-    ret(r).map(|n| n as usize)
+/// What `fstat` says of a descriptor (or `stat` of a path): enough to tell one file from
+/// another and what kind of file it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stat {
+    pub dev: u64,
+    pub ino: u64,
+    /// `st_mode & S_IFMT`.
+    pub kind: u32,
+    pub size: u64,
+    /// Modification time in nanoseconds.
+    pub mtime: u64,
 }
 
-/// Whether the path in `sun` names a socket in the filesystem.
-pub fn is_socket_path(sun: &libc::sockaddr_un) -> bool {
-    // SAFETY: an all-zero stat is valid; sun_path is NUL-terminated (zeroed beyond the path).
+impl Stat {
+    fn of(st: &libc::stat) -> Stat {
+        Stat {
+            dev: st.st_dev,
+            ino: st.st_ino,
+            kind: st.st_mode & libc::S_IFMT,
+            size: st.st_size as u64,
+            mtime: (st.st_mtime as u64)
+                .wrapping_mul(1_000_000_000)
+                .wrapping_add(st.st_mtime_nsec as u64),
+        }
+    }
+
+    /// The same file (a descriptor's identity: any two descriptors of one file agree).
+    pub fn same_file(&self, o: &Stat) -> bool {
+        self.dev == o.dev && self.ino == o.ino
+    }
+
+    pub fn is(&self, kind: u32) -> bool {
+        self.kind == kind
+    }
+}
+
+pub fn fstat(fd: i32) -> Result<Stat> {
+    // SAFETY: an all-zero stat is valid.
     let mut st: libc::stat = unsafe { core::mem::zeroed() };
-    let r = unsafe {
-        libc::syscall(
+    // SAFETY: st is valid for writing.
+    unsafe { sc(libc::SYS_fstat, [fd as usize, pm(&mut st), 0, 0, 0, 0]) }.map(|_| Stat::of(&st))
+}
+
+/// `stat` of a path (following symlinks).
+pub fn stat_path(path: &core::ffi::CStr) -> Result<Stat> {
+    // SAFETY: an all-zero stat is valid.
+    let mut st: libc::stat = unsafe { core::mem::zeroed() };
+    // SAFETY: path is NUL-terminated; st is valid for writing.
+    unsafe {
+        sc(
             libc::SYS_newfstatat,
-            libc::AT_FDCWD,
-            sun.sun_path.as_ptr(),
-            &mut st as *mut libc::stat,
-            0,
+            [libc::AT_FDCWD as usize, p(path.as_ptr()), pm(&mut st), 0, 0, 0],
         )
-    };
-    r == 0 && st.st_mode & libc::S_IFMT == libc::S_IFSOCK
+    }
+    .map(|_| Stat::of(&st))
+}
+
+pub fn openat(path: &core::ffi::CStr, flags: i32, mode: u32) -> Result<i32> {
+    // SAFETY: path is NUL-terminated.
+    unsafe {
+        sc(
+            libc::SYS_openat,
+            [
+                libc::AT_FDCWD as usize,
+                p(path.as_ptr()),
+                flags as usize,
+                mode as usize,
+                0,
+                0,
+            ],
+        )
+    }
+    .map(|v| v as i32)
+}
+
+pub fn fchown(fd: i32, uid: u32, gid: u32) -> Result<()> {
+    // SAFETY: plain integer arguments.
+    unsafe { sc(libc::SYS_fchown, [fd as usize, uid as usize, gid as usize, 0, 0, 0]) }.map(|_| ())
+}
+
+/// `fcntl(fd, F_DUPFD_CLOEXEC, min)`: the lowest free descriptor >= min.
+pub fn dup_cloexec(fd: i32, min: i32) -> Result<i32> {
+    // SAFETY: plain integer arguments.
+    unsafe {
+        sc(
+            libc::SYS_fcntl,
+            [fd as usize, libc::F_DUPFD_CLOEXEC as usize, min as usize, 0, 0, 0],
+        )
+    }
+    .map(|v| v as i32)
 }
 
 /// What `TCP_INFO` says about an open TCP socket (struct tcp_info, include/uapi/linux/tcp.h).
@@ -119,16 +396,19 @@ pub fn tcp_info(fd: i32) -> Option<TcpInfo> {
     let mut len = info.len() as libc::socklen_t;
     // SAFETY: info and len are valid for writing; the kernel copies at most len bytes.
     let r = unsafe {
-        libc::syscall(
+        sc(
             libc::SYS_getsockopt,
-            fd,
-            libc::IPPROTO_TCP,
-            libc::TCP_INFO,
-            info.as_mut_ptr(),
-            &mut len,
+            [
+                fd as usize,
+                libc::IPPROTO_TCP as usize,
+                libc::TCP_INFO as usize,
+                pm(info.as_mut_ptr()),
+                pm(&mut len),
+                0,
+            ],
         )
     };
-    if r != 0 || len == 0 {
+    if r.is_err() || len == 0 {
         return None;
     }
     let len = (len as usize).min(info.len());
@@ -147,26 +427,28 @@ pub fn tcp_info(fd: i32) -> Option<TcpInfo> {
 
 /// Whether an error is pending on `fd` (POLLERR), without consuming it as SO_ERROR would.
 pub fn poll_error(fd: i32) -> Option<bool> {
-    let mut p = libc::pollfd {
+    let mut pfd = libc::pollfd {
         fd,
         events: libc::POLLIN,
         revents: 0,
     };
-    // SAFETY: one valid pollfd, zero timeout.
-    let r = unsafe { libc::syscall(libc::SYS_poll, &mut p as *mut libc::pollfd, 1, 0) };
-    (r >= 0 && p.revents & libc::POLLNVAL == 0).then_some(p.revents & libc::POLLERR != 0)
+    let zero = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: one valid pollfd, a zero timeout, no signal mask.
+    let r = unsafe { sc(libc::SYS_ppoll, [pm(&mut pfd), 1, p(&zero), 0, 8, 0]) };
+    (r.is_ok() && pfd.revents & libc::POLLNVAL == 0).then_some(pfd.revents & libc::POLLERR != 0)
 }
 
-/// 64 random bits from the kernel (`getrandom`), or from the clock and pid if that fails.
-pub fn random_u64() -> u64 {
+/// 64 random bits from the kernel (`getrandom`), if it gives them.
+pub fn random_u64() -> Option<u64> {
     let mut v: u64 = 0;
     // SAFETY: writes 8 bytes into v.
-    let r = unsafe { libc::syscall(libc::SYS_getrandom, &mut v as *mut u64, 8usize, libc::GRND_NONBLOCK) };
-    if r == 8 {
-        return v;
-    }
-    let t = crate::timefmt::now();
-    crate::faults::mix(t.secs as u64 ^ (t.nanos as u64) << 20 ^ getpid() as u64)
+    let r = unsafe {
+        sc(
+            libc::SYS_getrandom,
+            [pm(&mut v), 8, libc::GRND_NONBLOCK as usize, 0, 0, 0],
+        )
+    };
+    (r == Ok(8)).then_some(v)
 }
 
 /// CLOCK_MONOTONIC_COARSE in milliseconds (vDSO: no syscall).
@@ -175,62 +457,6 @@ pub fn coarse_ms() -> u64 {
     // SAFETY: ts is valid for writing.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
     ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
-}
-
-/// (inode, size, mtime in ns) of a path, following symlinks.
-pub fn stat_path(path: &core::ffi::CStr) -> Option<[u64; 3]> {
-    // SAFETY: an all-zero stat is valid.
-    let mut st: libc::stat = unsafe { core::mem::zeroed() };
-    // SAFETY: path is NUL-terminated; st is valid for writing.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_newfstatat,
-            libc::AT_FDCWD,
-            path.as_ptr(),
-            &mut st as *mut libc::stat,
-            0,
-        )
-    };
-    (r == 0).then(|| {
-        [
-            st.st_ino,
-            st.st_size as u64,
-            (st.st_mtime as u64)
-                .wrapping_mul(1_000_000_000)
-                .wrapping_add(st.st_mtime_nsec as u64),
-        ]
-    })
-}
-
-/// Reads up to `buf.len()` bytes of a file with raw syscalls.
-pub fn read_file(path: &core::ffi::CStr, buf: &mut [u8]) -> Result<usize, i32> {
-    // SAFETY: path is NUL-terminated.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_openat,
-            libc::AT_FDCWD,
-            path.as_ptr(),
-            libc::O_RDONLY | libc::O_CLOEXEC,
-            0,
-        )
-    };
-    let fd = ret(fd)? as i32;
-    let mut n = 0;
-    while n < buf.len() {
-        // SAFETY: writes within buf.
-        let r = unsafe { libc::syscall(libc::SYS_read, fd, buf[n..].as_mut_ptr(), buf.len() - n) };
-        match ret(r) {
-            Ok(0) => break,
-            Ok(k) => n += k as usize,
-            Err(libc::EINTR) => continue,
-            Err(e) => {
-                close(fd);
-                return Err(e);
-            }
-        }
-    }
-    close(fd);
-    Ok(n)
 }
 
 /// Sleeps at least `ns` nanoseconds, resuming after signals.
@@ -242,132 +468,210 @@ pub fn sleep_ns(ns: u64) {
     loop {
         let mut rem = libc::timespec { tv_sec: 0, tv_nsec: 0 };
         // SAFETY: both timespecs are valid.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_nanosleep,
-                &req as *const libc::timespec,
-                &mut rem as *mut libc::timespec,
-            )
-        };
-        if r == 0 || crate::errno::get() != libc::EINTR {
-            return;
+        match unsafe { sc(libc::SYS_nanosleep, [p(&req), pm(&mut rem), 0, 0, 0, 0]) } {
+            Err(libc::EINTR) => req = rem,
+            _ => return,
         }
-        req = rem;
     }
 }
 
 /// `connect(fd, AF_UNSPEC)`: on a connected TCP socket, the kernel sends RST and moves it to
 /// CLOSE (recipe H).
-pub fn abort_connection(fd: i32) -> Result<(), i32> {
+pub fn abort_connection(fd: i32) -> Result<()> {
     // SAFETY: an all-zero sockaddr with family AF_UNSPEC.
     let mut sa: libc::sockaddr = unsafe { core::mem::zeroed() };
     sa.sa_family = libc::AF_UNSPEC as libc::sa_family_t;
     // SAFETY: sa is valid for its size.
-    let r = unsafe {
-        libc::syscall(
+    unsafe {
+        sc(
             libc::SYS_connect,
-            fd,
-            &sa as *const libc::sockaddr,
-            core::mem::size_of::<libc::sockaddr>(),
+            [fd as usize, p(&sa), core::mem::size_of::<libc::sockaddr>(), 0, 0, 0],
         )
-    };
-    ret(r).map(|_| ())
+    }
+    .map(|_| ())
 }
 
-/// (device, inode) of an open descriptor: how the logger knows its descriptor is still its own.
-pub fn identity(fd: i32) -> Option<(u64, u64)> {
-    // SAFETY: an all-zero stat is valid.
-    let mut st: libc::stat = unsafe { core::mem::zeroed() };
-    // SAFETY: st is valid for writing.
-    let r = unsafe { libc::syscall(libc::SYS_fstat, fd, &mut st as *mut libc::stat) };
-    ret(r).ok()?;
-    Some((st.st_dev, st.st_ino))
-}
-
-/// `fcntl(fd, F_DUPFD_CLOEXEC, min)`.
-pub fn dup_cloexec_at_least(fd: i32, min: i32) -> Result<i32, i32> {
-    // SAFETY: plain integer arguments.
-    let r = unsafe { libc::syscall(libc::SYS_fcntl, fd, libc::F_DUPFD_CLOEXEC, min) };
-    ret(r).map(|n| n as i32)
-}
-
-/// Opens a log file: append-only, close-on-exec, never through a symlink, created 0600.
-pub fn open_log(path: &core::ffi::CStr) -> Result<i32, i32> {
-    let flags = libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT | libc::O_CLOEXEC | libc::O_NOFOLLOW | libc::O_NOCTTY;
-    // SAFETY: path is NUL-terminated.
-    let r = unsafe { libc::syscall(libc::SYS_openat, libc::AT_FDCWD, path.as_ptr(), flags, 0o600) };
-    ret(r).map(|n| n as i32)
-}
-
-/// The soft and hard `RLIMIT_NOFILE`.
+/// The soft and hard `RLIMIT_NOFILE` (`prlimit64`, the call glibc's own start-up makes).
 pub fn nofile_limit() -> (u64, u64) {
     let mut rl = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
-    // SAFETY: rl is valid for writing.
-    let r = unsafe { libc::syscall(libc::SYS_getrlimit, libc::RLIMIT_NOFILE, &mut rl as *mut libc::rlimit) };
-    if r < 0 {
-        return (1024, 1024);
+    // SAFETY: no new limit; rl is valid for writing.
+    let r = unsafe {
+        sc(
+            libc::SYS_prlimit64,
+            [0, libc::RLIMIT_NOFILE as usize, 0, pm(&mut rl), 0, 0],
+        )
+    };
+    match r {
+        Ok(_) => (rl.rlim_cur, rl.rlim_max),
+        Err(_) => (1024, 1024),
     }
-    (rl.rlim_cur, rl.rlim_max)
 }
 
 /// The calling thread's name (`prctl(PR_GET_NAME)`), at most 15 bytes.
 pub fn thread_name(out: &mut [u8; 16]) -> usize {
     *out = [0; 16];
     // SAFETY: PR_GET_NAME writes at most 16 bytes into out.
-    unsafe { libc::syscall(libc::SYS_prctl, libc::PR_GET_NAME, out.as_mut_ptr()) };
+    let _ = unsafe {
+        sc(
+            libc::SYS_prctl,
+            [libc::PR_GET_NAME as usize, pm(out.as_mut_ptr()), 0, 0, 0, 0],
+        )
+    };
     out.iter().position(|&b| b == 0).unwrap_or(16)
 }
 
-/// Writes `buf` to `fd` with one `write` syscall, without letting a broken pipe raise SIGPIPE
-/// in the host: SIGPIPE is blocked around the write and a SIGPIPE the write itself raised is
-/// consumed, so the program sees exactly the signals it would have seen without errshim.
-pub fn write_nosigpipe(fd: i32, buf: &[u8]) -> Result<usize, i32> {
-    const SIGSET_BYTES: usize = 8;
-    let pipe_bit: u64 = 1 << (libc::SIGPIPE - 1);
-    let mut old: u64 = 0;
-    // SAFETY: the kernel sigset is 8 bytes on Linux; both pointers are valid.
-    unsafe {
-        libc::syscall(
-            libc::SYS_rt_sigprocmask,
-            libc::SIG_BLOCK,
-            &pipe_bit as *const u64,
-            &mut old as *mut u64,
-            SIGSET_BYTES,
-        )
-    };
-    let mut pending: u64 = 0;
-    // SAFETY: as above.
-    unsafe { libc::syscall(libc::SYS_rt_sigpending, &mut pending as *mut u64, SIGSET_BYTES) };
-    let was_pending = pending & pipe_bit != 0;
-    let mut r = write(fd, buf);
+/// A private anonymous mapping that reserves no swap (pages are backed once touched).
+pub fn map_anonymous(bytes: usize) -> Result<*mut u8> {
+    let prot = (libc::PROT_READ | libc::PROT_WRITE) as usize;
+    let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE) as usize;
+    // SAFETY: a fresh mapping at an address the kernel picks.
+    unsafe { sc(libc::SYS_mmap, [0, bytes, prot, flags, usize::MAX, 0]) }.map(|a| a as *mut u8)
+}
+
+/// Whether the page that holds `addr` can be read, asked of the kernel without reading it:
+/// `rt_sigprocmask` with an invalid `how` copies 8 bytes from `set` (EFAULT if it cannot) and
+/// then refuses the `how` (EINVAL), changing nothing. `addr` is rounded down to 8 bytes, which
+/// never leaves its page.
+pub fn probe_readable(addr: usize) -> bool {
+    if addr < 4096 {
+        return false;
+    }
+    const BAD_HOW: usize = 3;
+    // SAFETY: the kernel reads (and only validates) 8 bytes at the address.
+    let r = unsafe { sc(libc::SYS_rt_sigprocmask, [BAD_HOW, addr & !7, 0, 8, 0, 0]) };
+    r == Err(libc::EINVAL)
+}
+
+/// Whether 4 bytes at `addr` (4-aligned) can be written, asked of the kernel: `sched_getparam`
+/// of this thread writes its 4-byte priority there (EFAULT if it cannot). The caller owns those
+/// 4 bytes and overwrites them right after.
+pub fn probe_writable4(addr: usize) -> bool {
+    if addr < 4096 || !addr.is_multiple_of(4) {
+        return false;
+    }
+    // SAFETY: writes 4 bytes at addr, which the caller owns.
+    unsafe { sc(libc::SYS_sched_getparam, [0, addr, 0, 0, 0, 0]) }.is_ok()
+}
+
+/// A set of signals, as the kernel takes it (`sigset_t` of 8 bytes).
+pub type SigSet = u64;
+
+pub fn sig_bit(sig: i32) -> SigSet {
+    1 << (sig - 1)
+}
+
+/// `rt_sigprocmask(how, set)`: returns the previous mask.
+pub fn sigmask(how: i32, set: SigSet) -> Result<SigSet> {
+    let mut old: SigSet = 0;
+    // SAFETY: both sets are valid 8-byte sigsets.
+    unsafe { sc(libc::SYS_rt_sigprocmask, [how as usize, p(&set), pm(&mut old), 8, 0, 0]) }.map(|_| old)
+}
+
+pub fn sigpending() -> SigSet {
+    let mut set: SigSet = 0;
+    // SAFETY: set is a valid 8-byte sigset.
+    let _ = unsafe { sc(libc::SYS_rt_sigpending, [pm(&mut set), 8, 0, 0, 0, 0]) };
+    set
+}
+
+/// Takes one pending signal of `set` off the thread, without waiting.
+pub fn consume_signal(set: SigSet) {
+    let zero = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: a valid set, no siginfo wanted, a zero timeout.
+    let _ = unsafe { sc(libc::SYS_rt_sigtimedwait, [p(&set), 0, p(&zero), 8, 0, 0]) };
+}
+
+/// Runs `write` with SIGPIPE and SIGTTOU blocked, so that errshim's own write to a pipe
+/// without a reader or to a terminal of another process group raises nothing in the host;
+/// a SIGPIPE that the write itself raised is taken off again. The program sees exactly the
+/// signals it would have seen without errshim.
+pub fn without_signals(mut write: impl FnMut() -> Result<usize>) -> Result<usize> {
+    let pipe = sig_bit(libc::SIGPIPE);
+    let old = sigmask(libc::SIG_BLOCK, pipe | sig_bit(libc::SIGTTOU))?;
+    // A SIGPIPE can only be pending already if the program blocks it.
+    let was_pending = old & pipe != 0 && sigpending() & pipe != 0;
+    let mut r = write();
     while r == Err(libc::EINTR) {
-        r = write(fd, buf);
+        r = write();
     }
-    if r == Err(libc::EPIPE) && !was_pending {
-        let zero = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-        // SAFETY: consumes the SIGPIPE our own write raised; all pointers valid.
-        unsafe {
-            libc::syscall(
-                libc::SYS_rt_sigtimedwait,
-                &pipe_bit as *const u64,
-                core::ptr::null_mut::<libc::siginfo_t>(),
-                &zero as *const libc::timespec,
-                SIGSET_BYTES,
-            )
-        };
+    if r == Err(libc::EPIPE) && !was_pending && sigpending() & pipe != 0 {
+        consume_signal(pipe);
     }
-    // SAFETY: restores the mask saved above.
-    unsafe {
-        libc::syscall(
-            libc::SYS_rt_sigprocmask,
-            libc::SIG_SETMASK,
-            &old as *const u64,
-            core::ptr::null_mut::<u64>(),
-            SIGSET_BYTES,
-        )
-    };
+    let _ = sigmask(libc::SIG_SETMASK, old);
     r
+}
+
+/// The thread pointer (x86-64: `%fs:0`, the thread control block's own address; aarch64:
+/// `TPIDR_EL0`). glibc puts a thread's control block at the top of its stack block, and errno
+/// in static TLS at a fixed offset from it.
+#[inline(always)]
+pub fn thread_pointer() -> usize {
+    let tp: usize;
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: on x86-64 Linux %fs:0 holds the thread control block's own address.
+    unsafe {
+        core::arch::asm!("mov {}, fs:0", out(reg) tp, options(nostack, readonly, preserves_flags))
+    };
+    #[cfg(target_arch = "aarch64")]
+    // SAFETY: reads the thread pointer register.
+    unsafe {
+        core::arch::asm!("mrs {}, tpidr_el0", out(reg) tp, options(nostack, nomem, preserves_flags))
+    };
+    tp
+}
+
+/// The current stack pointer.
+#[inline(always)]
+pub fn stack_pointer() -> usize {
+    let sp: usize;
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: reads a register.
+    unsafe {
+        core::arch::asm!("mov {}, rsp", out(reg) sp, options(nostack, nomem, preserves_flags))
+    };
+    #[cfg(target_arch = "aarch64")]
+    // SAFETY: reads a register.
+    unsafe {
+        core::arch::asm!("mov {}, sp", out(reg) sp, options(nostack, nomem, preserves_flags))
+    };
+    sp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seccomp_lines() {
+        let status = b"Name:\tx\nNoNewPrivs:\t0\nSeccomp:\t2\nSeccomp_filters:\t1\n";
+        assert_eq!(seccomp_field(status), Some(b'2'));
+        assert_eq!(seccomp_field(b"Name:\tx\nSeccomp:\t0\n"), Some(b'0'));
+        assert_eq!(seccomp_field(b"Name:\tx\n"), None);
+    }
+
+    #[test]
+    fn probes_and_errors() {
+        let page = map_anonymous(4096).unwrap() as usize;
+        assert!(probe_readable(page) && probe_readable(page + 4095));
+        assert!(!probe_readable(0) && !probe_readable(8) && !probe_readable(usize::MAX - 4096));
+        let mut x = [7u32; 2];
+        assert!(probe_writable4(x.as_mut_ptr() as usize));
+        assert_eq!(x[1], 7, "the probe writes 4 bytes only");
+        // SAFETY: makes the page inaccessible; nothing else uses it.
+        unsafe { libc::mprotect(page as *mut libc::c_void, 4096, libc::PROT_READ) };
+        assert!(probe_readable(page) && !probe_writable4(page));
+        // SAFETY: as above.
+        unsafe { libc::mprotect(page as *mut libc::c_void, 4096, libc::PROT_NONE) };
+        assert!(!probe_readable(page));
+        assert_eq!(fstat(-1), Err(libc::EBADF));
+        // SAFETY: sets errno, so that the raw calls can be seen to leave it alone.
+        unsafe { *libc::__errno_location() = libc::EILSEQ };
+        let _ = fstat(-1);
+        // SAFETY: reads errno.
+        assert_eq!(unsafe { *libc::__errno_location() }, libc::EILSEQ);
+        assert!(thread_pointer() != 0 && stack_pointer() != 0);
+    }
 }

@@ -245,7 +245,7 @@ fn log_file_is_never_opened_through_a_symlink() {
     let warn: Vec<&str> = r
         .stderr
         .lines()
-        .filter(|l| l.starts_with("errshim: warn: cannot open ERRSHIM_LOG file"))
+        .filter(|l| l.starts_with("errshim: warn: cannot open the ERRSHIM_LOG file"))
         .collect();
     assert_eq!(warn.len(), 1, "one warning, naming the cause:\n{}", r.stderr);
     assert!(warn[0].contains("ELOOP"), "{}", warn[0]);

@@ -124,11 +124,13 @@ impl Drop for Remove {
 }
 
 /// In secure-execution mode (here: a setuid program run by root, so real and effective user
-/// differ) errshim opens no file the environment names and watches no control file: it logs
-/// to stderr. The loader only preloads such programs with libraries from its trusted
+/// differ) nothing from the environment may change what the privileged program does or send
+/// its data elsewhere: errshim ignores every ERRSHIM_* variable (fault rules, rules, log files,
+/// syslog sockets, the control file, backtraces, even ERRSHIM_DISABLE), says so once, and works
+/// with its defaults. The loader only preloads such programs with libraries from its trusted
 /// directories that have the set-user-ID bit, so a copy is put there for the test.
 #[test]
-fn secure_execution_mode_ignores_file_paths() {
+fn secure_execution_mode_ignores_the_environment() {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         assert!(!in_ci(), "CI runs as root");
@@ -159,30 +161,61 @@ fn secure_execution_mode_ignores_file_paths() {
     let log = dir.path("must-not-exist.log");
     let control = dir.path("control");
     std::fs::write(&control, "shutdown:EIO\n").unwrap();
-    let r = Cmd::new(&prog)
-        .args(["never_connected"])
-        .env("LD_PRELOAD", &name)
-        .env("ERRSHIM_LOG", log.to_str().unwrap())
-        .env("ERRSHIM_CONTROL", control.to_str().unwrap())
-        .run();
-    r.assert_ok();
-    assert!(!log.exists(), "no log file is opened in secure-execution mode");
-    // The default rule acted (so errshim was loaded), the control file's EIO fault did not.
-    assert_eq!(
-        result_of(&r, "never_connected shutdown"),
-        (0, libc::EILSEQ),
-        "{}",
-        r.describe()
-    );
-    assert_eq!(r.events().len(), 1, "events go to stderr instead:\n{}", r.stderr);
-    for what in ["ignoring ERRSHIM_LOG file path", "ignoring ERRSHIM_CONTROL"] {
+    // A syslog socket the privileged program could send to: nothing may arrive.
+    let sock_path = dir.path("syslog.sock");
+    let syslog = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+    std::fs::set_permissions(&sock_path, std::fs::Permissions::from_mode(0o777)).unwrap();
+    syslog.set_nonblocking(true).unwrap();
+    let variables = [
+        ("ERRSHIM_FAULTS", "write:EIO:fd=any".to_string()),
+        (
+            "ERRSHIM_RULES",
+            "shutdown:ENOTCONN:map=EPIPE;*:*:log:fd=any".to_string(),
+        ),
+        ("ERRSHIM_CONTROL", control.display().to_string()),
+        ("ERRSHIM_BACKTRACE", "1".to_string()),
+        ("ERRSHIM_DISABLE", "1".to_string()),
+    ];
+    let run = |log_to: String| {
+        let mut c = Cmd::new(&prog)
+            .args(["never_connected"])
+            .env("LD_PRELOAD", &name)
+            .env("ERRSHIM_LOG", &log_to);
+        for (k, v) in &variables {
+            c = c.env(k, v);
+        }
+        let r = c.run();
+        r.assert_ok();
+        r
+    };
+    for log_to in [log.display().to_string(), format!("syslog:{}", sock_path.display())] {
+        let r = run(log_to.clone());
+        let what = format!("ERRSHIM_LOG={log_to}\n{}", r.describe());
+        assert!(!log.exists(), "no log file is opened in secure-execution mode");
+        let mut buf = [0u8; 512];
         assert!(
-            r.stderr.contains(&format!(
-                "secure-execution mode (setuid, setgid or file capabilities): {what}"
-            )),
-            "{}",
-            r.stderr
+            syslog.recv(&mut buf).is_err(),
+            "a datagram reached the syslog socket: {what}"
         );
+        // The program's own writes work (no fault rule), the kernel's results stand except
+        // where the default rule acts (so errshim was loaded), which ERRSHIM_RULES did not
+        // replace.
+        assert_eq!(result_of(&r, "never_connected read"), (-1, libc::ENOTCONN), "{what}");
+        assert_eq!(result_of(&r, "never_connected write"), (-1, libc::EPIPE), "{what}");
+        assert_eq!(result_of(&r, "never_connected shutdown"), (0, libc::EILSEQ), "{what}");
+        assert_eq!(result_of(&r, "never_connected close"), (0, libc::EILSEQ), "{what}");
+        let ev = r.events();
+        assert_eq!(ev.len(), 1, "the default rule's one event, to stderr: {what}");
+        assert!(!ev[0].contains("backtrace="), "{what}");
+        let warn: Vec<&str> = r
+            .stderr
+            .lines()
+            .filter(|l| l.contains("secure-execution mode"))
+            .collect();
+        assert_eq!(warn.len(), 1, "said once: {what}");
+        for (k, _) in variables.iter().chain([&("ERRSHIM_LOG", String::new())]) {
+            assert!(warn[0].contains(k), "{k} not named: {}", warn[0]);
+        }
     }
 
     // The same program, not setuid: the file is used.

@@ -159,6 +159,7 @@ pub struct Cmd {
     preload: Vec<PathBuf>,
     timeout: Duration,
     stdin: Option<Vec<u8>>,
+    stderr_file: Option<PathBuf>,
 }
 
 impl Cmd {
@@ -176,6 +177,7 @@ impl Cmd {
             preload: Vec::new(),
             timeout: Duration::from_secs(60),
             stdin: None,
+            stderr_file: None,
         }
     }
 
@@ -220,13 +222,25 @@ impl Cmd {
         self
     }
 
+    /// The child's stderr is this file instead of a pipe (which errshim, never blocking, may
+    /// find full and drop lines into when the child writes faster than the test reads); `Run`'s
+    /// stderr is the file's content.
+    pub fn stderr_file(mut self, path: &Path) -> Cmd {
+        self.stderr_file = Some(path.to_path_buf());
+        self
+    }
+
     pub fn run(mut self) -> Run {
         use std::os::unix::process::ExitStatusExt;
         if !self.preload.is_empty() {
             let v: Vec<String> = self.preload.iter().map(|p| p.display().to_string()).collect();
             self.cmd.env("LD_PRELOAD", v.join(":"));
         }
-        self.cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        self.cmd.stdout(Stdio::piped());
+        match &self.stderr_file {
+            Some(p) => self.cmd.stderr(std::fs::File::create(p).expect("stderr file")),
+            None => self.cmd.stderr(Stdio::piped()),
+        };
         self.cmd.stdin(if self.stdin.is_some() {
             Stdio::piped()
         } else {
@@ -243,7 +257,7 @@ impl Cmd {
             });
         }
         let mut so = child.stdout.take().unwrap();
-        let mut se = child.stderr.take().unwrap();
+        let se = child.stderr.take();
         let t_out = std::thread::spawn(move || {
             let mut v = Vec::new();
             let _ = so.read_to_end(&mut v);
@@ -251,7 +265,9 @@ impl Cmd {
         });
         let t_err = std::thread::spawn(move || {
             let mut v = Vec::new();
-            let _ = se.read_to_end(&mut v);
+            if let Some(mut se) = se {
+                let _ = se.read_to_end(&mut v);
+            }
             v
         });
         // A watchdog, not synchronisation: a hung child fails the test instead of hanging it.
@@ -273,11 +289,15 @@ impl Cmd {
             }
             std::thread::sleep(Duration::from_millis(5));
         };
+        let mut err = t_err.join().unwrap();
+        if let Some(p) = &self.stderr_file {
+            err = std::fs::read(p).unwrap_or_default();
+        }
         Run {
             code: status.code(),
             signal: status.signal(),
             stdout: String::from_utf8_lossy(&t_out.join().unwrap()).into_owned(),
-            stderr: String::from_utf8_lossy(&t_err.join().unwrap()).into_owned(),
+            stderr: String::from_utf8_lossy(&err).into_owned(),
         }
     }
 }
