@@ -125,11 +125,11 @@ pub fn init() {
     if LEN.load(Relaxed) != 0 {
         return;
     }
-    let (soft, hard) = crate::sys::nofile_limit();
+    let (soft, hard) = crate::sys::startup::nofile_limit();
     // Servers raise their soft limit at run time (nginx's worker_rlimit_nofile): size for the
     // hard limit, within reason; untouched pages cost nothing.
     let n = hard.max(soft).clamp(1024, MAX_ENTRIES) as usize;
-    if let Ok(p) = crate::sys::map_anonymous(n * core::mem::size_of::<Record>()) {
+    if let Ok(p) = crate::sys::startup::map_anonymous(n * core::mem::size_of::<Record>()) {
         // All-zero bytes are valid, empty records.
         TABLE.store(p.cast(), Relaxed);
         LEN.store(n, Release);

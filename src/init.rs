@@ -97,6 +97,7 @@ fn scan_environment() -> Vec<(Vec<u8>, Vec<u8>)> {
 
 fn init() {
     memory::learn_main_stack();
+    sys::learn_libc();
     real::resolve_all(|name| {
         // Said once the destination is set up, below; rare (a libc without the function).
         MISSING.with_slot(name);
@@ -129,13 +130,14 @@ fn init() {
         config::from_lookup(&get, &names)
     };
 
+    // Before any system call that is gated (the first one looks at the seccomp state).
+    sys::trust_inherited_filter(cfg.trust_seccomp);
     conntable::init();
     // The diagnostics logger first: setting up the destination may need to warn.
     if log::set_logger(&logger::DIAG_LOGGER).is_ok() {
         log::set_max_level(cfg.level);
     }
     logger::init(&cfg.log);
-    sys::trust_inherited_filter(cfg.trust_seccomp);
     for e in &errors {
         diag_line(format_args!("{e}"));
     }
@@ -284,11 +286,15 @@ extern "C" fn child_after_fork() {
     inject::child_after_fork();
 }
 
-/// At exit: the summary, when asked for (and only from a process that had something to say).
+/// At exit: the summary, when asked for (and only from a process that had something to say),
+/// and how many lines could not be written, if any.
 extern "C" fn destructor() {
     let _ = std::panic::catch_unwind(|| {
-        if let Some(cfg) = config().filter(|c| c.summary) {
-            summary::report(cfg.format, comm());
+        if let Some(cfg) = config() {
+            if cfg.summary {
+                summary::report(cfg.format, comm());
+            }
+            logger::report_dropped();
         }
     });
 }

@@ -654,5 +654,18 @@ mod tests {
         set_config_calls(0);
         install(&FaultSet::EMPTY);
         assert!(!armed(Call::Read) && !armed(Call::Close));
+
+        // A fork while another thread of the parent was installing: the child's copy of the
+        // flag names the parent, and its slot's sequence may be odd. The child installs anyway.
+        RELOADING.store(i32::MAX, Relaxed);
+        let next = 1 - ACTIVE.load(Relaxed);
+        SLOTS[next].seq.store(41, Relaxed);
+        let set = faults::parse("read:EIO:fd=any").unwrap();
+        install(&set);
+        assert!(armed(Call::Read), "installed despite the parent's flag");
+        assert_eq!(RELOADING.load(Relaxed), 0);
+        assert_eq!(SLOTS[next].seq.load(Relaxed) % 2, 0, "complete again");
+        child_after_fork();
+        install(&FaultSet::EMPTY);
     }
 }

@@ -38,8 +38,10 @@ static DEST: OnceCell<Dest> = OnceCell::new();
 /// What fd 2 was when errshim loaded (None: it was not open).
 static STDERR_AT_LOAD: OnceCell<Option<sys::Stat>> = OnceCell::new();
 
-/// Lines that could not be written (destination gone, full, or no reader).
+/// Lines that could not be written (destination gone, full, or no reader), by the process
+/// `DROPPED_PID` (a forked child starts from 0).
 static DROPPED: AtomicU64 = AtomicU64::new(0);
+static DROPPED_PID: AtomicI32 = AtomicI32::new(0);
 /// The last line to stderr or the file was cut short: the next one starts with a newline.
 static CUT_STDERR: AtomicBool = AtomicBool::new(false);
 static CUT_FILE: AtomicBool = AtomicBool::new(false);
@@ -49,7 +51,7 @@ static WARNED_PID: AtomicI32 = AtomicI32::new(0);
 /// Learns what stderr is and sets the destination up. Called once from the constructor,
 /// before any event: one `fstat` of fd 2 (and a `stat` of a syslog socket).
 pub fn init(dest: &LogDest) {
-    let _ = STDERR_AT_LOAD.set(sys::fstat(2).ok());
+    let _ = STDERR_AT_LOAD.set(sys::startup::fstat(2).ok());
     let d = match dest {
         LogDest::Off => Dest::Off,
         LogDest::Stderr => Dest::Stderr,
@@ -112,12 +114,37 @@ pub fn diag(line: &[u8]) {
 
 fn count_dropped() {
     if process::may_write() {
+        let pid = sys::getpid();
+        if DROPPED_PID.swap(pid, Relaxed) != pid {
+            DROPPED.store(0, Relaxed);
+        }
         DROPPED.fetch_add(1, Relaxed);
     }
 }
 
+/// Lines this process could not write.
 pub fn dropped() -> u64 {
+    if DROPPED.load(Relaxed) == 0 || DROPPED_PID.load(Relaxed) != sys::getpid() {
+        return 0;
+    }
     DROPPED.load(Relaxed)
+}
+
+/// At exit: says once, on stderr, how many lines this process could not write to its log
+/// destination (nothing when there were none).
+pub fn report_dropped() {
+    let n = dropped();
+    if n == 0 {
+        return;
+    }
+    let dest = match DEST.get() {
+        Some(Dest::File(_)) => "the log file",
+        Some(Dest::Syslog(..)) => "the syslog socket",
+        _ => "stderr",
+    };
+    log::warn!(
+        "{n} line(s) could not be written to the log ({dest}: full, without a reader, or gone), and were dropped"
+    );
 }
 
 fn to_stderr(line: &[u8]) -> bool {
@@ -211,7 +238,8 @@ fn put(fd: i32, kind: u32, nonblocking: bool, cut: &AtomicBool, line: &[u8]) -> 
     };
     let r = match kind {
         libc::S_IFSOCK => sys::sendto(fd, data, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL, None),
-        libc::S_IFREG | libc::S_IFBLK => sys::write(fd, data),
+        // A regular file never waits, but a write past RLIMIT_FSIZE raises SIGXFSZ.
+        libc::S_IFREG | libc::S_IFBLK => sys::without_signals(|| sys::write(fd, data)),
         _ if nonblocking => sys::without_signals(|| sys::write(fd, data)),
         _ => sys::without_signals(|| write_without_waiting(fd, data)),
     };

@@ -318,10 +318,73 @@ impl Stat {
 }
 
 pub fn fstat(fd: i32) -> Result<Stat> {
+    fstat_with(fd, sc)
+}
+
+/// glibc 2.33 and later make `fstat` with `newfstatat(fd, "", AT_EMPTY_PATH)`, older ones with
+/// `fstat`; errshim makes the same call as the program's own libc (and its dynamic loader),
+/// so that a seccomp filter written for the program allows it (learnt in the constructor).
+static FSTAT_AS_NEWFSTATAT: AtomicBool = AtomicBool::new(true);
+
+/// Learns which call the program's glibc makes for `fstat` (from the constructor).
+pub fn learn_libc() {
+    // SAFETY: returns a static NUL-terminated string such as "2.36".
+    let v = unsafe { core::ffi::CStr::from_ptr(gnu_get_libc_version()) }.to_bytes();
+    let mut parts = v
+        .split(|&b| b == b'.')
+        .map(|p| core::str::from_utf8(p).ok().and_then(|s| s.parse::<u32>().ok()));
+    let (major, minor) = (parts.next().flatten().unwrap_or(2), parts.next().flatten().unwrap_or(0));
+    FSTAT_AS_NEWFSTATAT.store((major, minor) >= (2, 33), Relaxed);
+}
+
+extern "C" {
+    fn gnu_get_libc_version() -> *const core::ffi::c_char;
+}
+
+/// `fstat` through `call` (gated or not).
+fn fstat_with(fd: i32, call: unsafe fn(c_long, [usize; 6]) -> Result<usize>) -> Result<Stat> {
     // SAFETY: an all-zero stat is valid.
     let mut st: libc::stat = unsafe { core::mem::zeroed() };
-    // SAFETY: st is valid for writing.
-    unsafe { sc(libc::SYS_fstat, [fd as usize, pm(&mut st), 0, 0, 0, 0]) }.map(|_| Stat::of(&st))
+    let r = if FSTAT_AS_NEWFSTATAT.load(Relaxed) {
+        let empty = c"";
+        // SAFETY: an empty NUL-terminated path with AT_EMPTY_PATH: the descriptor itself.
+        unsafe {
+            call(
+                libc::SYS_newfstatat,
+                [
+                    fd as usize,
+                    p(empty.as_ptr()),
+                    pm(&mut st),
+                    libc::AT_EMPTY_PATH as usize,
+                    0,
+                    0,
+                ],
+            )
+        }
+    } else {
+        // SAFETY: st is valid for writing.
+        unsafe { call(libc::SYS_fstat, [fd as usize, pm(&mut st), 0, 0, 0, 0]) }
+    };
+    r.map(|_| Stat::of(&st))
+}
+
+/// The calls errshim makes while the library loads, the same ones glibc's own start-up and the
+/// dynamic loader make (`prlimit64`, `mmap`, `fstat` as libc makes it), so they are not gated:
+/// gating would mean reading `/proc/self/status` in every process that starts.
+pub mod startup {
+    use super::*;
+
+    pub fn nofile_limit() -> (u64, u64) {
+        super::nofile_limit_with(ungated)
+    }
+
+    pub fn map_anonymous(bytes: usize) -> Result<*mut u8> {
+        super::map_anonymous_with(bytes, ungated)
+    }
+
+    pub fn fstat(fd: i32) -> Result<Stat> {
+        super::fstat_with(fd, ungated)
+    }
 }
 
 /// `stat` of a path (following symlinks).
@@ -493,13 +556,17 @@ pub fn abort_connection(fd: i32) -> Result<()> {
 
 /// The soft and hard `RLIMIT_NOFILE` (`prlimit64`, the call glibc's own start-up makes).
 pub fn nofile_limit() -> (u64, u64) {
+    nofile_limit_with(sc)
+}
+
+fn nofile_limit_with(call: unsafe fn(c_long, [usize; 6]) -> Result<usize>) -> (u64, u64) {
     let mut rl = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
     // SAFETY: no new limit; rl is valid for writing.
     let r = unsafe {
-        sc(
+        call(
             libc::SYS_prlimit64,
             [0, libc::RLIMIT_NOFILE as usize, 0, pm(&mut rl), 0, 0],
         )
@@ -525,10 +592,14 @@ pub fn thread_name(out: &mut [u8; 16]) -> usize {
 
 /// A private anonymous mapping that reserves no swap (pages are backed once touched).
 pub fn map_anonymous(bytes: usize) -> Result<*mut u8> {
+    map_anonymous_with(bytes, sc)
+}
+
+fn map_anonymous_with(bytes: usize, call: unsafe fn(c_long, [usize; 6]) -> Result<usize>) -> Result<*mut u8> {
     let prot = (libc::PROT_READ | libc::PROT_WRITE) as usize;
     let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE) as usize;
     // SAFETY: a fresh mapping at an address the kernel picks.
-    unsafe { sc(libc::SYS_mmap, [0, bytes, prot, flags, usize::MAX, 0]) }.map(|a| a as *mut u8)
+    unsafe { call(libc::SYS_mmap, [0, bytes, prot, flags, usize::MAX, 0]) }.map(|a| a as *mut u8)
 }
 
 /// Whether the page that holds `addr` can be read, asked of the kernel without reading it:
@@ -584,21 +655,29 @@ pub fn consume_signal(set: SigSet) {
     let _ = unsafe { sc(libc::SYS_rt_sigtimedwait, [p(&set), 0, p(&zero), 8, 0, 0]) };
 }
 
-/// Runs `write` with SIGPIPE and SIGTTOU blocked, so that errshim's own write to a pipe
-/// without a reader or to a terminal of another process group raises nothing in the host;
-/// a SIGPIPE that the write itself raised is taken off again. The program sees exactly the
-/// signals it would have seen without errshim.
+/// Runs `write` with SIGPIPE, SIGTTOU and SIGXFSZ blocked, so that errshim's own write to a pipe
+/// without a reader, to a terminal of another process group, or past `RLIMIT_FSIZE` raises
+/// nothing in the host (SIGXFSZ's default action kills); a SIGPIPE or SIGXFSZ that the write
+/// itself raised is taken off again. The program sees exactly the signals it would have seen
+/// without errshim.
 pub fn without_signals(mut write: impl FnMut() -> Result<usize>) -> Result<usize> {
     let pipe = sig_bit(libc::SIGPIPE);
-    let old = sigmask(libc::SIG_BLOCK, pipe | sig_bit(libc::SIGTTOU))?;
-    // A SIGPIPE can only be pending already if the program blocks it.
-    let was_pending = old & pipe != 0 && sigpending() & pipe != 0;
+    let xfsz = sig_bit(libc::SIGXFSZ);
+    let old = sigmask(libc::SIG_BLOCK, pipe | xfsz | sig_bit(libc::SIGTTOU))?;
+    // A signal can only be pending already if the program blocks it.
+    let mine = pipe | xfsz;
+    let was_pending = if old & mine != 0 { sigpending() & mine } else { 0 };
     let mut r = write();
     while r == Err(libc::EINTR) {
         r = write();
     }
-    if r == Err(libc::EPIPE) && !was_pending && sigpending() & pipe != 0 {
-        consume_signal(pipe);
+    let raised = match r {
+        Err(libc::EPIPE) => pipe,
+        Err(libc::EFBIG) => xfsz,
+        _ => 0,
+    };
+    if raised != 0 && was_pending & raised == 0 && sigpending() & raised != 0 {
+        consume_signal(raised);
     }
     let _ = sigmask(libc::SIG_SETMASK, old);
     r
