@@ -97,7 +97,7 @@ pub enum Format {
 
 #[derive(Clone, Debug)]
 pub struct Config {
-    pub rules: Vec<Rule>,
+    pub rules: std::borrow::Cow<'static, [Rule]>,
     pub log: LogDest,
     pub format: Format,
     pub summary: bool,
@@ -293,7 +293,7 @@ impl Config {
     /// built-in default rule).
     pub fn defaults() -> Config {
         Config {
-            rules: rules::parse_rules(rules::DEFAULT_RULES).unwrap_or_default(),
+            rules: std::borrow::Cow::Borrowed(rules::DEFAULTS),
             log: LogDest::Stderr,
             format: Format::Text,
             summary: false,
@@ -325,18 +325,20 @@ pub fn from_lookup(get: Lookup, set_names: &[Vec<u8>]) -> (Config, Vec<ConfigErr
         }
     }
 
-    let default_rules = || rules::parse_rules(rules::DEFAULT_RULES).unwrap_or_default();
+    let default_rules = || std::borrow::Cow::Borrowed(rules::DEFAULTS);
     let rules = match text(get, "ERRSHIM_RULES", &mut errors) {
         None => default_rules(),
-        Some(spec) => rules::parse_rules(&spec).unwrap_or_else(|e| {
-            let fallback = format!("using the default rules '{}'", rules::DEFAULT_RULES);
-            let mut err = ConfigError::new("ERRSHIM_RULES", &e.token, &e.problem, &fallback)
-                .suggest(e.suggestion)
-                .hint(e.hint.map(str::to_string));
-            err.rule = Some(e);
-            errors.push(err);
-            default_rules()
-        }),
+        Some(spec) => rules::parse_rules(&spec)
+            .map(std::borrow::Cow::Owned)
+            .unwrap_or_else(|e| {
+                let fallback = format!("using the default rules '{}'", rules::DEFAULT_RULES);
+                let mut err = ConfigError::new("ERRSHIM_RULES", &e.token, &e.problem, &fallback)
+                    .suggest(e.suggestion)
+                    .hint(e.hint.map(str::to_string));
+                err.rule = Some(e);
+                errors.push(err);
+                default_rules()
+            }),
     };
 
     let log = match get("ERRSHIM_LOG") {

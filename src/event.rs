@@ -616,7 +616,7 @@ mod tests {
         assert_eq!(CallArgs::iov(3, iov.as_ptr(), 2).requested(true), Some(10));
         assert_eq!(CallArgs::iov(3, iov.as_ptr(), 0).requested(false), Some(0));
         assert_eq!(CallArgs::iov(3, iov.as_ptr(), -1).requested(false), Some(0));
-        assert_eq!(CallArgs::iov(3, 8 as *const libc::iovec, 2).requested(false), None);
+        assert_eq!(CallArgs::iov(3, 4096 as *const libc::iovec, 2).requested(false), None);
         assert_eq!(CallArgs::iov(3, iov.as_ptr(), 1025).requested(false), None);
         let mh = libc::msghdr {
             msg_name: core::ptr::null_mut(),

@@ -344,7 +344,7 @@ fn check_rules(s: &str) {
         Ok(rs) => {
             assert_eq!(rs.len(), non_empty_parts(s), "{s:?}");
             for r in &rs {
-                assert!(!r.text.is_empty() && s.contains(r.text.as_str()), "{s:?}: {r:?}");
+                assert!(!r.text.is_empty() && s.contains(&*r.text), "{s:?}: {r:?}");
                 assert!(r.calls.bits() != 0, "{s:?}: no calls");
                 if let ErrnoSet::List(l) = &r.errnos {
                     assert!(!l.is_empty() && l.iter().all(|e| (1..4096).contains(e)), "{s:?}: {l:?}");

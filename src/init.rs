@@ -98,7 +98,7 @@ fn scan_environment() -> Vec<(Vec<u8>, Vec<u8>)> {
 fn init() {
     memory::learn_main_stack();
     sys::learn_libc();
-    real::resolve_all(|name| {
+    real::resolve_all(false, |name| {
         // Said once the destination is set up, below; rare (a libc without the function).
         MISSING.with_slot(name);
     });
@@ -161,6 +161,11 @@ fn init() {
     }
     MISSING.each(|name| log::warn!("no real {:?} after errshim; that call fails with ENOSYS", name));
 
+    if log::log_enabled!(log::Level::Debug) {
+        // Resolve again, each symbol also with dlsym: any difference is reported.
+        real::resolve_all(true, |_| {});
+        log::debug!("real functions resolved; each checked against dlsym (a difference is a warning)");
+    }
     if log::log_enabled!(log::Level::Info) {
         log::info!(
             "errshim {} loaded into pid {} ({})",

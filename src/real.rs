@@ -109,13 +109,37 @@ real_fns! {
 const OPTIONAL: [&CStr; 3] = [c"close_range", c"closefrom", c"fcntl64"];
 
 /// Resolves every real symbol, and names each that has no next definition (but for the
-/// optional ones). Then tells
-/// `inject` which read- and write-family calls may take the plain path, which calls the
-/// resolved address unchecked: those whose every real function was found.
-pub fn resolve_all(mut missing: impl FnMut(&'static CStr)) {
+/// optional ones). Then tells `inject` which read- and write-family calls may take the plain
+/// path, which calls the resolved address unchecked: those whose every real function was found.
+///
+/// Every process pays for this when it starts, so the symbols are looked up directly, the way
+/// `dlsym(RTLD_NEXT)` looks them up (`next::find`), without `dlsym`'s error machinery (which
+/// costs it more than the lookup); a symbol the direct lookup cannot answer for sure is left to
+/// `dlsym`. `check`: also ask `dlsym` for each and report any difference (debug level).
+pub fn resolve_all(check: bool, mut missing: impl FnMut(&'static CStr)) {
+    let objects = next::objects_after_errshim();
     let mut unresolved = 0;
     for f in ALL {
-        if f.resolve() == 0 {
+        let fast = objects.as_ref().and_then(|o| o.find(f.name));
+        let a = match fast {
+            Some(a) => {
+                f.addr.store(a, Relaxed);
+                a
+            }
+            None => f.resolve(),
+        };
+        if check && fast.is_some() {
+            // SAFETY: as in resolve.
+            let slow = unsafe { libc::dlsym(libc::RTLD_NEXT, f.name.as_ptr()) } as usize;
+            if slow != a {
+                log::warn!(
+                    "the direct lookup of {:?} found {a:#x}, dlsym {slow:#x}; using dlsym's",
+                    f.name
+                );
+                f.addr.store(slow, Relaxed);
+            }
+        }
+        if f.addr.load(Relaxed) == 0 {
             unresolved |= f.call.map_or(0, Call::bit);
             if !OPTIONAL.contains(&f.name) {
                 missing(f.name);
@@ -123,4 +147,294 @@ pub fn resolve_all(mut missing: impl FnMut(&'static CStr)) {
         }
     }
     inject::set_unresolved_calls(unresolved);
+}
+
+/// The lookup `dlsym(RTLD_NEXT, name)` makes from this library, done directly: the objects
+/// after errshim's own in the dynamic loader's list (the order `dl_iterate_phdr` reports, the
+/// order of the global scope for the objects loaded at start-up), and in each its dynamic
+/// symbol table through its GNU (or SysV) hash table: the first object that defines the symbol
+/// at its default version gives its address. Whatever the lookup cannot be sure of (a symbol
+/// that is an IFUNC, an object without a hash table) makes it answer None, and `dlsym` decides.
+mod next {
+    use core::ffi::{c_int, c_void, CStr};
+
+    /// An entry of a dynamic section (`Elf64_Dyn`).
+    #[repr(C)]
+    struct Dyn {
+        tag: i64,
+        val: u64,
+    }
+
+    const DT_NULL: i64 = 0;
+    const DT_HASH: i64 = 4;
+    const DT_STRTAB: i64 = 5;
+    const DT_SYMTAB: i64 = 6;
+    const DT_GNU_HASH: i64 = 0x6fff_fef5;
+    const DT_VERSYM: i64 = 0x6fff_fff0;
+
+    /// What a lookup needs of one object.
+    #[derive(Clone, Copy)]
+    struct Object {
+        base: usize,
+        symtab: *const libc::Elf64_Sym,
+        strtab: *const u8,
+        versym: *const u16,
+        gnu_hash: *const u32,
+        hash: *const u32,
+    }
+
+    pub struct Objects {
+        list: [Object; 32],
+        n: usize,
+        /// An object after errshim's could not be read: no answer is sure.
+        incomplete: bool,
+    }
+
+    struct Walk {
+        objects: Objects,
+        ours: usize,
+        seen_ours: bool,
+    }
+
+    /// Address of something in this library, to recognise its object.
+    fn here() -> usize {
+        here as *const () as usize
+    }
+
+    pub fn objects_after_errshim() -> Option<Objects> {
+        let mut w = Walk {
+            objects: Objects {
+                list: [Object {
+                    base: 0,
+                    symtab: core::ptr::null(),
+                    strtab: core::ptr::null(),
+                    versym: core::ptr::null(),
+                    gnu_hash: core::ptr::null(),
+                    hash: core::ptr::null(),
+                }; 32],
+                n: 0,
+                incomplete: false,
+            },
+            ours: here(),
+            seen_ours: false,
+        };
+        // SAFETY: the callback only reads the loader's program headers and dynamic sections.
+        unsafe { libc::dl_iterate_phdr(Some(visit), &mut w as *mut Walk as *mut c_void) };
+        (w.seen_ours && !w.objects.incomplete).then_some(w.objects)
+    }
+
+    unsafe extern "C" fn visit(info: *mut libc::dl_phdr_info, _size: usize, data: *mut c_void) -> c_int {
+        // SAFETY: data is the Walk passed to dl_iterate_phdr; info is valid during the call.
+        let (w, info) = unsafe { (&mut *(data as *mut Walk), &*info) };
+        // SAFETY: the loader's program headers for this object.
+        let phdrs = unsafe { core::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum as usize) };
+        let base = info.dlpi_addr as usize;
+        if !w.seen_ours {
+            w.seen_ours = phdrs.iter().any(|p| {
+                let start = base + p.p_vaddr as usize;
+                p.p_type == libc::PT_LOAD && (start..start + p.p_memsz as usize).contains(&w.ours)
+            });
+            return 0;
+        }
+        let Some(dynamic) = phdrs.iter().find(|p| p.p_type == libc::PT_DYNAMIC) else {
+            return 0; // nothing it could define
+        };
+        // The vDSO defines only __vdso_* symbols, none of errshim's.
+        // SAFETY: dlpi_name is a NUL-terminated string (possibly empty).
+        let name = unsafe { CStr::from_ptr(info.dlpi_name) }.to_bytes();
+        if name.starts_with(b"linux-vdso") || name.starts_with(b"linux-gate") {
+            return 0;
+        }
+        let mut o = Object {
+            base,
+            symtab: core::ptr::null(),
+            strtab: core::ptr::null(),
+            versym: core::ptr::null(),
+            gnu_hash: core::ptr::null(),
+            hash: core::ptr::null(),
+        };
+        // The loader has relocated these addresses in place (on x86-64 and aarch64); an
+        // entry below the load address is still an offset.
+        let at = |v: u64| {
+            let v = v as usize;
+            if v < base {
+                v + base
+            } else {
+                v
+            }
+        };
+        let mut d = (base + dynamic.p_vaddr as usize) as *const Dyn;
+        loop {
+            // SAFETY: the dynamic section ends with a DT_NULL entry.
+            let e = unsafe { &*d };
+            match e.tag {
+                DT_NULL => break,
+                DT_SYMTAB => o.symtab = at(e.val) as *const libc::Elf64_Sym,
+                DT_STRTAB => o.strtab = at(e.val) as *const u8,
+                DT_HASH => o.hash = at(e.val) as *const u32,
+                DT_GNU_HASH => o.gnu_hash = at(e.val) as *const u32,
+                DT_VERSYM => o.versym = at(e.val) as *const u16,
+                _ => {}
+            }
+            // SAFETY: within the dynamic section, before its DT_NULL.
+            d = unsafe { d.add(1) };
+        }
+        let objects = &mut w.objects;
+        if o.symtab.is_null()
+            || o.strtab.is_null()
+            || (o.gnu_hash.is_null() && o.hash.is_null())
+            || objects.n == objects.list.len()
+        {
+            objects.incomplete = true;
+            return 1;
+        }
+        objects.list[objects.n] = o;
+        objects.n += 1;
+        0
+    }
+
+    impl Objects {
+        /// The address `dlsym(RTLD_NEXT, name)` gives, or None when the lookup cannot be sure
+        /// (not found at all: `dlsym` says).
+        pub fn find(&self, name: &CStr) -> Option<usize> {
+            for o in &self.list[..self.n] {
+                match o.lookup(name.to_bytes()) {
+                    Lookup::Found(a) => return Some(a),
+                    Lookup::Unsure => return None,
+                    Lookup::Absent => {}
+                }
+            }
+            None
+        }
+    }
+
+    enum Lookup {
+        Found(usize),
+        Absent,
+        Unsure,
+    }
+
+    fn gnu_hash(name: &[u8]) -> u32 {
+        name.iter()
+            .fold(5381u32, |h, &c| h.wrapping_mul(33).wrapping_add(c as u32))
+    }
+
+    fn sysv_hash(name: &[u8]) -> u32 {
+        let mut h = 0u32;
+        for &c in name {
+            h = (h << 4).wrapping_add(c as u32);
+            let g = h & 0xf000_0000;
+            if g != 0 {
+                h ^= g >> 24;
+            }
+            h &= !g;
+        }
+        h
+    }
+
+    impl Object {
+        /// Whether symbol `i` is a definition of `name` at its default version.
+        fn defines(&self, i: usize, name: &[u8]) -> Lookup {
+            // SAFETY: i is an index the object's own hash table gave, within its symbol table.
+            let sym = unsafe { &*self.symtab.add(i) };
+            // SAFETY: st_name is an offset into the object's string table.
+            let sname = unsafe { CStr::from_ptr(self.strtab.add(sym.st_name as usize) as *const libc::c_char) };
+            if sname.to_bytes() != name {
+                return Lookup::Absent;
+            }
+            let bind = sym.st_info >> 4;
+            let ty = sym.st_info & 0xf;
+            if sym.st_shndx == 0 || !(bind == 1 || bind == 2) {
+                return Lookup::Absent; // undefined here, or local
+            }
+            // SAFETY: the version table has one entry per symbol.
+            if !self.versym.is_null() && unsafe { *self.versym.add(i) } & 0x8000 != 0 {
+                return Lookup::Absent; // a hidden (non-default) version
+            }
+            match ty {
+                2 | 0 => Lookup::Found(self.base + sym.st_value as usize), // STT_FUNC, STT_NOTYPE
+                _ => Lookup::Unsure,                                       // IFUNC, data, ...
+            }
+        }
+
+        fn lookup(&self, name: &[u8]) -> Lookup {
+            if !self.gnu_hash.is_null() {
+                return self.lookup_gnu(name);
+            }
+            self.lookup_sysv(name)
+        }
+
+        fn lookup_gnu(&self, name: &[u8]) -> Lookup {
+            let t = self.gnu_hash;
+            // SAFETY: the GNU hash table's header, bloom filter, buckets and chains, as the
+            // object's own loader-checked dynamic section describes them.
+            unsafe {
+                let (nbuckets, symoffset, bloom_size, shift) = (*t, *t.add(1), *t.add(2), *t.add(3));
+                if nbuckets == 0 {
+                    return Lookup::Absent;
+                }
+                let bloom = t.add(4) as *const u64;
+                let buckets = bloom.add(bloom_size as usize) as *const u32;
+                let chains = buckets.add(nbuckets as usize);
+                let h = gnu_hash(name);
+                let word = *bloom.add(((h / 64) % bloom_size.max(1)) as usize);
+                let mask = (1u64 << (h % 64)) | (1u64 << ((h >> shift) % 64));
+                if word & mask != mask {
+                    return Lookup::Absent;
+                }
+                let mut i = *buckets.add((h % nbuckets) as usize) as usize;
+                if i < symoffset as usize {
+                    return Lookup::Absent;
+                }
+                loop {
+                    let ch = *chains.add(i - symoffset as usize);
+                    if (ch | 1) == (h | 1) {
+                        match self.defines(i, name) {
+                            Lookup::Absent => {}
+                            other => return other,
+                        }
+                    }
+                    if ch & 1 != 0 {
+                        return Lookup::Absent;
+                    }
+                    i += 1;
+                }
+            }
+        }
+
+        fn lookup_sysv(&self, name: &[u8]) -> Lookup {
+            let t = self.hash;
+            // SAFETY: the SysV hash table's header, buckets and chains.
+            unsafe {
+                let (nbucket, nchain) = (*t, *t.add(1));
+                if nbucket == 0 {
+                    return Lookup::Absent;
+                }
+                let buckets = t.add(2);
+                let chains = buckets.add(nbucket as usize);
+                let mut i = *buckets.add((sysv_hash(name) % nbucket) as usize);
+                let mut steps = 0;
+                while i != 0 && i < nchain && steps < nchain {
+                    match self.defines(i as usize, name) {
+                        Lookup::Absent => {}
+                        other => return other,
+                    }
+                    i = *chains.add(i as usize);
+                    steps += 1;
+                }
+                Lookup::Absent
+            }
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn hashes() {
+            // Values from the ELF GNU hash and SysV hash definitions.
+            assert_eq!(super::gnu_hash(b""), 5381);
+            assert_eq!(super::gnu_hash(b"printf"), 0x156b_2bb8);
+            assert_eq!(super::sysv_hash(b"printf"), 0x077905a6);
+        }
+    }
 }

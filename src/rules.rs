@@ -5,6 +5,7 @@
 use crate::errno;
 use crate::sockinfo::Kind;
 use crate::suggest;
+use std::borrow::Cow;
 
 /// Every interposed call that rules can name. The fortified `__*_chk` entry points count as
 /// their plain names.
@@ -115,7 +116,7 @@ impl CallSet {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ErrnoSet {
     Any,
-    List(Vec<i32>),
+    List(Cow<'static, [i32]>),
 }
 
 impl ErrnoSet {
@@ -189,7 +190,7 @@ pub struct Rule {
     pub action: Action,
     pub fd: FdFilter,
     /// The rule as the user wrote it, for messages.
-    pub text: String,
+    pub text: Cow<'static, str>,
 }
 
 impl Rule {
@@ -202,6 +203,16 @@ impl Rule {
 
 /// The rules used when `ERRSHIM_RULES` is not set.
 pub const DEFAULT_RULES: &str = "close,shutdown:ENOTCONN:ignore";
+
+/// `DEFAULT_RULES`, parsed (a unit test checks that they agree): the default configuration
+/// needs no parsing and no allocation, in every process that starts.
+pub static DEFAULTS: &[Rule] = &[Rule {
+    calls: CallSet(1 << Call::Close as u32 | 1 << Call::Shutdown as u32),
+    errnos: ErrnoSet::List(Cow::Borrowed(&[libc::ENOTCONN])),
+    action: Action::Ignore,
+    fd: FdFilter::Sock,
+    text: Cow::Borrowed(DEFAULT_RULES),
+}];
 
 /// A rule that could not be parsed: which rule, which token, what is wrong, and the closest
 /// valid name where there is one.
@@ -279,7 +290,7 @@ fn parse_errnos(n: usize, text: &str, field: &str) -> Result<ErrnoSet, RuleError
         .map(str::trim)
         .map(|tok| parse_errno(n, text, tok))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(ErrnoSet::List(list))
+    Ok(ErrnoSet::List(list.into()))
 }
 
 fn parse_action(n: usize, text: &str, field: &str) -> Result<Action, RuleError> {
@@ -356,7 +367,7 @@ fn parse_rule(n: usize, text: &str) -> Result<Rule, RuleError> {
         errnos,
         action,
         fd,
-        text: text.trim().to_string(),
+        text: text.trim().to_string().into(),
     })
 }
 
@@ -419,7 +430,8 @@ mod tests {
         assert_eq!(r.len(), 1);
         assert!(r[0].calls.contains(Call::Close) && r[0].calls.contains(Call::Shutdown));
         assert!(!r[0].calls.contains(Call::Read));
-        assert_eq!(r[0].errnos, ErrnoSet::List(vec![libc::ENOTCONN]));
+        assert_eq!(r[0].errnos, ErrnoSet::List(vec![libc::ENOTCONN].into()));
+        assert_eq!(r, DEFAULTS, "the parsed and the built-in defaults agree");
         assert_eq!(r[0].action, Action::Ignore);
         assert_eq!(r[0].fd, FdFilter::Sock);
     }
@@ -429,7 +441,10 @@ mod tests {
         let r = parse_rules(" read,__read_chk:ENOTCONN,104:map=ECONNRESET:fd=tcp ; *:*:log:fd=any;").unwrap();
         assert_eq!(r.len(), 2);
         assert_eq!(r[0].calls.iter().collect::<Vec<_>>(), vec![Call::Read]);
-        assert_eq!(r[0].errnos, ErrnoSet::List(vec![libc::ENOTCONN, libc::ECONNRESET]));
+        assert_eq!(
+            r[0].errnos,
+            ErrnoSet::List(vec![libc::ENOTCONN, libc::ECONNRESET].into())
+        );
         assert_eq!(r[0].action, Action::Map(libc::ECONNRESET));
         assert_eq!(r[0].fd, FdFilter::Tcp);
         assert_eq!(r[1].calls, CallSet::ANY);

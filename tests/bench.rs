@@ -55,6 +55,12 @@ const MACRO: [(&str, &str); 3] = [
     ("redis-get", "redis GET"),
 ];
 const MACRO_MODES: [(&str, &str); 2] = [("none", "no preload"), ("errshim", "errshim, json log")];
+const START_MODES: [(&str, &str); 4] = [
+    ("empty", "empty preload (reference)"),
+    ("none", "no preload"),
+    ("default", "errshim, default rules"),
+    ("disable", "errshim, ERRSHIM_DISABLE=1"),
+];
 
 /// One expected row: section, benchmark, label, unit, mode, mode label, the tool it needs.
 struct Want {
@@ -106,6 +112,30 @@ fn expected_rows(with_macro: bool) -> Vec<Want> {
                 "faults" | "faults-eval" => Some(120.0),
                 _ => None,
             },
+        });
+    }
+    for (mode, mode_label) in START_MODES {
+        v.push(Want {
+            section: "start",
+            bench: "start",
+            title: "process start (fork+exec of /bin/true) (us/start)".into(),
+            unit: "us/start",
+            mode,
+            mode_label,
+            needs: None,
+            target: matches!(mode, "default" | "disable").then_some(1.05),
+        });
+    }
+    for (mode, mode_label) in START_MODES {
+        v.push(Want {
+            section: "start-instructions",
+            bench: "start",
+            title: "process start (callgrind, instr/start)".into(),
+            unit: "instr/start",
+            mode,
+            mode_label,
+            needs: Some("valgrind"),
+            target: None,
         });
     }
     if with_macro {
@@ -192,11 +222,12 @@ fn quick_run_prints_a_table_and_json_and_leaves_nothing_behind() {
 
     // Progress on stderr, one line per step.
     for step in [
-        "[1/5] tools",
-        "[2/5] build",
-        "[3/5] micro",
-        "[4/5] instruction",
-        "[5/5] servers",
+        "[1/6] tools",
+        "[2/6] build",
+        "[3/6] micro",
+        "[4/6] instruction",
+        "[5/6] process start",
+        "[6/6] servers",
     ] {
         assert!(
             r.stderr.contains(step),
@@ -249,7 +280,7 @@ fn quick_run_prints_a_table_and_json_and_leaves_nothing_behind() {
             .unwrap_or_else(|_| panic!("a number as median in '{line}'"));
         assert!(median > 0.0, "'{line}'");
         let vs = cells[2];
-        if w.section == "instructions" {
+        if w.section == "instructions" || w.section == "start-instructions" {
             assert_eq!(cells[1], "exact", "'{line}'");
             vs.parse::<f64>()
                 .unwrap_or_else(|_| panic!("extra instructions in '{line}'"));
@@ -304,6 +335,7 @@ fn quick_run_prints_a_table_and_json_and_leaves_nothing_behind() {
     let rounds = |section: &str| match section {
         "micro" => doc["config"]["rounds"].as_u64().unwrap() as usize,
         "macro" => doc["config"]["macro_rounds"].as_u64().unwrap() as usize,
+        "start" => doc["config"]["start_rounds"].as_u64().unwrap() as usize,
         _ => 1,
     };
     let rows = doc["rows"].as_array().expect("rows");
@@ -344,10 +376,18 @@ fn quick_run_prints_a_table_and_json_and_leaves_nothing_behind() {
                     assert_eq!(vs, 0.0, "{what}");
                 }
             }
+            "start-instructions" => {
+                assert_eq!(row["vs_none_kind"], "delta", "{what}");
+                if w.mode == "empty" {
+                    assert_eq!(vs, 0.0, "{what}");
+                }
+            }
             _ => {
                 assert_eq!(row["vs_none_kind"], "ratio", "{what}");
                 assert!(vs > 0.0, "{what}: {row}");
-                if w.mode == "none" {
+                // The reference row: "none", or for process start the empty preload.
+                let reference = if w.section == "start" { "empty" } else { "none" };
+                if w.mode == reference {
                     assert!((vs - 1.0).abs() < 1e-9, "{what}: {row}");
                 }
                 if w.section == "micro" && w.mode != "strace" {

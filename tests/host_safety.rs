@@ -181,6 +181,43 @@ fn real_function_called_exactly_once() {
     assert_eq!(mapped.events().len(), 8, "{}", mapped.describe());
 }
 
+/// errshim finds the real functions without `dlsym` (the same search `dlsym(RTLD_NEXT)` makes,
+/// done directly, because every process start pays for it): with a counting interposer behind
+/// errshim, every address must be the interposer's where it defines the function and libc's
+/// elsewhere, exactly what `dlsym` says; at debug level errshim checks each against `dlsym` and
+/// warns on any difference.
+#[test]
+fn real_functions_are_found_as_dlsym_finds_them() {
+    let interposer = shared_lib("interposer");
+    let dir = TempDir::new("lookup");
+    for with_interposer in [false, true] {
+        let mut c = Cmd::new(host_safety())
+            .args(["counts"])
+            .env("INTERPOSER_OUT", dir.path("counts"))
+            .shim()
+            .env("ERRSHIM_LOG_LEVEL", "debug");
+        if with_interposer {
+            c = c.also_preload(interposer.clone());
+        }
+        let r = c.run();
+        r.assert_ok();
+        assert!(
+            r.stderr
+                .contains("errshim: debug: real functions resolved; each checked against dlsym"),
+            "{}",
+            r.describe()
+        );
+        assert!(!r.stderr.contains("the direct lookup of"), "{}", r.stderr);
+        if with_interposer {
+            assert_eq!(
+                counts(&dir.path("counts"))["read"],
+                2,
+                "the interposer saw errshim's calls"
+            );
+        }
+    }
+}
+
 /// An interposer whose close() really closes and then reports ENOTCONN (the only way close()
 /// can yield ENOTCONN on Linux). With the default rules (`fd=sock`) errshim reports success for
 /// a socket's close and logs it; a pipe's close keeps the interposer's -1/ENOTCONN. Either way
