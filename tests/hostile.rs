@@ -714,3 +714,102 @@ fn vfork_children_change_nothing_of_the_parents() {
         assert_eq!(shut["cause"], "peer_reset", "{shut}");
     }
 }
+
+const CLOSERS: [&str; 7] = ["asm", "uring", "syscall", "close_range", "fclose", "dup2", "asm_dup2"];
+const REUSERS: [&str; 10] = [
+    "socket",
+    "asm_socket",
+    "open",
+    "pipe",
+    "eventfd",
+    "epoll",
+    "fcntl",
+    "accept",
+    "scm_rights",
+    "udp",
+];
+
+/// The kind the new descriptor really has (as errshim names kinds).
+fn true_kind(closer: &str, reuser: &str) -> &'static str {
+    let replaced = closer.ends_with("dup2");
+    match reuser {
+        "open" | "pipe" => "not-a-socket",
+        "udp" => "udp4",
+        _ if replaced => "unix-stream",
+        "eventfd" | "epoll" => "not-a-socket",
+        "accept" => "tcp4",
+        "scm_rights" => "unix-dgram",
+        _ => "unix-stream",
+    }
+}
+
+/// One notion of identity, against every way a number is reused behind the hooks: a connected
+/// TCP socket with a history (an event, a peer) is closed where no hook sees it (a syscall
+/// instruction, io_uring) or where one does (glibc's syscall(), close_range through it, fclose,
+/// dup2 over it, and dup2 by a syscall instruction), and its number is taken by every kind of
+/// descriptor (sockets through hooks and not, files, pipes, eventfd, epoll, F_DUPFD, accept,
+/// SCM_RIGHTS, UDP). Then: every event on the new descriptor names its true kind and nothing of
+/// the old connection (no `connected`, not its peer), and a fault rule for TCP sockets fires
+/// only where the new descriptor is one (what the program gets is otherwise exactly what it
+/// gets without errshim).
+#[test]
+fn identity_survives_every_reuse_behind_the_hooks() {
+    for closer in CLOSERS {
+        for reuser in REUSERS {
+            let args = ["identity", closer, reuser];
+            let what = format!("{closer}/{reuser}");
+            let bare = run(&args, false, &[]);
+            bare.assert_ok();
+            let r = run(
+                &args,
+                true,
+                &[("ERRSHIM_RULES", "*:*:log:fd=any"), ("ERRSHIM_FORMAT", "json")],
+            );
+            r.assert_ok();
+            assert_eq!(results(&r), results(&bare), "{what}: results");
+            let fd: i64 = value(r.out_lines("identity new ")[0], "fd").parse().unwrap();
+            let evs = json_events(&r);
+            let old = evs
+                .iter()
+                .find(|e| e["call"] == "recv")
+                .unwrap_or_else(|| panic!("{what}: the old socket's event\n{}", r.describe()));
+            let old_peer = old["peer"].as_str().unwrap().to_string();
+            assert!(old_peer.starts_with("127.0.0.1:"), "{what}: {old}");
+            let new: Vec<&serde_json::Value> = evs.iter().filter(|e| e["fd"] == fd && e["call"] != "recv").collect();
+            let failed = ["read", "shutdown", "write"]
+                .iter()
+                .filter(|s| results(&bare)[**s].0 < 0)
+                .count();
+            assert!(failed >= 2, "{what}: the calls fail\n{}", bare.describe());
+            assert_eq!(new.len(), failed, "{what}: an event per failed call\n{}", r.describe());
+            for e in new {
+                assert_eq!(e["kind"], true_kind(closer, reuser), "{what}: {e}");
+                let history: Vec<&str> = e["history"]
+                    .as_array()
+                    .map(|h| h.iter().filter_map(|w| w.as_str()).collect())
+                    .unwrap_or_default();
+                assert!(!history.contains(&"connected"), "{what}: the old history: {e}");
+                assert_ne!(e["peer"].as_str(), Some(old_peer.as_str()), "{what}: the old peer: {e}");
+            }
+
+            let f = run(
+                &args,
+                true,
+                &[("ERRSHIM_RULES", ""), ("ERRSHIM_FAULTS", "read,write:EIO:fd=tcp")],
+            );
+            f.assert_ok();
+            let (got, mut want) = (results(&f), results(&bare));
+            if true_kind(closer, reuser) == "tcp4" {
+                want.insert("read".into(), (-1, libc::EIO));
+                want.insert("write".into(), (-1, libc::EIO));
+            }
+            assert_eq!(
+                got,
+                want,
+                "{what}: a TCP fault rule on a {}\n{}",
+                true_kind(closer, reuser),
+                f.describe()
+            );
+        }
+    }
+}
