@@ -232,13 +232,7 @@ fn run_with_full_stderr(args: &[&str], env: &[(&str, &str)]) -> (Run, usize) {
         while libc::write(wr.as_raw_fd(), b"x".as_ptr().cast(), 1) == 1 {}
         libc::fcntl(wr.as_raw_fd(), libc::F_SETFL, fl);
     }
-    let mut cmd = std::process::Command::new(hostile());
-    for (k, _) in std::env::vars_os() {
-        let k = k.to_string_lossy().into_owned();
-        if k.starts_with("ERRSHIM_") || k == "LD_PRELOAD" {
-            cmd.env_remove(k);
-        }
-    }
+    let mut cmd = clean_command(hostile());
     cmd.args(args).env("LD_PRELOAD", lib());
     for (k, v) in env {
         cmd.env(k, v);

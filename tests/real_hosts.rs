@@ -213,18 +213,6 @@ impl Drop for Cleanup {
     }
 }
 
-/// A command with no inherited ERRSHIM_* or LD_PRELOAD: each test sets exactly what it means.
-fn clean_command(program: impl AsRef<std::ffi::OsStr>) -> Command {
-    let mut cmd = Command::new(program);
-    for (k, _) in std::env::vars_os() {
-        let k = k.to_string_lossy().into_owned();
-        if k.starts_with("ERRSHIM_") || k == "LD_PRELOAD" {
-            cmd.env_remove(k);
-        }
-    }
-    cmd
-}
-
 /// Preloads errshim into `cmd` with the variables `env`.
 fn with_errshim(cmd: &mut Command, env: &[(&str, String)]) {
     cmd.env("LD_PRELOAD", lib());

@@ -162,18 +162,23 @@ pub struct Cmd {
     stderr_file: Option<PathBuf>,
 }
 
+/// A command with no inherited ERRSHIM_* or LD_PRELOAD: each test sets exactly what it means.
+pub fn clean_command(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut cmd = Command::new(program);
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy().into_owned();
+        if k.starts_with("ERRSHIM_") || k == "LD_PRELOAD" {
+            cmd.env_remove(k);
+        }
+    }
+    cmd
+}
+
 impl Cmd {
     /// A child with no inherited ERRSHIM_* or LD_PRELOAD variables.
     pub fn new(program: impl AsRef<std::ffi::OsStr>) -> Cmd {
-        let mut cmd = Command::new(program);
-        for (k, _) in std::env::vars_os() {
-            let k = k.to_string_lossy().into_owned();
-            if k.starts_with("ERRSHIM_") || k == "LD_PRELOAD" {
-                cmd.env_remove(k);
-            }
-        }
         Cmd {
-            cmd,
+            cmd: clean_command(program),
             preload: Vec::new(),
             timeout: Duration::from_secs(60),
             stdin: None,
