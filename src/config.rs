@@ -104,7 +104,9 @@ pub struct Config {
     pub backtrace: bool,
     /// `ERRSHIM_COUNT=1`: the hooks count bytes and note the last call per socket.
     pub count: bool,
-    pub faults: crate::faults::FaultSet,
+    /// The fault rules, on the heap when there are any (the set is large, and the default
+    /// configuration is built on every process start).
+    pub faults: Option<Box<crate::faults::FaultSet>>,
     /// None: pick one at startup (and say which).
     pub seed: Option<u64>,
     /// The control file's path, as bytes.
@@ -191,11 +193,25 @@ impl fmt::Display for ConfigError {
     }
 }
 
+/// A boolean variable's value: `1`/`true`/`yes`/`on` or `0`/`false`/`no`/`off` (any case,
+/// blanks around it), empty for false; None for anything else. Allocates nothing (the
+/// constructor asks it about `ERRSHIM_DISABLE` before anything else).
+pub fn truth(value: &[u8]) -> Option<bool> {
+    let v = value.trim_ascii();
+    let is = |w: &str| v.eq_ignore_ascii_case(w.as_bytes());
+    if ["1", "true", "yes", "on"].into_iter().any(is) {
+        Some(true)
+    } else if v.is_empty() || ["0", "false", "no", "off"].into_iter().any(is) {
+        Some(false)
+    } else {
+        None
+    }
+}
+
 fn bool_var(name: &str, value: &str, errors: &mut Vec<ConfigError>) -> bool {
-    match value.trim().to_ascii_lowercase().as_str() {
-        "1" | "true" | "yes" | "on" => true,
-        "" | "0" | "false" | "no" | "off" => false,
-        _ => {
+    match truth(value.as_bytes()) {
+        Some(b) => b,
+        None => {
             errors.push(ConfigError::new(
                 name,
                 value,
@@ -289,8 +305,14 @@ pub fn parse_level(value: &str) -> Option<LevelFilter> {
 }
 
 impl Config {
+    /// The fault rules of `ERRSHIM_FAULTS` (none by default).
+    pub fn fault_set(&self) -> &crate::faults::FaultSet {
+        self.faults.as_deref().unwrap_or(&crate::faults::FaultSet::EMPTY)
+    }
+
     /// The configuration with every variable at its default (no rule parsing beyond the
     /// built-in default rule).
+    #[link_section = ".text.errshim_startup"]
     pub fn defaults() -> Config {
         Config {
             rules: std::borrow::Cow::Borrowed(rules::DEFAULTS),
@@ -299,7 +321,7 @@ impl Config {
             summary: false,
             backtrace: false,
             count: false,
-            faults: crate::faults::FaultSet::EMPTY,
+            faults: None,
             seed: None,
             control: None,
             strict: false,
@@ -373,16 +395,15 @@ pub fn from_lookup(get: Lookup, set_names: &[Vec<u8>]) -> (Config, Vec<ConfigErr
     let backtrace = flag("ERRSHIM_BACKTRACE", &mut errors);
     let count = flag("ERRSHIM_COUNT", &mut errors);
 
-    let faults = match text(get, "ERRSHIM_FAULTS", &mut errors) {
-        None => crate::faults::FaultSet::EMPTY,
-        Some(spec) => crate::faults::parse(&spec).unwrap_or_else(|e| {
+    let faults = text(get, "ERRSHIM_FAULTS", &mut errors).map(|spec| {
+        Box::new(crate::faults::parse(&spec).unwrap_or_else(|e| {
             let mut err = ConfigError::new("ERRSHIM_FAULTS", e.token.as_str(), e.problem, "injecting no faults");
             err.suggestion = e.suggestion.map(str::to_string);
             err.rule_text = Some((e.rule, e.rule_text.as_str().to_string()));
             errors.push(err);
             crate::faults::FaultSet::EMPTY
-        }),
-    };
+        }))
+    });
     let seed = text(get, "ERRSHIM_SEED", &mut errors).and_then(|v| match v.trim().parse::<u64>() {
         Ok(n) => Some(n),
         Err(_) => {
@@ -505,7 +526,7 @@ impl Config {
                 what
             ));
         }
-        for (i, r) in self.faults.rules().iter().enumerate() {
+        for (i, r) in self.fault_set().rules().iter().enumerate() {
             out.push(format!("fault rule {}: {}", i + 1, crate::faults::explain(r)));
         }
         if let Some(c) = &self.control {
@@ -514,7 +535,7 @@ impl Config {
                 Esc(c)
             ));
         }
-        if !self.faults.rules().is_empty() || self.control.is_some() {
+        if !self.fault_set().rules().is_empty() || self.control.is_some() {
             out.push(match self.seed {
                 Some(s) => format!("seed: {s}"),
                 None => "seed: random, chosen at startup and logged".to_string(),
@@ -652,11 +673,11 @@ mod tests {
         ]);
         assert!(e.is_empty());
         assert_eq!(
-            (c.faults.n, c.seed, c.control.as_deref()),
+            (c.fault_set().n, c.seed, c.control.as_deref()),
             (1, Some(7), Some(&b"/tmp/f"[..]))
         );
         let (c, e) = parse(&[("ERRSHIM_FAULTS", "read:EIO;write:ECONNRESTE")]);
-        assert_eq!(c.faults.n, 0);
+        assert_eq!(c.fault_set().n, 0);
         let line = e[0].to_string();
         assert!(
             line.contains("'ECONNRESTE' in rule 2 of ERRSHIM_FAULTS ('write:ECONNRESTE'); did you mean ECONNRESET?"),

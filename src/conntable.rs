@@ -121,6 +121,7 @@ static HIGH: AtomicUsize = AtomicUsize::new(0);
 
 const MAX_ENTRIES: u64 = 1 << 20;
 
+#[link_section = ".text.errshim_startup"]
 pub fn init() {
     if LEN.load(Relaxed) != 0 {
         return;

@@ -4,7 +4,7 @@ use crate::errno_table::ERRNO_NAMES;
 
 /// The canonical name of an errno value (`ENOTCONN`), if Linux defines it.
 pub fn name(errno: i32) -> Option<&'static str> {
-    ERRNO_NAMES.iter().find(|&&(n, _)| n == errno).map(|&(_, s)| s)
+    ERRNO_NAMES.iter().find(|(n, _)| *n == errno).map(|(_, s)| s.as_str())
 }
 
 /// Parses `ENOTCONN` (any case) or a number from 1 to 4095.
@@ -14,13 +14,13 @@ pub fn parse(token: &str) -> Option<i32> {
     }
     ERRNO_NAMES
         .iter()
-        .find(|(_, s)| s.eq_ignore_ascii_case(token))
+        .find(|(_, s)| s.as_str().eq_ignore_ascii_case(token))
         .map(|&(n, _)| n)
 }
 
 /// All names, for suggestions.
 pub fn names() -> impl Iterator<Item = &'static str> {
-    ERRNO_NAMES.iter().map(|&(_, s)| s)
+    ERRNO_NAMES.iter().map(|(_, s)| s.as_str())
 }
 
 /// Writes `ENOTCONN`, or the number when the value has no name.
@@ -45,6 +45,7 @@ static TLS_OFFSET: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicU
 use crate::sys::thread_pointer;
 
 /// Learns errno's offset from the thread pointer (from the constructor).
+#[link_section = ".text.errshim_startup"]
 pub fn learn_location() {
     #[cfg(target_arch = "x86_64")]
     {

@@ -590,8 +590,8 @@ fn check_config(rng: &mut Rng) {
         _ => assert_eq!(cfg.rules, rules::parse_rules(rules::DEFAULT_RULES).unwrap()),
     }
     match map.get("ERRSHIM_FAULTS") {
-        Some(v) if !failed("ERRSHIM_FAULTS") => assert_eq!(cfg.faults, faults::parse(v).unwrap()),
-        _ => assert_eq!(cfg.faults.n, 0),
+        Some(v) if !failed("ERRSHIM_FAULTS") => assert_eq!(*cfg.fault_set(), faults::parse(v).unwrap()),
+        _ => assert_eq!(cfg.fault_set().n, 0),
     }
     if failed("ERRSHIM_LOG") || !map.contains_key("ERRSHIM_LOG") {
         assert_eq!(cfg.log, config::LogDest::Stderr);

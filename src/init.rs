@@ -11,14 +11,13 @@
 
 use crate::config::{self, Config};
 use crate::fmtbuf::StackBuf;
+use crate::once::SetOnce;
 use crate::rules::Call;
 use crate::{backtrace, conntable, inject, logger, memory, real, rules, summary, sys};
 use core::ffi::{c_char, CStr};
 use core::fmt::Write;
-use once_cell::sync::OnceCell;
 
-static CONFIG: OnceCell<Config> = OnceCell::new();
-static COMM: OnceCell<([u8; 16], usize)> = OnceCell::new();
+static CONFIG: SetOnce<Config> = SetOnce::new();
 
 /// The configuration, once the constructor has finished; `None` before that or when disabled.
 #[inline(always)]
@@ -27,24 +26,20 @@ pub fn config() -> Option<&'static Config> {
 }
 
 /// The program's name as the kernel set it at `exec` (`comm`: the executed file's name, at
-/// most 15 bytes), worked out without a system call from the auxiliary vector.
+/// most 15 bytes), worked out without a system call from the auxiliary vector (or argv[0]).
+/// Both are the process's own strings, which live as long as it does.
 pub fn comm() -> &'static [u8] {
-    let (b, n) = COMM.get_or_init(|| {
-        let mut b = [0u8; 16];
-        // SAFETY: getauxval only reads the auxiliary vector.
-        let p = unsafe { libc::getauxval(libc::AT_EXECFN) } as *const c_char;
-        let name = if p.is_null() {
-            argv0().unwrap_or(b"?")
-        } else {
-            // SAFETY: AT_EXECFN points at the NUL-terminated path given to execve.
-            let path = unsafe { CStr::from_ptr(p) }.to_bytes();
-            path.rsplit(|&c| c == b'/').next().unwrap_or(path)
-        };
-        let n = name.len().min(15);
-        b[..n].copy_from_slice(&name[..n]);
-        (b, n)
-    });
-    b.get(..*n).unwrap_or(b"?")
+    // SAFETY: getauxval only reads the auxiliary vector.
+    let p = unsafe { libc::getauxval(libc::AT_EXECFN) } as *const c_char;
+    let name = if p.is_null() {
+        argv0().unwrap_or(b"?")
+    } else {
+        // SAFETY: AT_EXECFN points at the NUL-terminated path given to execve, on the initial
+        // stack, which is never freed.
+        let path = unsafe { CStr::from_ptr(p) }.to_bytes();
+        path.rsplit(|&c| c == b'/').next().unwrap_or(path)
+    };
+    name.get(..15).unwrap_or(name)
 }
 
 fn diag_line(args: core::fmt::Arguments<'_>) {
@@ -66,68 +61,80 @@ fn argv0() -> Option<&'static [u8]> {
     (!p.is_null()).then(|| unsafe { CStr::from_ptr(p) }.to_bytes())
 }
 
-/// The `ERRSHIM_*` variables, as bytes: a scan of `environ` that allocates only when one is
-/// found.
-fn scan_environment() -> Vec<(Vec<u8>, Vec<u8>)> {
-    let mut vars = Vec::new();
+/// The entries of `environ` that start with `prefix`, as bytes; allocates nothing. Each entry is
+/// compared byte by byte (a mismatch, the NUL included, stops it): most are not errshim's,
+/// and measuring each would read all of the environment.
+#[link_section = ".text.errshim_startup"]
+fn environment(prefix: &'static [u8]) -> impl Iterator<Item = &'static [u8]> {
     // SAFETY: environ is the process's NUL-terminated array of NUL-terminated strings; nothing
     // changes it while the constructor runs.
     let mut p = unsafe { environ };
-    if p.is_null() {
-        return vars;
-    }
-    loop {
+    core::iter::from_fn(move || loop {
+        if p.is_null() {
+            return None;
+        }
         // SAFETY: as above.
         let entry = unsafe { *p };
         if entry.is_null() {
-            break;
-        }
-        // SAFETY: as above.
-        let s = unsafe { CStr::from_ptr(entry) }.to_bytes();
-        if s.starts_with(b"ERRSHIM_") {
-            if let Some(eq) = s.iter().position(|&c| c == b'=') {
-                vars.push((s[..eq].to_vec(), s[eq + 1..].to_vec()));
-            }
+            return None;
         }
         // SAFETY: stays within the array, which ends with a null entry.
         p = unsafe { p.add(1) };
-    }
-    vars
+        // SAFETY: as above; no byte past the entry's NUL is read.
+        if prefix
+            .iter()
+            .enumerate()
+            .all(|(k, &c)| unsafe { *entry.add(k) } as u8 == c)
+        {
+            // SAFETY: as above.
+            return Some(unsafe { CStr::from_ptr(entry) }.to_bytes());
+        }
+    })
 }
 
+/// The value of the environment variable `name` (given with its '='), without allocating.
+#[link_section = ".text.errshim_startup"]
+fn env_value(name_eq: &'static [u8]) -> Option<&'static [u8]> {
+    environment(name_eq).next().map(|e| &e[name_eq.len()..])
+}
+
+/// The `ERRSHIM_*` variables, as bytes: a scan of `environ` that allocates only when one is
+/// found.
+#[link_section = ".text.errshim_startup"]
+fn scan_environment() -> Vec<(Vec<u8>, Vec<u8>)> {
+    environment(b"ERRSHIM_")
+        .filter_map(|s| {
+            let eq = s.iter().position(|&c| c == b'=')?;
+            Some((s[..eq].to_vec(), s[eq + 1..].to_vec()))
+        })
+        .collect()
+}
+
+#[link_section = ".text.errshim_startup"]
 fn init() {
     memory::learn_main_stack();
-    sys::learn_libc();
     real::resolve_all(false, |name| {
         // Said once the destination is set up, below; rare (a libc without the function).
         MISSING.with_slot(name);
     });
     crate::errno::learn_location();
-    let vars = scan_environment();
-    let get = |name: &str| {
-        vars.iter()
-            .find(|(k, _)| k.as_slice() == name.as_bytes())
-            .map(|(_, v)| v.clone())
-    };
     // SAFETY: getauxval only reads the auxiliary vector.
     let secure = unsafe { libc::getauxval(libc::AT_SECURE) } != 0;
+    // ERRSHIM_DISABLE=1: nothing more, not even a copy of the other variables.
+    if !secure && env_value(b"ERRSHIM_DISABLE=").and_then(config::truth) == Some(true) {
+        return;
+    }
+    let vars = scan_environment();
     // In secure-execution mode (setuid, setgid, file capabilities) nothing from the
     // environment is used: an unprivileged caller's variables must not change what a
     // privileged program does, nor send its data elsewhere.
-    if !secure && config::disabled(&get) {
-        return;
-    }
-    if !secure && (get("ERRSHIM_ONLY_CMDS").is_some() || get("ERRSHIM_SKIP_CMDS").is_some()) {
-        let names = [comm(), argv0().unwrap_or(b"")];
-        if !config::acts_in(&get, &names) {
-            return; // ERRSHIM_ONLY_CMDS / ERRSHIM_SKIP_CMDS: a pure pass-through in this process
-        }
-    }
     let (cfg, errors) = if secure || vars.is_empty() {
         (Config::defaults(), Vec::new())
     } else {
-        let names: Vec<Vec<u8>> = vars.iter().map(|(k, _)| k.clone()).collect();
-        config::from_lookup(&get, &names)
+        match configure(&vars) {
+            Some(c) => c,
+            None => return, // disabled, or not for this program (ONLY/SKIP_CMDS)
+        }
     };
 
     // Before any system call that is gated (the first one looks at the seccomp state).
@@ -138,7 +145,53 @@ fn init() {
         log::set_max_level(cfg.level);
     }
     logger::init(&cfg.log);
-    for e in &errors {
+    if !errors.is_empty() || (secure && !vars.is_empty()) || MISSING.any() || log::log_enabled!(log::Level::Info) {
+        say_at_start(&cfg, &errors, secure, &vars);
+    }
+    // Byte counts run on the careful path: arm the calls that move data.
+    conntable::set_counting(cfg.count);
+    let data_calls = Call::ALL.iter().filter(|c| !matches!(c, Call::Shutdown | Call::Close));
+    let counted = if cfg.count {
+        data_calls.fold(0, |m, c| m | c.bit())
+    } else {
+        0
+    };
+    inject::set_config_calls(rules::succeeding_calls(&cfg.rules) | counted);
+    if cfg.fault_set().n > 0 || cfg.control.is_some() || cfg.summary || cfg.backtrace {
+        start_extras(&cfg);
+    }
+    let _ = CONFIG.set(cfg);
+}
+
+/// The configuration from the `ERRSHIM_*` variables that are set; None when errshim does not
+/// act in this process (`ERRSHIM_DISABLE=1`, `ERRSHIM_ONLY_CMDS`, `ERRSHIM_SKIP_CMDS`). Out of
+/// line: most processes have no such variable, and its frame is large.
+#[inline(never)]
+fn configure(vars: &[(Vec<u8>, Vec<u8>)]) -> Option<(Config, Vec<config::ConfigError>)> {
+    let get = |name: &str| {
+        vars.iter()
+            .find(|(k, _)| k.as_slice() == name.as_bytes())
+            .map(|(_, v)| v.clone())
+    };
+    if config::disabled(&get) {
+        return None;
+    }
+    if get("ERRSHIM_ONLY_CMDS").is_some() || get("ERRSHIM_SKIP_CMDS").is_some() {
+        let names = [comm(), argv0().unwrap_or(b"")];
+        if !config::acts_in(&get, &names) {
+            return None;
+        }
+    }
+    let names: Vec<Vec<u8>> = vars.iter().map(|(k, _)| k.clone()).collect();
+    Some(config::from_lookup(&get, &names))
+}
+
+/// What errshim says when it loads: configuration errors (and strict mode's exit), what
+/// secure-execution mode ignored, real functions that are missing, and at info level the
+/// effective configuration.
+#[inline(never)]
+fn say_at_start(cfg: &Config, errors: &[config::ConfigError], secure: bool, vars: &[(Vec<u8>, Vec<u8>)]) {
+    for e in errors {
         diag_line(format_args!("{e}"));
     }
     if secure && !vars.is_empty() {
@@ -160,43 +213,40 @@ fn init() {
         unsafe { libc::_exit(2) };
     }
     MISSING.each(|name| log::warn!("no real {:?} after errshim; that call fails with ENOSYS", name));
-
     if log::log_enabled!(log::Level::Debug) {
         // Resolve again, each symbol also with dlsym: any difference is reported.
         real::resolve_all(true, |_| {});
         log::debug!("real functions resolved; each checked against dlsym (a difference is a warning)");
     }
+    log::info!(
+        "errshim {} loaded into pid {} ({})",
+        env!("CARGO_PKG_VERSION"),
+        sys::getpid(),
+        crate::escape::Esc(comm())
+    );
     if log::log_enabled!(log::Level::Info) {
-        log::info!(
-            "errshim {} loaded into pid {} ({})",
-            env!("CARGO_PKG_VERSION"),
-            sys::getpid(),
-            crate::escape::Esc(comm())
-        );
         for line in cfg.describe() {
             log::info!("{line}");
         }
     }
+}
+
+/// Fault rules, the control file, the exit summary and backtraces: set up when configured.
+#[inline(never)]
+fn start_extras(cfg: &Config) {
     if cfg.backtrace {
         backtrace::prepare();
     }
-    // Byte counts run on the careful path: arm the calls that move data.
-    conntable::set_counting(cfg.count);
-    let data_calls = Call::ALL.iter().filter(|c| !matches!(c, Call::Shutdown | Call::Close));
-    let counted = if cfg.count {
-        data_calls.fold(0, |m, c| m | c.bit())
-    } else {
-        0
-    };
-    inject::set_config_calls(rules::succeeding_calls(&cfg.rules) | counted);
-    let faults = cfg.faults.n > 0 || cfg.control.is_some();
-    if faults {
+    if cfg.fault_set().n > 0 || cfg.control.is_some() {
         let seed = cfg.seed.or_else(sys::random_u64).unwrap_or_else(fallback_seed);
-        inject::init(&cfg.faults, seed);
+        inject::init(cfg.fault_set(), seed);
         if let Some(path) = &cfg.control {
             inject::watch(path);
         }
-        startup_line(&cfg, seed);
+        startup_line(cfg, seed);
+    }
+    if cfg.summary {
+        summary::enable();
     }
     if cfg.summary || cfg.control.is_some() {
         // A forked child's summary counts its own events only, and a reload the parent had
@@ -204,7 +254,6 @@ fn init() {
         // SAFETY: registers a handler that only stores into atomics.
         unsafe { libc::pthread_atfork(None, None, Some(child_after_fork)) };
     }
-    let _ = CONFIG.set(cfg);
 }
 
 /// A seed when the kernel gives no random bits: the clock and the pid.
@@ -232,6 +281,11 @@ impl Missing {
         }
     }
 
+    fn any(&self) -> bool {
+        use core::sync::atomic::Ordering::Relaxed;
+        self.names.iter().any(|s| !s.load(Relaxed).is_null())
+    }
+
     fn each(&self, mut f: impl FnMut(&CStr)) {
         use core::sync::atomic::Ordering::Relaxed;
         for slot in &self.names {
@@ -252,7 +306,7 @@ static MISSING: Missing = Missing {
 /// replayed with ERRSHIM_SEED.
 fn startup_line(cfg: &Config, seed: u64) {
     let mut b = StackBuf::<1024>::new();
-    let (pid, n) = (sys::getpid(), cfg.faults.n);
+    let (pid, n) = (sys::getpid(), cfg.fault_set().n);
     let control: &[u8] = cfg.control.as_deref().unwrap_or(b"");
     match cfg.format {
         config::Format::Text => {
@@ -293,14 +347,25 @@ extern "C" fn child_after_fork() {
 
 /// At exit: the summary, when asked for (and only from a process that had something to say),
 /// and how many lines could not be written, if any.
+#[link_section = ".text.errshim_startup"]
 extern "C" fn destructor() {
+    let Some(cfg) = config() else {
+        return;
+    };
+    // Nothing to say (the common case): return without touching the stack pages and code that
+    // saying it takes.
+    if (cfg.summary && summary::any()) || logger::dropped() > 0 {
+        at_exit(cfg);
+    }
+}
+
+#[inline(never)]
+fn at_exit(cfg: &'static Config) {
     let _ = std::panic::catch_unwind(|| {
-        if let Some(cfg) = config() {
-            if cfg.summary {
-                summary::report(cfg.format, comm());
-            }
-            logger::report_dropped();
+        if cfg.summary {
+            summary::report(cfg.format, comm());
         }
+        logger::report_dropped();
     });
 }
 
@@ -308,6 +373,7 @@ extern "C" fn destructor() {
 #[link_section = ".fini_array"]
 static DESTRUCTOR: extern "C" fn() = destructor;
 
+#[link_section = ".text.errshim_startup"]
 extern "C" fn constructor() {
     // Never take the host down: a bug here leaves errshim as a pass-through.
     let _ = std::panic::catch_unwind(init);

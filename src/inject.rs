@@ -14,6 +14,7 @@ use crate::rules::Call;
 use crate::sockinfo::{self, Addr, Kind};
 use crate::{errno, process, sys};
 use core::cell::UnsafeCell;
+use core::mem::MaybeUninit;
 use core::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
 
 /// A rule's hot fields, precomputed at install so the per-call decision reads one small
@@ -55,8 +56,11 @@ impl Hot {
 struct Slot {
     /// Odd while being written.
     seq: AtomicU64,
-    set: UnsafeCell<FaultSet>,
-    hot: UnsafeCell<[Hot; MAX_RULES]>,
+    /// The rules and their hot fields: zero bytes until the slot's first install (the slots
+    /// are fresh pages, see SLOTS). Only rules whose bits `by_call` holds are ever read, and
+    /// `install` writes every rule first.
+    set: UnsafeCell<MaybeUninit<FaultSet>>,
+    hot: UnsafeCell<MaybeUninit<[Hot; MAX_RULES]>>,
     /// Each rule's random key (`faults::rule_key`), computed when the set is installed.
     keys: [AtomicU64; MAX_RULES],
     /// Per `Call`, a bit per rule that names it.
@@ -70,23 +74,49 @@ struct Slot {
 unsafe impl Sync for Slot {}
 
 impl Slot {
-    const fn new() -> Slot {
-        Slot {
-            seq: AtomicU64::new(0),
-            set: UnsafeCell::new(FaultSet::EMPTY),
-            hot: UnsafeCell::new([Hot::NONE; MAX_RULES]),
-            keys: [const { AtomicU64::new(0) }; MAX_RULES],
-            by_call: [const { AtomicU32::new(0) }; 12],
-            matched: [const { AtomicU64::new(0) }; MAX_RULES],
-            injected: [const { AtomicU64::new(0) }; MAX_RULES],
-        }
+    /// Rule `i`'s hot fields.
+    ///
+    /// # Safety
+    /// `i` is below MAX_RULES and the slot has been installed (its `by_call` names rule `i`,
+    /// or this is the active slot after an install); it is not being written.
+    #[inline(always)]
+    unsafe fn hot(&self, i: usize) -> &Hot {
+        (*self.hot.get()).assume_init_ref().get_unchecked(i)
+    }
+
+    /// Rule `i`. Safety: as for `hot`.
+    #[inline(always)]
+    unsafe fn rule(&self, i: usize) -> &faults::FaultRule {
+        (*self.set.get()).assume_init_ref().rules.get_unchecked(i)
     }
 }
 
-static SLOTS: [Slot; 2] = [Slot::new(), Slot::new()];
+/// The two slots, made by `init` when fault rules or a control file are configured (fresh zero
+/// pages from the kernel: all-zero slots are valid and empty). A process without faults has
+/// none, and neither its start nor its forks touch their 7 KiB.
+static SLOTS: AtomicPtr<[Slot; 2]> = AtomicPtr::new(core::ptr::null_mut());
 static ACTIVE: AtomicUsize = AtomicUsize::new(0);
-/// `&SLOTS[ACTIVE]`, for one load on the hot path (slot 0, empty, until a rule set is installed).
-static ACTIVE_SLOT: AtomicPtr<Slot> = AtomicPtr::new(&SLOTS[0] as *const Slot as *mut Slot);
+/// `&SLOTS[ACTIVE]`, for one load on the hot path (null until a rule set is installed).
+static ACTIVE_SLOT: AtomicPtr<Slot> = AtomicPtr::new(core::ptr::null_mut());
+
+fn slots() -> Option<&'static [Slot; 2]> {
+    // SAFETY: SLOTS is null or points at a mapping made by `make_slots`, never unmapped.
+    unsafe { SLOTS.load(Acquire).as_ref() }
+}
+
+/// Makes the slots (from the constructor).
+fn make_slots() -> bool {
+    if slots().is_some() {
+        return true;
+    }
+    match sys::startup::map_anonymous(core::mem::size_of::<[Slot; 2]>()) {
+        Ok(p) => {
+            SLOTS.store(p.cast(), Release);
+            true
+        }
+        Err(_) => false,
+    }
+}
 /// A bit per `Call` that takes the careful path: some active fault rule names it (all bits
 /// while a control file is watched), some `ERRSHIM_RULES` rule may turn its failure into a
 /// success and so needs errno as it was before the call, `ERRSHIM_COUNT=1` counts its bytes
@@ -154,19 +184,23 @@ pub fn install(set: &FaultSet) {
             Err(now) => held = now,
         }
     }
+    let Some(slots) = slots() else {
+        RELOADING.store(0, Release);
+        return;
+    };
     let next = 1 - ACTIVE.load(Relaxed);
-    let slot = &SLOTS[next];
+    let slot = &slots[next];
     // Odd while being written (also if a fork left it odd in this process).
     let seq = slot.seq.load(Relaxed) | 1;
     slot.seq.store(seq, Release);
     // SAFETY: this thread holds RELOADING and `next` is not the active slot (see Slot).
-    unsafe { *slot.set.get() = *set };
+    unsafe { (*slot.set.get()).write(*set) };
     let mut hot = [Hot::NONE; MAX_RULES];
     for (h, r) in hot.iter_mut().zip(set.rules()) {
         *h = Hot::of(r);
     }
     // SAFETY: as above.
-    unsafe { *slot.hot.get() = hot };
+    unsafe { (*slot.hot.get()).write(hot) };
     for c in slot.matched.iter().chain(&slot.injected) {
         c.store(0, Relaxed);
     }
@@ -202,6 +236,10 @@ pub fn install(set: &FaultSet) {
 /// Sets the seed and the startup rules.
 pub fn init(set: &FaultSet, seed: u64) {
     SEED.store(seed, Relaxed);
+    if !make_slots() {
+        log::warn!("no memory for the fault rules; injecting no faults");
+        return;
+    }
     install(set);
 }
 
@@ -310,8 +348,8 @@ pub fn decide(call: Call, fd: i32, requested: Request) -> Option<Injection> {
     if WATCHING.load(Relaxed) {
         control_poll();
     }
-    // SAFETY: ACTIVE_SLOT always points into the static SLOTS.
-    let slot = unsafe { &*ACTIVE_SLOT.load(Acquire) };
+    // SAFETY: ACTIVE_SLOT is null or points into SLOTS, which live forever.
+    let slot = unsafe { ACTIVE_SLOT.load(Acquire).as_ref() }?;
     // ACTIVE_SLOT only ever points at a completely written set; a reload that overtakes this
     // decision shows in `seq`, checked before an injection is returned.
     let seq = slot.seq.load(Acquire);
@@ -322,7 +360,7 @@ pub fn decide(call: Call, fd: i32, requested: Request) -> Option<Injection> {
         rules &= rules - 1;
         if let Some(k) = slot.count(i, fd, &mut kind) {
             // SAFETY: the active slot is not written while active (see Slot); i < MAX_RULES.
-            let (h, key) = unsafe { ((*slot.hot.get()).get_unchecked(i), slot.keys.get_unchecked(i)) };
+            let (h, key) = unsafe { (slot.hot(i), slot.keys.get_unchecked(i)) };
             if h.triggers.fire(key.load(Relaxed), k) {
                 return fired(slot, seq, i, k, rules, fd, requested, kind);
             }
@@ -340,7 +378,7 @@ impl Slot {
     #[inline(always)]
     fn count(&self, i: usize, fd: i32, kind: &mut u8) -> Option<u64> {
         // SAFETY: the active slot is not written while active (see Slot); i < MAX_RULES.
-        let h = unsafe { (*self.hot.get()).get_unchecked(i) };
+        let h = unsafe { self.hot(i) };
         if h.kinds != ALL_KINDS {
             if *kind == 0 {
                 *kind = kind_byte(fd);
@@ -350,7 +388,7 @@ impl Slot {
             }
         }
         // SAFETY: as above.
-        if h.addr && !address_filters_pass(unsafe { (*self.set.get()).rules.get_unchecked(i) }, fd) {
+        if h.addr && !address_filters_pass(unsafe { self.rule(i) }, fd) {
             return None;
         }
         // A matching call: every matching rule counts it, whichever injects.
@@ -399,7 +437,7 @@ fn fired(
 /// checked, so such a rule does not inject.
 fn confirmed(slot: &Slot, i: usize, fd: i32) -> bool {
     // SAFETY: the active slot (see decide); i < MAX_RULES.
-    let h = unsafe { (*slot.hot.get()).get_unchecked(i) };
+    let h = unsafe { slot.hot(i) };
     if h.kinds == ALL_KINDS && !h.addr {
         return true;
     }
@@ -420,7 +458,7 @@ fn confirmed(slot: &Slot, i: usize, fd: i32) -> bool {
     let _ = fits;
     let kind_ok = h.kinds == ALL_KINDS || h.kinds & (1 << (kind as u8 & 15)) != 0;
     // SAFETY: as above.
-    let addr_ok = !h.addr || address_filters_pass_inner(unsafe { (*slot.set.get()).rules.get_unchecked(i) }, fd);
+    let addr_ok = !h.addr || address_filters_pass_inner(unsafe { slot.rule(i) }, fd);
     errno::set(saved);
     kind_ok && addr_ok
 }
@@ -430,7 +468,7 @@ fn confirmed(slot: &Slot, i: usize, fd: i32) -> bool {
 #[inline(never)]
 fn triggered(slot: &Slot, i: usize, k: u64, requested: Request) -> Option<Injection> {
     // SAFETY: the active slot (see decide); i < MAX_RULES.
-    let r = unsafe { (*slot.set.get()).rules.get_unchecked(i) };
+    let r = unsafe { slot.rule(i) };
     let key = slot.keys.get(i)?.load(Relaxed);
     let limit = match r.fault {
         Fault::Short(n) => faults::short_limit_keyed(n, requested.bytes()?, key, k)?,
@@ -475,7 +513,8 @@ fn address_filters_pass_inner(r: &faults::FaultRule, fd: i32) -> bool {
 
 // --- the control file -------------------------------------------------------------------
 
-static CONTROL: once_cell::sync::OnceCell<StackBuf<4200>> = once_cell::sync::OnceCell::new();
+/// The control file's path, NUL-terminated.
+static CONTROL: crate::once::SetOnce<Box<[u8]>> = crate::once::SetOnce::new();
 static LAST_POLL_MS: AtomicU64 = AtomicU64::new(0);
 /// (inode, size, mtime in ns) of the file as last read; all zero: missing.
 static SEEN: [AtomicU64; 3] = [const { AtomicU64::new(0) }; 3];
@@ -484,10 +523,10 @@ static READ_ONCE: AtomicBool = AtomicBool::new(false);
 
 /// Watches `path` (bytes) for fault rules (from the constructor).
 pub fn watch(path: &[u8]) {
-    let mut p = StackBuf::<4200>::new();
-    p.push(path);
-    p.push(b"\0");
-    let _ = CONTROL.set(p);
+    let mut p = Vec::with_capacity(path.len() + 1);
+    p.extend_from_slice(path);
+    p.push(0);
+    let _ = CONTROL.set(p.into_boxed_slice());
     WATCHING.store(true, Release);
     FAULT_CALLS.store(u32::MAX, Relaxed);
     rearm();
@@ -566,7 +605,7 @@ fn control_reload(first: bool) {
     let Some(path) = CONTROL.get() else {
         return;
     };
-    let Ok(cpath) = core::ffi::CStr::from_bytes_until_nul(path.as_bytes()) else {
+    let Ok(cpath) = core::ffi::CStr::from_bytes_until_nul(path) else {
         return;
     };
     let st = sys::stat_path(cpath).ok();
@@ -659,12 +698,13 @@ mod tests {
         // flag names the parent, and its slot's sequence may be odd. The child installs anyway.
         RELOADING.store(i32::MAX, Relaxed);
         let next = 1 - ACTIVE.load(Relaxed);
-        SLOTS[next].seq.store(41, Relaxed);
+        let slots = slots().unwrap();
+        slots[next].seq.store(41, Relaxed);
         let set = faults::parse("read:EIO:fd=any").unwrap();
         install(&set);
         assert!(armed(Call::Read), "installed despite the parent's flag");
         assert_eq!(RELOADING.load(Relaxed), 0);
-        assert_eq!(SLOTS[next].seq.load(Relaxed) % 2, 0, "complete again");
+        assert_eq!(slots[next].seq.load(Relaxed) % 2, 0, "complete again");
         child_after_fork();
         install(&FaultSet::EMPTY);
     }

@@ -30,6 +30,7 @@ pub mod inject;
 pub mod json;
 pub mod logger;
 pub mod memory;
+pub mod once;
 pub mod process;
 pub mod real;
 pub mod rules;
@@ -49,6 +50,28 @@ mod hooks;
 mod init;
 #[cfg(not(test))]
 mod ops;
+
+// The code that runs when the library loads (the constructor and what it calls, marked
+// `#[link_section = ".text.errshim_startup"]`) in one section that comes first in the object
+// file, so that it is linked right after `.init`: every process start then faults in one
+// stretch of code for both, instead of pages scattered over the library. (A section declared in
+// module-level assembly is created before any function's.)
+#[cfg(not(test))]
+core::arch::global_asm!(".pushsection .text.errshim_startup,\"ax\",@progbits", ".popsection");
+
+// `__dso_handle`, which the C start files would provide (`build.rs` links without them): the
+// handle that identifies this library to `__cxa_atexit` and `__cxa_thread_atexit_impl` (Rust's
+// thread-local destructors). Hidden, like theirs.
+#[cfg(not(test))]
+core::arch::global_asm!(
+    ".pushsection .data.rel.ro.errshim_dso_handle,\"aw\",@progbits",
+    ".p2align 3",
+    ".globl __dso_handle",
+    ".hidden __dso_handle",
+    "__dso_handle:",
+    ".quad __dso_handle",
+    ".popsection",
+);
 
 // The unwinder (used for Rust panics, which the failure path catches, and for backtraces)
 // linked in, rather than `libgcc_s.so.1` loaded into every process: one library less to load

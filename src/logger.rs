@@ -22,9 +22,9 @@
 
 use crate::config::LogDest;
 use crate::fmtbuf::StackBuf;
+use crate::once::SetOnce;
 use crate::{process, sys};
 use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering::Relaxed};
-use once_cell::sync::OnceCell;
 
 enum Dest {
     Off,
@@ -34,9 +34,9 @@ enum Dest {
     Syslog(libc::sockaddr_un, u32),
 }
 
-static DEST: OnceCell<Dest> = OnceCell::new();
+static DEST: SetOnce<Dest> = SetOnce::new();
 /// What fd 2 was when errshim loaded (None: it was not open).
-static STDERR_AT_LOAD: OnceCell<Option<sys::Stat>> = OnceCell::new();
+static STDERR_AT_LOAD: SetOnce<Option<sys::Stat>> = SetOnce::new();
 
 /// Lines that could not be written (destination gone, full, or no reader), by the process
 /// `DROPPED_PID` (a forked child starts from 0).
@@ -50,6 +50,7 @@ static WARNED_PID: AtomicI32 = AtomicI32::new(0);
 
 /// Learns what stderr is and sets the destination up. Called once from the constructor,
 /// before any event: one `fstat` of fd 2 (and a `stat` of a syslog socket).
+#[link_section = ".text.errshim_startup"]
 pub fn init(dest: &LogDest) {
     let _ = STDERR_AT_LOAD.set(sys::startup::fstat(2).ok());
     let d = match dest {
@@ -122,7 +123,7 @@ fn count_dropped() {
     }
 }
 
-/// Lines this process could not write.
+/// Lines this process could not write (no system call when there were none).
 pub fn dropped() -> u64 {
     if DROPPED.load(Relaxed) == 0 || DROPPED_PID.load(Relaxed) != sys::getpid() {
         return 0;
@@ -132,6 +133,7 @@ pub fn dropped() -> u64 {
 
 /// At exit: says once, on stderr, how many lines this process could not write to its log
 /// destination (nothing when there were none).
+#[inline(never)]
 pub fn report_dropped() {
     let n = dropped();
     if n == 0 {

@@ -2,27 +2,36 @@
 //! the constructor, and one at a time on first use by hooks that run before it (another
 //! library's constructor). A resolved address is a relaxed atomic load from then on.
 
-use crate::inject;
 use crate::rules::Call;
+use crate::{inject, sys};
 use core::ffi::CStr;
 use core::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
-/// `repr(C)` with the address first: the assembly trampolines (`hooks::syscall`) load it
-/// from the static's own address.
+/// The address of one real function: `repr(C)`, one word, so that the assembly trampolines
+/// (`hooks::syscall`) can load it from the static's own address. Its name and call are in
+/// `SYMBOLS`; the address alone is zero until resolved, so all of them sit in `.bss` (pages
+/// that a process's start does not have to copy).
 #[repr(C)]
 pub struct RealFn {
     addr: AtomicUsize,
-    name: &'static CStr,
+}
+
+/// What is known of a real function besides its address.
+pub struct Symbol {
+    pub f: &'static RealFn,
+    /// The name, NUL-terminated, in the table itself (next to what the constructor reads
+    /// anyway, rather than on a page of string constants of its own).
+    name: [u8; 16],
+    /// The name's GNU hash, computed at compile time.
+    hash: u32,
     /// The call whose hook calls this function (the read and write families).
-    call: Option<Call>,
+    pub call: Option<Call>,
 }
 
 impl RealFn {
-    pub const fn new(name: &'static CStr, call: Option<Call>) -> Self {
+    const fn new() -> Self {
         RealFn {
             addr: AtomicUsize::new(0),
-            name,
-            call,
         }
     }
 
@@ -44,21 +53,53 @@ impl RealFn {
     #[cold]
     #[inline(never)]
     pub fn resolve(&self) -> usize {
-        // SAFETY: name is NUL-terminated; RTLD_NEXT finds the definition after this library.
-        let a = unsafe { libc::dlsym(libc::RTLD_NEXT, self.name.as_ptr()) } as usize;
+        let a = dlsym_next(self.name());
         self.addr.store(a, Relaxed);
         a
     }
 
     pub fn name(&self) -> &'static CStr {
-        self.name
+        SYMBOLS
+            .iter()
+            .find(|s| core::ptr::eq(s.f, self))
+            .map_or(c"?", Symbol::name)
     }
+}
+
+impl Symbol {
+    pub fn name(&self) -> &CStr {
+        CStr::from_bytes_until_nul(&self.name).unwrap_or(c"?")
+    }
+}
+
+/// A name of at most 15 bytes in a NUL-padded array (a longer one fails to compile).
+const fn inline_name(name: &CStr) -> [u8; 16] {
+    let b = name.to_bytes();
+    assert!(b.len() < 16, "a real function's name is longer than 15 bytes");
+    let mut out = [0u8; 16];
+    let mut i = 0;
+    while i < b.len() {
+        out[i] = b[i];
+        i += 1;
+    }
+    out
+}
+
+/// `dlsym(RTLD_NEXT, name)`: the definition after this library's.
+fn dlsym_next(name: &CStr) -> usize {
+    // SAFETY: name is NUL-terminated; RTLD_NEXT finds the definition after this library.
+    unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr()) as usize }
 }
 
 macro_rules! real_fns {
     ($($id:ident = $sym:literal $(, $call:ident)?;)*) => {
-        $(pub static $id: RealFn = RealFn::new($sym, real_fns!(@call $($call)?));)*
-        pub static ALL: &[&RealFn] = &[$(&$id),*];
+        $(pub static $id: RealFn = RealFn::new();)*
+        pub static SYMBOLS: &[Symbol] = &[$(Symbol {
+            f: &$id,
+            name: inline_name($sym),
+            hash: next::gnu_hash($sym.to_bytes()),
+            call: real_fns!(@call $($call)?),
+        }),*];
     };
     (@call $call:ident) => { Some(Call::$call) };
     (@call) => { None };
@@ -116,33 +157,30 @@ const OPTIONAL: [&CStr; 3] = [c"close_range", c"closefrom", c"fcntl64"];
 /// `dlsym(RTLD_NEXT)` looks them up (`next::find`), without `dlsym`'s error machinery (which
 /// costs it more than the lookup); a symbol the direct lookup cannot answer for sure is left to
 /// `dlsym`. `check`: also ask `dlsym` for each and report any difference (debug level).
+#[link_section = ".text.errshim_startup"]
 pub fn resolve_all(check: bool, mut missing: impl FnMut(&'static CStr)) {
     let objects = next::objects_after_errshim();
+    // glibc 2.33 and later define `fstat` in libc.so (older ones only `__fxstat`): which call
+    // its `fstat` makes (see `sys::learn_libc`), learnt without calling into libc.
+    const FSTAT: &[u8] = b"fstat";
+    sys::learn_libc(objects.as_ref().map(|o| o.find(FSTAT, next::gnu_hash(FSTAT)).is_some()));
     let mut unresolved = 0;
-    for f in ALL {
-        let fast = objects.as_ref().and_then(|o| o.find(f.name));
-        let a = match fast {
-            Some(a) => {
-                f.addr.store(a, Relaxed);
-                a
-            }
-            None => f.resolve(),
-        };
+    for s in SYMBOLS {
+        let (f, name) = (s.f, s.name());
+        let fast = objects.as_ref().and_then(|o| o.find(name.to_bytes(), s.hash));
+        let a = fast.unwrap_or_else(|| dlsym_next(name));
+        f.addr.store(a, Relaxed);
         if check && fast.is_some() {
-            // SAFETY: as in resolve.
-            let slow = unsafe { libc::dlsym(libc::RTLD_NEXT, f.name.as_ptr()) } as usize;
+            let slow = dlsym_next(name);
             if slow != a {
-                log::warn!(
-                    "the direct lookup of {:?} found {a:#x}, dlsym {slow:#x}; using dlsym's",
-                    f.name
-                );
+                log::warn!("the direct lookup of {name:?} found {a:#x}, dlsym {slow:#x}; using dlsym's");
                 f.addr.store(slow, Relaxed);
             }
         }
         if f.addr.load(Relaxed) == 0 {
-            unresolved |= f.call.map_or(0, Call::bit);
-            if !OPTIONAL.contains(&f.name) {
-                missing(f.name);
+            unresolved |= s.call.map_or(0, Call::bit);
+            if !OPTIONAL.contains(&name) {
+                missing(name);
             }
         }
     }
@@ -201,6 +239,7 @@ mod next {
         here as *const () as usize
     }
 
+    #[link_section = ".text.errshim_startup"]
     pub fn objects_after_errshim() -> Option<Objects> {
         let mut w = Walk {
             objects: Objects {
@@ -223,6 +262,7 @@ mod next {
         (w.seen_ours && !w.objects.incomplete).then_some(w.objects)
     }
 
+    #[link_section = ".text.errshim_startup"]
     unsafe extern "C" fn visit(info: *mut libc::dl_phdr_info, _size: usize, data: *mut c_void) -> c_int {
         // SAFETY: data is the Walk passed to dl_iterate_phdr; info is valid during the call.
         let (w, info) = unsafe { (&mut *(data as *mut Walk), &*info) };
@@ -296,9 +336,10 @@ mod next {
     impl Objects {
         /// The address `dlsym(RTLD_NEXT, name)` gives, or None when the lookup cannot be sure
         /// (not found at all: `dlsym` says).
-        pub fn find(&self, name: &CStr) -> Option<usize> {
+        #[link_section = ".text.errshim_startup"]
+        pub fn find(&self, name: &[u8], hash: u32) -> Option<usize> {
             for o in &self.list[..self.n] {
-                match o.lookup(name.to_bytes()) {
+                match o.lookup(name, hash) {
                     Lookup::Found(a) => return Some(a),
                     Lookup::Unsure => return None,
                     Lookup::Absent => {}
@@ -314,11 +355,19 @@ mod next {
         Unsure,
     }
 
-    fn gnu_hash(name: &[u8]) -> u32 {
-        name.iter()
-            .fold(5381u32, |h, &c| h.wrapping_mul(33).wrapping_add(c as u32))
+    /// The GNU hash of a symbol name (a `const fn`: the names' hashes are computed at compile
+    /// time).
+    pub const fn gnu_hash(name: &[u8]) -> u32 {
+        let mut h = 5381u32;
+        let mut i = 0;
+        while i < name.len() {
+            h = h.wrapping_mul(33).wrapping_add(name[i] as u32);
+            i += 1;
+        }
+        h
     }
 
+    #[link_section = ".text.errshim_startup"]
     fn sysv_hash(name: &[u8]) -> u32 {
         let mut h = 0u32;
         for &c in name {
@@ -337,10 +386,15 @@ mod next {
         fn defines(&self, i: usize, name: &[u8]) -> Lookup {
             // SAFETY: i is an index the object's own hash table gave, within its symbol table.
             let sym = unsafe { &*self.symtab.add(i) };
-            // SAFETY: st_name is an offset into the object's string table.
-            let sname = unsafe { CStr::from_ptr(self.strtab.add(sym.st_name as usize) as *const libc::c_char) };
-            if sname.to_bytes() != name {
-                return Lookup::Absent;
+            // The name in the string table: `name`'s bytes, then its NUL (compared byte by byte,
+            // stopping at the first difference, so never past the string's own end).
+            let sname = self.strtab.wrapping_add(sym.st_name as usize);
+            for (k, &c) in name.iter().chain(&[0]).enumerate() {
+                // SAFETY: st_name is an offset into the object's string table, and bytes up to
+                // the string's NUL are read (a difference stops the loop at or before it).
+                if unsafe { *sname.add(k) } != c {
+                    return Lookup::Absent;
+                }
             }
             let bind = sym.st_info >> 4;
             let ty = sym.st_info & 0xf;
@@ -357,27 +411,32 @@ mod next {
             }
         }
 
-        fn lookup(&self, name: &[u8]) -> Lookup {
+        #[link_section = ".text.errshim_startup"]
+        fn lookup(&self, name: &[u8], hash: u32) -> Lookup {
             if !self.gnu_hash.is_null() {
-                return self.lookup_gnu(name);
+                return self.lookup_gnu(name, hash);
             }
             self.lookup_sysv(name)
         }
 
-        fn lookup_gnu(&self, name: &[u8]) -> Lookup {
+        #[link_section = ".text.errshim_startup"]
+        fn lookup_gnu(&self, name: &[u8], h: u32) -> Lookup {
             let t = self.gnu_hash;
             // SAFETY: the GNU hash table's header, bloom filter, buckets and chains, as the
             // object's own loader-checked dynamic section describes them.
             unsafe {
                 let (nbuckets, symoffset, bloom_size, shift) = (*t, *t.add(1), *t.add(2), *t.add(3));
+                // The bloom filter's size is a power of two (as the dynamic loader assumes).
                 if nbuckets == 0 {
                     return Lookup::Absent;
+                }
+                if !bloom_size.is_power_of_two() {
+                    return Lookup::Unsure;
                 }
                 let bloom = t.add(4) as *const u64;
                 let buckets = bloom.add(bloom_size as usize) as *const u32;
                 let chains = buckets.add(nbuckets as usize);
-                let h = gnu_hash(name);
-                let word = *bloom.add(((h / 64) % bloom_size.max(1)) as usize);
+                let word = *bloom.add(((h / 64) & (bloom_size - 1)) as usize);
                 let mask = (1u64 << (h % 64)) | (1u64 << ((h >> shift) % 64));
                 if word & mask != mask {
                     return Lookup::Absent;
@@ -402,6 +461,7 @@ mod next {
             }
         }
 
+        #[link_section = ".text.errshim_startup"]
         fn lookup_sysv(&self, name: &[u8]) -> Lookup {
             let t = self.hash;
             // SAFETY: the SysV hash table's header, buckets and chains.

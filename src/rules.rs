@@ -374,6 +374,7 @@ fn parse_rule(n: usize, text: &str) -> Result<Rule, RuleError> {
 /// Parses a whole `ERRSHIM_RULES` value. Empty rules (`;;`, a trailing `;`) are skipped; an
 /// empty value gives no rules at all.
 /// The calls (a bit per `Call`) whose failure some rule may turn into a success.
+#[link_section = ".text.errshim_startup"]
 pub fn succeeding_calls(rules: &[Rule]) -> u32 {
     rules
         .iter()

@@ -3,7 +3,7 @@
 //! counted with an atomic add) and written once when the process exits.
 
 use crate::sockinfo::Addr;
-use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering::*};
 
 const SLOTS: usize = 256;
 
@@ -109,10 +109,33 @@ impl Key {
 /// The action index summaries use for injected events.
 pub const INJECT: u8 = 5;
 
-pub static BY_KIND: Counter = Counter::new();
-pub static BY_PEER: Counter = Counter::new();
-/// The peers behind `BY_PEER`'s keys (IPv4 and IPv6 only), slot by slot.
-static PEERS: [[AtomicU64; 3]; SLOTS] = [const { [const { AtomicU64::new(0) }; 3] }; SLOTS];
+/// The tables, made by `enable` when `ERRSHIM_SUMMARY=1` (fresh zero pages from the kernel):
+/// a process that does not ask for a summary has none, and its start and its forks touch none
+/// of their 14 KiB.
+struct Tables {
+    by_kind: Counter,
+    by_peer: Counter,
+    /// The peers behind `by_peer`'s keys (IPv4 and IPv6 only), slot by slot.
+    peers: [[AtomicU64; 3]; SLOTS],
+}
+
+static TABLES: AtomicPtr<Tables> = AtomicPtr::new(core::ptr::null_mut());
+
+fn tables() -> Option<&'static Tables> {
+    // SAFETY: TABLES is null or points at a mapping made by `enable`, never unmapped; all-zero
+    // bytes are valid, empty tables.
+    unsafe { TABLES.load(Acquire).as_ref() }
+}
+
+/// Makes the tables (from the constructor, when the summary is asked for).
+pub fn enable() {
+    if tables().is_some() {
+        return;
+    }
+    if let Ok(p) = crate::sys::startup::map_anonymous(core::mem::size_of::<Tables>()) {
+        TABLES.store(p.cast(), Release);
+    }
+}
 
 /// A peer's key: a non-zero hash of its packed address.
 fn peer_key(w: &[u64; 3]) -> u64 {
@@ -122,16 +145,25 @@ fn peer_key(w: &[u64; 3]) -> u64 {
     h | 1
 }
 
+/// Whether anything was counted since the last reset (a forked child then has counts of its
+/// parent's to forget).
+static COUNTED: AtomicBool = AtomicBool::new(false);
+
+/// Counts an event (nothing without a summary).
 pub fn count(key: Key, peer: Option<&Addr>) {
-    BY_KIND.add(key.pack());
+    let Some(t) = tables() else {
+        return;
+    };
+    COUNTED.store(true, Relaxed);
+    t.by_kind.add(key.pack());
     let w = crate::conntable::pack_addr(peer);
     if w[0] != 0 {
         let k = peer_key(&w);
-        BY_PEER.add(k);
+        t.by_peer.add(k);
         let s = (k.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 56) as usize;
         // Remember the address for the key (in its home slot; a collision only loses a label).
-        if PEERS[s][0].load(Relaxed) == 0 {
-            for (a, v) in PEERS[s].iter().zip(w) {
+        if t.peers[s][0].load(Relaxed) == 0 {
+            for (a, v) in t.peers[s].iter().zip(w) {
                 a.store(v, Relaxed);
             }
         }
@@ -139,22 +171,30 @@ pub fn count(key: Key, peer: Option<&Addr>) {
 }
 
 /// The address counted under `key`, if remembered.
-pub fn peer_of(key: u64) -> Option<Addr> {
+fn peer_of(t: &Tables, key: u64) -> Option<Addr> {
     let s = (key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 56) as usize;
     let w = [
-        PEERS[s][0].load(Relaxed),
-        PEERS[s][1].load(Relaxed),
-        PEERS[s][2].load(Relaxed),
+        t.peers[s][0].load(Relaxed),
+        t.peers[s][1].load(Relaxed),
+        t.peers[s][2].load(Relaxed),
     ];
     (peer_key(&w) == key)
         .then(|| crate::conntable::unpack_addr(w))
         .flatten()
 }
 
+/// In a child after `fork`: forgets the parent's counts. Only when there are any, so that a
+/// forked child without events never touches (and copies) the tables' pages.
 pub fn reset() {
-    BY_KIND.reset();
-    BY_PEER.reset();
-    for p in &PEERS {
+    if !COUNTED.swap(false, Relaxed) {
+        return;
+    }
+    let Some(t) = tables() else {
+        return;
+    };
+    t.by_kind.reset();
+    t.by_peer.reset();
+    for p in &t.peers {
         for w in p {
             w.store(0, Relaxed);
         }
@@ -175,6 +215,11 @@ impl core::fmt::Display for ErrnoOrNone {
     }
 }
 
+/// Whether there is anything to report.
+pub fn any() -> bool {
+    COUNTED.load(Relaxed) && tables().is_some_and(|t| t.by_kind.total() > 0)
+}
+
 /// Writes the exit summary to the log destination: text lines, or one JSON object; nothing when
 /// the process had no event.
 pub fn report(format: crate::config::Format, comm: &[u8]) {
@@ -182,9 +227,12 @@ pub fn report(format: crate::config::Format, comm: &[u8]) {
     use core::fmt::Write;
     let calls = crate::rules::Call::ALL;
     let actions = ["pass", "log", "ignore", "quiet", "map", "inject"];
-    let (kinds, nk) = BY_KIND.sorted();
-    let (peers, np) = BY_PEER.sorted();
-    let total = BY_KIND.total();
+    let Some(t) = tables() else {
+        return;
+    };
+    let (kinds, nk) = t.by_kind.sorted();
+    let (peers, np) = t.by_peer.sorted();
+    let total = t.by_kind.total();
     // A process with nothing to report writes nothing (a server forking a worker per
     // connection would otherwise leave a file per connection).
     if total == 0 {
@@ -217,7 +265,7 @@ pub fn report(format: crate::config::Format, comm: &[u8]) {
             for &(k, c) in top_peers {
                 let mut b = StackBuf::<512>::new();
                 b.push(b"errshim summary peer=");
-                match peer_of(k) {
+                match peer_of(t, k) {
                     Some(a) => a.write_to(&mut b),
                     None => b.push(b"?"),
                 }
@@ -249,7 +297,7 @@ pub fn report(format: crate::config::Format, comm: &[u8]) {
             b.push(b"],\"peers\":[");
             for (i, &(k, c)) in top_peers.iter().enumerate() {
                 b.push(if i > 0 { b",{\"peer\":\"" } else { b"{\"peer\":\"" });
-                if let Some(a) = peer_of(k) {
+                if let Some(a) = peer_of(t, k) {
                     a.write_to(&mut b);
                 }
                 let _ = write!(b, "\",\"count\":{c}}}");
@@ -295,6 +343,15 @@ mod tests {
     #[test]
     fn peers_are_remembered() {
         let a = Addr::V4(core::net::Ipv4Addr::new(10, 1, 2, 3), 80);
+        let key = Key {
+            call: 1,
+            errno: 104,
+            action: 1,
+            cause: 1,
+        };
+        count(key, Some(&a));
+        assert!(!any(), "no tables, nothing counted");
+        enable();
         count(
             Key {
                 call: 1,
@@ -304,8 +361,11 @@ mod tests {
             },
             Some(&a),
         );
-        let (top, n) = BY_PEER.sorted();
-        assert!(n >= 1);
-        assert_eq!(format!("{:?}", peer_of(top[0].0).unwrap()), "10.1.2.3:80");
+        let t = tables().unwrap();
+        let (top, n) = t.by_peer.sorted();
+        assert!(n >= 1 && any());
+        assert_eq!(format!("{:?}", peer_of(t, top[0].0).unwrap()), "10.1.2.3:80");
+        reset();
+        assert!(!any(), "a forked child starts from nothing");
     }
 }

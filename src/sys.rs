@@ -326,15 +326,33 @@ pub fn fstat(fd: i32) -> Result<Stat> {
 /// so that a seccomp filter written for the program allows it (learnt in the constructor).
 static FSTAT_AS_NEWFSTATAT: AtomicBool = AtomicBool::new(true);
 
-/// Learns which call the program's glibc makes for `fstat` (from the constructor).
-pub fn learn_libc() {
-    // SAFETY: returns a static NUL-terminated string such as "2.36".
-    let v = unsafe { core::ffi::CStr::from_ptr(gnu_get_libc_version()) }.to_bytes();
-    let mut parts = v
-        .split(|&b| b == b'.')
-        .map(|p| core::str::from_utf8(p).ok().and_then(|s| s.parse::<u32>().ok()));
-    let (major, minor) = (parts.next().flatten().unwrap_or(2), parts.next().flatten().unwrap_or(0));
-    FSTAT_AS_NEWFSTATAT.store((major, minor) >= (2, 33), Relaxed);
+/// Learns which call the program's glibc makes for `fstat` (from the constructor):
+/// `defines_fstat`, whether libc.so defines `fstat` (2.33 and later do), when the constructor
+/// could tell; else from glibc's version string.
+#[link_section = ".text.errshim_startup"]
+pub fn learn_libc(defines_fstat: Option<bool>) {
+    let new = defines_fstat.unwrap_or_else(|| {
+        // SAFETY: returns a static NUL-terminated string such as "2.36".
+        let v = unsafe { core::ffi::CStr::from_ptr(gnu_get_libc_version()) }.to_bytes();
+        version(v) >= (2, 33)
+    });
+    FSTAT_AS_NEWFSTATAT.store(new, Relaxed);
+}
+
+/// "2.36" as (2, 36); what is not a number counts as 0. By hand: the constructor's path is
+/// kept small (see `init`).
+#[link_section = ".text.errshim_startup"]
+fn version(v: &[u8]) -> (u32, u32) {
+    let mut parts = [0u32; 2];
+    let mut i = 0;
+    for &b in v {
+        match b {
+            b'0'..=b'9' => parts[i] = parts[i].saturating_mul(10).saturating_add((b - b'0') as u32),
+            b'.' if i == 0 => i = 1,
+            _ => break,
+        }
+    }
+    (parts[0], parts[1])
 }
 
 extern "C" {
@@ -346,7 +364,9 @@ fn fstat_with(fd: i32, call: unsafe fn(c_long, [usize; 6]) -> Result<usize>) -> 
     // SAFETY: an all-zero stat is valid.
     let mut st: libc::stat = unsafe { core::mem::zeroed() };
     let r = if FSTAT_AS_NEWFSTATAT.load(Relaxed) {
-        let empty = c"";
+        // On the stack, not in the library's read-only data: the kernel reads this byte, and
+        // the stack page is already mapped (at start-up, a page of rodata may not be).
+        let empty = [0 as core::ffi::c_char; 1];
         // SAFETY: an empty NUL-terminated path with AT_EMPTY_PATH: the descriptor itself.
         unsafe {
             call(
@@ -725,6 +745,10 @@ mod tests {
 
     #[test]
     fn seccomp_lines() {
+        assert_eq!(version(b"2.36"), (2, 36));
+        assert_eq!(version(b"2.17"), (2, 17));
+        assert_eq!(version(b"2.33.9000"), (2, 33));
+        assert_eq!(version(b"x"), (0, 0));
         let status = b"Name:\tx\nNoNewPrivs:\t0\nSeccomp:\t2\nSeccomp_filters:\t1\n";
         assert_eq!(seccomp_field(status), Some(b'2'));
         assert_eq!(seccomp_field(b"Name:\tx\nSeccomp:\t0\n"), Some(b'0'));
