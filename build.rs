@@ -1,5 +1,5 @@
 //! Link options for `liberrshim.so`: what every process start pays for the library, kept small
-//! (see "Design notes" and "Performance" in the README). None of them changes what the code does.
+//! (see "Design notes" and "Performance" in the README).
 
 use std::path::{Path, PathBuf};
 
@@ -12,6 +12,11 @@ fn main() {
     // dynamic symbol lookups and a page of code to fault in to every process start. The one
     // symbol they provide that is needed, `__dso_handle`, is defined in `src/lib.rs`.
     println!("cargo:rustc-cdylib-link-arg=-nostartfiles");
+    // Never unloaded, as a preloaded library never is: the start files' `__cxa_finalize` call
+    // is what would unregister, at `dlclose`, the fork handlers errshim registers under its
+    // `__dso_handle` (and std's thread-local destructors), so a library loaded with `dlopen`
+    // and closed must stay mapped, or the next fork's child jumps into unmapped code.
+    println!("cargo:rustc-cdylib-link-arg=-Wl,-z,nodelete");
     // Each loadable segment starts on a page of its own: the relocated data (RELRO) then takes
     // as few pages as its size needs, rather than one more for where the code happened to end
     // (every page written at start-up is a page fault in every process). GNU ld ignores it.

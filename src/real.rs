@@ -161,9 +161,12 @@ const OPTIONAL: [&CStr; 3] = [c"close_range", c"closefrom", c"fcntl64"];
 pub fn resolve_all(check: bool, mut missing: impl FnMut(&'static CStr)) {
     let objects = next::objects_after_errshim();
     // glibc 2.33 and later define `fstat` in libc.so (older ones only `__fxstat`): which call
-    // its `fstat` makes (see `sys::learn_libc`), learnt without calling into libc.
+    // its `fstat` makes (see `sys::learn_libc`), learnt without calling into libc when the
+    // lookup finds it. Not finding it proves nothing (errshim loaded with `dlopen` has libc
+    // before it, not after; the lookup may be unsure): then glibc's version string decides.
     const FSTAT: &[u8] = b"fstat";
-    sys::learn_libc(objects.as_ref().map(|o| o.find(FSTAT, next::gnu_hash(FSTAT)).is_some()));
+    let found = objects.as_ref().and_then(|o| o.find(FSTAT, next::gnu_hash(FSTAT)));
+    sys::learn_libc(found.is_some());
     let mut unresolved = 0;
     for s in SYMBOLS {
         let (f, name) = (s.f, s.name());

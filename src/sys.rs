@@ -327,15 +327,15 @@ pub fn fstat(fd: i32) -> Result<Stat> {
 static FSTAT_AS_NEWFSTATAT: AtomicBool = AtomicBool::new(true);
 
 /// Learns which call the program's glibc makes for `fstat` (from the constructor):
-/// `defines_fstat`, whether libc.so defines `fstat` (2.33 and later do), when the constructor
-/// could tell; else from glibc's version string.
+/// `found_fstat`, the constructor found libc.so's `fstat` (2.33 and later define it); when it
+/// did not, glibc's version string says.
 #[link_section = ".text.errshim_startup"]
-pub fn learn_libc(defines_fstat: Option<bool>) {
-    let new = defines_fstat.unwrap_or_else(|| {
+pub fn learn_libc(found_fstat: bool) {
+    let new = found_fstat || {
         // SAFETY: returns a static NUL-terminated string such as "2.36".
         let v = unsafe { core::ffi::CStr::from_ptr(gnu_get_libc_version()) }.to_bytes();
         version(v) >= (2, 33)
-    });
+    };
     FSTAT_AS_NEWFSTATAT.store(new, Relaxed);
 }
 

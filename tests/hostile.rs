@@ -358,6 +358,36 @@ fn seccomp_filter_inherited_at_exec() {
     run(&["exec_filtered", p, "filtered_calls"], false, &[]).assert_ok();
 }
 
+/// errshim loaded with `dlopen` (a plugin host, a test harness) rather than preloaded, under a
+/// seccomp filter that refuses only `fstat`, which glibc 2.33 and later never make: errshim's
+/// start-up makes the calls the program's glibc makes (`newfstatat`), learnt from the glibc it
+/// finds even when libc comes before it in the loader's list. Then `dlclose` and `fork`: what
+/// errshim registered for fork (with a summary and a control file) must not outlive it, or the
+/// child jumps into unmapped code.
+#[test]
+fn loaded_with_dlopen_under_a_filter_then_unloaded() {
+    let dir = TempDir::new("dlopen");
+    let control = dir.path("control");
+    std::fs::write(&control, "").unwrap();
+    let l = lib();
+    let configs: [&[(&str, &str)]; 3] = [
+        &[],
+        &[("ERRSHIM_SUMMARY", "1")],
+        &[("ERRSHIM_SUMMARY", "1"), ("ERRSHIM_CONTROL", control.to_str().unwrap())],
+    ];
+    for env in configs {
+        let r = run(&["dlopen", l.to_str().unwrap()], false, env);
+        let what = format!("{env:?}\n{}", r.describe());
+        assert_eq!(r.signal, None, "killed (SIGSYS is 31): {what}");
+        r.assert_ok();
+        assert!(r.stdout.contains("dlopen loaded"), "{what}");
+        assert!(
+            r.stdout.contains("dlopen child exited=1 code=7 signal=0"),
+            "the child of a fork after dlclose: {what}"
+        );
+    }
+}
+
 /// Item 10: a socket closed where no hook sees it (a `syscall` instruction), its number
 /// reused by `open()` of a file: a fault rule for TCP sockets never hits the file (the table's
 /// record is checked against the kernel before a fault is injected).
