@@ -139,7 +139,9 @@ pub fn init() {
 
 #[inline(always)]
 pub fn get(fd: i32) -> Option<&'static Record> {
-    if (fd as u32 as usize) >= LEN.load(Relaxed) {
+    // Acquire, paired with init's Release: a thread that sees LEN sees TABLE (a thread started
+    // by an earlier library's constructor may race errshim's). A plain load on x86-64.
+    if (fd as u32 as usize) >= LEN.load(Acquire) {
         return None;
     }
     // SAFETY: LEN is only set after TABLE points at LEN records, which live forever.
@@ -520,7 +522,7 @@ pub fn forget_range(first: u32, last: u32) {
     if !process::may_write() {
         return;
     }
-    let end = HIGH.load(Relaxed).min(LEN.load(Relaxed));
+    let end = HIGH.load(Relaxed).min(LEN.load(Acquire));
     let last = (last as usize).min(end.saturating_sub(1));
     let mut fd = first as usize;
     while fd <= last && fd < end {

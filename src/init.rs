@@ -376,7 +376,20 @@ static DESTRUCTOR: extern "C" fn() = destructor;
 #[link_section = ".text.errshim_startup"]
 extern "C" fn constructor() {
     // Never take the host down: a bug here leaves errshim as a pass-through.
+    std::panic::set_hook(Box::new(panic_line));
     let _ = std::panic::catch_unwind(init);
+}
+
+/// What a panic of errshim's says (a bug: errshim's paths are meant to be panic-free; each is
+/// caught where errshim's code was entered, and the call goes on as it would without errshim).
+/// std's default hook would write its message through the program's `write` (waiting on a
+/// full pipe), read `RUST_BACKTRACE` (also in secure-execution mode) and, with it set, read
+/// ELF files for a backtrace. One diagnostic line instead, written as every other one is.
+fn panic_line(info: &std::panic::PanicHookInfo<'_>) {
+    let (file, line) = info.location().map_or(("?", 0), |l| (l.file(), l.line()));
+    diag_line(format_args!(
+        "errshim: error: internal error at {file}:{line}; the call went on as without errshim"
+    ));
 }
 
 #[used]
