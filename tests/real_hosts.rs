@@ -30,7 +30,7 @@ mod common;
 use common::*;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::io::AsRawFd;
 use std::os::unix::process::CommandExt;
@@ -238,34 +238,6 @@ fn to_files(cmd: &mut Command, out: &Path, err: &Path) {
 
 fn read(p: &Path) -> String {
     std::fs::read_to_string(p).unwrap_or_default()
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("binding 127.0.0.1:0")
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Aborts a connection: SO_LINGER {on, 0 s}, then close, which sends an RST.
-fn abort_connection(s: TcpStream) {
-    let lg = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: a socket this function owns and a linger structure of the size given.
-    let rc = unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&lg as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(rc, 0, "setsockopt(SO_LINGER): {}", std::io::Error::last_os_error());
-    drop(s);
 }
 
 /// `GET path` over HTTP/1.0: (status, body).
@@ -545,10 +517,7 @@ fn run_sshd(tools: &SshTools, shim: bool) -> SshdRun {
     let errshim_log = dir.path("errshim-%p.log").display().to_string();
     let mut cleanup = Cleanup::new(&dir);
 
-    let mut attempt = 0;
-    let (port, listener) = loop {
-        attempt += 1;
-        let port = free_port();
+    let (listener, port) = on_free_port(|port| {
         std::fs::write(&conf, sshd_config(&dir.0, port)).unwrap();
         for stale in [dir.path("sshd.pid"), reaped.clone(), log.clone()] {
             let _ = std::fs::remove_file(stale);
@@ -577,8 +546,11 @@ fn run_sshd(tools: &SshTools, shim: bool) -> SshdRun {
             (alive(pid) && read(&log).contains(&listening)).then_some(Some(pid))
         });
         match ready {
-            Some(Some(pid)) => break (port, pid),
-            Some(None) if read(&log).contains("Address already in use") && attempt < 5 => cleanup.kill_all(),
+            Some(Some(pid)) => Some(pid),
+            Some(None) if read(&log).contains("Address already in use") => {
+                cleanup.kill_all();
+                None
+            }
             _ => panic!(
                 "sshd did not start (port {port}):\n--- sshd.log ---\n{}\n--- subreaper ---\n{}\n--- stderr ---\n{}",
                 tail(&read(&log), 30),
@@ -586,7 +558,7 @@ fn run_sshd(tools: &SshTools, shim: bool) -> SshdRun {
                 read(&dir.path("sshd.stderr"))
             ),
         }
-    };
+    });
     let maps = std::fs::read_to_string(format!("/proc/{listener}/maps")).unwrap_or_default();
     let mapped = maps.contains("liberrshim");
 
@@ -1212,10 +1184,7 @@ fn run_nginx_workers(nginx: &Path, group: &str, shim: bool) -> WorkersRun {
         )
     };
 
-    let mut attempt = 0;
-    let (port, master, workers) = loop {
-        attempt += 1;
-        let port = free_port();
+    let ((master, workers), port) = on_free_port(|port| {
         std::fs::write(&conf, nginx_workers_conf(&dir.0, port, group)).unwrap();
         let _ = std::fs::remove_file(&error_log);
         let mut cmd = clean_command(nginx);
@@ -1244,11 +1213,14 @@ fn run_nginx_workers(nginx: &Path, group: &str, shim: bool) -> WorkersRun {
             (w.len() == NGINX_WORKERS && w.iter().all(|&p| uid_of(p) == Some(65534))).then_some(Some(w))
         });
         match ready {
-            Some(Some(w)) => break (port, master, w),
-            Some(None) if read(&error_log).contains("Address already in use") && attempt < 5 => cleanup.kill_all(),
+            Some(Some(w)) => Some((master, w)),
+            Some(None) if read(&error_log).contains("Address already in use") => {
+                cleanup.kill_all();
+                None
+            }
             _ => panic!("{}", describe("nginx did not start two workers as nobody")),
         }
-    };
+    });
 
     for i in 0..WORKER_RECIPES {
         let socket =
@@ -1709,10 +1681,7 @@ fn run_apache(apache: &Path, strace: &Path, shim: bool) -> ApacheRun {
             tail(&read(&error_log), 30)
         )
     };
-    let mut attempt = 0;
-    let (port, master, top) = loop {
-        attempt += 1;
-        let port = free_port();
+    let ((master, top), port) = on_free_port(|port| {
         std::fs::write(&conf, apache_conf(&dir.0, port)).unwrap();
         let _ = std::fs::remove_file(&error_log);
         let _ = std::fs::remove_file(&pidfile);
@@ -1744,11 +1713,14 @@ fn run_apache(apache: &Path, strace: &Path, shim: bool) -> ApacheRun {
             (alive(pid) && kids.len() >= 2 && kids.iter().all(|&k| uid_of(k) == www_data)).then_some(Some(pid))
         });
         match ready {
-            Some(Some(pid)) => break (port, pid, top),
-            Some(None) if read(&error_log).contains("Address already in use") && attempt < 5 => cleanup.kill_all(),
+            Some(Some(pid)) => Some((pid, top)),
+            Some(None) if read(&error_log).contains("Address already in use") => {
+                cleanup.kill_all();
+                None
+            }
             _ => panic!("{}", describe("apache2 did not start its children as www-data")),
         }
-    };
+    });
     let mut children: BTreeSet<i32> = children_of(master).into_iter().collect();
     for i in 0..APACHE_RESETS {
         if let Err(e) = keepalive_then_reset(port, master) {

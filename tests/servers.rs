@@ -14,8 +14,7 @@
 mod common;
 use common::*;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
-use std::os::unix::io::AsRawFd;
+use std::net::{Shutdown, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -143,44 +142,17 @@ impl Drop for Server {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// Starts a server on a free port (`start(port)`) and waits until it accepts connections; if it
 /// exits first because another process took the port in between, tries another port.
 fn retry_port(mut start: impl FnMut(u16) -> Server) -> (Server, u16) {
-    let mut last = String::new();
-    for _ in 0..5 {
-        let port = free_port();
+    on_free_port(|port| {
         let mut server = start(port);
         match server.connect(port) {
-            Ok(_) => return (server, port),
-            Err(e) if e.contains("Address already in use") => last = e,
+            Ok(_) => Some(server),
+            Err(e) if e.contains("Address already in use") => None,
             Err(e) => panic!("{e}"),
         }
-    }
-    panic!("no free port after 5 tries: {last}")
-}
-
-/// Aborts the connection: SO_LINGER {1, 0} and close send an RST.
-fn reset(s: TcpStream) {
-    let lg = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: a valid socket and a linger struct of the right size.
-    let r = unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            &lg as *const libc::linger as *const libc::c_void,
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(r, 0, "SO_LINGER");
-    drop(s);
+    })
 }
 
 /// Deterministic bytes (all 256 values, CR and LF included).
@@ -353,7 +325,7 @@ fn nginx_client(port: u16, t: usize, n: usize) -> Load {
             // Reset in the middle of the request.
             3 => {
                 write!(s, "GET /big HTTP/1.1\r\nHost: x\r\n").unwrap();
-                reset(s);
+                abort_connection(s);
                 load.resets += 1;
             }
             // Reset in the middle of the response.
@@ -361,7 +333,7 @@ fn nginx_client(port: u16, t: usize, n: usize) -> Load {
                 write!(s, "GET /big HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
                 let mut buf = vec![0; 20_000];
                 let _ = s.read(&mut buf);
-                reset(s);
+                abort_connection(s);
                 load.resets += 1;
             }
         }
@@ -430,7 +402,7 @@ fn discard_then_reset(port: u16, worker: i32) -> Result<(), String> {
         std::thread::yield_now();
     }
     s.write_all("b".repeat(50).as_bytes()).unwrap();
-    reset(s);
+    abort_connection(s);
     // SAFETY: as above.
     unsafe { libc::kill(worker, libc::SIGCONT) };
     Ok(())
@@ -717,7 +689,7 @@ fn redis_resetter(port: u16, t: usize, n: usize) -> usize {
             let mut buf = [0u8; 100];
             let _ = s.read_exact(&mut buf);
         }
-        reset(s);
+        abort_connection(s);
     }
     n
 }

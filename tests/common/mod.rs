@@ -347,3 +347,46 @@ pub fn result_of(run: &Run, scenario_step: &str) -> (i64, i32) {
     };
     (field("ret="), field("errno=") as i32)
 }
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("binding 127.0.0.1:0")
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts a server on a free port: `start(port)` returns the started server, or None when it
+/// failed because another process took the port between choosing it and the server's bind
+/// (having stopped what it started), and panics on any other failure. Tries 5 ports.
+pub fn on_free_port<T>(mut start: impl FnMut(u16) -> Option<T>) -> (T, u16) {
+    for _ in 0..5 {
+        let port = free_port();
+        if let Some(server) = start(port) {
+            return (server, port);
+        }
+    }
+    panic!("the port was taken before the server could bind it, 5 times in a row")
+}
+
+/// Aborts a connection: SO_LINGER {on, 0 s}, then close, which sends an RST.
+pub fn abort_connection(s: std::net::TcpStream) {
+    use std::os::fd::AsRawFd;
+    let lg = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: a socket this function owns and a linger structure of the size given.
+    let rc = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            &lg as *const libc::linger as *const libc::c_void,
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "setsockopt(SO_LINGER): {}", std::io::Error::last_os_error());
+    drop(s);
+}
