@@ -199,23 +199,34 @@ impl Record {
         self.history() & (hist::TRACKED | hist::LATE) != 0
     }
 
-    /// Writes every field and publishes them under a new generation.
-    fn fill(&self, kind: Kind, history: u32, peer: Option<&Addr>, created: u64, ident: (u64, u64)) {
-        let next = (self.state() >> 32).wrapping_add(1) & HIST_MASK;
-        // Not live while its fields change.
-        self.state.store(next << 32, Release);
-        self.kind.store(kind as u8, Relaxed);
-        self.last_call.store(0, Relaxed);
-        self.connect_errno.store(0, Relaxed);
-        self.first_error.store(0, Relaxed);
-        self.created_ms.store(created, Relaxed);
-        self.bytes_in.store(0, Relaxed);
-        self.bytes_out.store(0, Relaxed);
-        self.store_peer(peer);
+    /// Writes a new generation of this record: what `c` says (history, kind, peer, creation
+    /// time, errors, counts, last call), the identity `ident` (device, inode) and the local
+    /// port. Not live while its fields change; live again with the last store. `from`: the
+    /// state the record must still be in (a record restarted behind other threads' backs);
+    /// false when it moved on, and then nothing was written.
+    fn publish(&self, c: &RecordCopy, ident: (u64, u64), local_port: u16, from: Option<u64>) -> bool {
+        let s = from.unwrap_or_else(|| self.state());
+        let next = (s >> 32).wrapping_add(1) & HIST_MASK;
+        match from {
+            Some(s) if self.state.compare_exchange(s, next << 32, Release, Relaxed).is_err() => return false,
+            Some(_) => {}
+            None => self.state.store(next << 32, Release),
+        }
+        self.kind.store(c.kind, Relaxed);
+        self.last_call.store(c.last_call, Relaxed);
+        self.connect_errno.store(c.connect_errno, Relaxed);
+        self.first_error.store(c.first_error, Relaxed);
+        self.created_ms.store(c.created_ms, Relaxed);
+        self.bytes_in.store(c.bytes_in, Relaxed);
+        self.bytes_out.store(c.bytes_out, Relaxed);
+        for (a, v) in self.peer.iter().zip(c.peer) {
+            a.store(v, Relaxed);
+        }
         self.dev.store(ident.0, Relaxed);
         self.ino.store(ident.1, Relaxed);
-        self.local_port.store(0, Relaxed);
-        self.state.store(next << 32 | history as u64, Release);
+        self.local_port.store(local_port, Relaxed);
+        self.state.store(next << 32 | c.history as u64, Release);
+        true
     }
 
     /// The descriptor was closed: a new generation, empty.
@@ -229,23 +240,8 @@ impl Record {
 
     /// Copies another record (a `dup`): the same socket under another number.
     fn copy_from(&self, o: &Record) {
-        let c = o.copy();
-        self.fill(
-            c.kind(),
-            c.history,
-            None,
-            c.created_ms,
-            (o.dev.load(Relaxed), o.ino.load(Relaxed)),
-        );
-        for (a, v) in self.peer.iter().zip(c.peer) {
-            a.store(v, Relaxed);
-        }
-        self.last_call.store(c.last_call, Relaxed);
-        self.connect_errno.store(c.connect_errno, Relaxed);
-        self.first_error.store(c.first_error, Relaxed);
-        self.bytes_in.store(c.bytes_in, Relaxed);
-        self.bytes_out.store(c.bytes_out, Relaxed);
-        self.local_port.store(o.local_port.load(Relaxed), Relaxed);
+        let ident = (o.dev.load(Relaxed), o.ino.load(Relaxed));
+        self.publish(&o.copy(), ident, o.local_port.load(Relaxed), None);
     }
 
     pub fn copy(&self) -> RecordCopy {
@@ -285,11 +281,6 @@ impl Record {
         if counting() && process::may_write() {
             self.last_call.store(call as u8 + 1, Relaxed);
         }
-    }
-
-    pub fn last_call(&self) -> Option<Call> {
-        let v = self.last_call.load(Relaxed);
-        (v != 0).then(|| Call::ALL.get(v as usize - 1).copied()).flatten()
     }
 
     fn store_peer(&self, peer: Option<&Addr>) {
@@ -370,24 +361,23 @@ impl Record {
         if (s >> 32) as u32 != gen {
             return false;
         }
-        let next = ((s >> 32) as u32).wrapping_add(1) as u64;
-        if self.state.compare_exchange(s, next << 32, Release, Relaxed).is_err() {
-            return false;
-        }
-        self.kind.store(kind as u8, Relaxed);
-        self.last_call.store(0, Relaxed);
-        self.connect_errno.store(0, Relaxed);
-        self.first_error.store(0, Relaxed);
-        self.created_ms.store(0, Relaxed);
-        self.bytes_in.store(0, Relaxed);
-        self.bytes_out.store(0, Relaxed);
-        self.store_peer(None);
-        self.dev.store(now.dev, Relaxed);
-        self.ino.store(now.ino, Relaxed);
-        self.local_port.store(0, Relaxed);
-        self.state.store(next << 32 | hist::LATE as u64, Release);
-        true
+        let c = RecordCopy {
+            history: hist::LATE,
+            kind: kind as u8,
+            ..RecordCopy::default()
+        };
+        self.publish(&c, (now.dev, now.ino), 0, Some(s))
     }
+}
+
+/// The record of `fd`, checked against the kernel: kept when it still describes the file now
+/// behind the number (`Record::fits`, one `fstat`), else started again as met late. None: no
+/// record for the number, no `fstat`, or the number was closed or reused meanwhile.
+pub fn checked(fd: i32, kind: Kind, local: Option<&Addr>) -> Option<&'static Record> {
+    let rec = get(fd)?;
+    let gen = rec.gen();
+    let now = crate::sys::fstat(fd).ok()?;
+    (rec.fits(gen, &now, kind, local) || rec.restart_late(gen, kind, &now)).then_some(rec)
 }
 
 /// An IP address and port in three words: `[family | port << 16, addr[0..8], addr[8..16]]`.
@@ -438,7 +428,14 @@ pub fn live_kind(fd: i32) -> u8 {
 #[inline(always)]
 pub fn start(fd: i32, kind: Kind, history: u32, peer: Option<&Addr>) {
     if let Some(r) = writable(fd) {
-        r.fill(kind, history | hist::TRACKED, peer, now_ms(), (0, 0));
+        let c = RecordCopy {
+            history: history | hist::TRACKED,
+            kind: kind as u8,
+            peer: pack_addr(peer),
+            created_ms: now_ms(),
+            ..RecordCopy::default()
+        };
+        r.publish(&c, (0, 0), 0, None);
     }
 }
 
@@ -511,7 +508,8 @@ pub fn take(fd: i32) -> RecordCopy {
 /// The descriptor was closed (`fclose`, a raw close): forget it.
 #[inline(always)]
 pub fn forget(fd: i32) {
-    if let Some(r) = writable(fd) {
+    // Not `writable`: forgetting writes nothing new, so the highest number in use stays.
+    if let Some(r) = get(fd).filter(|_| process::may_write()) {
         r.clear();
     }
 }
@@ -590,7 +588,7 @@ mod tests {
         assert!(h & hist::RESET_SEEN != 0 && h & hist::EPIPE_SEEN != 0 && h & hist::TRACKED != 0);
         set_counting(true);
         r.note_call(Call::Recv);
-        assert_eq!(r.last_call(), Some(Call::Recv));
+        assert_eq!(r.copy().last_call(), Some(Call::Recv));
         copy(5, 6);
         assert_eq!(format!("{:?}", get(6).unwrap().peer().unwrap()), "127.0.0.1:1");
         // The first check learns the identity; later ones compare it.

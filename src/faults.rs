@@ -39,6 +39,7 @@ pub struct When {
 }
 
 impl When {
+    #[cfg(test)]
     pub fn hits(&self, k: u64) -> bool {
         k >= self.first && k <= self.last && (k - self.first).is_multiple_of(self.step)
     }
@@ -113,6 +114,7 @@ impl FaultRule {
     };
 
     /// Whether the k-th matching call is injected (ignoring `max`, which needs a counter).
+    #[cfg(test)]
     pub fn triggers(&self, seed: u64, rule: usize, k: u64) -> bool {
         Triggers::of(self).fire(rule_key(seed, rule), k)
     }
@@ -541,12 +543,6 @@ pub fn mix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// The `stream`-th random number for the k-th matching call of rule `rule`: a pure function of
-/// its inputs, so the same seed gives the same injections whatever the thread timing.
-pub fn draw(seed: u64, rule: usize, k: u64, stream: u64) -> u64 {
-    draw_keyed(rule_key(seed, rule), k, stream)
-}
-
 /// A rule's key: everything its random numbers depend on besides k.
 pub fn rule_key(seed: u64, rule: usize) -> u64 {
     mix(mix(seed) ^ (rule as u64).wrapping_mul(0xd6e8_feb8_6659_fd93))
@@ -558,6 +554,7 @@ pub fn draw_keyed(key: u64, k: u64, stream: u64) -> u64 {
 }
 
 /// How many bytes a `short` fault lets through out of `len`, or None when it cannot shorten.
+#[cfg(test)]
 pub fn short_limit(fault_n: u64, len: usize, seed: u64, rule: usize, k: u64) -> Option<usize> {
     short_limit_keyed(fault_n, len, rule_key(seed, rule), k)
 }

@@ -32,14 +32,17 @@ impl<const N: usize> StackBuf<N> {
         &self.buf[..self.len]
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.len
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
 
+    #[cfg(test)]
     pub fn clear(&mut self) {
         self.len = 0;
         self.truncated = false;

@@ -165,10 +165,6 @@ fn rearm() {
     ARMED.store(calls, Release);
 }
 
-pub fn seed() -> u64 {
-    SEED.load(Relaxed)
-}
-
 /// Installs a rule set (startup, or a changed control file) into the inactive slot.
 pub fn install(set: &FaultSet) {
     // One reloader at a time: the pid of the process that reloads. A pid that is not this
@@ -278,17 +274,11 @@ fn probe_and_remember(fd: i32) -> Kind {
     if !sys::allowed() {
         return Kind::Unknown;
     }
-    let saved = errno::get();
+    // (errshim's own system calls leave errno as it is.)
     let kind = sockinfo::probe_kind(fd);
-    if let (Some(rec), Ok(now)) = (conntable::get(fd), sys::fstat(fd)) {
-        if kind != Kind::NotOpen && kind != Kind::Unknown {
-            let gen = rec.gen();
-            if !rec.fits(gen, &now, kind, None) {
-                rec.restart_late(gen, kind, &now);
-            }
-        }
+    if kind != Kind::NotOpen && kind != Kind::Unknown {
+        let _ = conntable::checked(fd, kind, None);
     }
-    errno::set(saved);
     kind
 }
 
@@ -444,23 +434,12 @@ fn confirmed(slot: &Slot, i: usize, fd: i32) -> bool {
     if !sys::allowed() {
         return false;
     }
-    let saved = errno::get();
     let kind = sockinfo::probe_kind(fd);
     // Bring the record up to date first: the address filters read its ports and peer.
-    let fits = match (conntable::get(fd), sys::fstat(fd)) {
-        (Some(rec), Ok(now)) => {
-            let gen = rec.gen();
-            let local = sockinfo::local_addr(fd);
-            rec.fits(gen, &now, kind, local.as_ref()) || rec.restart_late(gen, kind, &now)
-        }
-        _ => false,
-    };
-    let _ = fits;
+    let _ = conntable::checked(fd, kind, sockinfo::local_addr(fd).as_ref());
     let kind_ok = h.kinds == ALL_KINDS || h.kinds & (1 << (kind as u8 & 15)) != 0;
     // SAFETY: as above.
-    let addr_ok = !h.addr || address_filters_pass_inner(unsafe { slot.rule(i) }, fd);
-    errno::set(saved);
-    kind_ok && addr_ok
+    kind_ok && (!h.addr || address_filters_pass(unsafe { slot.rule(i) }, fd))
 }
 
 /// A rule's triggers held: apply `short`'s limit and `max`.
@@ -487,16 +466,10 @@ fn triggered(slot: &Slot, i: usize, k: u64, requested: Request) -> Option<Inject
 }
 
 /// `port=` and `peer=`: only IP sockets have them; what the kernel is asked is remembered.
+/// (errshim's own system calls leave errno as it is.)
 #[cold]
 #[inline(never)]
 fn address_filters_pass(r: &faults::FaultRule, fd: i32) -> bool {
-    let saved = errno::get();
-    let pass = address_filters_pass_inner(r, fd);
-    errno::set(saved);
-    pass
-}
-
-fn address_filters_pass_inner(r: &faults::FaultRule, fd: i32) -> bool {
     let kind = kind_of(fd);
     if !(kind.is_tcp() || kind.is_udp()) {
         return false;

@@ -15,30 +15,35 @@
 //! - `sys`: raw system calls (inline `syscall` instructions), gated under seccomp filters.
 //! - `init`: the load-time constructor.
 
-pub mod cause;
-pub mod config;
-pub mod conntable;
-pub mod errno;
+// Private modules: a cdylib has no Rust API, and `pub` would only hide dead code from the
+// compiler. The unit-test binary leaves out the interposing parts (below), which use most of
+// the rest, so dead code is judged in the library build only.
+#![cfg_attr(test, allow(dead_code))]
+
+mod cause;
+mod config;
+mod conntable;
+mod errno;
 mod errno_table;
-pub mod escape;
-pub mod event;
-pub mod faults;
-pub mod fmtbuf;
+mod escape;
+mod event;
+mod faults;
+mod fmtbuf;
 #[cfg(test)]
 mod fuzz;
-pub mod inject;
-pub mod json;
-pub mod logger;
-pub mod memory;
-pub mod once;
-pub mod process;
-pub mod real;
-pub mod rules;
-pub mod sockinfo;
-pub mod suggest;
-pub mod summary;
-pub mod sys;
-pub mod timefmt;
+mod inject;
+mod json;
+mod logger;
+mod memory;
+mod once;
+mod process;
+mod real;
+mod rules;
+mod sockinfo;
+mod suggest;
+mod summary;
+mod sys;
+mod timefmt;
 
 // The interposing parts exist only in the preloadable library, never in the unit-test binary
 // (which would otherwise interpose its own libc calls).

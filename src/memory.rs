@@ -50,16 +50,6 @@ pub fn read<T: Copy>(addr: usize) -> Option<T> {
     Some(unsafe { core::ptr::read_unaligned(addr as *const T) })
 }
 
-/// Copies `out.len()` bytes from `addr`, if that memory can be read (probed).
-pub fn read_into(addr: usize, out: &mut [u8]) -> bool {
-    if !readable(addr, out.len()) {
-        return false;
-    }
-    // SAFETY: as above; `out` is ours and does not overlap caller memory we were handed.
-    unsafe { core::ptr::copy_nonoverlapping(addr as *const u8, out.as_mut_ptr(), out.len()) };
-    true
-}
-
 /// Stores `v` at address `addr` (4 or 8 bytes, naturally aligned, owned by the caller's
 /// call), if the kernel reports it writable.
 pub fn write<T: Copy>(addr: usize, v: T) -> bool {

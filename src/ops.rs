@@ -783,12 +783,7 @@ fn context(
 /// The record for the socket now behind `fd`, checked against the kernel (`Record::fits`,
 /// one `fstat`); a record that does not fit starts again as "met late".
 fn current_record(fd: i32, kind: Kind, local: Option<&Addr>) -> Option<RecordCopy> {
-    let rec = conntable::get(fd)?;
-    let gen = rec.gen();
-    let now = sys::fstat(fd).ok()?;
-    if !rec.fits(gen, &now, kind, local) && !rec.restart_late(gen, kind, &now) {
-        return None; // closed or reused meanwhile: nothing known for sure
-    }
-    let c = rec.copy();
+    // None: closed or reused meanwhile, nothing known for sure.
+    let c = conntable::checked(fd, kind, local)?.copy();
     c.is_live().then_some(c)
 }

@@ -5,7 +5,7 @@
 //!   reads or sets the program's errno (failures come back as `Err(errno)`), takes no lock and
 //!   is async-signal-safe.
 //! - Every one goes through one gate. Under a seccomp filter that errshim does not trust
-//!   (`crate::sandbox` decides and calls `forbid`), a filter may kill the process for any
+//!   (the `prctl`, `seccomp` and `syscall()` hooks call `forbid`, and the first gated call looks at the seccomp state the process inherited), a filter may kill the process for any
 //!   system call it does not allow, so from then on none is made: each reports `Err(EPERM)`
 //!   without entering the kernel. The program's own calls, made by the hooks through the real
 //!   functions, are not errshim's and are not affected.
@@ -146,7 +146,7 @@ mod raw {
     }
 }
 
-/// A system call that is not gated: only for `crate::sandbox`'s look at the process's own
+/// A system call that is not gated: only for the gate's own look at the process's
 /// seccomp state (the calls the dynamic loader itself made to load this library).
 ///
 /// # Safety
@@ -244,11 +244,6 @@ pub fn uids() -> (u32, u32) {
     // SAFETY: no arguments.
     let euid = unsafe { sc(libc::SYS_geteuid, [0; 6]) }.map_or(u32::MAX, |v| v as u32);
     (uid, euid)
-}
-
-pub fn getegid() -> u32 {
-    // SAFETY: no arguments.
-    unsafe { sc(libc::SYS_getegid, [0; 6]) }.map_or(u32::MAX, |v| v as u32)
 }
 
 pub fn getsockopt_int(fd: i32, level: i32, name: i32) -> Result<i32> {
@@ -575,10 +570,6 @@ pub fn abort_connection(fd: i32) -> Result<()> {
 }
 
 /// The soft and hard `RLIMIT_NOFILE` (`prlimit64`, the call glibc's own start-up makes).
-pub fn nofile_limit() -> (u64, u64) {
-    nofile_limit_with(sc)
-}
-
 fn nofile_limit_with(call: unsafe fn(c_long, [usize; 6]) -> Result<usize>) -> (u64, u64) {
     let mut rl = libc::rlimit {
         rlim_cur: 0,
@@ -597,20 +588,8 @@ fn nofile_limit_with(call: unsafe fn(c_long, [usize; 6]) -> Result<usize>) -> (u
     }
 }
 
-/// The calling thread's name (`prctl(PR_GET_NAME)`), at most 15 bytes.
-pub fn thread_name(out: &mut [u8; 16]) -> usize {
-    *out = [0; 16];
-    // SAFETY: PR_GET_NAME writes at most 16 bytes into out.
-    let _ = unsafe {
-        sc(
-            libc::SYS_prctl,
-            [libc::PR_GET_NAME as usize, pm(out.as_mut_ptr()), 0, 0, 0, 0],
-        )
-    };
-    out.iter().position(|&b| b == 0).unwrap_or(16)
-}
-
 /// A private anonymous mapping that reserves no swap (pages are backed once touched).
+#[cfg(test)]
 pub fn map_anonymous(bytes: usize) -> Result<*mut u8> {
     map_anonymous_with(bytes, sc)
 }
