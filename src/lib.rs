@@ -1,60 +1,37 @@
 //! errshim: an `LD_PRELOAD` shim that handles socket errnos (ENOTCONN, EPIPE, ECONNRESET, ...)
 //! in unmodified programs by rule, and logs each event with its context.
 //!
-//! Layout (one concern per module):
-//! - `hooks`: the exported symbols; thin, unsafe, call the real function exactly once.
-//! - `ops`: what happens after a call failed (rules, event, errno); the only slow path.
-//! - `rules`, `config`: the configuration grammar, pure functions.
-//! - `event`, `fmtbuf`, `timefmt`: formatting an event line on the stack.
-//! - `logger`: destinations and the shim's own descriptors.
-//! - `sockinfo`, `conntable`, `cause`: what a descriptor is, what happened to it, and why it
-//!   failed; `summary`: counts for the exit report; `real`: real symbols.
-//! - `memory`: reading the caller's memory only where that is proven safe; `process`: whether
-//!   the hooks run in a vfork child (which must change nothing); `escape`: outside text in
-//!   diagnostics.
-//! - `sys`: raw system calls (inline `syscall` instructions), gated under seccomp filters.
-//! - `init`: the load-time constructor.
+//! Layout: seven layers, each a folder whose module documentation says what it holds and which
+//! layers it may use. Dependencies point down only; `tests/layout.rs` checks it, and that the
+//! modules have no circle.
+//!
+//! | layer | holds |
+//! |---|---|
+//! | `interpose` | the exported hooks (`hooks`), real symbols (`real`), constructor (`init`) |
+//! | `handle` | what happens to a call: armed or not, the failure path, faults |
+//! | `report` | event lines (text, JSON), destinations, summary |
+//! | `observe` | descriptor table, socket facts, causes |
+//! | `policy` | rule, fault and configuration grammar: pure |
+//! | `sys` | raw system calls, errno, caller memory, process, socket vocabulary |
+//! | `text` | stack buffers, JSON strings, escaping, suggestions, timestamps |
+//!
+//! Where a call goes: `interpose::hooks::shutdown` calls the real `shutdown`; if it failed,
+//! `handle::failure` decides (rules), gathers the context (`observe`) and writes the event
+//! (`report::event`, `report::logger`).
 
 // Private modules: a cdylib has no Rust API, and `pub` would only hide dead code from the
-// compiler. The unit-test binary leaves out the interposing parts (below), which use most of
-// the rest, so dead code is judged in the library build only.
+// compiler. The unit-test binary leaves out the interposing parts (`interpose::hooks`,
+// `interpose::init`, `handle::failure`, `report::backtrace`), which use most of the rest, so
+// dead code is judged in the library build only.
 #![cfg_attr(test, allow(dead_code))]
 
-mod cause;
-mod config;
-mod conntable;
-mod errno;
-mod errno_table;
-mod escape;
-mod event;
-mod faults;
-mod fmtbuf;
-#[cfg(test)]
-mod fuzz;
-mod inject;
-mod json;
-mod logger;
-mod memory;
-mod once;
-mod process;
-mod real;
-mod rules;
-mod sockinfo;
-mod suggest;
-mod summary;
+mod handle;
+mod interpose;
+mod observe;
+mod policy;
+mod report;
 mod sys;
-mod timefmt;
-
-// The interposing parts exist only in the preloadable library, never in the unit-test binary
-// (which would otherwise interpose its own libc calls).
-#[cfg(not(test))]
-mod backtrace;
-#[cfg(not(test))]
-mod hooks;
-#[cfg(not(test))]
-mod init;
-#[cfg(not(test))]
-mod ops;
+mod text;
 
 // The code that runs when the library loads (the constructor and what it calls, marked
 // `#[link_section = ".text.errshim_startup"]`) in one section that comes first in the object

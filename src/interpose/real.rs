@@ -2,13 +2,14 @@
 //! the constructor, and one at a time on first use by hooks that run before it (another
 //! library's constructor). A resolved address is a relaxed atomic load from then on.
 
-use crate::rules::Call;
-use crate::{inject, sys};
+use crate::handle::armed;
+use crate::policy::rules::Call;
+use crate::sys::raw;
 use core::ffi::CStr;
 use core::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 /// The address of one real function: `repr(C)`, one word, so that the assembly trampolines
-/// (`hooks::syscall`) can load it from the static's own address. Its name and call are in
+/// (`interpose::hooks::syscall`) can load it from the static's own address. Its name and call are in
 /// `SYMBOLS`; the address alone is zero until resolved, so all of them sit in `.bss` (pages
 /// that a process's start does not have to copy).
 #[repr(C)]
@@ -150,7 +151,7 @@ real_fns! {
 const OPTIONAL: [&CStr; 3] = [c"close_range", c"closefrom", c"fcntl64"];
 
 /// Resolves every real symbol, and names each that has no next definition (but for the
-/// optional ones). Then tells `inject` which read- and write-family calls may take the plain
+/// optional ones). Then tells `handle::armed` which read- and write-family calls may take the plain
 /// path, which calls the resolved address unchecked: those whose every real function was found.
 ///
 /// Every process pays for this when it starts, so the symbols are looked up directly, the way
@@ -161,12 +162,12 @@ const OPTIONAL: [&CStr; 3] = [c"close_range", c"closefrom", c"fcntl64"];
 pub fn resolve_all(check: bool, mut missing: impl FnMut(&'static CStr)) {
     let objects = next::objects_after_errshim();
     // glibc 2.33 and later define `fstat` in libc.so (older ones only `__fxstat`): which call
-    // its `fstat` makes (see `sys::learn_libc`), learnt without calling into libc when the
+    // its `fstat` makes (see `raw::learn_libc`), learnt without calling into libc when the
     // lookup finds it. Not finding it proves nothing (errshim loaded with `dlopen` has libc
     // before it, not after; the lookup may be unsure): then glibc's version string decides.
     const FSTAT: &[u8] = b"fstat";
     let found = objects.as_ref().and_then(|o| o.find(FSTAT, next::gnu_hash(FSTAT)));
-    sys::learn_libc(found.is_some());
+    raw::learn_libc(found.is_some());
     let mut unresolved = 0;
     for s in SYMBOLS {
         let (f, name) = (s.f, s.name());
@@ -187,7 +188,7 @@ pub fn resolve_all(check: bool, mut missing: impl FnMut(&'static CStr)) {
             }
         }
     }
-    inject::set_unresolved_calls(unresolved);
+    armed::set_unresolved_calls(unresolved);
 }
 
 /// The lookup `dlsym(RTLD_NEXT, name)` makes from this library, done directly: the objects

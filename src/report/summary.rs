@@ -2,7 +2,7 @@
 //! kept in fixed lock-free tables (a slot is claimed with one compare-and-swap on its key, then
 //! counted with an atomic add) and written once when the process exits.
 
-use crate::sockinfo::Addr;
+use crate::sys::socket::Addr;
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering::*};
 
 const SLOTS: usize = 256;
@@ -132,7 +132,7 @@ pub fn enable() {
     if tables().is_some() {
         return;
     }
-    if let Ok(p) = crate::sys::startup::map_anonymous(core::mem::size_of::<Tables>()) {
+    if let Ok(p) = crate::sys::raw::startup::map_anonymous(core::mem::size_of::<Tables>()) {
         TABLES.store(p.cast(), Release);
     }
 }
@@ -156,7 +156,7 @@ pub fn count(key: Key, peer: Option<&Addr>) {
     };
     COUNTED.store(true, Relaxed);
     t.by_kind.add(key.pack());
-    let w = crate::conntable::pack_addr(peer);
+    let w = crate::observe::conntable::pack_addr(peer);
     if w[0] != 0 {
         let k = peer_key(&w);
         t.by_peer.add(k);
@@ -179,7 +179,7 @@ fn peer_of(t: &Tables, key: u64) -> Option<Addr> {
         t.peers[s][2].load(Relaxed),
     ];
     (peer_key(&w) == key)
-        .then(|| crate::conntable::unpack_addr(w))
+        .then(|| crate::observe::conntable::unpack_addr(w))
         .flatten()
 }
 
@@ -210,7 +210,7 @@ impl core::fmt::Display for ErrnoOrNone {
         if self.0 == 0 {
             f.write_str("none")
         } else {
-            write!(f, "{}", crate::errno::Name(self.0))
+            write!(f, "{}", crate::sys::errno::Name(self.0))
         }
     }
 }
@@ -222,10 +222,10 @@ pub fn any() -> bool {
 
 /// Writes the exit summary to the log destination: text lines, or one JSON object; nothing when
 /// the process had no event.
-pub fn report(format: crate::config::Format, comm: &[u8]) {
-    use crate::fmtbuf::StackBuf;
+pub fn report(format: crate::policy::config::Format, comm: &[u8]) {
+    use crate::text::fmtbuf::StackBuf;
     use core::fmt::Write;
-    let calls = crate::rules::Call::ALL;
+    let calls = crate::policy::rules::Call::ALL;
     let actions = ["pass", "log", "ignore", "quiet", "map", "inject"];
     let Some(t) = tables() else {
         return;
@@ -238,17 +238,17 @@ pub fn report(format: crate::config::Format, comm: &[u8]) {
     if total == 0 {
         return;
     }
-    let pid = crate::sys::getpid();
+    let pid = crate::sys::raw::getpid();
     let rows = &kinds[..nk.min(40)];
     let top_peers = &peers[..np.min(10)];
-    let cause_code = |i: u8| crate::cause::Cause::from_index(i).map_or("none", |c| c.code());
+    let cause_code = |i: u8| crate::observe::cause::Cause::from_index(i).map_or("none", |c| c.code());
     match format {
-        crate::config::Format::Text => {
+        crate::policy::config::Format::Text => {
             let mut b = StackBuf::<512>::new();
             let _ = write!(b, "errshim summary pid={pid} comm=");
             b.push_escaped(comm);
-            let _ = write!(b, " events={total} dropped_lines={}", crate::logger::dropped());
-            crate::logger::event(b.finish_line());
+            let _ = write!(b, " events={total} dropped_lines={}", crate::report::logger::dropped());
+            crate::report::logger::event(b.finish_line());
             for &(k, c) in rows {
                 let k = Key::unpack(k);
                 let call = calls.get(k.call as usize).map_or("?", |c| c.name());
@@ -260,7 +260,7 @@ pub fn report(format: crate::config::Format, comm: &[u8]) {
                     ErrnoOrNone(k.errno as i32),
                     cause_code(k.cause)
                 );
-                crate::logger::event(b.finish_line());
+                crate::report::logger::event(b.finish_line());
             }
             for &(k, c) in top_peers {
                 let mut b = StackBuf::<512>::new();
@@ -270,17 +270,17 @@ pub fn report(format: crate::config::Format, comm: &[u8]) {
                     None => b.push(b"?"),
                 }
                 let _ = write!(b, " count={c}");
-                crate::logger::event(b.finish_line());
+                crate::report::logger::event(b.finish_line());
             }
         }
-        crate::config::Format::Json => {
+        crate::policy::config::Format::Json => {
             let mut b = StackBuf::<16384>::new();
             let _ = write!(b, "{{\"summary\":{{\"pid\":{pid},\"comm\":\"");
-            crate::json::escape_into(&mut b, comm);
+            crate::text::json::escape_into(&mut b, comm);
             let _ = write!(
                 b,
                 "\",\"events\":{total},\"dropped_lines\":{},\"counts\":[",
-                crate::logger::dropped()
+                crate::report::logger::dropped()
             );
             for (i, &(k, c)) in rows.iter().enumerate() {
                 let k = Key::unpack(k);
@@ -303,7 +303,7 @@ pub fn report(format: crate::config::Format, comm: &[u8]) {
                 let _ = write!(b, "\",\"count\":{c}}}");
             }
             b.push(b"]}}");
-            crate::logger::event(b.finish_line());
+            crate::report::logger::event(b.finish_line());
         }
     }
 }

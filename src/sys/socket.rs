@@ -1,8 +1,8 @@
-//! What a descriptor is and which addresses it has, read from the kernel on the slow path only
-//! (after a call failed), with calls that never change what the program sees next:
-//! `getsockopt(SO_TYPE/SO_DOMAIN/SO_PROTOCOL)`, `getsockname`, `getpeername`. Never `SO_ERROR`.
+//! The kernel's words for sockets, decoded from what it reports: a descriptor's kind (from
+//! `socket()`'s arguments or `SO_TYPE`/`SO_DOMAIN`/`SO_PROTOCOL`) and a socket address (from a
+//! `sockaddr` the kernel filled in). Plain values, no system calls.
 
-use crate::sys;
+use crate::text::fmtbuf::StackBuf;
 use core::fmt;
 use core::net::{Ipv4Addr, Ipv6Addr};
 
@@ -87,19 +87,6 @@ impl Kind {
     }
 }
 
-/// Asks the kernel what `fd` is. Costs up to three `getsockopt` syscalls: slow path only.
-pub fn probe_kind(fd: i32) -> Kind {
-    let ty = match sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE) {
-        Ok(t) => t,
-        Err(libc::ENOTSOCK) => return Kind::NotSocket,
-        Err(libc::EBADF) => return Kind::NotOpen,
-        Err(_) => return Kind::Unknown,
-    };
-    let domain = sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_DOMAIN).unwrap_or(-1);
-    let protocol = sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PROTOCOL).unwrap_or(-1);
-    Kind::from_socket_args(domain, ty, protocol)
-}
-
 /// A socket address as the kernel reported it, kept by value so events need no heap.
 #[derive(Clone, Copy)]
 pub enum Addr {
@@ -158,7 +145,7 @@ impl Addr {
     }
 
     /// Writes the address with path bytes as they are (for JSON, which escapes them itself).
-    pub fn write_to_raw<const N: usize>(&self, out: &mut crate::fmtbuf::StackBuf<N>) {
+    pub fn write_to_raw<const N: usize>(&self, out: &mut StackBuf<N>) {
         match self {
             Addr::UnixPath(p, n) => out.push(p.get(..*n).unwrap_or(&[])),
             Addr::UnixAbstract(p, n) => {
@@ -170,7 +157,7 @@ impl Addr {
     }
 
     /// Writes the address for a text line; path bytes are escaped by the caller's buffer.
-    pub fn write_to<const N: usize>(&self, out: &mut crate::fmtbuf::StackBuf<N>) {
+    pub fn write_to<const N: usize>(&self, out: &mut StackBuf<N>) {
         use core::fmt::Write;
         let _ = match self {
             Addr::V4(ip, port) => write!(out, "{ip}:{port}"),
@@ -192,25 +179,10 @@ impl Addr {
 
 impl fmt::Debug for Addr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut b = crate::fmtbuf::StackBuf::<160>::new();
+        let mut b = StackBuf::<160>::new();
         self.write_to(&mut b);
         f.write_str(core::str::from_utf8(b.as_bytes()).unwrap_or("?"))
     }
-}
-
-fn name(fd: i32, peer: bool) -> Option<Addr> {
-    // SAFETY: an all-zero sockaddr_storage is valid.
-    let mut ss: libc::sockaddr_storage = unsafe { core::mem::zeroed() };
-    let len = sys::sockname(fd, peer, &mut ss).ok()?;
-    Addr::from_storage(&ss, len.min(core::mem::size_of::<libc::sockaddr_storage>()))
-}
-
-pub fn local_addr(fd: i32) -> Option<Addr> {
-    name(fd, false)
-}
-
-pub fn peer_addr(fd: i32) -> Option<Addr> {
-    name(fd, true)
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! Fuzzing every configuration parser (unit tests only): `ERRSHIM_RULES` (`rules::parse_rules`),
 //! `ERRSHIM_FAULTS` and control-file text (`faults::parse`, the latter after the same
-//! line/comment handling as `inject`), durations (`faults::parse_duration`), `when=`
+//! line/comment handling as `handle::fault`), durations (`faults::parse_duration`), `when=`
 //! (`faults::parse_when`), addresses in `peer=`, and the whole environment
 //! (`config::from_lookup`).
 //!
@@ -15,9 +15,9 @@
 //! `cargo test` runs a short fuzz (50,000 inputs); the long run (at least 1,000,000 inputs) is
 //! `cargo test --release --lib fuzz -- --ignored --nocapture`.
 
-use crate::config::{self, ConfigError};
-use crate::faults::{self, Fault, MAX_RULES};
-use crate::rules::{self, Action, Call, CallSet, ErrnoSet};
+use crate::policy::config::{self, ConfigError};
+use crate::policy::faults::{self, Fault, MAX_RULES};
+use crate::policy::rules::{self, Action, Call, CallSet, ErrnoSet};
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -454,7 +454,7 @@ fn check_fault_error(s: &str, e: &faults::FaultError) {
     assert!(text.contains(e.problem));
 }
 
-/// Control-file text, as `inject` turns it into a rule list: lines, `#` comments, `;`.
+/// Control-file text, as `handle::fault` turns it into a rule list: lines, `#` comments, `;`.
 fn check_control(text: &str) {
     let mut joined = String::new();
     for line in text.lines() {
@@ -619,7 +619,7 @@ fn check_config_error(e: &ConfigError, map: &HashMap<String, String>) {
     }
     let line = e.to_string();
     assert!(
-        line.starts_with("errshim: config error: ") && line.contains(&crate::escape::esc(&e.var).to_string()),
+        line.starts_with("errshim: config error: ") && line.contains(&crate::text::escape::esc(&e.var).to_string()),
         "{line}"
     );
     // One line, whatever the input: control characters are escaped.

@@ -13,12 +13,15 @@
 //! `hook!` does; see the README). They are `extern "C-unwind"`, the ABI under which unwinding
 //! through them is defined behaviour.
 
-use crate::cause::hist;
-use crate::conntable;
-use crate::event::{CallArgs, Request};
-use crate::rules::Call;
-use crate::sockinfo::Kind;
-use crate::{errno, inject, logger, memory, ops, process, real, sys};
+use crate::handle::armed;
+use crate::observe::cause::hist;
+use crate::observe::conntable;
+use crate::policy::rules::Call;
+use crate::report::event::{CallArgs, Request};
+use crate::sys::socket::Kind;
+use crate::{
+    handle::failure, handle::fault, interpose::real, report::logger, sys::errno, sys::memory, sys::process, sys::raw,
+};
 use libc::{c_int, c_long, c_uint, c_ulong, c_void, iovec, msghdr, size_t, sockaddr, socklen_t, ssize_t};
 
 /// Defines an exported hook that calls the real function through `$f` (the read and write
@@ -76,8 +79,8 @@ macro_rules! finish {
     (@counted read, $fd:expr, $n:expr, $call:expr) => { conntable::count_in($fd, $n, $call) };
     (@counted write, $fd:expr, $n:expr, $call:expr) => { conntable::count_out($fd, $n, $call) };
     (@uncounted $family:ident, $fd:expr, $n:expr, $call:expr) => {};
-    (@cold read, $call:expr, $name:expr, $args:expr, $r:expr, $e:expr) => { ops::after_read($call, $name, $args, $r, $e) };
-    (@cold write, $call:expr, $name:expr, $args:expr, $r:expr, $e:expr) => { ops::after_failure($call, $name, $args, $r, $e) };
+    (@cold read, $call:expr, $name:expr, $args:expr, $r:expr, $e:expr) => { failure::after_read($call, $name, $args, $r, $e) };
+    (@cold write, $call:expr, $name:expr, $args:expr, $r:expr, $e:expr) => { failure::after_failure($call, $name, $args, $r, $e) };
 }
 
 /// The real function, resolved now if need be; the enclosing hook fails with ENOSYS if there
@@ -125,16 +128,16 @@ macro_rules! io_hook {
                 #[cold]
                 #[inline(never)]
                 #[allow(clippy::too_many_arguments)]
-                unsafe fn inject(inj: inject::Injection, $fd: $fdt, $($a: $t),*) -> $ret {
+                unsafe fn inject(inj: fault::Injection, $fd: $fdt, $($a: $t),*) -> $ret {
                     let errno_before = errno::get();
                     let $f = resolved!($real, fn($fdt, $($t),*) -> $ret);
                     // SAFETY: the real call with the caller's arguments, its length cut to `$lim`
                     // (usize::MAX: as asked).
                     let mut perform = |$lim: usize| unsafe { $limited } as isize;
-                    ops::injected($call, stringify!($name), $args, inj, errno_before, &mut perform) as $ret
+                    failure::injected($call, stringify!($name), $args, inj, errno_before, &mut perform) as $ret
                 }
                 // First, while only the arguments are live; `decide` leaves errno as it was.
-                if let Some(inj) = inject::decide($call, $fd, $args.request()) {
+                if let Some(inj) = fault::decide($call, $fd, $args.request()) {
                     // SAFETY: the caller's own arguments.
                     return unsafe { inject(inj, $fd, $($a),*) };
                 }
@@ -148,15 +151,15 @@ macro_rules! io_hook {
             #[inline(always)]
             unsafe fn plain($fd: $fdt, $($a: $t),*) -> $ret {
                 // SAFETY: not armed, so the constructor resolved this symbol to a non-zero
-                // address (`inject::armed` pairs with the store that said so), the next
+                // address (`handle::armed` pairs with the store that said so), the next
                 // definition of this very symbol, which has this signature.
                 let $f: unsafe extern "C-unwind" fn($fdt, $($t),*) -> $ret = unsafe { core::mem::transmute(real::$real.loaded()) };
                 // SAFETY: the caller's own arguments, passed on unchanged.
-                finish!($family, uncounted, unsafe { $f($fd, $($a),*) }, $fd: $fdt, ($($a: $t),*), $call, stringify!($name), $args, ops::ERRNO_UNKNOWN, $ret)
+                finish!($family, uncounted, unsafe { $f($fd, $($a),*) }, $fd: $fdt, ($($a: $t),*), $call, stringify!($name), $args, failure::ERRNO_UNKNOWN, $ret)
             }
             // SAFETY: the caller's own arguments.
             unsafe {
-                if inject::armed($call) {
+                if armed::armed($call) {
                     faulty($fd, $($a),*)
                 } else {
                     plain($fd, $($a),*)
@@ -167,7 +170,7 @@ macro_rules! io_hook {
 }
 
 io_hook!(read, read(fd: c_int, buf: *mut c_void, n: size_t) -> ssize_t = READ, Call::Read, CallArgs::buf(fd, n, 0), |real, lim| real(fd, buf, n.min(lim)));
-io_hook!(read, readv(fd: c_int, iov: *const iovec, cnt: c_int) -> ssize_t = READV, Call::Readv, CallArgs::iov(fd, iov, cnt), |real, lim| ops::short_iov(iov, cnt, lim, |i, c| real(fd, i, c)));
+io_hook!(read, readv(fd: c_int, iov: *const iovec, cnt: c_int) -> ssize_t = READV, Call::Readv, CallArgs::iov(fd, iov, cnt), |real, lim| failure::short_iov(iov, cnt, lim, |i, c| real(fd, i, c)));
 io_hook!(read, recv(fd: c_int, buf: *mut c_void, n: size_t, flags: c_int) -> ssize_t = RECV, Call::Recv, CallArgs::buf(fd, n, flags), |real, lim| real(fd, buf, n.min(lim), flags));
 io_hook!(read, recvfrom(fd: c_int, buf: *mut c_void, n: size_t, flags: c_int, addr: *mut sockaddr, alen: *mut socklen_t) -> ssize_t
     = RECVFROM, Call::Recvfrom, CallArgs::buf(fd, n, flags).with_from(addr, alen), |real, lim| real(fd, buf, n.min(lim), flags, addr, alen));
@@ -176,14 +179,14 @@ io_hook!(read, __recv_chk(fd: c_int, buf: *mut c_void, n: size_t, buflen: size_t
     = RECV_CHK, Call::Recv, CallArgs::buf(fd, n, flags), |real, lim| real(fd, buf, n.min(lim), buflen, flags));
 io_hook!(read, __recvfrom_chk(fd: c_int, buf: *mut c_void, n: size_t, buflen: size_t, flags: c_int, addr: *mut sockaddr, alen: *mut socklen_t) -> ssize_t
     = RECVFROM_CHK, Call::Recvfrom, CallArgs::buf(fd, n, flags).with_from(addr, alen), |real, lim| real(fd, buf, n.min(lim), buflen, flags, addr, alen));
-io_hook!(read, recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t = RECVMSG, Call::Recvmsg, CallArgs::msg(fd, msg, flags), |real, lim| ops::short_msg(msg, lim, true, |m| real(fd, m, flags)));
+io_hook!(read, recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t = RECVMSG, Call::Recvmsg, CallArgs::msg(fd, msg, flags), |real, lim| failure::short_msg(msg, lim, true, |m| real(fd, m, flags)));
 
 io_hook!(write, write(fd: c_int, buf: *const c_void, n: size_t) -> ssize_t = WRITE, Call::Write, CallArgs::buf(fd, n, 0), |real, lim| real(fd, buf, n.min(lim)));
-io_hook!(write, writev(fd: c_int, iov: *const iovec, cnt: c_int) -> ssize_t = WRITEV, Call::Writev, CallArgs::iov(fd, iov, cnt), |real, lim| ops::short_iov(iov, cnt, lim, |i, c| real(fd, i, c)));
+io_hook!(write, writev(fd: c_int, iov: *const iovec, cnt: c_int) -> ssize_t = WRITEV, Call::Writev, CallArgs::iov(fd, iov, cnt), |real, lim| failure::short_iov(iov, cnt, lim, |i, c| real(fd, i, c)));
 io_hook!(write, send(fd: c_int, buf: *const c_void, n: size_t, flags: c_int) -> ssize_t = SEND, Call::Send, CallArgs::buf(fd, n, flags), |real, lim| real(fd, buf, n.min(lim), flags));
 io_hook!(write, sendto(fd: c_int, buf: *const c_void, n: size_t, flags: c_int, addr: *const sockaddr, alen: socklen_t) -> ssize_t
     = SENDTO, Call::Sendto, CallArgs::buf(fd, n, flags), |real, lim| real(fd, buf, n.min(lim), flags, addr, alen));
-io_hook!(write, sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t = SENDMSG, Call::Sendmsg, CallArgs::msg(fd, msg, flags), |real, lim| ops::short_msg(msg as *mut msghdr, lim, false, |m| real(fd, m, flags)));
+io_hook!(write, sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t = SENDMSG, Call::Sendmsg, CallArgs::msg(fd, msg, flags), |real, lim| failure::short_msg(msg as *mut msghdr, lim, false, |m| real(fd, m, flags)));
 
 hook!(fn shutdown(fd: c_int, how: c_int) -> c_int, SHUTDOWN, |real| {
     /// Some fault rule names shutdown (see `io_hook!`).
@@ -191,16 +194,16 @@ hook!(fn shutdown(fd: c_int, how: c_int) -> c_int, SHUTDOWN, |real| {
     #[inline(never)]
     unsafe fn faulty(real: unsafe extern "C-unwind" fn(c_int, c_int) -> c_int, fd: c_int, how: c_int) -> c_int {
         let errno_before = errno::get();
-        if let Some(inj) = inject::decide(Call::Shutdown, fd, Request::NONE) {
+        if let Some(inj) = fault::decide(Call::Shutdown, fd, Request::NONE) {
             let args = CallArgs { how, ..CallArgs::fd(fd) };
             // SAFETY: the caller's own arguments.
             let mut perform = |_: usize| unsafe { real(fd, how) } as isize;
-            return ops::injected(Call::Shutdown, "shutdown", args, inj, errno_before, &mut perform) as c_int;
+            return failure::injected(Call::Shutdown, "shutdown", args, inj, errno_before, &mut perform) as c_int;
         }
         // SAFETY: the caller's own arguments.
         shutdown_done(unsafe { real(fd, how) }, fd, how, errno_before)
     }
-    if inject::armed(Call::Shutdown) {
+    if armed::armed(Call::Shutdown) {
         // SAFETY: the caller's own arguments.
         return unsafe { faulty(real, fd, how) };
     }
@@ -215,7 +218,7 @@ fn shutdown_done(r: c_int, fd: c_int, how: c_int, errno_before: c_int) -> c_int 
         conntable::note_shutdown(fd, how);
         return 0;
     }
-    ops::after_failure(
+    failure::after_failure(
         Call::Shutdown,
         "shutdown",
         CallArgs {
@@ -231,19 +234,19 @@ hook!(fn close(fd: c_int) -> c_int, CLOSE, |real| {
     // Take the record before the descriptor is released: afterwards another thread may be
     // given the same number.
     let errno_before = errno::get();
-    let injection = if inject::armed(Call::Close) { inject::decide(Call::Close, fd, Request::NONE) } else { None };
+    let injection = if armed::armed(Call::Close) { fault::decide(Call::Close, fd, Request::NONE) } else { None };
     let closed = conntable::take(fd);
     if let Some(inj) = injection {
         // SAFETY: the caller's own argument.
         let mut perform = |_: usize| unsafe { real(fd) } as isize;
-        return ops::injected_close(closed, fd, inj, errno_before, &mut perform) as c_int;
+        return failure::injected_close(closed, fd, inj, errno_before, &mut perform) as c_int;
     }
     // SAFETY: the caller's own argument.
     let r = unsafe { real(fd) };
     if r == 0 {
         return 0;
     }
-    ops::after_close(closed, fd, r as isize, errno_before) as c_int
+    failure::after_close(closed, fd, r as isize, errno_before) as c_int
 });
 
 hook!(fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_int, SOCKET, |real| {
@@ -271,7 +274,7 @@ hook!(fn socketpair(domain: c_int, ty: c_int, protocol: c_int, sv: *mut c_int) -
 hook!(fn connect(fd: c_int, addr: *const sockaddr, alen: socklen_t) -> c_int, CONNECT, |real| {
     // SAFETY: the caller's own arguments.
     let r = unsafe { real(fd, addr, alen) };
-    ops::after_connect(fd, addr, alen, r);
+    failure::after_connect(fd, addr, alen, r);
     r
 });
 
@@ -302,7 +305,7 @@ hook!(fn accept(fd: c_int, addr: *mut sockaddr, alen: *mut socklen_t) -> c_int, 
     // SAFETY: the caller's own arguments.
     let new = unsafe { real(fd, addr, alen) };
     if new >= 0 {
-        ops::after_accept(fd, new, addr, alen, room);
+        failure::after_accept(fd, new, addr, alen, room);
     }
     new
 });
@@ -312,7 +315,7 @@ hook!(fn accept4(fd: c_int, addr: *mut sockaddr, alen: *mut socklen_t, flags: c_
     // SAFETY: the caller's own arguments.
     let new = unsafe { real(fd, addr, alen, flags) };
     if new >= 0 {
-        ops::after_accept(fd, new, addr, alen, room);
+        failure::after_accept(fd, new, addr, alen, room);
     }
     new
 });
@@ -400,16 +403,16 @@ pub unsafe extern "C-unwind" fn closefrom(lowfd: c_int) {
 // --- seccomp ------------------------------------------------------------------------------
 
 /// A seccomp filter is about to be installed: from now on errshim makes no system call of its
-/// own (`sys::forbid`); undone if the install fails.
+/// own (`raw::forbid`); undone if the install fails.
 #[inline(always)]
 fn with_filter_install(install: bool, call: impl FnOnce() -> c_long) -> c_long {
     if !install {
         return call();
     }
-    let before = sys::forbid();
+    let before = raw::forbid();
     let r = call();
     if r < 0 {
-        sys::restore(before);
+        raw::restore(before);
     }
     r
 }

@@ -1,7 +1,7 @@
 //! A JSON object writer into a stack buffer: `{"key":value,...}` with strings escaped
 //! correctly whatever bytes they hold (invalid UTF-8 becomes U+FFFD).
 
-use crate::fmtbuf::StackBuf;
+use crate::text::fmtbuf::StackBuf;
 use core::fmt::Write;
 
 pub struct Obj<'b, const N: usize> {

@@ -1,9 +1,9 @@
 //! Every `ERRSHIM_*` environment variable, parsed from plain strings by pure functions. The
 //! resulting `Config` is built once, in the constructor, and never changes afterwards.
 
-use crate::escape::{esc, Esc};
-use crate::rules::{self, Rule, RuleError};
-use crate::suggest;
+use crate::policy::rules::{self, Rule, RuleError};
+use crate::text::escape::{esc, Esc};
+use crate::text::suggest;
 use core::fmt;
 use log::LevelFilter;
 
@@ -106,7 +106,7 @@ pub struct Config {
     pub count: bool,
     /// The fault rules, on the heap when there are any (the set is large, and the default
     /// configuration is built on every process start).
-    pub faults: Option<Box<crate::faults::FaultSet>>,
+    pub faults: Option<Box<crate::policy::faults::FaultSet>>,
     /// None: pick one at startup (and say which).
     pub seed: Option<u64>,
     /// The control file's path, as bytes.
@@ -306,8 +306,10 @@ pub fn parse_level(value: &str) -> Option<LevelFilter> {
 
 impl Config {
     /// The fault rules of `ERRSHIM_FAULTS` (none by default).
-    pub fn fault_set(&self) -> &crate::faults::FaultSet {
-        self.faults.as_deref().unwrap_or(&crate::faults::FaultSet::EMPTY)
+    pub fn fault_set(&self) -> &crate::policy::faults::FaultSet {
+        self.faults
+            .as_deref()
+            .unwrap_or(&crate::policy::faults::FaultSet::EMPTY)
     }
 
     /// The configuration with every variable at its default (no rule parsing beyond the
@@ -396,12 +398,12 @@ pub fn from_lookup(get: Lookup, set_names: &[Vec<u8>]) -> (Config, Vec<ConfigErr
     let count = flag("ERRSHIM_COUNT", &mut errors);
 
     let faults = text(get, "ERRSHIM_FAULTS", &mut errors).map(|spec| {
-        Box::new(crate::faults::parse(&spec).unwrap_or_else(|e| {
+        Box::new(crate::policy::faults::parse(&spec).unwrap_or_else(|e| {
             let mut err = ConfigError::new("ERRSHIM_FAULTS", e.token.as_str(), e.problem, "injecting no faults");
             err.suggestion = e.suggestion.map(str::to_string);
             err.rule_text = Some((e.rule, e.rule_text.as_str().to_string()));
             errors.push(err);
-            crate::faults::FaultSet::EMPTY
+            crate::policy::faults::FaultSet::EMPTY
         }))
     });
     let seed = text(get, "ERRSHIM_SEED", &mut errors).and_then(|v| match v.trim().parse::<u64>() {
@@ -504,7 +506,7 @@ impl Config {
                 rules::ErrnoSet::Any => "any errno".to_string(),
                 rules::ErrnoSet::List(l) => l
                     .iter()
-                    .map(|&e| crate::errno::Name(e).to_string())
+                    .map(|&e| crate::sys::errno::Name(e).to_string())
                     .collect::<Vec<_>>()
                     .join(","),
             };
@@ -514,7 +516,7 @@ impl Config {
                 rules::Action::Ignore => "report success (0) and log an event".to_string(),
                 rules::Action::Quiet => "report success (0), log nothing".to_string(),
                 rules::Action::Map(e) => {
-                    format!("fail with {} instead, log an event", crate::errno::Name(e))
+                    format!("fail with {} instead, log an event", crate::sys::errno::Name(e))
                 }
             };
             out.push(format!(
@@ -527,7 +529,7 @@ impl Config {
             ));
         }
         for (i, r) in self.fault_set().rules().iter().enumerate() {
-            out.push(format!("fault rule {}: {}", i + 1, crate::faults::explain(r)));
+            out.push(format!("fault rule {}: {}", i + 1, crate::policy::faults::explain(r)));
         }
         if let Some(c) = &self.control {
             out.push(format!(

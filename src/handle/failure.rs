@@ -7,18 +7,20 @@
 //! hook (a panic, which would be a bug, is caught and the real result returned unchanged); the
 //! errno the program sees is set last. A failure that no rule matches costs no system call.
 //! Caller memory is read only where `memory` says it may be. Under a seccomp filter
-//! (`sys::allowed` false) rules still decide, from what the table knows, but no event is built
+//! (`raw::allowed` false) rules still decide, from what the table knows, but no event is built
 //! (it would need system calls).
 
-use crate::cause::{self, hist, Cause, Facts};
-use crate::conntable::{self, RecordCopy};
-use crate::event::{self, Buffers, CallArgs, Context, Event, Injected};
-use crate::faults::Fault;
-use crate::fmtbuf::StackBuf;
-use crate::inject::Injection;
-use crate::rules::{self, Action, Call};
-use crate::sockinfo::{self, Addr, Kind};
-use crate::{backtrace, errno, init, logger, memory, process, summary, sys, timefmt};
+use crate::handle;
+use crate::handle::fault::Injection;
+use crate::observe::cause::{self, hist, Cause, Facts};
+use crate::observe::conntable::{self, RecordCopy};
+use crate::observe::sockinfo;
+use crate::policy::faults::Fault;
+use crate::policy::rules::{self, Action, Call};
+use crate::report::event::{self, Buffers, CallArgs, Context, Event, Injected};
+use crate::sys::socket::{Addr, Kind};
+use crate::text::fmtbuf::StackBuf;
+use crate::{report::backtrace, report::logger, report::summary, sys::errno, sys::memory, sys::process, sys::raw};
 use core::cell::Cell;
 use core::sync::atomic::Ordering::Relaxed;
 
@@ -67,7 +69,7 @@ fn guarded<T>(f: impl FnOnce() -> T) -> Option<T> {
 }
 
 /// `errno_before` from a hook that did not read it: only calls that no rule turns into a
-/// success skip reading it (see `inject::armed`).
+/// success skip reading it (see `handle::armed`).
 pub const ERRNO_UNKNOWN: i32 = -1;
 
 /// What a failure is about: an open descriptor, or one that `close` just released (whose
@@ -102,7 +104,7 @@ pub fn after_close(closed: RecordCopy, fd: i32, ret: isize, errno_before: i32) -
 
 fn failure(call: Call, entry: &'static str, args: CallArgs, target: Target, ret: isize, errno_before: i32) -> isize {
     let err = errno::get();
-    let Some(cfg) = init::config() else {
+    let Some(cfg) = handle::config() else {
         return ret;
     };
     if cfg.rules.is_empty() {
@@ -256,14 +258,14 @@ impl LazyKind<'_> {
             Target::Closed(_) if self.err == libc::EBADF => Kind::NotOpen,
             Target::Closed(c) if c.is_live() => c.kind(),
             Target::Closed(_) => Kind::Unknown,
-            Target::Open if sys::allowed() => sockinfo::probe_kind(self.fd),
+            Target::Open if raw::allowed() => sockinfo::probe_kind(self.fd),
             Target::Open => Kind::from_u8(conntable::live_kind(self.fd)),
         })
     }
 }
 
 fn handle(
-    cfg: &crate::config::Config,
+    cfg: &crate::policy::config::Config,
     call: Call,
     entry: &'static str,
     args: &CallArgs,
@@ -302,7 +304,7 @@ fn handle(
         Action::Ignore | Action::Quiet => (Verdict::Succeed(0), 0, 0),
         Action::Map(e) => (Verdict::Fail(e), -1, e),
     };
-    if action.logs() && sys::allowed() {
+    if action.logs() && raw::allowed() {
         let kind = kind.get();
         let outcome = Outcome {
             ret,
@@ -327,10 +329,10 @@ fn handle(
 fn eof_outputs(call: Call, args: &CallArgs) -> bool {
     match (call, args.buffers) {
         (Call::Recvfrom, _) if !args.addr.is_null() => {
-            !args.alen.is_null() && sys::allowed() && memory::write(args.alen as usize, 0 as libc::socklen_t)
+            !args.alen.is_null() && raw::allowed() && memory::write(args.alen as usize, 0 as libc::socklen_t)
         }
         (Call::Recvmsg, Buffers::Msg(m)) => {
-            if !sys::allowed() {
+            if !raw::allowed() {
                 return false;
             }
             let Some(h) = memory::read::<libc::msghdr>(m as usize) else {
@@ -365,7 +367,7 @@ struct Outcome {
 /// Builds the event with its context and writes it (and counts it for the summary).
 #[allow(clippy::too_many_arguments)]
 fn report(
-    cfg: &crate::config::Config,
+    cfg: &crate::policy::config::Config,
     call: Call,
     entry: &'static str,
     args: &CallArgs,
@@ -381,10 +383,10 @@ fn report(
         ctx.cause = Some(Cause::Injected);
     }
     let ev = Event {
-        time: timefmt::now(),
-        pid: sys::getpid(),
-        tid: sys::gettid(),
-        comm: init::comm(),
+        time: raw::wall_clock(),
+        pid: raw::getpid(),
+        tid: raw::gettid(),
+        comm: process::comm(),
         call,
         entry,
         args: *args,
@@ -483,7 +485,7 @@ fn inject_into(
     let not_injected = match inj.fault {
         Fault::Short(_) => !shortenable(&args),
         Fault::Eof => !eof_outputs(call, &args),
-        Fault::Delay(_) | Fault::Reset => !sys::allowed(),
+        Fault::Delay(_) | Fault::Reset => !raw::allowed(),
         Fault::Errno(_) => false,
     };
     if not_injected {
@@ -506,21 +508,21 @@ fn inject_into(
             (true, r, errno::get())
         }
         Fault::Delay(ns) => {
-            sys::sleep_ns(ns);
+            raw::sleep_ns(ns);
             errno::set(errno_before);
             let r = perform(usize::MAX);
             (true, r, errno::get())
         }
         Fault::Reset => {
             if sockinfo::probe_kind(fd).is_tcp() {
-                let _ = sys::abort_connection(fd);
+                let _ = raw::abort_connection(fd);
             }
             errno::set(errno_before);
             let r = perform(usize::MAX);
             (true, r, errno::get())
         }
     };
-    if let Some(cfg) = init::config().filter(|_| sys::allowed()) {
+    if let Some(cfg) = handle::config().filter(|_| raw::allowed()) {
         let _ = guarded(|| {
             let kind = LazyKind {
                 fd,
@@ -709,11 +711,11 @@ pub fn action_index(a: Action) -> u8 {
     }
 }
 
-fn emit(cfg: &crate::config::Config, ev: &Event<'_>) {
+fn emit(cfg: &crate::policy::config::Config, ev: &Event<'_>) {
     let mut line = StackBuf::<4096>::new();
     match cfg.format {
-        crate::config::Format::Text => event::write_text(ev, &mut line),
-        crate::config::Format::Json => event::write_json(ev, &mut line),
+        crate::policy::config::Format::Text => event::write_text(ev, &mut line),
+        crate::policy::config::Format::Json => event::write_json(ev, &mut line),
     }
     logger::event(line.finish_line());
 }
@@ -738,12 +740,12 @@ fn context(
             let copy = current_record(args.fd, kind, local.as_ref());
             let live_peer = sockinfo::peer_addr(args.fd);
             let peer = copy.and_then(|c| c.peer()).or(live_peer);
-            if let Some(t) = kind.is_tcp().then(|| sys::tcp_info(args.fd)).flatten() {
+            if let Some(t) = kind.is_tcp().then(|| raw::tcp_info(args.fd)).flatten() {
                 ctx.state = Some(t.state);
                 ctx.bytes_received = t.bytes_received;
                 ctx.bytes_sent = t.bytes_sent;
             }
-            ctx.pending_error = sys::poll_error(args.fd);
+            ctx.pending_error = raw::poll_error(args.fd);
             (copy, local, peer, live_peer.is_some())
         }
         Target::Open => return (ctx, None, None),

@@ -2,9 +2,9 @@
 //!
 //! `CALLS:ERRNOS:ACTION[:OPTION...]`, rules separated by `;`, first match wins.
 
-use crate::errno;
-use crate::sockinfo::Kind;
-use crate::suggest;
+use crate::sys::errno;
+use crate::sys::socket::Kind;
+use crate::text::suggest;
 use std::borrow::Cow;
 
 /// Every interposed call that rules can name. The fortified `__*_chk` entry points count as
@@ -374,6 +374,8 @@ fn parse_rule(n: usize, text: &str) -> Result<Rule, RuleError> {
 /// Parses a whole `ERRSHIM_RULES` value. Empty rules (`;;`, a trailing `;`) are skipped; an
 /// empty value gives no rules at all.
 /// The calls (a bit per `Call`) whose failure some rule may turn into a success.
+// Run by the constructor: placed with its code (see `lib.rs`).
+#[allow(unsafe_code)]
 #[link_section = ".text.errshim_startup"]
 pub fn succeeding_calls(rules: &[Rule]) -> u32 {
     rules

@@ -107,7 +107,7 @@ pub fn seccomp_field(status: &[u8]) -> Option<u8> {
 pub type Result<T> = core::result::Result<T, i32>;
 
 /// The `syscall` instruction itself, ungated.
-mod raw {
+mod insn {
     use libc::c_long;
 
     #[cfg(target_arch = "x86_64")]
@@ -153,7 +153,7 @@ mod raw {
 /// The arguments must be valid for system call `nr`.
 pub unsafe fn ungated(nr: c_long, a: [usize; 6]) -> Result<usize> {
     // SAFETY: as the caller vouches.
-    let r = unsafe { raw::call6(nr, a) };
+    let r = unsafe { insn::call6(nr, a) };
     if (-4095..0).contains(&r) {
         Err(-r as i32)
     } else {
@@ -335,7 +335,7 @@ pub fn learn_libc(found_fstat: bool) {
 }
 
 /// "2.36" as (2, 36); what is not a number counts as 0. By hand: the constructor's path is
-/// kept small (see `init`).
+/// kept small (see `interpose::init`).
 #[link_section = ".text.errshim_startup"]
 fn version(v: &[u8]) -> (u32, u32) {
     let mut parts = [0u32; 2];
@@ -527,6 +527,14 @@ pub fn random_u64() -> Option<u64> {
         )
     };
     (r == Ok(8)).then_some(v)
+}
+
+/// The current wall-clock time (clock_gettime is served by the vDSO: no syscall, no lock).
+pub fn wall_clock() -> crate::text::timefmt::Utc {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: ts is a valid, writable timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
+    crate::text::timefmt::Utc::new(ts.tv_sec, ts.tv_nsec)
 }
 
 /// CLOCK_MONOTONIC_COARSE in milliseconds (vDSO: no syscall).

@@ -7,40 +7,19 @@
 //! environment that allocates nothing unless an `ERRSHIM_*` variable is set, the descriptor
 //! table (one `prlimit64`, one `mmap`) and one `fstat` of fd 2. Everything else waits for the
 //! first event: the program's name, and whether a seccomp filter forbids errshim's own system
-//! calls (`sys::allowed`).
+//! calls (`raw::allowed`).
 
-use crate::config::{self, Config};
-use crate::fmtbuf::StackBuf;
-use crate::once::SetOnce;
-use crate::rules::Call;
-use crate::{backtrace, conntable, inject, logger, memory, real, rules, summary, sys};
+use crate::handle::{self, armed};
+use crate::policy::config::{self, Config};
+use crate::policy::rules::Call;
+use crate::sys::process;
+use crate::text::fmtbuf::StackBuf;
+use crate::{
+    handle::fault, interpose::real, observe::conntable, policy::rules, report::backtrace, report::logger,
+    report::summary, sys::memory, sys::raw,
+};
 use core::ffi::{c_char, CStr};
 use core::fmt::Write;
-
-static CONFIG: SetOnce<Config> = SetOnce::new();
-
-/// The configuration, once the constructor has finished; `None` before that or when disabled.
-#[inline(always)]
-pub fn config() -> Option<&'static Config> {
-    CONFIG.get()
-}
-
-/// The program's name as the kernel set it at `exec` (`comm`: the executed file's name, at
-/// most 15 bytes), worked out without a system call from the auxiliary vector (or argv[0]).
-/// Both are the process's own strings, which live as long as it does.
-pub fn comm() -> &'static [u8] {
-    // SAFETY: getauxval only reads the auxiliary vector.
-    let p = unsafe { libc::getauxval(libc::AT_EXECFN) } as *const c_char;
-    let name = if p.is_null() {
-        argv0().unwrap_or(b"?")
-    } else {
-        // SAFETY: AT_EXECFN points at the NUL-terminated path given to execve, on the initial
-        // stack, which is never freed.
-        let path = unsafe { CStr::from_ptr(p) }.to_bytes();
-        path.rsplit(|&c| c == b'/').next().unwrap_or(path)
-    };
-    name.get(..15).unwrap_or(name)
-}
 
 fn diag_line(args: core::fmt::Arguments<'_>) {
     let mut b = StackBuf::<1024>::new();
@@ -49,16 +28,7 @@ fn diag_line(args: core::fmt::Arguments<'_>) {
 }
 
 extern "C" {
-    /// glibc's basename of argv[0].
-    static program_invocation_short_name: *const c_char;
     static environ: *const *const c_char;
-}
-
-fn argv0() -> Option<&'static [u8]> {
-    // SAFETY: glibc sets this before any constructor runs; it is NUL-terminated or null.
-    let p = unsafe { program_invocation_short_name };
-    // SAFETY: as above.
-    (!p.is_null()).then(|| unsafe { CStr::from_ptr(p) }.to_bytes())
 }
 
 /// The entries of `environ` that start with `prefix`, as bytes; allocates nothing. Each entry is
@@ -117,7 +87,7 @@ fn init() {
         // Said once the destination is set up, below; rare (a libc without the function).
         MISSING.with_slot(name);
     });
-    crate::errno::learn_location();
+    crate::sys::errno::learn_location();
     // SAFETY: getauxval only reads the auxiliary vector.
     let secure = unsafe { libc::getauxval(libc::AT_SECURE) } != 0;
     // ERRSHIM_DISABLE=1: nothing more, not even a copy of the other variables.
@@ -138,7 +108,7 @@ fn init() {
     };
 
     // Before any system call that is gated (the first one looks at the seccomp state).
-    sys::trust_inherited_filter(cfg.trust_seccomp);
+    raw::trust_inherited_filter(cfg.trust_seccomp);
     conntable::init();
     // The diagnostics logger first: setting up the destination may need to warn.
     if log::set_logger(&logger::DIAG_LOGGER).is_ok() {
@@ -156,11 +126,11 @@ fn init() {
     } else {
         0
     };
-    inject::set_config_calls(rules::succeeding_calls(&cfg.rules) | counted);
+    armed::set_config_calls(rules::succeeding_calls(&cfg.rules) | counted);
     if cfg.fault_set().n > 0 || cfg.control.is_some() || cfg.summary || cfg.backtrace {
         start_extras(&cfg);
     }
-    let _ = CONFIG.set(cfg);
+    handle::set_config(cfg);
 }
 
 /// The configuration from the `ERRSHIM_*` variables that are set; None when errshim does not
@@ -177,7 +147,7 @@ fn configure(vars: &[(Vec<u8>, Vec<u8>)]) -> Option<(Config, Vec<config::ConfigE
         return None;
     }
     if get("ERRSHIM_ONLY_CMDS").is_some() || get("ERRSHIM_SKIP_CMDS").is_some() {
-        let names = [comm(), argv0().unwrap_or(b"")];
+        let names = [process::comm(), process::argv0().unwrap_or(b"")];
         if !config::acts_in(&get, &names) {
             return None;
         }
@@ -197,7 +167,12 @@ fn say_at_start(cfg: &Config, errors: &[config::ConfigError], secure: bool, vars
     if secure && !vars.is_empty() {
         let mut names = StackBuf::<1024>::new();
         for (i, (k, _)) in vars.iter().enumerate() {
-            let _ = write!(names, "{}{}", if i > 0 { ", " } else { "" }, crate::escape::Esc(k));
+            let _ = write!(
+                names,
+                "{}{}",
+                if i > 0 { ", " } else { "" },
+                crate::text::escape::Esc(k)
+            );
         }
         log::warn!(
             "secure-execution mode (setuid, setgid or file capabilities): ignoring {} (the defaults apply)",
@@ -221,8 +196,8 @@ fn say_at_start(cfg: &Config, errors: &[config::ConfigError], secure: bool, vars
     log::info!(
         "errshim {} loaded into pid {} ({})",
         env!("CARGO_PKG_VERSION"),
-        sys::getpid(),
-        crate::escape::Esc(comm())
+        raw::getpid(),
+        crate::text::escape::Esc(process::comm())
     );
     if log::log_enabled!(log::Level::Info) {
         for line in cfg.describe() {
@@ -238,10 +213,10 @@ fn start_extras(cfg: &Config) {
         backtrace::prepare();
     }
     if cfg.fault_set().n > 0 || cfg.control.is_some() {
-        let seed = cfg.seed.or_else(sys::random_u64).unwrap_or_else(fallback_seed);
-        inject::init(cfg.fault_set(), seed);
+        let seed = cfg.seed.or_else(raw::random_u64).unwrap_or_else(fallback_seed);
+        fault::init(cfg.fault_set(), seed);
         if let Some(path) = &cfg.control {
-            inject::watch(path);
+            fault::watch(path);
         }
         startup_line(cfg, seed);
     }
@@ -258,8 +233,8 @@ fn start_extras(cfg: &Config) {
 
 /// A seed when the kernel gives no random bits: the clock and the pid.
 fn fallback_seed() -> u64 {
-    let t = crate::timefmt::now();
-    crate::faults::mix(t.secs as u64 ^ (t.nanos as u64) << 20 ^ sys::getpid() as u64)
+    let t = crate::sys::raw::wall_clock();
+    crate::policy::faults::mix(t.secs as u64 ^ (t.nanos as u64) << 20 ^ raw::getpid() as u64)
 }
 
 /// Names of real functions the constructor did not find, kept until the log is set up.
@@ -306,17 +281,17 @@ static MISSING: Missing = Missing {
 /// replayed with ERRSHIM_SEED.
 fn startup_line(cfg: &Config, seed: u64) {
     let mut b = StackBuf::<1024>::new();
-    let (pid, n) = (sys::getpid(), cfg.fault_set().n);
+    let (pid, n) = (raw::getpid(), cfg.fault_set().n);
     let control: &[u8] = cfg.control.as_deref().unwrap_or(b"");
     match cfg.format {
         config::Format::Text => {
             let _ = write!(
                 b,
                 "errshim {} pid={pid} tid={} comm=",
-                crate::timefmt::now(),
-                sys::gettid()
+                crate::sys::raw::wall_clock(),
+                raw::gettid()
             );
-            b.push_escaped(comm());
+            b.push_escaped(process::comm());
             let _ = write!(b, " faults: {n} rule(s)");
             if !control.is_empty() {
                 b.push(b" and the control file ");
@@ -325,12 +300,12 @@ fn startup_line(cfg: &Config, seed: u64) {
             let _ = write!(b, ", seed={seed} (ERRSHIM_SEED={seed} replays this run)");
         }
         config::Format::Json => {
-            let mut o = crate::json::Obj::new(&mut b);
+            let mut o = crate::text::json::Obj::new(&mut b);
             o.fmt_str("ts", |t| {
-                let _ = write!(t, "{}", crate::timefmt::now());
+                let _ = write!(t, "{}", crate::sys::raw::wall_clock());
             });
             o.num("pid", pid)
-                .str("comm", comm())
+                .str("comm", process::comm())
                 .num("fault_rules", n)
                 .str("control", control)
                 .num("seed", seed);
@@ -342,14 +317,14 @@ fn startup_line(cfg: &Config, seed: u64) {
 
 extern "C" fn child_after_fork() {
     summary::reset();
-    inject::child_after_fork();
+    fault::child_after_fork();
 }
 
 /// At exit: the summary, when asked for (and only from a process that had something to say),
 /// and how many lines could not be written, if any.
 #[link_section = ".text.errshim_startup"]
 extern "C" fn destructor() {
-    let Some(cfg) = config() else {
+    let Some(cfg) = handle::config() else {
         return;
     };
     // Nothing to say (the common case): return without touching the stack pages and code that
@@ -363,7 +338,7 @@ extern "C" fn destructor() {
 fn at_exit(cfg: &'static Config) {
     let _ = std::panic::catch_unwind(|| {
         if cfg.summary {
-            summary::report(cfg.format, comm());
+            summary::report(cfg.format, process::comm());
         }
         logger::report_dropped();
     });

@@ -6,13 +6,15 @@
 //! into the other, whose counters are reset, and then becomes the active one. A reader checks
 //! its slot's sequence number before and after and injects nothing if a reload overtook it.
 
-use crate::conntable;
-use crate::event::Request;
-use crate::faults::{self, Fault, FaultSet, MAX_RULES};
-use crate::fmtbuf::StackBuf;
-use crate::rules::Call;
-use crate::sockinfo::{self, Addr, Kind};
-use crate::{errno, process, sys};
+use crate::handle::armed;
+use crate::observe::conntable;
+use crate::observe::sockinfo;
+use crate::policy::faults::{self, Fault, FaultSet, MAX_RULES};
+use crate::policy::rules::Call;
+use crate::report::event::Request;
+use crate::sys::socket::{Addr, Kind};
+use crate::text::fmtbuf::StackBuf;
+use crate::{sys::errno, sys::process, sys::raw};
 use core::cell::UnsafeCell;
 use core::mem::MaybeUninit;
 use core::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
@@ -38,7 +40,7 @@ impl Hot {
     };
 
     fn of(r: &faults::FaultRule) -> Hot {
-        use crate::rules::FdFilter;
+        use crate::policy::rules::FdFilter;
         let kinds = match r.fd {
             FdFilter::Any => ALL_KINDS,
             f => (0..=10u8)
@@ -91,7 +93,7 @@ impl Slot {
     }
 }
 
-/// The two slots, made by `init` when fault rules or a control file are configured (fresh zero
+/// The two slots, made by `interpose::init` when fault rules or a control file are configured (fresh zero
 /// pages from the kernel: all-zero slots are valid and empty). A process without faults has
 /// none, and neither its start nor its forks touch their 7 KiB.
 static SLOTS: AtomicPtr<[Slot; 2]> = AtomicPtr::new(core::ptr::null_mut());
@@ -109,7 +111,7 @@ fn make_slots() -> bool {
     if slots().is_some() {
         return true;
     }
-    match sys::startup::map_anonymous(core::mem::size_of::<[Slot; 2]>()) {
+    match raw::startup::map_anonymous(core::mem::size_of::<[Slot; 2]>()) {
         Ok(p) => {
             SLOTS.store(p.cast(), Release);
             true
@@ -117,59 +119,17 @@ fn make_slots() -> bool {
         Err(_) => false,
     }
 }
-/// A bit per `Call` that takes the careful path: some active fault rule names it (all bits
-/// while a control file is watched), some `ERRSHIM_RULES` rule may turn its failure into a
-/// success and so needs errno as it was before the call, `ERRSHIM_COUNT=1` counts its bytes
-/// (the read and write families), or a real function behind its hook is not resolved (all
-/// bits until the constructor has resolved them: the plain path calls the resolved address
-/// without checking it).
-static ARMED: AtomicU32 = AtomicU32::new(u32::MAX);
-/// The calls with a real function that the constructor did not find (all until it ran).
-static UNRESOLVED_CALLS: AtomicU32 = AtomicU32::new(u32::MAX);
-/// The calls some active fault rule names (all while a control file is watched: any call may
-/// be the one that notices a change).
-static FAULT_CALLS: AtomicU32 = AtomicU32::new(0);
-/// The calls the configuration arms: those whose failure a rule may turn into a success
-/// (`ignore`, `quiet`), and those `ERRSHIM_COUNT=1` counts.
-static CONFIG_CALLS: AtomicU32 = AtomicU32::new(0);
 static SEED: AtomicU64 = AtomicU64::new(0);
 /// The pid of the process installing a rule set (0: none).
 static RELOADING: AtomicI32 = AtomicI32::new(0);
 /// Whether a control file is watched.
 static WATCHING: AtomicBool = AtomicBool::new(false);
 
-/// Whether `call` takes the careful path (see ARMED): the only cost on a hook's path. Acquire:
-/// a clear bit means the real functions behind the call are resolved, and this thread sees
-/// their addresses (a plain load on x86-64).
-#[inline(always)]
-pub fn armed(call: Call) -> bool {
-    ARMED.load(Acquire) & call.bit() != 0
-}
-
-/// The calls with a real function that has no next definition (from the constructor, once it
-/// has resolved them all).
-pub fn set_unresolved_calls(calls: u32) {
-    UNRESOLVED_CALLS.store(calls, Relaxed);
-    rearm();
-}
-
-/// The calls the configuration arms (see CONFIG_CALLS; from the constructor, before the
-/// configuration is published).
-pub fn set_config_calls(calls: u32) {
-    CONFIG_CALLS.store(calls, Relaxed);
-    rearm();
-}
-
-fn rearm() {
-    let calls = FAULT_CALLS.load(Relaxed) | CONFIG_CALLS.load(Relaxed) | UNRESOLVED_CALLS.load(Relaxed);
-    ARMED.store(calls, Release);
-}
-
 /// Installs a rule set (startup, or a changed control file) into the inactive slot.
 pub fn install(set: &FaultSet) {
     // One reloader at a time: the pid of the process that reloads. A pid that is not this
     // process's own is a parent's, which was reloading when it forked: the child takes over.
-    let me = sys::getpid().max(1);
+    let me = raw::getpid().max(1);
     let mut held = RELOADING.load(Acquire);
     loop {
         if held == me {
@@ -224,8 +184,7 @@ pub fn install(set: &FaultSet) {
     ACTIVE.store(next, Release);
     ACTIVE_SLOT.store(slot as *const Slot as *mut Slot, Release);
     let watching = WATCHING.load(Relaxed);
-    FAULT_CALLS.store(if watching { u32::MAX } else { calls }, Relaxed);
-    rearm();
+    armed::set_fault_calls(if watching { u32::MAX } else { calls });
     RELOADING.store(0, Release);
 }
 
@@ -271,7 +230,7 @@ fn kind_byte(fd: i32) -> u8 {
 #[inline(never)]
 fn probe_and_remember(fd: i32) -> Kind {
     // Under a seccomp filter nothing is asked: the kind stays unknown.
-    if !sys::allowed() {
+    if !raw::allowed() {
         return Kind::Unknown;
     }
     // (errshim's own system calls leave errno as it is.)
@@ -431,7 +390,7 @@ fn confirmed(slot: &Slot, i: usize, fd: i32) -> bool {
     if h.kinds == ALL_KINDS && !h.addr {
         return true;
     }
-    if !sys::allowed() {
+    if !raw::allowed() {
         return false;
     }
     let kind = sockinfo::probe_kind(fd);
@@ -487,7 +446,7 @@ fn address_filters_pass(r: &faults::FaultRule, fd: i32) -> bool {
 // --- the control file -------------------------------------------------------------------
 
 /// The control file's path, NUL-terminated.
-static CONTROL: crate::once::SetOnce<Box<[u8]>> = crate::once::SetOnce::new();
+static CONTROL: crate::sys::once::SetOnce<Box<[u8]>> = crate::sys::once::SetOnce::new();
 static LAST_POLL_MS: AtomicU64 = AtomicU64::new(0);
 /// (inode, size, mtime in ns) of the file as last read; all zero: missing.
 static SEEN: [AtomicU64; 3] = [const { AtomicU64::new(0) }; 3];
@@ -501,8 +460,7 @@ pub fn watch(path: &[u8]) {
     p.push(0);
     let _ = CONTROL.set(p.into_boxed_slice());
     WATCHING.store(true, Release);
-    FAULT_CALLS.store(u32::MAX, Relaxed);
-    rearm();
+    armed::set_fault_calls(u32::MAX);
     LAST_POLL_MS.store(0, Relaxed);
     control_reload(true);
 }
@@ -513,9 +471,9 @@ pub fn watch(path: &[u8]) {
 #[cold]
 #[inline(never)]
 fn control_poll() {
-    let now = sys::coarse_ms();
+    let now = raw::coarse_ms();
     let last = LAST_POLL_MS.load(Relaxed);
-    if now.saturating_sub(last) < 100 || !sys::allowed() {
+    if now.saturating_sub(last) < 100 || !raw::allowed() {
         return;
     }
     if LAST_POLL_MS.compare_exchange(last, now, Relaxed, Relaxed).is_ok() {
@@ -539,22 +497,22 @@ enum Content {
 /// Reads the control file into `buf` without ever waiting: only a regular file is read (a FIFO
 /// would block an `open` for reading until a writer came, and then a `read`), opened
 /// non-blocking and checked again after the open.
-fn read_control(path: &core::ffi::CStr, st: &sys::Stat, buf: &mut [u8]) -> Content {
+fn read_control(path: &core::ffi::CStr, st: &raw::Stat, buf: &mut [u8]) -> Content {
     if !st.is(libc::S_IFREG) {
         return Content::Refused("not a regular file");
     }
-    let Ok(fd) = sys::openat(
+    let Ok(fd) = raw::openat(
         path,
         libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NONBLOCK | libc::O_NOCTTY,
         0,
     ) else {
         return Content::Unreadable;
     };
-    let content = match sys::fstat(fd) {
+    let content = match raw::fstat(fd) {
         Ok(now) if now.is(libc::S_IFREG) => {
             let mut n = 0;
             loop {
-                match sys::read(fd, &mut buf[n..]) {
+                match raw::read(fd, &mut buf[n..]) {
                     Ok(0) => break Content::Text(n),
                     Ok(k) => {
                         n += k;
@@ -570,7 +528,7 @@ fn read_control(path: &core::ffi::CStr, st: &sys::Stat, buf: &mut [u8]) -> Conte
         Ok(_) => Content::Refused("not a regular file"),
         Err(_) => Content::Unreadable,
     };
-    sys::close(fd);
+    raw::close(fd);
     content
 }
 
@@ -581,7 +539,7 @@ fn control_reload(first: bool) {
     let Ok(cpath) = core::ffi::CStr::from_bytes_until_nul(path) else {
         return;
     };
-    let st = sys::stat_path(cpath).ok();
+    let st = raw::stat_path(cpath).ok();
     let id = st.map_or([0; 3], |s| [s.ino, s.size, s.mtime]);
     let unchanged = (0..3).all(|i| SEEN[i].load(Relaxed) == id[i]);
     if unchanged && READ_ONCE.load(Relaxed) && !first {
@@ -592,7 +550,7 @@ fn control_reload(first: bool) {
         None => Content::Missing,
         Some(st) => read_control(cpath, st, &mut buf),
     };
-    let name = crate::escape::Esc(cpath.to_bytes());
+    let name = crate::text::escape::Esc(cpath.to_bytes());
     let len = match content {
         Content::Unreadable => return, // look again later
         Content::Missing => 0,
@@ -640,6 +598,7 @@ pub fn child_after_fork() {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::handle::armed::{armed, set_config_calls, set_unresolved_calls};
 
     /// The only test in this binary that installs rules (the slots are process-wide).
     #[test]
@@ -662,7 +621,9 @@ mod tests {
         assert_eq!(fired, [7], "the live rule counts every call");
 
         set_config_calls(Call::Close.bit());
-        assert!(armed(Call::Close) && FAULT_CALLS.load(Relaxed) & Call::Close.bit() == 0 && armed(Call::Read));
+        assert!(
+            armed(Call::Close) && crate::handle::armed::fault_calls() & Call::Close.bit() == 0 && armed(Call::Read)
+        );
         set_config_calls(0);
         install(&FaultSet::EMPTY);
         assert!(!armed(Call::Read) && !armed(Call::Close));

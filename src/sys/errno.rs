@@ -1,6 +1,6 @@
 //! errno: names for numbers (and back), and access to the calling thread's errno.
 
-use crate::errno_table::ERRNO_NAMES;
+use crate::sys::errno_table::ERRNO_NAMES;
 
 /// The canonical name of an errno value (`ENOTCONN`), if Linux defines it.
 pub fn name(errno: i32) -> Option<&'static str> {
@@ -42,7 +42,7 @@ impl core::fmt::Display for Name {
 /// constructor, or on other architectures), use the call.
 static TLS_OFFSET: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
 
-use crate::sys::thread_pointer;
+use crate::sys::raw::thread_pointer;
 
 /// Learns errno's offset from the thread pointer (from the constructor).
 #[link_section = ".text.errshim_startup"]

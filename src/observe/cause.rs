@@ -6,8 +6,8 @@
 //! and the read family fail with ENOTCONN exactly when a TCP socket is in state CLOSE (or,
 //! for reads, LISTEN); a reset leaves ECONNRESET pending (POLLERR) until one call consumes it.
 
-use crate::rules::Call;
-use crate::sockinfo::Kind;
+use crate::policy::rules::Call;
+use crate::sys::socket::Kind;
 
 /// History bits kept per connection.
 pub mod hist {

@@ -6,13 +6,13 @@
 //!   and the length passed in).
 //! - Otherwise (a call failed: the kernel may have given up before touching it), each page is
 //!   first probed with a system call that reports EFAULT instead of faulting
-//!   (`sys::probe_readable`, `sys::probe_writable4`): only on event paths, never on a call
+//!   (`raw::probe_readable`, `raw::probe_writable4`): only on event paths, never on a call
 //!   that succeeded, and never under a seccomp filter (no system call at all: then nothing is
 //!   read).
 //! - Memory on the calling thread's own stack between the stack pointer and the top of the
 //!   stack is mapped, so a pointer there can be read without asking the kernel (`on_own_stack`).
 
-use crate::sys;
+use crate::sys::raw;
 use core::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 const PAGE: usize = 4096;
@@ -32,7 +32,7 @@ pub fn readable(addr: usize, len: usize) -> bool {
     }
     let mut page = addr & !(PAGE - 1);
     while page < end {
-        if !sys::probe_readable(page.max(addr)) {
+        if !raw::probe_readable(page.max(addr)) {
             return false;
         }
         page += PAGE;
@@ -54,7 +54,7 @@ pub fn read<T: Copy>(addr: usize) -> Option<T> {
 /// call), if the kernel reports it writable.
 pub fn write<T: Copy>(addr: usize, v: T) -> bool {
     let n = core::mem::size_of::<T>();
-    if !(n == 4 || n == 8) || !addr.is_multiple_of(n) || !sys::probe_writable4(addr) {
+    if !(n == 4 || n == 8) || !addr.is_multiple_of(n) || !raw::probe_writable4(addr) {
         return false;
     }
     // SAFETY: aligned, and its page proven writable (an aligned 4- or 8-byte field never
@@ -79,7 +79,7 @@ extern "C" {
 /// Learns the main thread's stack top (from the constructor).
 #[link_section = ".text.errshim_startup"]
 pub fn learn_main_stack() {
-    MAIN_TP.store(sys::thread_pointer(), Relaxed);
+    MAIN_TP.store(raw::thread_pointer(), Relaxed);
     // SAFETY: the dynamic loader sets this before any constructor runs.
     MAIN_STACK_END.store(unsafe { __libc_stack_end } as usize, Relaxed);
 }
@@ -95,14 +95,14 @@ pub fn learn_main_stack() {
 /// between them would be taken for mapped memory.
 #[inline]
 pub fn on_own_stack(addr: usize, len: usize) -> bool {
-    let sp = sys::stack_pointer();
+    let sp = raw::stack_pointer();
     let Some(end) = addr.checked_add(len) else {
         return false;
     };
     if addr < sp {
         return false;
     }
-    let tp = sys::thread_pointer();
+    let tp = raw::thread_pointer();
     let top = if tp == MAIN_TP.load(Relaxed) {
         MAIN_STACK_END.load(Relaxed)
     } else {
@@ -117,7 +117,7 @@ mod tests {
 
     #[test]
     fn probed_reads() {
-        let page = sys::map_anonymous(2 * PAGE).unwrap() as usize;
+        let page = raw::map_anonymous(2 * PAGE).unwrap() as usize;
         // SAFETY: the second page of the mapping becomes inaccessible.
         unsafe { libc::mprotect((page + PAGE) as *mut libc::c_void, PAGE, libc::PROT_NONE) };
         assert!(readable(page, PAGE));
@@ -145,7 +145,7 @@ mod tests {
             // Well below: `on_own_stack`'s own frame (larger in a debug build) is below this
             // one's stack pointer too.
             assert!(
-                !on_own_stack(sys::stack_pointer() - 64 * 1024, 4),
+                !on_own_stack(raw::stack_pointer() - 64 * 1024, 4),
                 "below the stack pointer"
             );
         })

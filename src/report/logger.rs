@@ -20,10 +20,10 @@
 //! written now (full pipe, no reader, no space) is dropped and counted (`dropped`). A line cut
 //! short (a full disk) is ended by a newline before the next line, so lines never glue together.
 
-use crate::config::LogDest;
-use crate::fmtbuf::StackBuf;
-use crate::once::SetOnce;
-use crate::{process, sys};
+use crate::policy::config::LogDest;
+use crate::sys::once::SetOnce;
+use crate::text::fmtbuf::StackBuf;
+use crate::{sys::process, sys::raw};
 use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering::Relaxed};
 
 enum Dest {
@@ -36,7 +36,7 @@ enum Dest {
 
 static DEST: SetOnce<Dest> = SetOnce::new();
 /// What fd 2 was when errshim loaded (None: it was not open).
-static STDERR_AT_LOAD: SetOnce<Option<sys::Stat>> = SetOnce::new();
+static STDERR_AT_LOAD: SetOnce<Option<raw::Stat>> = SetOnce::new();
 
 /// Lines that could not be written (destination gone, full, or no reader), by the process
 /// `DROPPED_PID` (a forked child starts from 0).
@@ -52,7 +52,7 @@ static WARNED_PID: AtomicI32 = AtomicI32::new(0);
 /// before any event: one `fstat` of fd 2 (and a `stat` of a syslog socket).
 #[link_section = ".text.errshim_startup"]
 pub fn init(dest: &LogDest) {
-    let _ = STDERR_AT_LOAD.set(sys::startup::fstat(2).ok());
+    let _ = STDERR_AT_LOAD.set(raw::startup::fstat(2).ok());
     let d = match dest {
         LogDest::Off => Dest::Off,
         LogDest::Stderr => Dest::Stderr,
@@ -63,7 +63,7 @@ pub fn init(dest: &LogDest) {
                 let _ = DEST.set(Dest::Stderr);
                 log::warn!(
                     "no syslog socket at {} ({why}); events go to stderr",
-                    crate::escape::Esc(path)
+                    crate::text::escape::Esc(path)
                 );
                 return;
             }
@@ -86,7 +86,7 @@ fn syslog_addr(path: &[u8]) -> Result<(libc::sockaddr_un, u32), &'static str> {
     let len = (core::mem::size_of::<libc::sa_family_t>() + path.len() + 1) as u32;
     // SAFETY: sun_path is NUL-terminated (zeroed beyond the path).
     let cpath = unsafe { core::ffi::CStr::from_ptr(sun.sun_path.as_ptr()) };
-    match sys::stat_path(cpath) {
+    match raw::stat_path(cpath) {
         Ok(st) if st.is(libc::S_IFSOCK) => Ok((sun, len)),
         Ok(_) => Err("not a socket"),
         Err(_) => Err("no such socket"),
@@ -115,7 +115,7 @@ pub fn diag(line: &[u8]) {
 
 fn count_dropped() {
     if process::may_write() {
-        let pid = sys::getpid();
+        let pid = raw::getpid();
         if DROPPED_PID.swap(pid, Relaxed) != pid {
             DROPPED.store(0, Relaxed);
         }
@@ -125,7 +125,7 @@ fn count_dropped() {
 
 /// Lines this process could not write (no system call when there were none).
 pub fn dropped() -> u64 {
-    if DROPPED.load(Relaxed) == 0 || DROPPED_PID.load(Relaxed) != sys::getpid() {
+    if DROPPED.load(Relaxed) == 0 || DROPPED_PID.load(Relaxed) != raw::getpid() {
         return 0;
     }
     DROPPED.load(Relaxed)
@@ -153,14 +153,14 @@ fn to_stderr(line: &[u8]) -> bool {
     let Some(Some(original)) = STDERR_AT_LOAD.get() else {
         return false;
     };
-    let Ok(fd) = sys::dup_cloexec(2, 0) else {
+    let Ok(fd) = raw::dup_cloexec(2, 0) else {
         return false;
     };
-    let ok = match sys::fstat(fd) {
+    let ok = match raw::fstat(fd) {
         Ok(st) if st.same_file(original) => put(fd, st.kind, false, &CUT_STDERR, line),
         _ => false,
     };
-    sys::close(fd);
+    raw::close(fd);
     ok
 }
 
@@ -169,18 +169,18 @@ fn to_file(template: &[u8], line: &[u8]) -> bool {
     let Ok(cpath) = core::ffi::CStr::from_bytes_until_nul(path.as_bytes()) else {
         return false;
     };
-    let fd = match sys::openat(cpath, LOG_FLAGS, 0o600) {
+    let fd = match raw::openat(cpath, LOG_FLAGS, 0o600) {
         Ok(fd) => fd,
         Err(e) => {
             warn_cannot_open(cpath.to_bytes(), e);
             return false;
         }
     };
-    let ok = match sys::fstat(fd) {
+    let ok = match raw::fstat(fd) {
         Ok(st) => put(fd, st.kind, true, &CUT_FILE, line),
         Err(_) => false,
     };
-    sys::close(fd);
+    raw::close(fd);
     ok
 }
 
@@ -196,33 +196,33 @@ const LOG_FLAGS: i32 = libc::O_WRONLY
 
 #[cold]
 fn warn_cannot_open(path: &[u8], e: i32) {
-    let pid = sys::getpid();
+    let pid = raw::getpid();
     if !process::may_write() || WARNED_PID.swap(pid, Relaxed) == pid {
         return;
     }
-    let (uid, euid) = sys::uids();
+    let (uid, euid) = raw::uids();
     log::warn!(
         "cannot open the ERRSHIM_LOG file {} as uid {uid} (euid {euid}): {}; this process's events are dropped",
-        crate::escape::Esc(path),
-        crate::errno::Name(e)
+        crate::text::escape::Esc(path),
+        crate::sys::errno::Name(e)
     );
 }
 
 fn to_syslog(addr: &libc::sockaddr_un, len: u32, line: &[u8]) -> bool {
     use core::fmt::Write;
-    let Ok(s) = sys::socket(libc::AF_UNIX, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC) else {
+    let Ok(s) = raw::socket(libc::AF_UNIX, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC) else {
         return false;
     };
     let mut b = StackBuf::<4200>::new();
-    let _ = write!(b, "<13>errshim[{}]: ", sys::getpid());
+    let _ = write!(b, "<13>errshim[{}]: ", raw::getpid());
     b.push(line.strip_suffix(b"\n").unwrap_or(line));
-    let r = sys::sendto(
+    let r = raw::sendto(
         s,
         b.as_bytes(),
         libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
         Some((addr, len)),
     );
-    sys::close(s);
+    raw::close(s);
     r.is_ok()
 }
 
@@ -239,11 +239,11 @@ fn put(fd: i32, kind: u32, nonblocking: bool, cut: &AtomicBool, line: &[u8]) -> 
         line
     };
     let r = match kind {
-        libc::S_IFSOCK => sys::sendto(fd, data, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL, None),
+        libc::S_IFSOCK => raw::sendto(fd, data, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL, None),
         // A regular file never waits, but a write past RLIMIT_FSIZE raises SIGXFSZ.
-        libc::S_IFREG | libc::S_IFBLK => sys::without_signals(|| sys::write(fd, data)),
-        _ if nonblocking => sys::without_signals(|| sys::write(fd, data)),
-        _ => sys::without_signals(|| write_without_waiting(fd, data)),
+        libc::S_IFREG | libc::S_IFBLK => raw::without_signals(|| raw::write(fd, data)),
+        _ if nonblocking => raw::without_signals(|| raw::write(fd, data)),
+        _ => raw::without_signals(|| write_without_waiting(fd, data)),
     };
     let whole = r == Ok(data.len());
     if process::may_write() {
@@ -259,8 +259,8 @@ fn put(fd: i32, kind: u32, nonblocking: bool, cut: &AtomicBool, line: &[u8]) -> 
 /// and without changing the descriptor's flags: `pwritev2(RWF_NOWAIT)` where the kernel has it
 /// for this file, else a non-blocking descriptor of the same pipe or terminal of errshim's own,
 /// opened through `/proc/self/fd` (never as the controlling terminal).
-fn write_without_waiting(fd: i32, data: &[u8]) -> sys::Result<usize> {
-    match sys::write_nowait(fd, data) {
+fn write_without_waiting(fd: i32, data: &[u8]) -> raw::Result<usize> {
+    match raw::write_nowait(fd, data) {
         Err(libc::EOPNOTSUPP | libc::EINVAL | libc::ENOSYS) => {}
         r => return r,
     }
@@ -268,20 +268,20 @@ fn write_without_waiting(fd: i32, data: &[u8]) -> sys::Result<usize> {
     let mut path = StackBuf::<64>::new();
     let _ = write!(path, "/proc/self/fd/{fd}\0");
     let cpath = core::ffi::CStr::from_bytes_until_nul(path.as_bytes()).map_err(|_| libc::EINVAL)?;
-    let own = sys::openat(
+    let own = raw::openat(
         cpath,
         libc::O_WRONLY | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC,
         0,
     )?;
-    let r = sys::write(own, data);
-    sys::close(own);
+    let r = raw::write(own, data);
+    raw::close(own);
     r
 }
 
 /// The log file's path for this process: `%p` becomes the pid; NUL-terminated.
 fn expand_path(template: &[u8]) -> StackBuf<4200> {
     let pid = if template.windows(2).any(|w| w == b"%p") {
-        sys::getpid()
+        raw::getpid()
     } else {
         0
     };
@@ -311,18 +311,18 @@ pub fn before_user_change(euid: u32) {
     let Some(Dest::File(template)) = DEST.get() else {
         return;
     };
-    if !process::may_write() || !sys::allowed() || sys::uids().1 == euid {
+    if !process::may_write() || !raw::allowed() || raw::uids().1 == euid {
         return;
     }
     let path = expand_path(template);
     let Ok(cpath) = core::ffi::CStr::from_bytes_until_nul(path.as_bytes()) else {
         return;
     };
-    if let Ok(fd) = sys::openat(cpath, LOG_FLAGS, 0o600) {
-        if sys::fstat(fd).is_ok_and(|st| st.is(libc::S_IFREG)) {
-            let _ = sys::fchown(fd, euid, u32::MAX);
+    if let Ok(fd) = raw::openat(cpath, LOG_FLAGS, 0o600) {
+        if raw::fstat(fd).is_ok_and(|st| st.is(libc::S_IFREG)) {
+            let _ = raw::fchown(fd, euid, u32::MAX);
         }
-        sys::close(fd);
+        raw::close(fd);
     }
 }
 
@@ -380,15 +380,15 @@ mod tests {
         let cut = AtomicBool::new(false);
         assert!(put(p[1], libc::S_IFIFO, false, &cut, b"one\n"));
         let mut buf = [0u8; 64];
-        assert_eq!(sys::read(p[0], &mut buf), Ok(4));
+        assert_eq!(raw::read(p[0], &mut buf), Ok(4));
         // A full pipe: the line is dropped, nothing waits.
         // SAFETY: shrinks the pipe to a page and fills it.
         unsafe { libc::fcntl(p[1], libc::F_SETPIPE_SZ, 4096) };
-        while sys::write_nowait(p[1], &[b'x'; 512]).is_ok() {}
+        while raw::write_nowait(p[1], &[b'x'; 512]).is_ok() {}
         assert!(!put(p[1], libc::S_IFIFO, false, &cut, b"two\n"));
-        sys::close(p[0]);
+        raw::close(p[0]);
         // No reader: EPIPE, and no SIGPIPE reaches the process (the test would die of it).
         assert!(!put(p[1], libc::S_IFIFO, false, &cut, b"three\n"));
-        sys::close(p[1]);
+        raw::close(p[1]);
     }
 }

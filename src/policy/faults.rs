@@ -9,9 +9,9 @@
 // so they are larger than clippy likes in a Result.
 #![allow(clippy::result_large_err)]
 
-use crate::errno;
-use crate::rules::{Call, CallSet, FdFilter};
-use crate::suggest;
+use crate::policy::rules::{Call, CallSet, FdFilter};
+use crate::sys::errno;
+use crate::text::suggest;
 use core::net::IpAddr;
 
 pub const MAX_RULES: usize = 16;
@@ -249,7 +249,7 @@ pub struct FaultError {
 
 impl core::fmt::Display for FaultError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        use crate::escape::esc;
+        use crate::text::escape::esc;
         write!(
             f,
             "{} '{}' in fault rule {} ('{}')",

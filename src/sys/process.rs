@@ -9,13 +9,14 @@
 //! shared state asks it first. Rules still decide what the child's calls return, and its
 //! events are still logged (to its own descriptors); nothing is counted.
 //!
-//! How a vfork child is known: `vfork` is interposed by a trampoline (`hooks::vfork`) that
+//! How a vfork child is known: `vfork` is interposed by a trampoline (`interpose::hooks::vfork`) that
 //! marks the calling thread (a thread-local flag, which the child shares because it runs on the
 //! same thread control block) before the real `vfork`, and clears the mark when the parent
 //! resumes (the kernel suspends the parent until the child has exec'd or exited). A global
 //! count of marked threads keeps the check to one load while no vfork is in progress.
 
 use core::cell::Cell;
+use core::ffi::{c_char, CStr};
 use core::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 thread_local! {
@@ -61,6 +62,36 @@ pub fn set_vfork_return(addr: usize) {
 
 pub fn vfork_return() -> usize {
     VFORK_RET.try_with(Cell::get).unwrap_or(0)
+}
+
+/// The program's name as the kernel set it at `exec` (`comm`: the executed file's name, at
+/// most 15 bytes), worked out without a system call from the auxiliary vector (or argv[0]).
+/// Both are the process's own strings, which live as long as it does.
+pub fn comm() -> &'static [u8] {
+    // SAFETY: getauxval only reads the auxiliary vector.
+    let p = unsafe { libc::getauxval(libc::AT_EXECFN) } as *const c_char;
+    let name = if p.is_null() {
+        argv0().unwrap_or(b"?")
+    } else {
+        // SAFETY: AT_EXECFN points at the NUL-terminated path given to execve, on the initial
+        // stack, which is never freed.
+        let path = unsafe { CStr::from_ptr(p) }.to_bytes();
+        path.rsplit(|&c| c == b'/').next().unwrap_or(path)
+    };
+    name.get(..15).unwrap_or(name)
+}
+
+extern "C" {
+    /// glibc's basename of argv[0].
+    static program_invocation_short_name: *const c_char;
+}
+
+/// glibc's basename of argv[0], if it has one.
+pub fn argv0() -> Option<&'static [u8]> {
+    // SAFETY: glibc sets this before any constructor runs; it is NUL-terminated or null.
+    let p = unsafe { program_invocation_short_name };
+    // SAFETY: as above.
+    (!p.is_null()).then(|| unsafe { CStr::from_ptr(p) }.to_bytes())
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@
 //! `RLIMIT_NOFILE` (pages are only backed once touched). Every field is an atomic. The read
 //! and write families' success path does not touch the table at all: byte counts come from
 //! `TCP_INFO` at event time. Only `ERRSHIM_COUNT=1` counts per call and notes the last call,
-//! and it arms those calls, so that the count runs on the careful path (see `inject::ARMED`).
+//! and it arms those calls, so that the count runs on the careful path (see `handle::armed`).
 //!
 //! # When a record still describes the descriptor (one notion, used everywhere)
 //!
@@ -31,10 +31,10 @@
 //!
 //! In a `vfork` child nothing here is written (`process::may_write`): its memory is its parent's.
 
-use crate::cause::hist;
-use crate::process;
-use crate::rules::Call;
-use crate::sockinfo::{Addr, Kind};
+use crate::observe::cause::hist;
+use crate::policy::rules::Call;
+use crate::sys::process;
+use crate::sys::socket::{Addr, Kind};
 use core::net::{Ipv4Addr, Ipv6Addr};
 use core::sync::atomic::{
     AtomicBool, AtomicPtr, AtomicU16, AtomicU64, AtomicU8, AtomicUsize, Ordering::Acquire, Ordering::Relaxed,
@@ -126,11 +126,11 @@ pub fn init() {
     if LEN.load(Relaxed) != 0 {
         return;
     }
-    let (soft, hard) = crate::sys::startup::nofile_limit();
+    let (soft, hard) = crate::sys::raw::startup::nofile_limit();
     // Servers raise their soft limit at run time (nginx's worker_rlimit_nofile): size for the
     // hard limit, within reason; untouched pages cost nothing.
     let n = hard.max(soft).clamp(1024, MAX_ENTRIES) as usize;
-    if let Ok(p) = crate::sys::startup::map_anonymous(n * core::mem::size_of::<Record>()) {
+    if let Ok(p) = crate::sys::raw::startup::map_anonymous(n * core::mem::size_of::<Record>()) {
         // All-zero bytes are valid, empty records.
         TABLE.store(p.cast(), Relaxed);
         LEN.store(n, Release);
@@ -165,7 +165,7 @@ fn writable(fd: i32) -> Option<&'static Record> {
 /// Monotonic milliseconds (vDSO, no syscall; 0 under a seccomp filter, where errshim avoids
 /// even the vDSO's fallback system call).
 pub fn now_ms() -> u64 {
-    if crate::sys::forbidden() {
+    if crate::sys::raw::forbidden() {
         return 0;
     }
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
@@ -321,7 +321,7 @@ impl Record {
     /// Whether this record (of generation `gen`) describes the file now behind its number,
     /// whose `fstat` is `now`, of kind `kind` and local address `local` (see the module doc);
     /// learns the identity when it was not known yet.
-    pub fn fits(&self, gen: u32, now: &crate::sys::Stat, kind: Kind, local: Option<&Addr>) -> bool {
+    pub fn fits(&self, gen: u32, now: &crate::sys::raw::Stat, kind: Kind, local: Option<&Addr>) -> bool {
         if self.gen() != gen || !self.is_live() {
             return false;
         }
@@ -353,7 +353,7 @@ impl Record {
     /// The record did not fit (or there was none): what is behind the number now starts a new
     /// record, met late (inherited, or created where no hook saw it), unless the number was
     /// closed or reused meanwhile (the generation moved on).
-    pub fn restart_late(&self, gen: u32, kind: Kind, now: &crate::sys::Stat) -> bool {
+    pub fn restart_late(&self, gen: u32, kind: Kind, now: &crate::sys::raw::Stat) -> bool {
         if !process::may_write() {
             return false;
         }
@@ -376,7 +376,7 @@ impl Record {
 pub fn checked(fd: i32, kind: Kind, local: Option<&Addr>) -> Option<&'static Record> {
     let rec = get(fd)?;
     let gen = rec.gen();
-    let now = crate::sys::fstat(fd).ok()?;
+    let now = crate::sys::raw::fstat(fd).ok()?;
     (rec.fits(gen, &now, kind, local) || rec.restart_late(gen, kind, &now)).then_some(rec)
 }
 
@@ -564,8 +564,8 @@ mod tests {
         assert!(unpack_addr(pack_addr(Some(&Addr::UnixUnnamed))).is_none());
     }
 
-    fn stat(dev: u64, ino: u64) -> crate::sys::Stat {
-        crate::sys::Stat {
+    fn stat(dev: u64, ino: u64) -> crate::sys::raw::Stat {
+        crate::sys::raw::Stat {
             dev,
             ino,
             kind: libc::S_IFSOCK,

@@ -1,13 +1,13 @@
 //! One event: what was called, what the kernel answered, what errshim did about it, and what
 //! is known about the connection. Formatted as one text line or one JSON object, on the stack.
 
-use crate::cause::{self, Cause};
-use crate::errno::Name;
-use crate::fmtbuf::StackBuf;
-use crate::json;
-use crate::rules::{Action, Call};
-use crate::sockinfo::{Addr, Kind};
-use crate::timefmt::Utc;
+use crate::observe::cause::{self, Cause};
+use crate::policy::rules::{Action, Call};
+use crate::sys::errno::Name;
+use crate::sys::socket::{Addr, Kind};
+use crate::text::fmtbuf::StackBuf;
+use crate::text::json;
+use crate::text::timefmt::Utc;
 use core::fmt::Write;
 
 /// The arguments of an interposed call that an event reports, as the caller passed them. The
@@ -126,7 +126,7 @@ fn read_caller<T: Copy>(p: *const T, proven: bool) -> Option<T> {
         // SAFETY: the kernel has just read it for the call that succeeded.
         return Some(unsafe { core::ptr::read_unaligned(p) });
     }
-    crate::memory::read(p as usize)
+    crate::sys::memory::read(p as usize)
 }
 
 /// The total length of `n` iovecs at `iov` (see `read_caller`).
@@ -137,7 +137,7 @@ fn iov_total(iov: *const libc::iovec, n: usize, proven: bool) -> Option<usize> {
     if n > MAX_IOV || iov.is_null() {
         return None;
     }
-    if !proven && !crate::memory::readable(iov as usize, n * core::mem::size_of::<libc::iovec>()) {
+    if !proven && !crate::sys::memory::readable(iov as usize, n * core::mem::size_of::<libc::iovec>()) {
         return None;
     }
     // SAFETY: readable, as just established (proven by the kernel, or probed).
@@ -237,7 +237,7 @@ pub struct Event<'a> {
 
 #[derive(Clone, Copy, Debug)]
 pub struct Injected {
-    pub fault: crate::faults::Fault,
+    pub fault: crate::policy::faults::Fault,
     /// The call's number among the fault rule's matching calls.
     pub k: u64,
 }
@@ -326,7 +326,7 @@ pub fn write_text<const N: usize>(ev: &Event<'_>, b: &mut StackBuf<N>) {
     match &ev.injected {
         Some(inj) => {
             b.push(b" (INJECTED) -> inject ");
-            let _ = crate::faults::describe(inj.fault, b);
+            let _ = crate::policy::faults::describe(inj.fault, b);
         }
         None => {
             let _ = write!(b, " -> {}", action_word(ev.action));
@@ -419,7 +419,7 @@ pub fn write_json<const N: usize>(ev: &Event<'_>, b: &mut StackBuf<N>) {
         Some(inj) => {
             o.str("action", b"inject").bool("injected", true);
             o.fmt_str("fault", |t| {
-                let _ = crate::faults::describe(inj.fault, t);
+                let _ = crate::policy::faults::describe(inj.fault, t);
             });
             o.num("k", inj.k);
         }

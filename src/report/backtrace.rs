@@ -6,7 +6,7 @@
 //! the dynamic loader's lock, so unlike the rest of errshim this is not async-signal-safe. The
 //! README says so; it is off by default.
 
-use crate::fmtbuf::StackBuf;
+use crate::text::fmtbuf::StackBuf;
 use core::ffi::{c_int, c_void, CStr};
 use core::fmt::Write;
 
