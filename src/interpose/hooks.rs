@@ -1,11 +1,17 @@
-//! The exported symbols that the dynamic linker binds the program's calls to. Each hook is thin:
-//! call the real function exactly once with the caller's arguments and, unless it is armed,
-//! return its success untouched (the read and write families touch no memory of errshim's but
-//! the word of armed calls); hand anything else to the cold functions in `ops`.
+//! The exported symbols that the dynamic linker binds the program's calls to, one declaration
+//! each (see "how a hook is declared" below). Each hook is thin: call the real function exactly
+//! once with the caller's arguments and, unless it is armed (`handle::armed`), return its
+//! success untouched (the read and write families touch no memory of errshim's but the armed
+//! word); hand anything else to the cold functions in `handle::failure` (the failure path:
+//! rules, event, errno) and `handle::fault` (faults).
+//!
+//! Sections, in order: the read family, the write family, the end of a connection (`shutdown`,
+//! `close`), descriptors made, copied and released, seccomp, glibc's `syscall()`, `vfork` and
+//! `clone`, privileges.
 //!
 //! Caller memory: a hook reads a pointer the program passed only where the kernel has just
-//! proven it valid (see `memory`): the arguments of a failed call travel to the cold path as
-//! the raw pointers they were and are read there only after a probe.
+//! proven it valid (see `sys::memory`): the arguments of a failed call travel to the cold path
+//! as the raw pointers they were and are read there only after a probe.
 //!
 //! glibc's forced unwind (`pthread_cancel` of a thread blocked in `read`) must pass through a
 //! hook's frame: hooks hold nothing that needs dropping across the real call and never wrap it
@@ -24,172 +30,288 @@ use crate::{
 };
 use libc::{c_int, c_long, c_uint, c_ulong, c_void, iovec, msghdr, size_t, sockaddr, socklen_t, ssize_t};
 
-/// Defines an exported hook that calls the real function through `$f` (the read and write
-/// families have `io_hook!` instead).
+// --- how a hook is declared ------------------------------------------------------------------
+//
+// Every hooked function is declared once, below, by one of two macros, each a single flat
+// expansion (no macro inside):
+// - `data_hook!` for the read and write families: the declaration names the real symbol, the
+//   family, the `Call`, what the failure path receives (a `CallArgs` built from raw argument
+//   values: pointers as the caller passed them, never read there), and how the real call is
+//   made with its length cut to `lim` (the `short` fault). What runs before and after the
+//   real call is the function body written out in the macro, top to bottom.
+// - `hook!` for every other function: the real symbol, and a body that calls `real` once.
+
+/// The read and write families differ only in which results are a success returned
+/// untouched, and in which cold function takes the rest.
+trait Family {
+    /// A success, returned as it is: `read` > 0 (0 can be the peer's FIN); `write` >= 0.
+    fn succeeded(r: isize) -> bool;
+    /// Counts the bytes of a success (`ERRSHIM_COUNT=1`; the careful path only).
+    fn count(fd: c_int, n: u64, call: Call);
+    /// Everything else: the failure path (`handle::failure`).
+    fn failed(call: Call, name: &'static str, args: CallArgs, r: isize, errno_before: c_int) -> isize;
+}
+
+struct ReadFamily;
+struct WriteFamily;
+
+impl Family for ReadFamily {
+    #[inline(always)]
+    fn succeeded(r: isize) -> bool {
+        r > 0
+    }
+    #[inline(always)]
+    fn count(fd: c_int, n: u64, call: Call) {
+        conntable::count_in(fd, n, call)
+    }
+    #[inline(always)]
+    fn failed(call: Call, name: &'static str, args: CallArgs, r: isize, errno_before: c_int) -> isize {
+        failure::after_read(call, name, args, r, errno_before)
+    }
+}
+
+impl Family for WriteFamily {
+    #[inline(always)]
+    fn succeeded(r: isize) -> bool {
+        r >= 0
+    }
+    #[inline(always)]
+    fn count(fd: c_int, n: u64, call: Call) {
+        conntable::count_out(fd, n, call)
+    }
+    #[inline(always)]
+    fn failed(call: Call, name: &'static str, args: CallArgs, r: isize, errno_before: c_int) -> isize {
+        failure::after_failure(call, name, args, r, errno_before)
+    }
+}
+
+/// What a hook returns when its real function does not exist: -1 with ENOSYS.
+#[cold]
+fn no_real_function() -> c_int {
+    errno::set(libc::ENOSYS);
+    -1
+}
+
+/// A read- or write-family hook. The exported function tests `armed` (one load, one bit):
+/// - Not armed (the common case): the real call through the address the constructor resolved,
+///   inline; a success returns at once. No errno read, no check of the address, no count,
+///   nothing on the stack: the only cost is the armed test. Anything else jumps to `failed`.
+/// - Armed (some fault rule names the call, a rule may turn its failure into a success,
+///   `ERRSHIM_COUNT=1`, or the real function is not resolved yet): `careful`, which asks the
+///   fault engine first, then makes the real call with errno from before it kept, and counts.
+///
+/// `failed` and `careful` are functions of their own that take the caller's raw arguments in
+/// registers (the optimiser drops those they do not use), so the hook itself needs no stack
+/// frame. Inline rather than behind a trampoline: on a VM whose syscalls refill the return
+/// stack buffer, every frame around the real call costs a mispredicted return.
+macro_rules! data_hook {
+    (
+        fn $name:ident($fd:ident: c_int $(, $a:ident: $t:ty)*) -> ssize_t;
+        real $real:ident, $family:ident, Call::$call:ident,
+        failure gets $ctor:ident($($x:tt),*) $(.$with:ident($($y:tt),*))?,
+        shortened |$f:ident, $lim:ident| $limited:expr;
+    ) => {
+        #[no_mangle]
+        pub unsafe extern "C-unwind" fn $name($fd: c_int, $($a: $t),*) -> ssize_t {
+            type Real = unsafe extern "C-unwind" fn(c_int, $($t),*) -> ssize_t;
+
+            /// The failure path: the raw arguments, as values, to `handle::failure`.
+            #[cold]
+            #[inline(never)]
+            #[allow(unused_variables, clippy::too_many_arguments)]
+            fn failed(r: ssize_t, $fd: c_int, $($a: $t,)* errno_before: c_int) -> ssize_t {
+                let args = CallArgs::$ctor($($x),*)$(.$with($($y),*))?;
+                $family::failed(Call::$call, stringify!($name), args, r as isize, errno_before) as ssize_t
+            }
+
+            /// The careful path.
+            #[cold]
+            #[inline(never)]
+            unsafe fn careful($fd: c_int, $($a: $t),*) -> ssize_t {
+                /// A fault fires: the fault engine makes (or skips) the real call. Out of line,
+                /// so that the arguments stay in registers on the way to the real call when
+                /// none does.
+                #[cold]
+                #[inline(never)]
+                #[allow(clippy::too_many_arguments)]
+                unsafe fn inject(inj: fault::Injection, $fd: c_int, $($a: $t),*) -> ssize_t {
+                    let errno_before = errno::get();
+                    // SAFETY: `Real` is this symbol's signature.
+                    let Some($f) = (unsafe { real::$real.resolved::<Real>() }) else {
+                        return no_real_function() as ssize_t;
+                    };
+                    // SAFETY: the real call with the caller's arguments, its length cut to
+                    // `lim` (usize::MAX: as asked).
+                    let mut perform = |$lim: usize| unsafe { $limited } as isize;
+                    let args = CallArgs::$ctor($($x),*)$(.$with($($y),*))?;
+                    failure::injected(Call::$call, stringify!($name), args, inj, errno_before, &mut perform) as ssize_t
+                }
+                // First, while only the arguments are live; `decide` leaves errno as it was.
+                let request = CallArgs::$ctor($($x),*)$(.$with($($y),*))?.request();
+                if let Some(inj) = fault::decide(Call::$call, $fd, request) {
+                    // SAFETY: the caller's own arguments.
+                    return unsafe { inject(inj, $fd, $($a),*) };
+                }
+                let errno_before = errno::get();
+                // SAFETY: `Real` is this symbol's signature.
+                let Some(real) = (unsafe { real::$real.resolved::<Real>() }) else {
+                    return no_real_function() as ssize_t;
+                };
+                // SAFETY: the caller's own arguments, passed on unchanged.
+                let r = unsafe { real($fd, $($a),*) };
+                if $family::succeeded(r as isize) {
+                    $family::count($fd, r as u64, Call::$call);
+                    return r;
+                }
+                failed(r, $fd, $($a,)* errno_before)
+            }
+
+            if armed::armed(Call::$call) {
+                // SAFETY: the caller's own arguments.
+                return unsafe { careful($fd, $($a),*) };
+            }
+            // SAFETY: not armed, so the constructor resolved this symbol to a non-zero address
+            // (`armed` pairs with the store that said so); `Real` is its signature.
+            let real = unsafe { real::$real.loaded_unchecked::<Real>() };
+            // SAFETY: the caller's own arguments, passed on unchanged.
+            let r = unsafe { real($fd, $($a),*) };
+            if $family::succeeded(r as isize) {
+                return r;
+            }
+            // No rule turns this call's failure into a success (it would be armed), so errno
+            // from before the call is not needed.
+            failed(r, $fd, $($a,)* failure::ERRNO_UNKNOWN)
+        }
+    };
+}
+
+/// Any other hook: the real function as `$f`, then the body, which calls it once. Before the
+/// constructor ran (another library's constructor calling the function), `unresolved`
+/// resolves it and takes the hook again: out of line, so that the hook's own path keeps no
+/// registers alive for it.
 macro_rules! hook {
-    (fn $name:ident($($a:ident: $t:ty),*) -> $ret:ty, $real:ident, |$f:ident| $body:block) => {
+    (fn $name:ident($($a:ident: $t:ty),*) -> $ret:ty; real $real:ident; |$f:ident| $body:block) => {
         #[no_mangle]
         pub unsafe extern "C-unwind" fn $name($($a: $t),*) -> $ret {
-            /// Before the constructor ran: resolve, then take the hook again. Out of line, so
-            /// the hook's own path keeps no registers alive for it.
+            type Real = unsafe extern "C-unwind" fn($($t),*) -> $ret;
             #[cold]
             #[inline(never)]
             unsafe fn unresolved($($a: $t),*) -> $ret {
                 if real::$real.resolve() == 0 {
-                    errno::set(libc::ENOSYS);
-                    return -1;
+                    return no_real_function() as $ret;
                 }
                 // SAFETY: the caller's own arguments, to the hook that now finds the symbol.
                 unsafe { $name($($a),*) }
             }
-            let addr = real::$real.loaded();
-            if addr == 0 {
+            // SAFETY: `Real` is this symbol's signature.
+            let Some($f) = (unsafe { real::$real.loaded_fn::<Real>() }) else {
                 // SAFETY: as above.
                 return unsafe { unresolved($($a),*) };
-            }
-            // SAFETY: addr is the next definition of this very symbol, which has this signature.
-            let $f: unsafe extern "C-unwind" fn($($t),*) -> $ret = unsafe { core::mem::transmute(addr) };
+            };
             $body
         }
     };
 }
 
-/// What a hook does with the real call's result: return a success (the careful path, `counted`,
-/// first counts its bytes if `ERRSHIM_COUNT=1` asked for it), hand anything else to the cold
-/// path. `read`: 0 can be the peer's FIN; `write`: 0 is a success. The cold path is a function
-/// of its own that takes the caller's arguments (those it does not use are dropped by the
-/// optimiser), so that the hook builds no `CallArgs` and needs no stack frame.
-macro_rules! finish {
-    ($family:ident, $count:ident, $r:expr, $fd:ident: $fdt:ty, ($($a:ident: $t:ty),*), $call:expr, $name:expr, $args:expr, $errno_before:expr, $ret:ty) => {{
-        #[cold]
-        #[inline(never)]
-        #[allow(unused_variables, clippy::too_many_arguments)]
-        fn failed(r: $ret, $fd: $fdt, $($a: $t,)* errno_before: c_int) -> $ret {
-            finish!(@cold $family, $call, $name, $args, r as isize, errno_before) as $ret
-        }
-        let r = $r;
-        if finish!(@ok $family, r) {
-            finish!(@$count $family, $fd, r as u64, $call);
-            return r;
-        }
-        failed(r, $fd, $($a,)* $errno_before)
-    }};
-    (@ok read, $r:expr) => { $r > 0 };
-    (@ok write, $r:expr) => { $r >= 0 };
-    (@counted read, $fd:expr, $n:expr, $call:expr) => { conntable::count_in($fd, $n, $call) };
-    (@counted write, $fd:expr, $n:expr, $call:expr) => { conntable::count_out($fd, $n, $call) };
-    (@uncounted $family:ident, $fd:expr, $n:expr, $call:expr) => {};
-    (@cold read, $call:expr, $name:expr, $args:expr, $r:expr, $e:expr) => { failure::after_read($call, $name, $args, $r, $e) };
-    (@cold write, $call:expr, $name:expr, $args:expr, $r:expr, $e:expr) => { failure::after_failure($call, $name, $args, $r, $e) };
+// --- the read family ---------------------------------------------------------------------------
+
+data_hook! {
+    fn read(fd: c_int, buf: *mut c_void, n: size_t) -> ssize_t;
+    real READ, ReadFamily, Call::Read,
+    failure gets buf(fd, n, 0),
+    shortened |real, lim| real(fd, buf, n.min(lim));
 }
 
-/// The real function, resolved now if need be; the enclosing hook fails with ENOSYS if there
-/// is none.
-macro_rules! resolved {
-    ($real:ident, fn($($t:ty),*) -> $ret:ty) => {{
-        let addr = real::$real.get();
-        if addr == 0 {
-            errno::set(libc::ENOSYS);
-            return -1;
-        }
-        // SAFETY: the next definition of this very symbol, which has this signature.
-        let f: unsafe extern "C-unwind" fn($($t),*) -> $ret = unsafe { core::mem::transmute(addr) };
-        f
-    }};
+data_hook! {
+    fn readv(fd: c_int, iov: *const iovec, cnt: c_int) -> ssize_t;
+    real READV, ReadFamily, Call::Readv,
+    failure gets iov(fd, iov, cnt),
+    shortened |real, lim| failure::short_iov(iov, cnt, lim, |i, c| real(fd, i, c));
 }
 
-/// A read- or write-family hook. It tests `armed` first:
-/// - Armed (some fault rule names the call, some rule may turn its failure into a success,
-///   `ERRSHIM_COUNT=1` asks for byte counts, or the constructor has not resolved the real
-///   functions yet): a jump to `faulty`, which consults the fault rules, resolves the symbol if
-///   need be, keeps errno from before the call and counts.
-/// - Otherwise `plain`, inline: the real call through the address the constructor resolved
-///   (the call would still be armed if it had found none) and a jump to `failed` when the call
-///   did not succeed. No errno read, no check of the address, no count, nothing on the stack
-///   but the registers that keep the arguments `failed` needs.
-///
-/// `$args` builds the `CallArgs` from the raw arguments, pointers as they were (it reads no
-/// caller memory); it runs on the cold paths only.
-///
-/// Inline rather than behind a trampoline: on a VM whose syscalls refill the return stack
-/// buffer, every frame around the real call costs a mispredicted return (README,
-/// Performance), and a hook's code lines are what the kernel's own code evicts from the
-/// instruction cache during the call, so fewer is better.
-macro_rules! io_hook {
-    ($family:ident, $name:ident($fd:ident: $fdt:ty, $($a:ident: $t:ty),*) -> $ret:ty = $real:ident, $call:expr, $args:expr, |$f:ident, $lim:ident| $limited:expr) => {
-        #[no_mangle]
-        pub unsafe extern "C-unwind" fn $name($fd: $fdt, $($a: $t),*) -> $ret {
-            /// The careful path: decide, then inject or carry on as usual.
-            #[cold]
-            #[inline(never)]
-            unsafe fn faulty($fd: $fdt, $($a: $t),*) -> $ret {
-                /// A rule fires: inject. Out of line, so that the arguments stay in registers
-                /// on the way to the real call when none does.
-                #[cold]
-                #[inline(never)]
-                #[allow(clippy::too_many_arguments)]
-                unsafe fn inject(inj: fault::Injection, $fd: $fdt, $($a: $t),*) -> $ret {
-                    let errno_before = errno::get();
-                    let $f = resolved!($real, fn($fdt, $($t),*) -> $ret);
-                    // SAFETY: the real call with the caller's arguments, its length cut to `$lim`
-                    // (usize::MAX: as asked).
-                    let mut perform = |$lim: usize| unsafe { $limited } as isize;
-                    failure::injected($call, stringify!($name), $args, inj, errno_before, &mut perform) as $ret
-                }
-                // First, while only the arguments are live; `decide` leaves errno as it was.
-                if let Some(inj) = fault::decide($call, $fd, $args.request()) {
-                    // SAFETY: the caller's own arguments.
-                    return unsafe { inject(inj, $fd, $($a),*) };
-                }
-                let errno_before = errno::get();
-                let $f = resolved!($real, fn($fdt, $($t),*) -> $ret);
-                // SAFETY: the caller's own arguments, passed on unchanged.
-                finish!($family, counted, unsafe { $f($fd, $($a),*) }, $fd: $fdt, ($($a: $t),*), $call, stringify!($name), $args, errno_before, $ret)
-            }
-            /// The plain path. No rule turns this call's failure into a success, so errno from
-            /// before the call is not needed.
-            #[inline(always)]
-            unsafe fn plain($fd: $fdt, $($a: $t),*) -> $ret {
-                // SAFETY: not armed, so the constructor resolved this symbol to a non-zero
-                // address (`handle::armed` pairs with the store that said so), the next
-                // definition of this very symbol, which has this signature.
-                let $f: unsafe extern "C-unwind" fn($fdt, $($t),*) -> $ret = unsafe { core::mem::transmute(real::$real.loaded()) };
-                // SAFETY: the caller's own arguments, passed on unchanged.
-                finish!($family, uncounted, unsafe { $f($fd, $($a),*) }, $fd: $fdt, ($($a: $t),*), $call, stringify!($name), $args, failure::ERRNO_UNKNOWN, $ret)
-            }
-            // SAFETY: the caller's own arguments.
-            unsafe {
-                if armed::armed($call) {
-                    faulty($fd, $($a),*)
-                } else {
-                    plain($fd, $($a),*)
-                }
-            }
-        }
-    };
+data_hook! {
+    fn recv(fd: c_int, buf: *mut c_void, n: size_t, flags: c_int) -> ssize_t;
+    real RECV, ReadFamily, Call::Recv,
+    failure gets buf(fd, n, flags),
+    shortened |real, lim| real(fd, buf, n.min(lim), flags);
 }
 
-io_hook!(read, read(fd: c_int, buf: *mut c_void, n: size_t) -> ssize_t = READ, Call::Read, CallArgs::buf(fd, n, 0), |real, lim| real(fd, buf, n.min(lim)));
-io_hook!(read, readv(fd: c_int, iov: *const iovec, cnt: c_int) -> ssize_t = READV, Call::Readv, CallArgs::iov(fd, iov, cnt), |real, lim| failure::short_iov(iov, cnt, lim, |i, c| real(fd, i, c)));
-io_hook!(read, recv(fd: c_int, buf: *mut c_void, n: size_t, flags: c_int) -> ssize_t = RECV, Call::Recv, CallArgs::buf(fd, n, flags), |real, lim| real(fd, buf, n.min(lim), flags));
-io_hook!(read, recvfrom(fd: c_int, buf: *mut c_void, n: size_t, flags: c_int, addr: *mut sockaddr, alen: *mut socklen_t) -> ssize_t
-    = RECVFROM, Call::Recvfrom, CallArgs::buf(fd, n, flags).with_from(addr, alen), |real, lim| real(fd, buf, n.min(lim), flags, addr, alen));
-io_hook!(read, __read_chk(fd: c_int, buf: *mut c_void, n: size_t, buflen: size_t) -> ssize_t = READ_CHK, Call::Read, CallArgs::buf(fd, n, 0), |real, lim| real(fd, buf, n.min(lim), buflen));
-io_hook!(read, __recv_chk(fd: c_int, buf: *mut c_void, n: size_t, buflen: size_t, flags: c_int) -> ssize_t
-    = RECV_CHK, Call::Recv, CallArgs::buf(fd, n, flags), |real, lim| real(fd, buf, n.min(lim), buflen, flags));
-io_hook!(read, __recvfrom_chk(fd: c_int, buf: *mut c_void, n: size_t, buflen: size_t, flags: c_int, addr: *mut sockaddr, alen: *mut socklen_t) -> ssize_t
-    = RECVFROM_CHK, Call::Recvfrom, CallArgs::buf(fd, n, flags).with_from(addr, alen), |real, lim| real(fd, buf, n.min(lim), buflen, flags, addr, alen));
-io_hook!(read, recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t = RECVMSG, Call::Recvmsg, CallArgs::msg(fd, msg, flags), |real, lim| failure::short_msg(msg, lim, true, |m| real(fd, m, flags)));
+data_hook! {
+    fn recvfrom(fd: c_int, buf: *mut c_void, n: size_t, flags: c_int, addr: *mut sockaddr, alen: *mut socklen_t) -> ssize_t;
+    real RECVFROM, ReadFamily, Call::Recvfrom,
+    failure gets buf(fd, n, flags).with_from(addr, alen),
+    shortened |real, lim| real(fd, buf, n.min(lim), flags, addr, alen);
+}
 
-io_hook!(write, write(fd: c_int, buf: *const c_void, n: size_t) -> ssize_t = WRITE, Call::Write, CallArgs::buf(fd, n, 0), |real, lim| real(fd, buf, n.min(lim)));
-io_hook!(write, writev(fd: c_int, iov: *const iovec, cnt: c_int) -> ssize_t = WRITEV, Call::Writev, CallArgs::iov(fd, iov, cnt), |real, lim| failure::short_iov(iov, cnt, lim, |i, c| real(fd, i, c)));
-io_hook!(write, send(fd: c_int, buf: *const c_void, n: size_t, flags: c_int) -> ssize_t = SEND, Call::Send, CallArgs::buf(fd, n, flags), |real, lim| real(fd, buf, n.min(lim), flags));
-io_hook!(write, sendto(fd: c_int, buf: *const c_void, n: size_t, flags: c_int, addr: *const sockaddr, alen: socklen_t) -> ssize_t
-    = SENDTO, Call::Sendto, CallArgs::buf(fd, n, flags), |real, lim| real(fd, buf, n.min(lim), flags, addr, alen));
-io_hook!(write, sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t = SENDMSG, Call::Sendmsg, CallArgs::msg(fd, msg, flags), |real, lim| failure::short_msg(msg as *mut msghdr, lim, false, |m| real(fd, m, flags)));
+data_hook! {
+    fn __read_chk(fd: c_int, buf: *mut c_void, n: size_t, buflen: size_t) -> ssize_t;
+    real READ_CHK, ReadFamily, Call::Read,
+    failure gets buf(fd, n, 0),
+    shortened |real, lim| real(fd, buf, n.min(lim), buflen);
+}
 
-hook!(fn shutdown(fd: c_int, how: c_int) -> c_int, SHUTDOWN, |real| {
-    /// Some fault rule names shutdown (see `io_hook!`).
+data_hook! {
+    fn __recv_chk(fd: c_int, buf: *mut c_void, n: size_t, buflen: size_t, flags: c_int) -> ssize_t;
+    real RECV_CHK, ReadFamily, Call::Recv,
+    failure gets buf(fd, n, flags),
+    shortened |real, lim| real(fd, buf, n.min(lim), buflen, flags);
+}
+
+data_hook! {
+    fn __recvfrom_chk(fd: c_int, buf: *mut c_void, n: size_t, buflen: size_t, flags: c_int, addr: *mut sockaddr, alen: *mut socklen_t) -> ssize_t;
+    real RECVFROM_CHK, ReadFamily, Call::Recvfrom,
+    failure gets buf(fd, n, flags).with_from(addr, alen),
+    shortened |real, lim| real(fd, buf, n.min(lim), buflen, flags, addr, alen);
+}
+
+data_hook! {
+    fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t;
+    real RECVMSG, ReadFamily, Call::Recvmsg,
+    failure gets msg(fd, msg, flags),
+    shortened |real, lim| failure::short_msg(msg, lim, true, |m| real(fd, m, flags));
+}
+
+// --- the write family --------------------------------------------------------------------------
+
+data_hook! {
+    fn write(fd: c_int, buf: *const c_void, n: size_t) -> ssize_t;
+    real WRITE, WriteFamily, Call::Write,
+    failure gets buf(fd, n, 0),
+    shortened |real, lim| real(fd, buf, n.min(lim));
+}
+
+data_hook! {
+    fn writev(fd: c_int, iov: *const iovec, cnt: c_int) -> ssize_t;
+    real WRITEV, WriteFamily, Call::Writev,
+    failure gets iov(fd, iov, cnt),
+    shortened |real, lim| failure::short_iov(iov, cnt, lim, |i, c| real(fd, i, c));
+}
+
+data_hook! {
+    fn send(fd: c_int, buf: *const c_void, n: size_t, flags: c_int) -> ssize_t;
+    real SEND, WriteFamily, Call::Send,
+    failure gets buf(fd, n, flags),
+    shortened |real, lim| real(fd, buf, n.min(lim), flags);
+}
+
+data_hook! {
+    fn sendto(fd: c_int, buf: *const c_void, n: size_t, flags: c_int, addr: *const sockaddr, alen: socklen_t) -> ssize_t;
+    real SENDTO, WriteFamily, Call::Sendto,
+    failure gets buf(fd, n, flags),
+    shortened |real, lim| real(fd, buf, n.min(lim), flags, addr, alen);
+}
+
+data_hook! {
+    fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t;
+    real SENDMSG, WriteFamily, Call::Sendmsg,
+    failure gets msg(fd, msg, flags),
+    shortened |real, lim| failure::short_msg(msg as *mut msghdr, lim, false, |m| real(fd, m, flags));
+}
+
+// --- the end of a connection --------------------------------------------------------------------
+
+hook!(fn shutdown(fd: c_int, how: c_int) -> c_int; real SHUTDOWN; |real| {
+    /// Some fault rule names shutdown (see `data_hook!`).
     #[cold]
     #[inline(never)]
     unsafe fn faulty(real: unsafe extern "C-unwind" fn(c_int, c_int) -> c_int, fd: c_int, how: c_int) -> c_int {
@@ -230,7 +352,7 @@ fn shutdown_done(r: c_int, fd: c_int, how: c_int, errno_before: c_int) -> c_int 
     ) as c_int
 }
 
-hook!(fn close(fd: c_int) -> c_int, CLOSE, |real| {
+hook!(fn close(fd: c_int) -> c_int; real CLOSE; |real| {
     // Take the record before the descriptor is released: afterwards another thread may be
     // given the same number.
     let errno_before = errno::get();
@@ -249,7 +371,9 @@ hook!(fn close(fd: c_int) -> c_int, CLOSE, |real| {
     failure::after_close(closed, fd, r as isize, errno_before) as c_int
 });
 
-hook!(fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_int, SOCKET, |real| {
+// --- descriptors made, copied and released ----------------------------------------------------
+
+hook!(fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_int; real SOCKET; |real| {
     // SAFETY: the caller's own arguments.
     let fd = unsafe { real(domain, ty, protocol) };
     if fd >= 0 {
@@ -258,7 +382,7 @@ hook!(fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_int, SOCKET, |re
     fd
 });
 
-hook!(fn socketpair(domain: c_int, ty: c_int, protocol: c_int, sv: *mut c_int) -> c_int, SOCKETPAIR, |real| {
+hook!(fn socketpair(domain: c_int, ty: c_int, protocol: c_int, sv: *mut c_int) -> c_int; real SOCKETPAIR; |real| {
     // SAFETY: the caller's own arguments.
     let r = unsafe { real(domain, ty, protocol, sv) };
     if r == 0 {
@@ -271,14 +395,14 @@ hook!(fn socketpair(domain: c_int, ty: c_int, protocol: c_int, sv: *mut c_int) -
     r
 });
 
-hook!(fn connect(fd: c_int, addr: *const sockaddr, alen: socklen_t) -> c_int, CONNECT, |real| {
+hook!(fn connect(fd: c_int, addr: *const sockaddr, alen: socklen_t) -> c_int; real CONNECT; |real| {
     // SAFETY: the caller's own arguments.
     let r = unsafe { real(fd, addr, alen) };
     failure::after_connect(fd, addr, alen, r);
     r
 });
 
-hook!(fn listen(fd: c_int, backlog: c_int) -> c_int, LISTEN, |real| {
+hook!(fn listen(fd: c_int, backlog: c_int) -> c_int; real LISTEN; |real| {
     // SAFETY: the caller's own arguments.
     let r = unsafe { real(fd, backlog) };
     if r == 0 {
@@ -300,7 +424,7 @@ fn accept_buffer_len(addr: *mut sockaddr, alen: *mut socklen_t) -> Option<sockle
     Some(unsafe { core::ptr::read_volatile(alen) })
 }
 
-hook!(fn accept(fd: c_int, addr: *mut sockaddr, alen: *mut socklen_t) -> c_int, ACCEPT, |real| {
+hook!(fn accept(fd: c_int, addr: *mut sockaddr, alen: *mut socklen_t) -> c_int; real ACCEPT; |real| {
     let room = accept_buffer_len(addr, alen);
     // SAFETY: the caller's own arguments.
     let new = unsafe { real(fd, addr, alen) };
@@ -310,7 +434,7 @@ hook!(fn accept(fd: c_int, addr: *mut sockaddr, alen: *mut socklen_t) -> c_int, 
     new
 });
 
-hook!(fn accept4(fd: c_int, addr: *mut sockaddr, alen: *mut socklen_t, flags: c_int) -> c_int, ACCEPT4, |real| {
+hook!(fn accept4(fd: c_int, addr: *mut sockaddr, alen: *mut socklen_t, flags: c_int) -> c_int; real ACCEPT4; |real| {
     let room = accept_buffer_len(addr, alen);
     // SAFETY: the caller's own arguments.
     let new = unsafe { real(fd, addr, alen, flags) };
@@ -320,14 +444,14 @@ hook!(fn accept4(fd: c_int, addr: *mut sockaddr, alen: *mut socklen_t, flags: c_
     new
 });
 
-hook!(fn dup(old: c_int) -> c_int, DUP, |real| {
+hook!(fn dup(old: c_int) -> c_int; real DUP; |real| {
     // SAFETY: the caller's own argument.
     let new = unsafe { real(old) };
     conntable::copy(old, new);
     new
 });
 
-hook!(fn dup2(old: c_int, new: c_int) -> c_int, DUP2, |real| {
+hook!(fn dup2(old: c_int, new: c_int) -> c_int; real DUP2; |real| {
     // SAFETY: the caller's own arguments.
     let r = unsafe { real(old, new) };
     if r >= 0 {
@@ -336,7 +460,7 @@ hook!(fn dup2(old: c_int, new: c_int) -> c_int, DUP2, |real| {
     r
 });
 
-hook!(fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int, DUP3, |real| {
+hook!(fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int; real DUP3; |real| {
     // SAFETY: the caller's own arguments.
     let r = unsafe { real(old, new, flags) };
     if r >= 0 {
@@ -356,17 +480,17 @@ fn fcntl_done(old: c_int, cmd: c_int, r: c_int) -> c_int {
     r
 }
 
-hook!(fn fcntl(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int, FCNTL, |real| {
+hook!(fn fcntl(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int; real FCNTL; |real| {
     // SAFETY: the caller's own arguments.
     fcntl_done(fd, cmd, unsafe { real(fd, cmd, arg) })
 });
 
-hook!(fn fcntl64(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int, FCNTL64, |real| {
+hook!(fn fcntl64(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int; real FCNTL64; |real| {
     // SAFETY: the caller's own arguments.
     fcntl_done(fd, cmd, unsafe { real(fd, cmd, arg) })
 });
 
-hook!(fn fclose(fp: *mut libc::FILE) -> c_int, FCLOSE, |real| {
+hook!(fn fclose(fp: *mut libc::FILE) -> c_int; real FCLOSE; |real| {
     if !fp.is_null() {
         let e = errno::get();
         // SAFETY: fp is the caller's open stream; fileno neither locks nor blocks.
@@ -378,7 +502,7 @@ hook!(fn fclose(fp: *mut libc::FILE) -> c_int, FCLOSE, |real| {
     unsafe { real(fp) }
 });
 
-hook!(fn close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int, CLOSE_RANGE, |real| {
+hook!(fn close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int; real CLOSE_RANGE; |real| {
     // Before the call: afterwards, another thread may have a new socket at a freed number.
     if flags & libc::CLOSE_RANGE_CLOEXEC as c_int == 0 {
         conntable::forget_range(first, last);
@@ -641,22 +765,30 @@ pub unsafe extern "C-unwind" fn clone(
 
 // --- privileges ---------------------------------------------------------------------------
 
-/// A hook for a call that may change the effective user: the log file is prepared for the new
-/// user first (`logger::before_user_change`), then the real call.
-macro_rules! user_hook {
-    (fn $name:ident($($a:ident: $t:ty),*), $real:ident, |$($b:ident),*| $euid:expr) => {
-        hook!(fn $name($($a: $t),*) -> c_int, $real, |real| {
-            let euid: Option<libc::uid_t> = (|$($b: $t),*| $euid)($($a),*);
-            if let Some(u) = euid.filter(|&u| u != libc::uid_t::MAX) {
-                logger::before_user_change(u);
-            }
-            // SAFETY: the caller's own arguments.
-            unsafe { real($($a),*) }
-        });
-    };
-}
+// The calls that may change the effective user: the log file is prepared for the new user
+// first (`logger::before_user_change`; -1 leaves the effective user as it is), then the real
+// call.
 
-user_hook!(fn setuid(uid: libc::uid_t), SETUID, |uid| Some(uid));
-user_hook!(fn seteuid(euid: libc::uid_t), SETEUID, |euid| Some(euid));
-user_hook!(fn setreuid(ruid: libc::uid_t, euid: libc::uid_t), SETREUID, |_ruid, euid| Some(euid));
-user_hook!(fn setresuid(ruid: libc::uid_t, euid: libc::uid_t, suid: libc::uid_t), SETRESUID, |_ruid, euid, _suid| Some(euid));
+hook!(fn setuid(uid: libc::uid_t) -> c_int; real SETUID; |real| {
+    logger::before_user_change(uid);
+    // SAFETY: the caller's own argument.
+    unsafe { real(uid) }
+});
+
+hook!(fn seteuid(euid: libc::uid_t) -> c_int; real SETEUID; |real| {
+    logger::before_user_change(euid);
+    // SAFETY: the caller's own argument.
+    unsafe { real(euid) }
+});
+
+hook!(fn setreuid(ruid: libc::uid_t, euid: libc::uid_t) -> c_int; real SETREUID; |real| {
+    logger::before_user_change(euid);
+    // SAFETY: the caller's own arguments.
+    unsafe { real(ruid, euid) }
+});
+
+hook!(fn setresuid(ruid: libc::uid_t, euid: libc::uid_t, suid: libc::uid_t) -> c_int; real SETRESUID; |real| {
+    logger::before_user_change(euid);
+    // SAFETY: the caller's own arguments.
+    unsafe { real(ruid, euid, suid) }
+});

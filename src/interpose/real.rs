@@ -45,10 +45,40 @@ impl RealFn {
         }
     }
 
-    /// The address if already resolved, else 0.
+    /// The function, resolved now if need be; None if there is none.
+    ///
+    /// # Safety
+    /// `F` is the function pointer type of this symbol's signature.
     #[inline(always)]
-    pub fn loaded(&self) -> usize {
-        self.addr.load(Relaxed)
+    pub unsafe fn resolved<F: Copy>(&self) -> Option<F> {
+        match self.get() {
+            0 => None,
+            // SAFETY: as the caller promised; a non-zero address is the symbol's definition.
+            a => Some(unsafe { as_fn(a) }),
+        }
+    }
+
+    /// The function if already resolved.
+    ///
+    /// # Safety
+    /// As for `resolved`.
+    #[inline(always)]
+    pub unsafe fn loaded_fn<F: Copy>(&self) -> Option<F> {
+        match self.addr.load(Relaxed) {
+            0 => None,
+            // SAFETY: as the caller promised.
+            a => Some(unsafe { as_fn(a) }),
+        }
+    }
+
+    /// The function, known to be resolved.
+    ///
+    /// # Safety
+    /// As for `resolved`, and the address is not zero (the constructor resolved it).
+    #[inline(always)]
+    pub unsafe fn loaded_unchecked<F: Copy>(&self) -> F {
+        // SAFETY: as the caller promised.
+        unsafe { as_fn(self.addr.load(Relaxed)) }
     }
 
     #[cold]
@@ -71,6 +101,17 @@ impl Symbol {
     pub fn name(&self) -> &CStr {
         CStr::from_bytes_until_nul(&self.name).unwrap_or(c"?")
     }
+}
+
+/// A function address as the function pointer type `F`.
+///
+/// # Safety
+/// `F` is a function pointer type, of the signature of the function at `addr`.
+#[inline(always)]
+unsafe fn as_fn<F: Copy>(addr: usize) -> F {
+    const { assert!(core::mem::size_of::<F>() == core::mem::size_of::<usize>()) };
+    // SAFETY: same size; the caller vouches for the type.
+    unsafe { core::mem::transmute_copy(&addr) }
 }
 
 /// A name of at most 15 bytes in a NUL-padded array (a longer one fails to compile).
