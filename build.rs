@@ -1,5 +1,5 @@
 //! Link options for `liberrshim.so`: what every process start pays for the library, kept small
-//! (see "Design notes" and "Performance" in the README).
+//! (the README's "Performance" has the figures, `scripts/bench --help` the method).
 
 use std::path::{Path, PathBuf};
 

@@ -150,6 +150,31 @@ fn check_explains_fault_rules_and_fault_options_reach_the_program() {
     );
 }
 
+/// A configuration that makes errshim act in named programs only (the README's recipe for a
+/// service started through a script) is valid, also though `--check` probes with another
+/// program; a mistake in it is still found.
+#[test]
+fn check_accepts_a_configuration_limited_to_other_programs() {
+    let r = wrapper()
+        .args(["--lib", &lib_arg(), "--check"])
+        .env("ERRSHIM_ONLY_CMDS", "gunicorn,python3")
+        .run();
+    assert_eq!(r.code, Some(0), "{}", r.describe());
+    let all = format!("{}{}", r.stdout, r.stderr);
+    assert!(all.contains("check: configuration OK"), "{all}");
+    assert!(all.contains("gunicorn"), "the check says where errshim acts: {all}");
+    let r = wrapper()
+        .args(["--lib", &lib_arg(), "--check"])
+        .env("ERRSHIM_ONLY_CMDS", "gunicorn")
+        .env("ERRSHIM_SKIP_CMDS", "bash")
+        .env("ERRSHIM_RULES", "shutdown:ENOTCONN:ingore")
+        .run();
+    assert_eq!(r.code, Some(1), "{}", r.describe());
+    let all = format!("{}{}", r.stdout, r.stderr);
+    assert!(all.contains("unknown action 'ingore'"), "{all}");
+    assert!(all.contains("ERRSHIM_SKIP_CMDS"), "both set is an error: {all}");
+}
+
 #[test]
 fn check_reports_errors_from_the_environment() {
     let r = wrapper()
