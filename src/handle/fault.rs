@@ -93,9 +93,9 @@ impl Slot {
     }
 }
 
-/// The two slots, made by `interpose::init` when fault rules or a control file are configured (fresh zero
-/// pages from the kernel: all-zero slots are valid and empty). A process without faults has
-/// none, and neither its start nor its forks touch their 7 KiB.
+/// The two slots, made by `interpose::init` when fault rules or a control file are configured
+/// (fresh zero pages from the kernel: all-zero slots are valid and empty). A process without faults
+/// has none, and neither its start nor its forks touch their 7 KiB.
 static SLOTS: AtomicPtr<[Slot; 2]> = AtomicPtr::new(core::ptr::null_mut());
 static ACTIVE: AtomicUsize = AtomicUsize::new(0);
 /// `&SLOTS[ACTIVE]`, for one load on the hot path (null until a rule set is installed).

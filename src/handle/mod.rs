@@ -22,7 +22,9 @@ pub fn config() -> Option<&'static Config> {
     CONFIG.get()
 }
 
-/// Publishes the configuration (from the constructor, once).
+/// Publishes the configuration (from the constructor, once). Inline: it runs in the
+/// constructor's code section (see `lib.rs`).
+#[inline(always)]
 pub fn set_config(cfg: Config) {
     let _ = CONFIG.set(cfg);
 }

@@ -9,8 +9,8 @@ use core::ffi::CStr;
 use core::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 /// The address of one real function: `repr(C)`, one word, so that the assembly trampolines
-/// (`interpose::hooks::syscall`) can load it from the static's own address. Its name and call are in
-/// `SYMBOLS`; the address alone is zero until resolved, so all of them sit in `.bss` (pages
+/// (`interpose::hooks::syscall`) can load it from the static's own address. Its name and call
+/// are in `SYMBOLS`; the address alone is zero until resolved, so all of them sit in `.bss` (pages
 /// that a process's start does not have to copy).
 #[repr(C)]
 pub struct RealFn {

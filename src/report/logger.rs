@@ -307,7 +307,8 @@ fn expand(template: &[u8], pid: i32) -> StackBuf<4200> {
 /// able to until now (a root-owned directory), and its events would be lost. So the file is
 /// made now (empty if no event comes) and given to that user. Changes nothing else; costs
 /// nothing unless the log is a file.
-/// `euid` -1 (`uid_t::MAX`) leaves the effective user as it is.
+///
+/// `euid` -1 (`uid_t::MAX`) leaves the effective user as it is: nothing to do.
 pub fn before_user_change(euid: u32) {
     if euid == u32::MAX {
         return;

@@ -9,11 +9,11 @@
 //! shared state asks it first. Rules still decide what the child's calls return, and its
 //! events are still logged (to its own descriptors); nothing is counted.
 //!
-//! How a vfork child is known: `vfork` is interposed by a trampoline (`interpose::hooks::vfork`) that
-//! marks the calling thread (a thread-local flag, which the child shares because it runs on the
-//! same thread control block) before the real `vfork`, and clears the mark when the parent
-//! resumes (the kernel suspends the parent until the child has exec'd or exited). A global
-//! count of marked threads keeps the check to one load while no vfork is in progress.
+//! How a vfork child is known: `vfork` is interposed by a trampoline (`interpose::hooks::vfork`)
+//! that marks the calling thread (a thread-local flag, which the child shares because it runs on
+//! the same thread control block) before the real `vfork`, and clears the mark when the parent
+//! resumes (the kernel suspends the parent until the child has exec'd or exited). A global count of
+//! marked threads keeps the check to one load while no vfork is in progress.
 
 use core::cell::Cell;
 use core::ffi::{c_char, CStr};

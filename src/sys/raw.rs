@@ -5,7 +5,8 @@
 //!   reads or sets the program's errno (failures come back as `Err(errno)`), takes no lock and
 //!   is async-signal-safe.
 //! - Every one goes through one gate. Under a seccomp filter that errshim does not trust
-//!   (the `prctl`, `seccomp` and `syscall()` hooks call `forbid`, and the first gated call looks at the seccomp state the process inherited), a filter may kill the process for any
+//!   (the `prctl`, `seccomp` and `syscall()` hooks call `forbid`, and the first gated call
+//!   looks at the seccomp state the process inherited), a filter may kill the process for any
 //!   system call it does not allow, so from then on none is made: each reports `Err(EPERM)`
 //!   without entering the kernel. The program's own calls, made by the hooks through the real
 //!   functions, are not errshim's and are not affected.
