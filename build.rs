@@ -20,14 +20,40 @@ fn main() {
     // Each loadable segment starts on a page of its own: the relocated data (RELRO) then takes
     // as few pages as its size needs, rather than one more for where the code happened to end
     // (every page written at start-up is a page fault in every process). GNU ld ignores it.
-    println!("cargo:rustc-cdylib-link-arg=-Wl,-z,separate-loadable-segments");
+    // `zig cc` (cargo-zigbuild, the portable build of `scripts/package`) refuses it.
+    if !linker_is_zig() {
+        println!("cargo:rustc-cdylib-link-arg=-Wl,-z,separate-loadable-segments");
+    }
     // errshim's own calls of its own exported functions (a hook calling itself once its real
     // function is resolved, std calling `syscall` or `close`) bound at link time: no dynamic
     // symbol lookup for them at each start. They reached errshim's hooks before too, unless the
     // program itself defines such a function, and then errshim's calls reach its hook, which
     // passes them on to the real function as usual.
-    println!("cargo:rustc-cdylib-link-arg=-Wl,-Bsymbolic-functions");
+    // `zig cc` knows only `-Bsymbolic`, the same here: errshim exports functions alone.
+    if linker_is_zig() {
+        println!("cargo:rustc-cdylib-link-arg=-Wl,-Bsymbolic");
+    } else {
+        println!("cargo:rustc-cdylib-link-arg=-Wl,-Bsymbolic-functions");
+    }
+    glibc_versions();
     symbol_order();
+}
+
+/// Whether the linker is cargo-zigbuild's `zig cc` wrapper.
+fn linker_is_zig() -> bool {
+    std::env::var("RUSTC_LINKER").is_ok_and(|l| l.contains("zigcc"))
+}
+
+/// The glibc version names under which errshim exports the hooks of functions that older
+/// glibcs lack (`close_range` and `closefrom` came in 2.34, `fcntl64` in 2.28; see `hook!`'s
+/// `since` in `src/interpose/hooks.rs`): a version script that defines them, beside the one
+/// rustc writes for the exported symbols. It names no symbol: the `.symver` directives in the
+/// code put each hook under its version.
+fn glibc_versions() {
+    let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("OUT_DIR"));
+    let script = out.join("glibc-versions.map");
+    std::fs::write(&script, "GLIBC_2.28 { };\nGLIBC_2.34 { } GLIBC_2.28;\n").expect("writing the version script");
+    println!("cargo:rustc-cdylib-link-arg=-Wl,--version-script={}", script.display());
 }
 
 /// The code that runs at every start (`.init_array`) in one stretch at the front of `.text`:

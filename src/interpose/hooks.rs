@@ -185,13 +185,41 @@ macro_rules! data_hook {
     };
 }
 
+/// `errshim_NAME` exported also as `NAME@VERSION`, hidden (see `hook!`'s `since`).
+macro_rules! symver {
+    ($name:ident, $ver:literal) => {
+        core::arch::global_asm!(concat!(
+            ".symver errshim_",
+            stringify!($name),
+            ", ",
+            stringify!($name),
+            "@",
+            $ver
+        ));
+    };
+}
+
 /// Any other hook: the real function as `$f`, then the body, which calls it once. Before the
 /// constructor ran (another library's constructor calling the function), `unresolved`
 /// resolves it and takes the hook again: out of line, so that the hook's own path keeps no
 /// registers alive for it.
+///
+/// `since GLIBC_2.N`: a function that older glibcs do not have. It is exported as
+/// `errshim_NAME` and, for the program's calls, as `NAME@GLIBC_2.N`, a hidden (non-default)
+/// version: every call a program linked against a glibc that has the function makes carries
+/// that version and binds to the hook, while an unversioned lookup (`dlsym`, a weak reference
+/// checked at run time) does not see errshim's. On a glibc without the function, a program
+/// then finds no such symbol, as without errshim. (`build.rs` defines the version names.)
 macro_rules! hook {
+    (fn $name:ident($($a:ident: $t:ty),*) -> $ret:ty; real $real:ident; since $ver:literal; |$f:ident| $body:block) => {
+        symver!($name, $ver);
+        hook!(@define #[export_name = concat!("errshim_", stringify!($name))] fn $name($($a: $t),*) -> $ret; real $real; |$f| $body);
+    };
     (fn $name:ident($($a:ident: $t:ty),*) -> $ret:ty; real $real:ident; |$f:ident| $body:block) => {
-        #[no_mangle]
+        hook!(@define #[no_mangle] fn $name($($a: $t),*) -> $ret; real $real; |$f| $body);
+    };
+    (@define #[$export:meta] fn $name:ident($($a:ident: $t:ty),*) -> $ret:ty; real $real:ident; |$f:ident| $body:block) => {
+        #[$export]
         pub unsafe extern "C-unwind" fn $name($($a: $t),*) -> $ret {
             type Real = unsafe extern "C-unwind" fn($($t),*) -> $ret;
             #[cold]
@@ -485,7 +513,7 @@ hook!(fn fcntl(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int; real FCNTL; |real|
     fcntl_done(fd, cmd, unsafe { real(fd, cmd, arg) })
 });
 
-hook!(fn fcntl64(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int; real FCNTL64; |real| {
+hook!(fn fcntl64(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int; real FCNTL64; since "GLIBC_2.28"; |real| {
     // SAFETY: the caller's own arguments.
     fcntl_done(fd, cmd, unsafe { real(fd, cmd, arg) })
 });
@@ -502,7 +530,7 @@ hook!(fn fclose(fp: *mut libc::FILE) -> c_int; real FCLOSE; |real| {
     unsafe { real(fp) }
 });
 
-hook!(fn close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int; real CLOSE_RANGE; |real| {
+hook!(fn close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int; real CLOSE_RANGE; since "GLIBC_2.34"; |real| {
     // Before the call: afterwards, another thread may have a new socket at a freed number.
     if flags & libc::CLOSE_RANGE_CLOEXEC as c_int == 0 {
         conntable::forget_range(first, last);
@@ -511,8 +539,11 @@ hook!(fn close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int; real C
     unsafe { real(first, last, flags) }
 });
 
-/// `void closefrom(int)`: written out because it returns nothing.
-#[no_mangle]
+symver!(closefrom, "GLIBC_2.34");
+
+/// `void closefrom(int)`: written out because it returns nothing. Since glibc 2.34 (see
+/// `hook!`'s `since`).
+#[export_name = "errshim_closefrom"]
 pub unsafe extern "C-unwind" fn closefrom(lowfd: c_int) {
     let addr = real::CLOSEFROM.get();
     conntable::forget_range(lowfd.max(0) as c_uint, c_uint::MAX);
