@@ -215,7 +215,7 @@ impl Drop for Cleanup {
 
 /// Preloads errshim into `cmd` with the variables `env`.
 fn with_errshim(cmd: &mut Command, env: &[(&str, String)]) {
-    cmd.env("LD_PRELOAD", lib());
+    cmd.env("LD_PRELOAD", lib()).env("ERRSHIM_LOG_RATE", "0");
     for (k, v) in env {
         cmd.env(k, v);
     }

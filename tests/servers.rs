@@ -43,7 +43,7 @@ impl Server {
             }
         }
         if shim {
-            cmd.env("LD_PRELOAD", lib());
+            cmd.env("LD_PRELOAD", lib()).env("ERRSHIM_LOG_RATE", "0");
             for (k, v) in env {
                 cmd.env(k, v);
             }

@@ -373,6 +373,7 @@ fn echo_under_load_every_stream_intact_with_short_transfers() {
         }
     }
     cmd.env("LD_PRELOAD", lib())
+        .env("ERRSHIM_LOG_RATE", "0")
         .env("ERRSHIM_FAULTS", "*:short:fd=tcp")
         .env("ERRSHIM_SEED", "5")
         .env("ERRSHIM_LOG", dir.path("server-%p.log"))

@@ -20,7 +20,10 @@ use crate::policy::rules::{self, Action, Call};
 use crate::report::event::{self, Buffers, CallArgs, Context, Event, Injected};
 use crate::sys::socket::{Addr, Kind};
 use crate::text::fmtbuf::StackBuf;
-use crate::{report::backtrace, report::logger, report::summary, sys::errno, sys::memory, sys::process, sys::raw};
+use crate::{
+    report::backtrace, report::digest, report::logger, report::rate, report::summary, sys::errno, sys::memory,
+    sys::process, sys::raw,
+};
 use core::cell::Cell;
 use core::sync::atomic::Ordering::Relaxed;
 
@@ -378,6 +381,26 @@ fn report(
     rule: usize,
     injected: Option<Injected>,
 ) {
+    // Who consumes this event: its line (unless the log is off or the rate limit holds it
+    // back), the summary and the metrics (which count every event, so they need its cause).
+    // Nothing is gathered for an event that nothing consumes.
+    let now = raw::coarse_ms();
+    let errno_key = if o.ret < 0 { o.err as u16 } else { 0 };
+    let kind_key = rate::kind(call as u8, errno_key, rule as u8, injected.is_some());
+    let logs = cfg.log != crate::policy::config::LogDest::Off;
+    let admission = if logs {
+        rate::admit(cfg.log_rate, kind_key, now, process::may_write())
+    } else {
+        rate::Admission {
+            write: false,
+            held: 0,
+            held_ms: 0,
+        }
+    };
+    let counts = cfg.counts() && process::may_write();
+    if !admission.write && !counts {
+        return;
+    }
     let (mut ctx, local, peer) = context(call, args, target, kind, o.err);
     if injected.is_some() {
         ctx.cause = Some(Cause::Injected);
@@ -403,10 +426,13 @@ fn report(
         backtrace: &[],
         injected,
     };
-    if cfg.summary && process::may_write() {
+    if counts {
+        if injected.is_some() {
+            summary::count_injection(rule);
+        }
         let key = summary::Key {
             call: call as u8,
-            errno: if o.ret < 0 { o.err as u16 } else { 0 },
+            errno: errno_key,
             action: if injected.is_some() {
                 summary::INJECT
             } else {
@@ -415,6 +441,13 @@ fn report(
             cause: ctx.cause.map_or(0, Cause::index),
         };
         summary::count(key, peer.as_ref());
+    }
+    if admission.held > 0 {
+        rate::write_held(cfg.format, kind_key, admission.held, admission.held_ms);
+    }
+    if !admission.write {
+        digest::maybe(cfg, now);
+        return;
     }
     // The unwinder is not async-signal-safe: no backtrace for a call that interrupted errshim.
     if cfg.backtrace && !nested() {
@@ -430,6 +463,7 @@ fn report(
     } else {
         emit(cfg, &ev);
     }
+    digest::maybe(cfg, now);
 }
 
 /// A fault rule chose this call. Performs it (or not) as the fault says, logs the injection,

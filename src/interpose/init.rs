@@ -12,6 +12,7 @@
 use crate::handle::{self, armed};
 use crate::policy::config::{self, Config};
 use crate::policy::rules::Call;
+use crate::report::{digest, rate};
 use crate::sys::process;
 use crate::text::fmtbuf::StackBuf;
 use crate::{
@@ -127,7 +128,7 @@ fn init() {
         0
     };
     armed::set_config_calls(rules::succeeding_calls(&cfg.rules) | counted);
-    if cfg.fault_set().n > 0 || cfg.control.is_some() || cfg.summary || cfg.backtrace {
+    if cfg.fault_set().n > 0 || cfg.control.is_some() || cfg.counts() || cfg.backtrace {
         start_extras(&cfg);
     }
     handle::set_config(cfg);
@@ -220,10 +221,13 @@ fn start_extras(cfg: &Config) {
         }
         startup_line(cfg, seed);
     }
-    if cfg.summary {
+    if cfg.counts() {
         summary::enable();
     }
-    if cfg.summary || cfg.control.is_some() {
+    if cfg.digest_every_ms().is_some() {
+        digest::start();
+    }
+    if cfg.counts() || cfg.control.is_some() {
         // A forked child's summary counts its own events only, and a reload the parent had
         // begun is not the child's.
         // SAFETY: registers a handler that only stores into atomics.
@@ -317,6 +321,7 @@ fn startup_line(cfg: &Config, seed: u64) {
 
 extern "C" fn child_after_fork() {
     summary::reset();
+    rate::reset();
     fault::child_after_fork();
 }
 
@@ -329,7 +334,7 @@ extern "C" fn destructor() {
     };
     // Nothing to say (the common case): return without touching the stack pages and code that
     // saying it takes.
-    if (cfg.summary && summary::any()) || logger::dropped() > 0 {
+    if (cfg.counts() && summary::any()) || logger::dropped() > 0 || rate::held_total() > 0 {
         at_exit(cfg);
     }
 }
@@ -337,9 +342,7 @@ extern "C" fn destructor() {
 #[inline(never)]
 fn at_exit(cfg: &'static Config) {
     let _ = std::panic::catch_unwind(|| {
-        if cfg.summary {
-            summary::report(cfg.format, process::comm());
-        }
+        digest::at_exit(cfg);
         logger::report_dropped();
     });
 }

@@ -27,7 +27,17 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
     (
         "ERRSHIM_SUMMARY",
         "0",
-        "1: at exit, event counts by call, errno, action and cause, and by peer",
+        "1: at exit, event counts by call, errno, action and cause, and by peer; a duration (60s): also every so often",
+    ),
+    (
+        "ERRSHIM_LOG_RATE",
+        "10/5s",
+        "event lines per kind (call, errno, rule): BURST/INTERVAL; 0: no limit",
+    ),
+    (
+        "ERRSHIM_METRICS",
+        "",
+        "a file for Prometheus counters (%p: the pid), rewritten every interval and at exit",
     ),
     (
         "ERRSHIM_BACKTRACE",
@@ -89,6 +99,74 @@ pub enum LogDest {
     Syslog(Vec<u8>),
 }
 
+/// At most `burst` lines per kind of event in each `interval_ms`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rate {
+    pub burst: u32,
+    pub interval_ms: u64,
+}
+
+/// The default `ERRSHIM_LOG_RATE`: a storm stays at a few lines per second per kind, as
+/// journald's own rate limit keeps a service's.
+pub const DEFAULT_RATE: Rate = Rate {
+    burst: 10,
+    interval_ms: 5000,
+};
+
+/// How often metrics are written when `ERRSHIM_SUMMARY` gives no interval.
+pub const METRICS_EVERY_MS: u64 = 60_000;
+
+impl Config {
+    /// How often a digest is due (summary lines, metrics), if ever while the program runs.
+    pub fn digest_every_ms(&self) -> Option<u64> {
+        self.summary_every_ms
+            .or(self.metrics.as_ref().map(|_| METRICS_EVERY_MS))
+    }
+
+    /// Whether events are counted (for a summary or for metrics).
+    pub fn counts(&self) -> bool {
+        self.summary || self.metrics.is_some()
+    }
+}
+
+/// An interval: a number and `ms`, `s`, `m` or `h` (`250ms`, `5s`, `1.5m`, `1h`), in
+/// milliseconds, at least 1 ms and at most a week.
+pub fn parse_interval(v: &str) -> Option<u64> {
+    let v = v.trim();
+    let split = v.find(|c: char| !c.is_ascii_digit() && c != '.')?;
+    let (n, unit) = v.split_at(split);
+    let n: f64 = n.parse().ok()?;
+    let scale = match unit {
+        "ms" => 1.0,
+        "s" => 1e3,
+        "m" => 60e3,
+        "h" => 3600e3,
+        _ => return None,
+    };
+    let ms = n * scale;
+    (1.0..=7.0 * 86400e3).contains(&ms).then_some(ms as u64)
+}
+
+/// `BURST/INTERVAL` (`10/5s`), or `0` for no limit.
+pub fn parse_rate(v: &str) -> Result<Option<Rate>, &'static str> {
+    let v = v.trim();
+    if v == "0" {
+        return Ok(None);
+    }
+    let (b, i) = v
+        .split_once('/')
+        .ok_or("expected BURST/INTERVAL (e.g. 10/5s) or 0, got")?;
+    let burst: u32 = b
+        .trim()
+        .parse()
+        .map_err(|_| "expected a whole number of lines before '/', got")?;
+    let interval_ms = parse_interval(i).ok_or("expected an interval after '/' (ms, s, m or h: e.g. 5s), got")?;
+    if burst == 0 {
+        return Err("expected at least 1 line in at least 1ms (0 alone turns the limit off), got");
+    }
+    Ok(Some(Rate { burst, interval_ms }))
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
     Text,
@@ -101,6 +179,12 @@ pub struct Config {
     pub log: LogDest,
     pub format: Format,
     pub summary: bool,
+    /// `ERRSHIM_SUMMARY=DURATION`: also a digest every so often (milliseconds).
+    pub summary_every_ms: Option<u64>,
+    /// `ERRSHIM_LOG_RATE`; None: no limit.
+    pub log_rate: Option<Rate>,
+    /// `ERRSHIM_METRICS`: the metrics file's path, as bytes (`%p`: the pid).
+    pub metrics: Option<Vec<u8>>,
     pub backtrace: bool,
     /// `ERRSHIM_COUNT=1`: the hooks count bytes and note the last call per socket.
     pub count: bool,
@@ -321,6 +405,9 @@ impl Config {
             log: LogDest::Stderr,
             format: Format::Text,
             summary: false,
+            summary_every_ms: None,
+            log_rate: Some(DEFAULT_RATE),
+            metrics: None,
             backtrace: false,
             count: false,
             faults: None,
@@ -393,7 +480,36 @@ pub fn from_lookup(get: Lookup, set_names: &[Vec<u8>]) -> (Config, Vec<ConfigErr
         );
         errors.push(e.hint(Some("set one of them".to_string())));
     }
-    let summary = flag("ERRSHIM_SUMMARY", &mut errors);
+    // ERRSHIM_SUMMARY: a boolean, or a duration (a digest every so often, and at exit).
+    let (summary, summary_every_ms) = match text(get, "ERRSHIM_SUMMARY", &mut errors) {
+        None => (false, None),
+        Some(v) => match parse_interval(&v) {
+            Some(ms) => (true, Some(ms)),
+            None => (bool_var("ERRSHIM_SUMMARY", &v, &mut errors), None),
+        },
+    };
+    let log_rate = match text(get, "ERRSHIM_LOG_RATE", &mut errors) {
+        None => Some(DEFAULT_RATE),
+        Some(v) => parse_rate(&v).unwrap_or_else(|problem| {
+            let e = ConfigError::new("ERRSHIM_LOG_RATE", v.trim(), problem, "using the default '10/5s'");
+            errors.push(e);
+            Some(DEFAULT_RATE)
+        }),
+    };
+    let metrics = get("ERRSHIM_METRICS").filter(|v| !v.trim_ascii().is_empty());
+    if let Some(m) = metrics.as_ref().filter(|m| !m.contains(&b'/')) {
+        let shown = shown(m);
+        errors.push(
+            ConfigError::new(
+                "ERRSHIM_METRICS",
+                &shown,
+                "expected a file path containing '/', got",
+                "writing no metrics",
+            )
+            .hint(Some("e.g. /var/lib/node_exporter/errshim-%p.prom".to_string())),
+        );
+    }
+    let metrics = metrics.filter(|m| m.contains(&b'/'));
     let backtrace = flag("ERRSHIM_BACKTRACE", &mut errors);
     let count = flag("ERRSHIM_COUNT", &mut errors);
 
@@ -461,6 +577,9 @@ pub fn from_lookup(get: Lookup, set_names: &[Vec<u8>]) -> (Config, Vec<ConfigErr
             log,
             format,
             summary,
+            summary_every_ms,
+            log_rate,
+            metrics,
             backtrace,
             count,
             faults,
@@ -559,6 +678,38 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rates_and_intervals() {
+        assert_eq!(parse_interval("250ms"), Some(250));
+        assert_eq!(parse_interval("1.5m"), Some(90_000));
+        assert_eq!(parse_interval("1h"), Some(3_600_000));
+        for bad in ["", "5", "5parsecs", "0s", "8d", "-1s"] {
+            assert_eq!(parse_interval(bad), None, "{bad:?}");
+        }
+        assert_eq!(parse_rate("0"), Ok(None));
+        assert_eq!(
+            parse_rate(" 3/1h "),
+            Ok(Some(Rate {
+                burst: 3,
+                interval_ms: 3_600_000
+            }))
+        );
+        for bad in ["10", "0/5s", "x/5s", "10/5", "10/"] {
+            assert!(parse_rate(bad).is_err(), "{bad:?}");
+        }
+        let get = |k: &str| match k {
+            "ERRSHIM_SUMMARY" => Some(b"60s".to_vec()),
+            "ERRSHIM_METRICS" => Some(b"/tmp/m-%p.prom".to_vec()),
+            _ => None,
+        };
+        let (c, errors) = from_lookup(&get, &[]);
+        assert!(errors.is_empty(), "{errors:?}");
+        assert!(c.summary && c.summary_every_ms == Some(60_000));
+        assert_eq!(c.digest_every_ms(), Some(60_000));
+        assert_eq!(c.log_rate, Some(DEFAULT_RATE));
+        assert!(c.counts());
+    }
     use std::collections::HashMap;
 
     fn parse(vars: &[(&str, &str)]) -> (Config, Vec<ConfigError>) {

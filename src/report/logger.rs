@@ -113,7 +113,8 @@ pub fn diag(line: &[u8]) {
     }
 }
 
-fn count_dropped() {
+/// Counts a line (or a metrics file) that could not be written.
+pub fn count_dropped() {
     if process::may_write() {
         let pid = raw::getpid();
         if DROPPED_PID.swap(pid, Relaxed) != pid {
@@ -279,7 +280,8 @@ fn write_without_waiting(fd: i32, data: &[u8]) -> raw::Result<usize> {
 }
 
 /// The log file's path for this process: `%p` becomes the pid; NUL-terminated.
-fn expand_path(template: &[u8]) -> StackBuf<4200> {
+/// `template` with `%p` replaced by this process's pid, NUL-terminated.
+pub fn expand_path(template: &[u8]) -> StackBuf<4200> {
     let pid = if template.windows(2).any(|w| w == b"%p") {
         raw::getpid()
     } else {

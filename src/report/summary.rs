@@ -58,6 +58,20 @@ impl Counter {
         (out, n)
     }
 
+    /// The count of `key` (0 if not counted).
+    pub fn get(&self, key: u64) -> u64 {
+        let start = (key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 56) as usize;
+        for i in 0..SLOTS {
+            let s = (start + i) % SLOTS;
+            match self.keys[s].load(Relaxed) {
+                0 => return 0,
+                k if k == key => return self.counts[s].load(Relaxed),
+                _ => {}
+            }
+        }
+        0
+    }
+
     pub fn overflow(&self) -> u64 {
         self.overflow.load(Relaxed)
     }
@@ -114,6 +128,10 @@ pub const INJECT: u8 = 5;
 /// of their 14 KiB.
 struct Tables {
     by_kind: Counter,
+    /// The same since the last digest (`ERRSHIM_SUMMARY=DURATION`).
+    interval: Counter,
+    /// Injections by fault rule (1 to 16).
+    injections: [AtomicU64; 17],
     by_peer: Counter,
     /// The peers behind `by_peer`'s keys (IPv4 and IPv6 only), slot by slot.
     peers: [[AtomicU64; 3]; SLOTS],
@@ -156,6 +174,7 @@ pub fn count(key: Key, peer: Option<&Addr>) {
     };
     COUNTED.store(true, Relaxed);
     t.by_kind.add(key.pack());
+    t.interval.add(key.pack());
     let w = crate::observe::conntable::pack_addr(peer);
     if w[0] != 0 {
         let k = peer_key(&w);
@@ -167,6 +186,40 @@ pub fn count(key: Key, peer: Option<&Addr>) {
                 a.store(v, Relaxed);
             }
         }
+    }
+}
+
+/// Counts an injection by fault rule `rule` (1-based).
+pub fn count_injection(rule: usize) {
+    if let Some(c) = tables().and_then(|t| t.injections.get(rule)) {
+        c.fetch_add(1, Relaxed);
+    }
+}
+
+/// The injections by fault rule: (rule, count) for each rule that injected.
+pub fn injections(mut each: impl FnMut(usize, u64)) {
+    let Some(t) = tables() else { return };
+    for (i, c) in t.injections.iter().enumerate() {
+        let n = c.load(Relaxed);
+        if n > 0 {
+            each(i, n);
+        }
+    }
+}
+
+/// The event kinds counted so far, most frequent first: (key, total, since the last digest).
+pub fn kinds(mut each: impl FnMut(Key, u64, u64)) {
+    let Some(t) = tables() else { return };
+    let (rows, n) = t.by_kind.sorted();
+    for &(k, c) in &rows[..n] {
+        each(Key::unpack(k), c, t.interval.get(k));
+    }
+}
+
+/// Starts a new interval (after a digest).
+pub fn new_interval() {
+    if let Some(t) = tables() {
+        t.interval.reset();
     }
 }
 
@@ -193,7 +246,11 @@ pub fn reset() {
         return;
     };
     t.by_kind.reset();
+    t.interval.reset();
     t.by_peer.reset();
+    for c in &t.injections {
+        c.store(0, Relaxed);
+    }
     for p in &t.peers {
         for w in p {
             w.store(0, Relaxed);
@@ -222,7 +279,9 @@ pub fn any() -> bool {
 
 /// Writes the exit summary to the log destination: text lines, or one JSON object; nothing when
 /// the process had no event.
-pub fn report(format: crate::policy::config::Format, comm: &[u8]) {
+/// `interval_ms`: with `ERRSHIM_SUMMARY=DURATION`, the time since the last digest, whose
+/// counts are given beside the totals (`interval_events=`, `interval_count=`).
+pub fn report(format: crate::policy::config::Format, comm: &[u8], interval_ms: Option<u64>) {
     use crate::text::fmtbuf::StackBuf;
     use core::fmt::Write;
     let calls = crate::policy::rules::Call::ALL;
@@ -248,8 +307,12 @@ pub fn report(format: crate::policy::config::Format, comm: &[u8]) {
             let _ = write!(b, "errshim summary pid={pid} comm=");
             b.push_escaped(comm);
             let _ = write!(b, " events={total} dropped_lines={}", crate::report::logger::dropped());
+            if let Some(ms) = interval_ms {
+                let _ = write!(b, " interval_events={} interval_ms={ms}", t.interval.total());
+            }
             crate::report::logger::event(b.finish_line());
             for &(k, c) in rows {
+                let ic = t.interval.get(k);
                 let k = Key::unpack(k);
                 let call = calls.get(k.call as usize).map_or("?", |c| c.name());
                 let action = actions.get(k.action as usize).unwrap_or(&"?");
@@ -260,6 +323,9 @@ pub fn report(format: crate::policy::config::Format, comm: &[u8]) {
                     ErrnoOrNone(k.errno as i32),
                     cause_code(k.cause)
                 );
+                if interval_ms.is_some() {
+                    let _ = write!(b, " interval_count={ic}");
+                }
                 crate::report::logger::event(b.finish_line());
             }
             for &(k, c) in top_peers {
@@ -279,20 +345,29 @@ pub fn report(format: crate::policy::config::Format, comm: &[u8]) {
             crate::text::json::escape_into(&mut b, comm);
             let _ = write!(
                 b,
-                "\",\"events\":{total},\"dropped_lines\":{},\"counts\":[",
+                "\",\"events\":{total},\"dropped_lines\":{},",
                 crate::report::logger::dropped()
             );
+            if let Some(ms) = interval_ms {
+                let _ = write!(b, "\"interval_events\":{},\"interval_ms\":{ms},", t.interval.total());
+            }
+            b.push(b"\"counts\":[");
             for (i, &(k, c)) in rows.iter().enumerate() {
+                let ic = t.interval.get(k);
                 let k = Key::unpack(k);
                 let call = calls.get(k.call as usize).map_or("?", |c| c.name());
                 let action = actions.get(k.action as usize).unwrap_or(&"?");
                 let _ = write!(
                     b,
-                    "{}{{\"call\":\"{call}\",\"errno\":\"{}\",\"action\":\"{action}\",\"cause\":\"{}\",\"count\":{c}}}",
+                    "{}{{\"call\":\"{call}\",\"errno\":\"{}\",\"action\":\"{action}\",\"cause\":\"{}\",\"count\":{c}",
                     if i > 0 { "," } else { "" },
                     ErrnoOrNone(k.errno as i32),
                     cause_code(k.cause)
                 );
+                if interval_ms.is_some() {
+                    let _ = write!(b, ",\"interval_count\":{ic}");
+                }
+                b.push(b"}");
             }
             b.push(b"],\"peers\":[");
             for (i, &(k, c)) in top_peers.iter().enumerate() {

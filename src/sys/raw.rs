@@ -435,6 +435,12 @@ pub fn openat(path: &core::ffi::CStr, flags: i32, mode: u32) -> Result<i32> {
     .map(|v| v as i32)
 }
 
+/// `rename(from, to)`: atomic replacement of `to`.
+pub fn rename(from: &core::ffi::CStr, to: &core::ffi::CStr) -> Result<()> {
+    // SAFETY: both paths are NUL-terminated.
+    unsafe { sc(libc::SYS_rename, [p(from.as_ptr()), p(to.as_ptr()), 0, 0, 0, 0]) }.map(|_| ())
+}
+
 pub fn fchown(fd: i32, uid: u32, gid: u32) -> Result<()> {
     // SAFETY: plain integer arguments.
     unsafe { sc(libc::SYS_fchown, [fd as usize, uid as usize, gid as usize, 0, 0, 0]) }.map(|_| ())

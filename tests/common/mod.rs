@@ -163,6 +163,8 @@ pub struct Cmd {
 }
 
 /// A command with no inherited ERRSHIM_* or LD_PRELOAD: each test sets exactly what it means.
+/// But for one: `ERRSHIM_LOG_RATE=0`, since the tests count event lines; `tests/daemon.rs`
+/// tests the rate limit itself (`Cmd::default_rate`).
 pub fn clean_command(program: impl AsRef<std::ffi::OsStr>) -> Command {
     let mut cmd = Command::new(program);
     for (k, _) in std::env::vars_os() {
@@ -171,6 +173,7 @@ pub fn clean_command(program: impl AsRef<std::ffi::OsStr>) -> Command {
             cmd.env_remove(k);
         }
     }
+    cmd.env("ERRSHIM_LOG_RATE", "0");
     cmd
 }
 
@@ -202,6 +205,12 @@ impl Cmd {
 
     pub fn env(mut self, k: &str, v: impl AsRef<std::ffi::OsStr>) -> Cmd {
         self.cmd.env(k, v);
+        self
+    }
+
+    /// errshim's own default rate limit of lines, not the tests' `ERRSHIM_LOG_RATE=0`.
+    pub fn default_rate(mut self) -> Cmd {
+        self.cmd.env_remove("ERRSHIM_LOG_RATE");
         self
     }
 

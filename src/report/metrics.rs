@@ -1,0 +1,113 @@
+//! `ERRSHIM_METRICS=PATH`: the counts as Prometheus text exposition, in the file format of
+//! node_exporter's textfile collector, rewritten atomically (a temporary file beside it, then
+//! `rename`) with each digest and at exit. `%p` in PATH becomes the pid, as for the log: each
+//! process writes its own file, with `comm` and `pid` labels.
+//!
+//! Counters (all `_total`): `errshim_events_total` by call, errno, action and cause;
+//! `errshim_injections_total` by fault rule; `errshim_dropped_lines_total`;
+//! `errshim_held_lines_total` (held back by `ERRSHIM_LOG_RATE`).
+
+use crate::report::{logger, rate, summary};
+use crate::sys::{process, raw};
+use crate::text::fmtbuf::StackBuf;
+use core::fmt::Write;
+
+/// The file's text, at most this long (kinds that do not fit are left out): on the stack of
+/// whichever thread's event writes a digest, so kept small.
+const MAX: usize = 8 * 1024;
+
+/// A label value: UTF-8 (other bytes as U+FFFD), with `\`, `"` and newline escaped.
+fn label(b: &mut StackBuf<MAX>, v: &[u8]) {
+    for chunk in v.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            match c {
+                '\\' => b.push(b"\\\\"),
+                '"' => b.push(b"\\\""),
+                '\n' => b.push(b"\\n"),
+                c => {
+                    let mut u = [0u8; 4];
+                    b.push(c.encode_utf8(&mut u).as_bytes());
+                }
+            }
+        }
+        if !chunk.invalid().is_empty() {
+            b.push("\u{fffd}".as_bytes());
+        }
+    }
+}
+
+/// The exposition text of this process's counts.
+pub fn text(out: &mut StackBuf<MAX>) {
+    let calls = crate::policy::rules::Call::ALL;
+    let actions = ["pass", "log", "ignore", "quiet", "map", "inject"];
+    let pid = raw::getpid();
+    let comm = process::comm();
+    let labels = |b: &mut StackBuf<MAX>| {
+        b.push(b"comm=\"");
+        label(b, comm);
+        let _ = write!(b, "\",pid=\"{pid}\"");
+    };
+    out.push(b"# HELP errshim_events_total Failed socket calls errshim handled, by call, errno, action and cause.\n");
+    out.push(b"# TYPE errshim_events_total counter\n");
+    summary::kinds(|k, n, _| {
+        let call = calls.get(k.call as usize).map_or("?", |c| c.name());
+        let action = actions.get(k.action as usize).unwrap_or(&"?");
+        let cause = crate::observe::cause::Cause::from_index(k.cause).map_or("none", |c| c.code());
+        out.push(b"errshim_events_total{");
+        labels(out);
+        let _ = write!(out, ",call=\"{call}\",errno=\"");
+        if k.errno == 0 {
+            out.push(b"none");
+        } else {
+            let _ = write!(out, "{}", crate::sys::errno::Name(k.errno as i32));
+        }
+        let _ = writeln!(out, "\",action=\"{action}\",cause=\"{cause}\"}} {n}");
+    });
+    out.push(b"# HELP errshim_injections_total Faults errshim injected, by fault rule.\n");
+    out.push(b"# TYPE errshim_injections_total counter\n");
+    summary::injections(|rule, n| {
+        out.push(b"errshim_injections_total{");
+        labels(out);
+        let _ = writeln!(out, ",rule=\"{rule}\"}} {n}");
+    });
+    out.push(b"# HELP errshim_dropped_lines_total Lines errshim could not write without waiting, and dropped.\n");
+    out.push(b"# TYPE errshim_dropped_lines_total counter\n");
+    out.push(b"errshim_dropped_lines_total{");
+    labels(out);
+    let _ = writeln!(out, "}} {}", logger::dropped());
+    out.push(b"# HELP errshim_held_lines_total Event lines the rate limit (ERRSHIM_LOG_RATE) held back.\n");
+    out.push(b"# TYPE errshim_held_lines_total counter\n");
+    out.push(b"errshim_held_lines_total{");
+    labels(out);
+    let _ = writeln!(out, "}} {}", rate::held_total());
+}
+
+/// Rewrites the metrics file of `template` (`%p`: the pid): the text into `PATH.tmp`, then
+/// renamed over PATH, so that a collector never reads half a file. Failures are counted as a
+/// dropped line.
+pub fn write(template: &[u8]) {
+    let mut body = StackBuf::<MAX>::new();
+    text(&mut body);
+    let path = logger::expand_path(template);
+    let Ok(final_path) = core::ffi::CStr::from_bytes_until_nul(path.as_bytes()) else {
+        return;
+    };
+    let mut tmp = StackBuf::<4200>::new();
+    tmp.push(final_path.to_bytes());
+    tmp.push(b".tmp\0");
+    let Ok(tmp_path) = core::ffi::CStr::from_bytes_until_nul(tmp.as_bytes()) else {
+        return;
+    };
+    let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC | libc::O_NOFOLLOW | libc::O_NONBLOCK;
+    let ok = match raw::openat(tmp_path, flags, 0o644) {
+        Ok(fd) => {
+            let written = raw::write(fd, body.as_bytes()).is_ok_and(|n| n == body.as_bytes().len());
+            raw::close(fd);
+            written && raw::rename(tmp_path, final_path).is_ok()
+        }
+        Err(_) => false,
+    };
+    if !ok {
+        logger::count_dropped();
+    }
+}

@@ -1,0 +1,337 @@
+//! errshim in a long-running server: the rate limit of event lines (`ERRSHIM_LOG_RATE`),
+//! digests while the program runs (`ERRSHIM_SUMMARY=DURATION`) and the Prometheus metrics file
+//! (`ERRSHIM_METRICS`), parsed with a real parser (`prometheus_client` from PyPI). The events
+//! are real: `shutdown` on sockets that never connected fails with ENOTCONN from the kernel.
+
+mod common;
+
+use common::*;
+use std::time::Duration;
+
+/// `n` sockets that never connected, each shut down (the kernel's ENOTCONN, which the default
+/// rule suppresses) and closed; then, after `pause_ms`, `m` more. Prints how many shutdowns
+/// failed as the program saw them.
+fn storm(n: usize, pause_ms: u64, m: usize) -> Cmd {
+    let script = format!(
+        r#"
+import socket, time
+failed = 0
+def burst(k):
+    global failed
+    for _ in range(k):
+        s = socket.socket()
+        try:
+            s.shutdown(socket.SHUT_WR)
+        except OSError:
+            failed += 1
+        s.close()
+burst({n})
+time.sleep({pause})
+burst({m})
+print("failed", failed)
+"#,
+        pause = pause_ms as f64 / 1000.0
+    );
+    Cmd::new("python3").args(["-c", &script]).shim().default_rate()
+}
+
+/// The event lines of the shutdowns (not the line that says how many were held back).
+fn shutdown_events(r: &Run) -> usize {
+    r.events().iter().filter(|l| l.contains(" shutdown(fd=")).count()
+}
+
+fn held_lines(text: &str) -> Vec<&str> {
+    text.lines()
+        .filter(|l| l.contains(" more like this in the last "))
+        .collect()
+}
+
+#[test]
+fn default_rate_limit_keeps_a_storm_to_a_few_lines_and_counts_stay_exact() {
+    let r = storm(300, 0, 0).env("ERRSHIM_SUMMARY", "1").run();
+    r.assert_ok();
+    assert_eq!(r.stdout.trim(), "failed 0", "the rule still acts on every call");
+    let events: Vec<&str> = r.events().into_iter().filter(|l| l.contains("shutdown(fd=")).collect();
+    assert_eq!(
+        events.len(),
+        10,
+        "the default 10/5s lets 10 lines through: {}",
+        r.describe()
+    );
+    let held = held_lines(&r.stderr);
+    assert_eq!(held.len(), 1, "{}", r.describe());
+    assert!(
+        held[0].contains(" ... 290 more like this in the last ") && held[0].ends_with(": shutdown ENOTCONN rule=1"),
+        "{}",
+        held[0]
+    );
+    // The summary counts every event, held back or not.
+    assert!(
+        r.stderr
+            .contains("errshim summary count=300 call=shutdown errno=ENOTCONN action=ignore cause=never_connected"),
+        "{}",
+        r.describe()
+    );
+}
+
+#[test]
+fn rate_limit_can_be_set_or_turned_off_and_bad_values_are_named() {
+    let r = storm(40, 0, 0).env("ERRSHIM_LOG_RATE", "0").run();
+    r.assert_ok();
+    assert_eq!(shutdown_events(&r), 40, "0: no limit: {}", r.describe());
+    assert!(held_lines(&r.stderr).is_empty());
+
+    let r = storm(40, 0, 0).env("ERRSHIM_LOG_RATE", "3/1h").run();
+    r.assert_ok();
+    assert_eq!(shutdown_events(&r), 3, "{}", r.describe());
+    assert!(
+        held_lines(&r.stderr)[0].contains(" 37 more like this"),
+        "{}",
+        r.describe()
+    );
+
+    // A new window lets lines through again, and its first line is preceded by the count of
+    // the last one's held-back lines. (The pause is the point here: a window must pass.)
+    let r = storm(10, 400, 10).env("ERRSHIM_LOG_RATE", "2/200ms").run();
+    r.assert_ok();
+    assert_eq!(shutdown_events(&r), 4, "{}", r.describe());
+    let held = held_lines(&r.stderr);
+    assert_eq!(held.len(), 2, "{}", r.describe());
+    assert!(
+        held[0].contains(" 8 more like this") && held[1].contains(" 8 more like this"),
+        "{held:?}"
+    );
+
+    for bad in ["10", "ten/5s", "10/5parsecs", "0/5s"] {
+        let r = storm(1, 0, 0).env("ERRSHIM_LOG_RATE", bad).run();
+        r.assert_ok();
+        let line = r
+            .stderr
+            .lines()
+            .find(|l| l.starts_with("errshim: config error:"))
+            .unwrap_or_else(|| panic!("no error for {bad:?}: {}", r.describe()));
+        assert!(
+            line.contains("ERRSHIM_LOG_RATE")
+                && line.contains(&format!("'{bad}'"))
+                && line.contains("using the default '10/5s'"),
+            "{line}"
+        );
+    }
+
+    // JSON: the held-back line is not an event (no `call`), and says what it held.
+    let r = storm(20, 0, 0)
+        .env("ERRSHIM_LOG_RATE", "5/1h")
+        .env("ERRSHIM_FORMAT", "json")
+        .run();
+    r.assert_ok();
+    let objs: Vec<serde_json::Value> = r
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(objs.iter().filter(|o| o.get("call").is_some()).count(), 5);
+    let held: Vec<_> = objs.iter().filter(|o| o.get("held_back").is_some()).collect();
+    assert_eq!(held.len(), 1, "{}", r.describe());
+    assert_eq!(held[0]["held_back"], 15);
+    assert_eq!(held[0]["like_call"], "shutdown");
+    assert_eq!(held[0]["like_errno"], "ENOTCONN");
+    assert_eq!(held[0]["like_rule"], 1);
+}
+
+#[test]
+fn digests_while_running_give_the_interval_and_the_totals() {
+    // 5 events, a pause longer than the interval, 7 more: the first event after the pause
+    // writes a digest (6 so far, that one counted); the exit summary gives the totals, 6 in
+    // its interval.
+    let r = storm(5, 400, 7)
+        .env("ERRSHIM_SUMMARY", "200ms")
+        .env("ERRSHIM_LOG_RATE", "0")
+        .run();
+    r.assert_ok();
+    let heads: Vec<&str> = r
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("errshim summary pid="))
+        .collect();
+    assert_eq!(heads.len(), 2, "a digest and the exit summary: {}", r.describe());
+    assert!(
+        heads[0].contains(" events=6 ") && heads[0].contains(" interval_events=6 "),
+        "{}",
+        heads[0]
+    );
+    assert!(
+        heads[1].contains(" events=12 ") && heads[1].contains(" interval_events=6 "),
+        "{}",
+        heads[1]
+    );
+    let rows: Vec<&str> = r
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("errshim summary count="))
+        .collect();
+    assert!(
+        rows[0].starts_with("errshim summary count=6 ") && rows[0].ends_with(" interval_count=6"),
+        "{rows:?}"
+    );
+    assert!(
+        rows[1].starts_with("errshim summary count=12 ") && rows[1].ends_with(" interval_count=6"),
+        "{rows:?}"
+    );
+    // The first event after the pause comes after the digest.
+    let lines: Vec<&str> = r.stderr.lines().collect();
+    let digest_at = lines
+        .iter()
+        .position(|l| l.starts_with("errshim summary pid="))
+        .unwrap();
+    assert_eq!(
+        lines[..digest_at].iter().filter(|l| l.contains("shutdown(fd=")).count(),
+        6,
+        "{}",
+        r.describe()
+    );
+    // A bad duration is named; the summary is then at exit only, as with 1.
+    let r = storm(1, 0, 0).env("ERRSHIM_SUMMARY", "60parsecs").run();
+    assert!(
+        r.stderr.lines().any(|l| l.starts_with("errshim: config error:")
+            && l.contains("ERRSHIM_SUMMARY")
+            && l.contains("60parsecs")),
+        "{}",
+        r.describe()
+    );
+}
+
+/// The metrics file, parsed by prometheus_client's own text parser: (name, labels, value).
+fn parse_metrics(path: &std::path::Path) -> Vec<(String, std::collections::BTreeMap<String, String>, f64)> {
+    let script = r#"
+import json, sys
+from prometheus_client.parser import text_string_to_metric_families
+out = []
+for fam in text_string_to_metric_families(open(sys.argv[1]).read()):
+    assert fam.type == "counter", fam
+    for s in fam.samples:
+        out.append([s.name, s.labels, s.value])
+print(json.dumps(out))
+"#;
+    let r = Cmd::new("python3").args(["-c", script]).arg_path(path).run();
+    r.assert_ok();
+    let v: Vec<(String, std::collections::BTreeMap<String, String>, f64)> =
+        serde_json::from_str(r.stdout.trim()).unwrap();
+    v
+}
+
+fn have_prometheus_client() -> bool {
+    let ok = Cmd::new("python3").args(["-c", "import prometheus_client"]).run().code == Some(0);
+    if !ok {
+        assert!(!in_ci(), "prometheus_client is required in CI (.ci/run installs it)");
+        eprintln!("\n*** SKIPPED: python3 -m pip install prometheus_client to run this test ***\n");
+    }
+    ok
+}
+
+#[test]
+fn metrics_file_is_prometheus_text_with_exact_counters() {
+    if !have_prometheus_client() {
+        return;
+    }
+    let t = TempDir::new("metrics");
+    let template = t.0.join("errshim-%p.prom");
+    let r = storm(250, 0, 0)
+        .env("ERRSHIM_METRICS", &template)
+        .env("ERRSHIM_FAULTS", "shutdown:EPIPE:nth=3")
+        .env("ERRSHIM_SEED", "1")
+        .timeout(Duration::from_secs(60))
+        .run();
+    r.assert_ok();
+    assert_eq!(r.stdout.trim(), "failed 1", "the injected EPIPE: {}", r.describe());
+    let files: Vec<_> = std::fs::read_dir(&t.0).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(files.len(), 1, "one file, no temporary left: {files:?}");
+    let name = files[0].file_name().unwrap().to_str().unwrap().to_string();
+    let pid = name
+        .trim_start_matches("errshim-")
+        .trim_end_matches(".prom")
+        .to_string();
+    assert!(pid.parse::<u32>().is_ok(), "%p became the pid: {name}");
+    let samples = parse_metrics(&files[0]);
+    let find = |n: &str, extra: &[(&str, &str)]| {
+        samples
+            .iter()
+            .find(|(name, l, _)| name == n && extra.iter().all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v)))
+            .unwrap_or_else(|| panic!("no {n} {extra:?} in {samples:?}"))
+    };
+    let (_, labels, v) = find(
+        "errshim_events_total",
+        &[
+            ("call", "shutdown"),
+            ("errno", "ENOTCONN"),
+            ("action", "ignore"),
+            ("cause", "never_connected"),
+        ],
+    );
+    assert_eq!(
+        *v, 249.0,
+        "every suppressed ENOTCONN, also those whose lines were held back"
+    );
+    assert_eq!(labels["comm"], "python3");
+    assert_eq!(labels["pid"], pid);
+    let (_, _, inj) = find("errshim_injections_total", &[("rule", "1")]);
+    assert_eq!(*inj, 1.0);
+    let (_, _, held) = find("errshim_held_lines_total", &[]);
+    assert!(*held >= 239.0, "{samples:?}");
+    let (_, _, dropped) = find("errshim_dropped_lines_total", &[]);
+    assert_eq!(*dropped, 0.0);
+    for (name, _, _) in &samples {
+        assert!(name.starts_with("errshim_") && name.ends_with("_total"), "{name}");
+    }
+    // A path without '/' is named as an error, and no file is written.
+    let r = storm(1, 0, 0).env("ERRSHIM_METRICS", "metrics.prom").run();
+    assert!(
+        r.stderr
+            .lines()
+            .any(|l| l.contains("config error") && l.contains("ERRSHIM_METRICS") && l.contains("metrics.prom")),
+        "{}",
+        r.describe()
+    );
+}
+
+#[test]
+fn metrics_are_rewritten_with_each_digest() {
+    if !have_prometheus_client() {
+        return;
+    }
+    let t = TempDir::new("metrics-digest");
+    let path = t.0.join("m.prom");
+    // Python checks the file between its two bursts, after the digest the second burst's first
+    // event writes, so the file shows the first burst's count plus that one event.
+    let script = format!(
+        r#"
+import socket, time
+from prometheus_client.parser import text_string_to_metric_families
+def burst(k):
+    for _ in range(k):
+        s = socket.socket(); s.shutdown(socket.SHUT_WR); s.close()
+def count():
+    for f in text_string_to_metric_families(open("{p}").read()):
+        for s in f.samples:
+            if s.name == "errshim_events_total":
+                return s.value
+burst(4)
+time.sleep(0.4)
+burst(1)
+print("mid", int(count()))
+burst(2)
+"#,
+        p = path.display()
+    );
+    let r = Cmd::new("python3")
+        .args(["-c", &script])
+        .env("ERRSHIM_METRICS", &path)
+        .env("ERRSHIM_SUMMARY", "200ms")
+        .shim()
+        .run();
+    r.assert_ok();
+    assert_eq!(r.stdout.trim(), "mid 5", "{}", r.describe());
+    let samples = parse_metrics(&path);
+    let total = samples.iter().find(|(n, _, _)| n == "errshim_events_total").unwrap().2;
+    assert_eq!(total, 7.0, "at exit: {samples:?}");
+}
