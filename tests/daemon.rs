@@ -335,3 +335,99 @@ burst(2)
     let total = samples.iter().find(|(n, _, _)| n == "errshim_events_total").unwrap().2;
     assert_eq!(total, 7.0, "at exit: {samples:?}");
 }
+
+/// The fault mode's startup line comes from the processes where a rule acts, before their
+/// first injection: a shell script that runs helpers before the program says it once, not
+/// once per process.
+#[test]
+fn fault_startup_line_only_where_a_rule_acts() {
+    let script = "for i in 1 2 3 4 5; do /bin/true; done; \
+                  python3 -c 'import socket; s = socket.socket(); s.shutdown(socket.SHUT_WR)' || true";
+    let r = Cmd::new("sh")
+        .args(["-c", script])
+        .env("ERRSHIM_FAULTS", "shutdown:EPIPE")
+        .env("ERRSHIM_SEED", "9")
+        .shim()
+        .run();
+    r.assert_ok();
+    let said: Vec<&str> = r.events().into_iter().filter(|l| l.contains(" faults: ")).collect();
+    assert_eq!(said.len(), 1, "{}", r.describe());
+    assert!(
+        said[0].contains(" comm=python3 ") && said[0].contains("seed=9 (ERRSHIM_SEED=9 replays this run)"),
+        "{}",
+        said[0]
+    );
+    let injected = r.stderr.lines().position(|l| l.contains("(INJECTED)")).unwrap();
+    let startup = r.stderr.lines().position(|l| l.contains(" faults: ")).unwrap();
+    assert!(startup < injected, "{}", r.describe());
+    // Without any injection, nothing is said at all.
+    let r = Cmd::new("sh")
+        .args(["-c", "/bin/true; /bin/true"])
+        .env("ERRSHIM_FAULTS", "shutdown:EPIPE")
+        .shim()
+        .run();
+    r.assert_ok();
+    assert_eq!(r.stderr, "", "{}", r.describe());
+}
+
+/// `ERRSHIM_LOG=journal:PATH`: each event is one datagram of journald's native protocol
+/// (`KEY=value` lines) with the event's facts as fields. Tested against a listener of the
+/// test's own that parses the documented protocol (no systemd-journald runs on these
+/// machines, and none can be started in a namespace of the test's).
+#[test]
+fn journal_gets_structured_fields() {
+    use std::os::unix::net::UnixDatagram;
+    let t = TempDir::new("journal");
+    let path = t.path("journal.socket");
+    let listener = UnixDatagram::bind(&path).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let r = storm(3, 0, 0)
+        .env("ERRSHIM_LOG", format!("journal:{}", path.display()))
+        .run();
+    r.assert_ok();
+    assert!(r.events().is_empty(), "nothing on stderr: {}", r.describe());
+    let mut entries = Vec::new();
+    let mut buf = vec![0u8; 65536];
+    while let Ok(n) = listener.recv(&mut buf) {
+        let text = String::from_utf8(buf[..n].to_vec()).expect("UTF-8 fields");
+        let fields: std::collections::BTreeMap<String, String> = text
+            .lines()
+            .map(|l| {
+                let (k, v) = l.split_once('=').unwrap_or_else(|| panic!("not KEY=value: {l:?}"));
+                assert!(
+                    k.chars()
+                        .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_'),
+                    "{k}"
+                );
+                (k.to_string(), v.to_string())
+            })
+            .collect();
+        entries.push(fields);
+    }
+    assert_eq!(entries.len(), 3, "{entries:?}");
+    for e in &entries {
+        assert!(
+            e["MESSAGE"].starts_with("errshim ") && e["MESSAGE"].contains("shutdown(fd="),
+            "{e:?}"
+        );
+        assert_eq!(e["PRIORITY"], "5");
+        assert_eq!(e["SYSLOG_IDENTIFIER"], "errshim");
+        assert_eq!(e["ERRSHIM_CALL"], "shutdown");
+        assert_eq!(e["ERRSHIM_ERRNO"], "ENOTCONN");
+        assert_eq!(e["ERRSHIM_ACTION"], "ignored");
+        assert_eq!(e["ERRSHIM_CAUSE"], "never_connected");
+        assert_eq!(e["ERRSHIM_KIND"], "tcp4");
+        assert_eq!(e["ERRSHIM_RULE"], "1");
+        assert!(e["ERRSHIM_FD"].parse::<i32>().is_ok(), "{e:?}");
+    }
+    // No socket there: one warning, and the events go to stderr, as with syslog.
+    let r = storm(1, 0, 0)
+        .env("ERRSHIM_LOG", "journal:/nonexistent/journal.socket")
+        .run();
+    r.assert_ok();
+    assert!(
+        r.stderr.contains("no journal socket at /nonexistent/journal.socket") && r.events().len() == 1,
+        "{}",
+        r.describe()
+    );
+}

@@ -384,10 +384,14 @@ fn report(
     // Who consumes this event: its line (unless the log is off or the rate limit holds it
     // back), the summary and the metrics (which count every event, so they need its cause).
     // Nothing is gathered for an event that nothing consumes.
+    let logs = cfg.log != crate::policy::config::LogDest::Off;
+    let counts = cfg.counts() && process::may_write();
+    if !logs && !counts {
+        return;
+    }
     let now = raw::coarse_ms();
     let errno_key = if o.ret < 0 { o.err as u16 } else { 0 };
     let kind_key = rate::kind(call as u8, errno_key, rule as u8, injected.is_some());
-    let logs = cfg.log != crate::policy::config::LogDest::Off;
     let admission = if logs {
         rate::admit(cfg.log_rate, kind_key, now, process::may_write())
     } else {
@@ -397,7 +401,6 @@ fn report(
             held_ms: 0,
         }
     };
-    let counts = cfg.counts() && process::may_write();
     if !admission.write && !counts {
         return;
     }
@@ -575,6 +578,10 @@ fn inject_into(
                 fault: inj.fault,
                 k: inj.k,
             };
+            // The fault mode's startup line, where a rule acts: before the first injection.
+            if cfg.log != crate::policy::config::LogDest::Off {
+                crate::handle::fault::say_startup(cfg);
+            }
             report(
                 cfg,
                 call,
@@ -750,6 +757,14 @@ fn emit(cfg: &crate::policy::config::Config, ev: &Event<'_>) {
     match cfg.format {
         crate::policy::config::Format::Text => event::write_text(ev, &mut line),
         crate::policy::config::Format::Json => event::write_json(ev, &mut line),
+    }
+    if logger::is_journal() {
+        // journald: the line as MESSAGE, and the event's facts as fields of their own.
+        let mut fields = StackBuf::<4800>::new();
+        logger::journal_message(&mut fields, line.as_bytes());
+        event::write_journal_fields(ev, &mut fields);
+        logger::event_fields(fields.as_bytes());
+        return;
     }
     logger::event(line.finish_line());
 }

@@ -9,13 +9,16 @@
 use crate::handle::armed;
 use crate::observe::conntable;
 use crate::observe::sockinfo;
+use crate::policy::config::{self as config, Config};
 use crate::policy::faults::{self, Fault, FaultSet, MAX_RULES};
 use crate::policy::rules::Call;
 use crate::report::event::Request;
+use crate::report::logger;
 use crate::sys::socket::{Addr, Kind};
 use crate::text::fmtbuf::StackBuf;
 use crate::{sys::errno, sys::process, sys::raw};
 use core::cell::UnsafeCell;
+use core::fmt::Write;
 use core::mem::MaybeUninit;
 use core::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
 
@@ -593,6 +596,50 @@ fn control_reload(first: bool) {
 /// process's (`install` also notices by the pid, for a fork that bypassed the handlers).
 pub fn child_after_fork() {
     RELOADING.store(0, Relaxed);
+}
+
+/// Whether this process (or, before a fork, its parent, in the same log) said the startup line.
+static SAID: AtomicBool = AtomicBool::new(false);
+
+/// The startup line of fault mode, once (see `startup_line`): a forked child whose parent said
+/// it does not repeat it; an exec'd program says its own at its first injection.
+pub fn say_startup(cfg: &Config) {
+    if !SAID.swap(true, Relaxed) {
+        startup_line(cfg, SEED.load(Relaxed));
+    }
+}
+
+/// Says, next to the events, that faults are active and with which seed, so any run can be
+/// replayed with ERRSHIM_SEED.
+fn startup_line(cfg: &Config, seed: u64) {
+    let mut b = StackBuf::<1024>::new();
+    let (pid, n) = (raw::getpid(), cfg.fault_set().n);
+    let control: &[u8] = cfg.control.as_deref().unwrap_or(b"");
+    match cfg.format {
+        config::Format::Text => {
+            let _ = write!(b, "errshim {} pid={pid} tid={} comm=", raw::wall_clock(), raw::gettid());
+            b.push_escaped(process::comm());
+            let _ = write!(b, " faults: {n} rule(s)");
+            if !control.is_empty() {
+                b.push(b" and the control file ");
+                b.push_escaped(control);
+            }
+            let _ = write!(b, ", seed={seed} (ERRSHIM_SEED={seed} replays this run)");
+        }
+        config::Format::Json => {
+            let mut o = crate::text::json::Obj::new(&mut b);
+            o.fmt_str("ts", |t| {
+                let _ = write!(t, "{}", raw::wall_clock());
+            });
+            o.num("pid", pid)
+                .str("comm", process::comm())
+                .num("fault_rules", n)
+                .str("control", control)
+                .num("seed", seed);
+            o.end();
+        }
+    }
+    logger::event(b.finish_line());
 }
 
 #[cfg(test)]

@@ -219,7 +219,12 @@ fn start_extras(cfg: &Config) {
         if let Some(path) = &cfg.control {
             fault::watch(path);
         }
-        startup_line(cfg, seed);
+        // Said where a rule acts: at the process's first injection (a program started
+        // through shell scripts and shims then says it once, not once per process), or now
+        // when diagnostics are asked for (ERRSHIM_LOG_LEVEL=info, as `errshim --check` does).
+        if cfg.level >= log::LevelFilter::Info {
+            fault::say_startup(cfg);
+        }
     }
     if cfg.counts() {
         summary::enable();
@@ -280,44 +285,6 @@ impl Missing {
 static MISSING: Missing = Missing {
     names: [const { core::sync::atomic::AtomicPtr::new(core::ptr::null_mut()) }; 8],
 };
-
-/// Says, next to the events, that faults are active and with which seed, so any run can be
-/// replayed with ERRSHIM_SEED.
-fn startup_line(cfg: &Config, seed: u64) {
-    let mut b = StackBuf::<1024>::new();
-    let (pid, n) = (raw::getpid(), cfg.fault_set().n);
-    let control: &[u8] = cfg.control.as_deref().unwrap_or(b"");
-    match cfg.format {
-        config::Format::Text => {
-            let _ = write!(
-                b,
-                "errshim {} pid={pid} tid={} comm=",
-                crate::sys::raw::wall_clock(),
-                raw::gettid()
-            );
-            b.push_escaped(process::comm());
-            let _ = write!(b, " faults: {n} rule(s)");
-            if !control.is_empty() {
-                b.push(b" and the control file ");
-                b.push_escaped(control);
-            }
-            let _ = write!(b, ", seed={seed} (ERRSHIM_SEED={seed} replays this run)");
-        }
-        config::Format::Json => {
-            let mut o = crate::text::json::Obj::new(&mut b);
-            o.fmt_str("ts", |t| {
-                let _ = write!(t, "{}", crate::sys::raw::wall_clock());
-            });
-            o.num("pid", pid)
-                .str("comm", process::comm())
-                .num("fault_rules", n)
-                .str("control", control)
-                .num("seed", seed);
-            o.end();
-        }
-    }
-    logger::event(b.finish_line());
-}
 
 extern "C" fn child_after_fork() {
     summary::reset();

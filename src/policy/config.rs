@@ -17,7 +17,7 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
     (
         "ERRSHIM_LOG",
         "stderr",
-        "where events go: stderr, off, syslog[:PATH], or a file path containing '/'",
+        "where events go: stderr, off, syslog[:PATH], journal[:PATH], or a file path containing '/'",
     ),
     (
         "ERRSHIM_FORMAT",
@@ -97,6 +97,9 @@ pub enum LogDest {
     File(Vec<u8>),
     /// A syslog socket (`/dev/log` unless another path is given): one datagram per event.
     Syslog(Vec<u8>),
+    /// journald's native socket (`/run/systemd/journal/socket` unless another path is given):
+    /// one datagram of fields per event.
+    Journal(Vec<u8>),
 }
 
 /// At most `burst` lines per kind of event in each `interval_ms`.
@@ -367,11 +370,13 @@ pub fn parse_log(value: &[u8]) -> Result<LogDest, (String, Option<&'static str>)
         b"off" => Ok(LogDest::Off),
         b"syslog" => Ok(LogDest::Syslog(b"/dev/log".to_vec())),
         _ if v.starts_with(b"syslog:") && v.len() > 7 => Ok(LogDest::Syslog(v[7..].to_vec())),
+        b"journal" => Ok(LogDest::Journal(b"/run/systemd/journal/socket".to_vec())),
+        _ if v.starts_with(b"journal:") && v.len() > 8 => Ok(LogDest::Journal(v[8..].to_vec())),
         _ if v.contains(&b'/') => Ok(LogDest::File(v.to_vec())),
         _ => Err((
-            "ERRSHIM_LOG is stderr, off, syslog, syslog:PATH, or a file path containing '/' (e.g. ./errshim.log)"
+            "ERRSHIM_LOG is stderr, off, syslog[:PATH], journal[:PATH], or a file path containing '/' (e.g. ./errshim.log)"
                 .to_string(),
-            suggest::closest(&String::from_utf8_lossy(v), ["stderr", "off", "syslog"]),
+            suggest::closest(&String::from_utf8_lossy(v), ["stderr", "off", "syslog", "journal"]),
         )),
     }
 }
@@ -603,7 +608,21 @@ impl Config {
             LogDest::Off => "log: off (rules still apply)".to_string(),
             LogDest::File(p) => format!("log: file {}", Esc(p)),
             LogDest::Syslog(p) => format!("log: syslog socket {}", Esc(p)),
+            LogDest::Journal(p) => format!("log: journald socket {} (native protocol)", Esc(p)),
         });
+        out.push(match self.log_rate {
+            Some(r) => format!(
+                "log rate: at most {} line(s) per kind of event every {} ms",
+                r.burst, r.interval_ms
+            ),
+            None => "log rate: no limit".to_string(),
+        });
+        if let Some(ms) = self.summary_every_ms {
+            out.push(format!("digest: every {ms} ms while the program runs"));
+        }
+        if let Some(m) = &self.metrics {
+            out.push(format!("metrics: {}", Esc(m)));
+        }
         out.push(format!(
             "format: {}; summary at exit: {}; backtraces: {}; per-call byte counts: {}",
             if self.format == Format::Json { "json" } else { "text" },

@@ -314,6 +314,43 @@ fn write_history_words<W: Write>(c: &Context, out: &mut W) {
 /// ENOTCONN -> ignored, returned 0 | tcp4 local=127.0.0.1:8080 peer=10.0.0.5:51234 rule=1 |
 /// state=CLOSE pending_error=no age_ms=5 bytes_received=18 bytes_sent=64 history=accepted,read_eof |
 /// cause=peer_closed: the orderly close ...`
+/// The event as journald fields (native protocol: `KEY=value` lines), after the `MESSAGE`,
+/// `PRIORITY` and `SYSLOG_IDENTIFIER` that `logger::journal_message` writes: `ERRSHIM_CALL`,
+/// `ERRSHIM_FD`, `ERRSHIM_ERRNO`, `ERRSHIM_ACTION`, `ERRSHIM_RULE`, `ERRSHIM_KIND`,
+/// `ERRSHIM_LOCAL`, `ERRSHIM_PEER`, `ERRSHIM_STATE`, `ERRSHIM_CAUSE`, `ERRSHIM_INJECTED`
+/// (those that apply). Values never hold a newline: addresses are escaped like the text line.
+pub fn write_journal_fields<const N: usize>(ev: &Event<'_>, b: &mut StackBuf<N>) {
+    let _ = writeln!(b, "ERRSHIM_CALL={}", ev.call.name());
+    let _ = writeln!(b, "ERRSHIM_FD={}", ev.args.fd);
+    if ev.ret < 0 {
+        let _ = writeln!(b, "ERRSHIM_ERRNO={}", Name(ev.errno));
+    }
+    let action = if ev.injected.is_some() {
+        "inject"
+    } else {
+        action_word(ev.action)
+    };
+    let _ = writeln!(b, "ERRSHIM_ACTION={action}");
+    let _ = writeln!(b, "ERRSHIM_RULE={}", ev.rule);
+    let _ = writeln!(b, "ERRSHIM_KIND={}", ev.kind.name());
+    for (key, a) in [("ERRSHIM_LOCAL", &ev.local), ("ERRSHIM_PEER", &ev.peer)] {
+        if let Some(a) = a {
+            let _ = write!(b, "{key}=");
+            a.write_to(b);
+            b.push(b"\n");
+        }
+    }
+    if let Some(s) = ev.ctx.state {
+        let _ = writeln!(b, "ERRSHIM_STATE={}", cause::tcp_state_name(s));
+    }
+    if let Some(c) = ev.ctx.cause {
+        let _ = writeln!(b, "ERRSHIM_CAUSE={}", c.code());
+    }
+    if ev.injected.is_some() {
+        b.push(b"ERRSHIM_INJECTED=1\n");
+    }
+}
+
 pub fn write_text<const N: usize>(ev: &Event<'_>, b: &mut StackBuf<N>) {
     let _ = write!(b, "errshim {} pid={} tid={} comm=", ev.time, ev.pid, ev.tid);
     b.push_escaped(ev.comm);

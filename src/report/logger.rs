@@ -32,6 +32,7 @@ enum Dest {
     /// The path template (`%p`: the pid).
     File(Vec<u8>),
     Syslog(libc::sockaddr_un, u32),
+    Journal(libc::sockaddr_un, u32),
 }
 
 static DEST: SetOnce<Dest> = SetOnce::new();
@@ -57,12 +58,18 @@ pub fn init(dest: &LogDest) {
         LogDest::Off => Dest::Off,
         LogDest::Stderr => Dest::Stderr,
         LogDest::File(p) => Dest::File(p.clone()),
-        LogDest::Syslog(path) => match syslog_addr(path) {
+        LogDest::Syslog(path) | LogDest::Journal(path) => match syslog_addr(path) {
+            Ok((addr, len)) if matches!(dest, LogDest::Journal(_)) => Dest::Journal(addr, len),
             Ok((addr, len)) => Dest::Syslog(addr, len),
             Err(why) => {
                 let _ = DEST.set(Dest::Stderr);
+                let what = if matches!(dest, LogDest::Journal(_)) {
+                    "journal"
+                } else {
+                    "syslog"
+                };
                 log::warn!(
-                    "no syslog socket at {} ({why}); events go to stderr",
+                    "no {what} socket at {} ({why}); events go to stderr",
                     crate::text::escape::Esc(path)
                 );
                 return;
@@ -100,10 +107,50 @@ pub fn event(line: &[u8]) {
         Some(Dest::Stderr) => to_stderr(line),
         Some(Dest::File(t)) => to_file(t, line),
         Some(Dest::Syslog(addr, len)) => to_syslog(addr, *len, line),
+        Some(Dest::Journal(addr, len)) => {
+            let mut b = StackBuf::<4400>::new();
+            journal_message(&mut b, line);
+            to_socket(addr, *len, b.as_bytes())
+        }
     };
     if !ok {
         count_dropped();
     }
+}
+
+/// Whether events go to journald (which takes them as fields, `event_fields`).
+pub fn is_journal() -> bool {
+    matches!(DEST.get(), Some(Dest::Journal(..)))
+}
+
+/// The fields every entry of errshim's has: its line as `MESSAGE` (a text line has no
+/// newline of its own: everything in it is escaped), `PRIORITY` (5, notice) and
+/// `SYSLOG_IDENTIFIER`.
+pub fn journal_message<const N: usize>(b: &mut StackBuf<N>, line: &[u8]) {
+    b.push(b"MESSAGE=");
+    b.push(line.strip_suffix(b"\n").unwrap_or(line));
+    b.push(b"\nPRIORITY=5\nSYSLOG_IDENTIFIER=errshim\n");
+}
+
+/// One event to journald: `fields` (`KEY=value` lines, the message first), one datagram.
+pub fn event_fields(fields: &[u8]) {
+    let ok = match DEST.get() {
+        Some(Dest::Journal(addr, len)) => to_socket(addr, *len, fields),
+        _ => return,
+    };
+    if !ok {
+        count_dropped();
+    }
+}
+
+/// One datagram to a unix socket, never waiting.
+fn to_socket(addr: &libc::sockaddr_un, len: u32, data: &[u8]) -> bool {
+    let Ok(s) = raw::socket(libc::AF_UNIX, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC) else {
+        return false;
+    };
+    let r = raw::sendto(s, data, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL, Some((addr, len)));
+    raw::close(s);
+    r.is_ok()
 }
 
 /// Writes one of errshim's own diagnostic lines to the program's original stderr.
