@@ -2,10 +2,18 @@
 //! without touching the heap. Writing past the end truncates (marked with `...`) and never fails,
 //! so `write!` into it cannot panic or return an error that a caller would have to handle.
 
+// The one unsafe part of this layer: the buffer is not zeroed when made (an event's buffers
+// are kilobytes, and zeroing them cost more than formatting the line), so its first `len`
+// bytes, the only ones ever read, are the ones written.
+#![allow(unsafe_code)]
+
 use core::fmt;
+use core::mem::MaybeUninit;
 
 pub struct StackBuf<const N: usize> {
-    buf: [u8; N],
+    /// Bytes `..len` are initialised: every write is through `put_at`, which writes before
+    /// `len` grows over it.
+    buf: [MaybeUninit<u8>; N],
     len: usize,
     truncated: bool,
 }
@@ -22,14 +30,29 @@ impl<const N: usize> StackBuf<N> {
 
     pub const fn new() -> Self {
         StackBuf {
-            buf: [0; N],
+            buf: [const { MaybeUninit::uninit() }; N],
             len: 0,
             truncated: false,
         }
     }
 
     pub fn as_bytes(&self) -> &[u8] {
-        &self.buf[..self.len]
+        let len = self.len.min(N);
+        // SAFETY: the first `len` bytes were written (see `buf`); MaybeUninit<u8> has u8's layout.
+        unsafe { core::slice::from_raw_parts(self.buf.as_ptr().cast::<u8>(), len) }
+    }
+
+    /// Writes `bytes` at `at` (within the buffer); false if they do not fit.
+    fn put_at(&mut self, at: usize, bytes: &[u8]) -> bool {
+        match self.buf.get_mut(at..at + bytes.len()) {
+            Some(dst) => {
+                for (d, &b) in dst.iter_mut().zip(bytes) {
+                    d.write(b);
+                }
+                true
+            }
+            None => false,
+        }
     }
 
     #[cfg(test)]
@@ -54,9 +77,10 @@ impl<const N: usize> StackBuf<N> {
         if take < bytes.len() {
             self.truncated = true;
         }
-        if let (Some(dst), Some(src)) = (self.buf.get_mut(self.len..self.len + take), bytes.get(..take)) {
-            dst.copy_from_slice(src);
-            self.len += take;
+        if let Some(src) = bytes.get(..take) {
+            if self.put_at(self.len, src) {
+                self.len += take;
+            }
         }
     }
 
@@ -77,8 +101,7 @@ impl<const N: usize> StackBuf<N> {
     pub fn finish_line(&mut self) -> &[u8] {
         let end = if self.truncated { &b"...\n"[..] } else { &b"\n"[..] };
         let at = self.len.min(N.saturating_sub(end.len()));
-        if let Some(dst) = self.buf.get_mut(at..at + end.len()) {
-            dst.copy_from_slice(end);
+        if self.put_at(at, end) {
             self.len = at + end.len();
         }
         self.as_bytes()

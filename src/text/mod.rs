@@ -3,7 +3,7 @@
 //! safe for a diagnostic (`escape`), "did you mean" suggestions (`suggest`), timestamps
 //! (`timefmt`).
 //!
-//! May use: nothing of errshim's.
+//! May use: nothing of errshim's. Safe code only, but for `fmtbuf`'s buffer, which is not zeroed.
 #![deny(unsafe_code)]
 
 pub mod escape;
