@@ -92,7 +92,7 @@ fn rate_limit_can_be_set_or_turned_off_and_bad_values_are_named() {
 
     // A new window lets lines through again, and its first line is preceded by the count of
     // the last one's held-back lines. (The pause is the point here: a window must pass.)
-    let r = storm(10, 400, 10).env("ERRSHIM_LOG_RATE", "2/200ms").run();
+    let r = storm(10, 1500, 10).env("ERRSHIM_LOG_RATE", "2/1s").run();
     r.assert_ok();
     assert_eq!(shutdown_events(&r), 4, "{}", r.describe());
     let held = held_lines(&r.stderr);
@@ -141,11 +141,11 @@ fn rate_limit_can_be_set_or_turned_off_and_bad_values_are_named() {
 
 #[test]
 fn digests_while_running_give_the_interval_and_the_totals() {
-    // 5 events, a pause longer than the interval, 7 more: the first event after the pause
-    // writes a digest (6 so far, that one counted); the exit summary gives the totals, 6 in
-    // its interval.
-    let r = storm(5, 400, 7)
-        .env("ERRSHIM_SUMMARY", "200ms")
+    // 5 events (the first starts the clock), a pause longer than the interval, 7 more: the
+    // first event after the pause writes a digest (6 so far, that one counted); the exit
+    // summary gives the totals, 6 in its interval. (The pause is the point: time must pass.)
+    let r = storm(5, 1500, 7)
+        .env("ERRSHIM_SUMMARY", "1s")
         .env("ERRSHIM_LOG_RATE", "0")
         .run();
     r.assert_ok();
@@ -316,7 +316,7 @@ def count():
             if s.name == "errshim_events_total":
                 return s.value
 burst(4)
-time.sleep(0.4)
+time.sleep(1.5)
 burst(1)
 print("mid", int(count()))
 burst(2)
@@ -326,7 +326,7 @@ burst(2)
     let r = Cmd::new("python3")
         .args(["-c", &script])
         .env("ERRSHIM_METRICS", &path)
-        .env("ERRSHIM_SUMMARY", "200ms")
+        .env("ERRSHIM_SUMMARY", "1s")
         .shim()
         .run();
     r.assert_ok();

@@ -391,7 +391,7 @@ fn report(
     }
     let now = raw::coarse_ms();
     let errno_key = if o.ret < 0 { o.err as u16 } else { 0 };
-    let kind_key = rate::kind(call as u8, errno_key, rule as u8, injected.is_some());
+    let kind_key = rate::kind(call as u8, errno_key, rule, injected.is_some());
     let admission = if logs {
         rate::admit(cfg.log_rate, kind_key, now, process::may_write())
     } else {
@@ -752,6 +752,7 @@ pub fn action_index(a: Action) -> u8 {
     }
 }
 
+#[inline(never)]
 fn emit(cfg: &crate::policy::config::Config, ev: &Event<'_>) {
     let mut line = StackBuf::<4096>::new();
     match cfg.format {
@@ -761,8 +762,8 @@ fn emit(cfg: &crate::policy::config::Config, ev: &Event<'_>) {
     if logger::is_journal() {
         // journald: the line as MESSAGE, and the event's facts as fields of their own.
         let mut fields = StackBuf::<4800>::new();
-        logger::journal_message(&mut fields, line.as_bytes());
         event::write_journal_fields(ev, &mut fields);
+        logger::journal_message(&mut fields, line.as_bytes());
         logger::event_fields(fields.as_bytes());
         return;
     }

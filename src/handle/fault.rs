@@ -604,9 +604,14 @@ static SAID: AtomicBool = AtomicBool::new(false);
 /// The startup line of fault mode, once (see `startup_line`): a forked child whose parent said
 /// it does not repeat it; an exec'd program says its own at its first injection.
 pub fn say_startup(cfg: &Config) {
-    if !SAID.swap(true, Relaxed) {
-        startup_line(cfg, SEED.load(Relaxed));
+    if SAID.load(Relaxed) {
+        return;
     }
+    // A vfork child says it without marking it said: the mark would be its parent's.
+    if process::may_write() {
+        SAID.store(true, Relaxed);
+    }
+    startup_line(cfg, SEED.load(Relaxed));
 }
 
 /// Says, next to the events, that faults are active and with which seed, so any run can be

@@ -130,6 +130,10 @@ fn init() {
     armed::set_config_calls(rules::succeeding_calls(&cfg.rules) | counted);
     if cfg.fault_set().n > 0 || cfg.control.is_some() || cfg.counts() || cfg.backtrace {
         start_extras(&cfg);
+    } else if cfg.log_rate.is_some() && cfg.log != config::LogDest::Off {
+        // A forked child's rate-limit windows and held-back lines are its own.
+        // SAFETY: registers a handler that only stores into atomics.
+        unsafe { libc::pthread_atfork(None, None, Some(child_after_fork)) };
     }
     handle::set_config(cfg);
 }
@@ -229,12 +233,9 @@ fn start_extras(cfg: &Config) {
     if cfg.counts() {
         summary::enable();
     }
-    if cfg.digest_every_ms().is_some() {
-        digest::start();
-    }
-    if cfg.counts() || cfg.control.is_some() {
-        // A forked child's summary counts its own events only, and a reload the parent had
-        // begun is not the child's.
+    if cfg.counts() || cfg.control.is_some() || cfg.log_rate.is_some() {
+        // A forked child's summary counts its own events only, its rate-limit windows and
+        // held-back lines are its own, and a reload the parent had begun is not the child's.
         // SAFETY: registers a handler that only stores into atomics.
         unsafe { libc::pthread_atfork(None, None, Some(child_after_fork)) };
     }

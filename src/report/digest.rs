@@ -17,18 +17,21 @@ use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
 /// When the last digest was written (coarse monotonic ms; 0: the clock has not started).
 static LAST: AtomicU64 = AtomicU64::new(0);
 
-/// Starts the clock (from the constructor, when digests are configured).
-pub fn start() {
-    LAST.store(raw::coarse_ms().max(1), Relaxed);
-}
-
-/// After an event: writes a digest if one is due.
+/// After an event: writes a digest if one is due. The first event starts the clock: the
+/// first interval is measured from it, not from the program's start.
 pub fn maybe(cfg: &Config, now_ms: u64) {
     let Some(every) = cfg.digest_every_ms() else {
         return;
     };
+    if !process::may_write() {
+        return;
+    }
     let last = LAST.load(Relaxed);
-    if last == 0 || now_ms.saturating_sub(last) < every || !process::may_write() {
+    if last == 0 {
+        let _ = LAST.compare_exchange(0, now_ms.max(1), Relaxed, Relaxed);
+        return;
+    }
+    if now_ms.saturating_sub(last) < every {
         return;
     }
     if LAST.compare_exchange(last, now_ms, Relaxed, Relaxed).is_ok() {
@@ -36,8 +39,9 @@ pub fn maybe(cfg: &Config, now_ms: u64) {
     }
 }
 
-/// Writes a digest now: held-back lines, the summary lines (when asked for with an interval),
+/// Writes a digest now (out of line: its buffers stay off the stack of the event path): held-back lines, the summary lines (when asked for with an interval),
 /// the metrics file; then starts a new interval.
+#[inline(never)]
 pub fn write(cfg: &Config, now_ms: u64, interval_ms: u64) {
     rate::say_held(cfg.format, now_ms);
     if cfg.summary_every_ms.is_some() && summary::any() {
@@ -52,7 +56,10 @@ pub fn write(cfg: &Config, now_ms: u64, interval_ms: u64) {
 /// At exit: what a digest would say, for the time since the last one.
 pub fn at_exit(cfg: &Config) {
     let now = raw::coarse_ms();
-    let last = LAST.load(Relaxed);
+    let last = match LAST.load(Relaxed) {
+        0 => now,
+        l => l,
+    };
     rate::say_held(cfg.format, now);
     if cfg.summary && summary::any() {
         let interval = cfg.summary_every_ms.map(|_| now.saturating_sub(last));

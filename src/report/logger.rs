@@ -123,13 +123,14 @@ pub fn is_journal() -> bool {
     matches!(DEST.get(), Some(Dest::Journal(..)))
 }
 
-/// The fields every entry of errshim's has: its line as `MESSAGE` (a text line has no
-/// newline of its own: everything in it is escaped), `PRIORITY` (5, notice) and
-/// `SYSLOG_IDENTIFIER`.
+/// The fields every entry of errshim's has, after any others: `PRIORITY` (5, notice),
+/// `SYSLOG_IDENTIFIER`, and last its line as `MESSAGE` (a text line has no newline of its own:
+/// everything in it is escaped), so that a line too long for the datagram is cut (and marked
+/// `...`) without losing a field.
 pub fn journal_message<const N: usize>(b: &mut StackBuf<N>, line: &[u8]) {
-    b.push(b"MESSAGE=");
+    b.push(b"PRIORITY=5\nSYSLOG_IDENTIFIER=errshim\nMESSAGE=");
     b.push(line.strip_suffix(b"\n").unwrap_or(line));
-    b.push(b"\nPRIORITY=5\nSYSLOG_IDENTIFIER=errshim\n");
+    b.finish_line();
 }
 
 /// One event to journald: `fields` (`KEY=value` lines, the message first), one datagram.

@@ -6,7 +6,7 @@
 //! more or fewer through; the counts of summaries and metrics are kept elsewhere, exact.
 
 use crate::policy::config::Rate;
-use core::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering::Relaxed};
+use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering::Relaxed};
 
 const SLOTS: usize = 64;
 
@@ -16,7 +16,7 @@ struct Slot {
     /// When the current window opened (coarse monotonic ms).
     opened: AtomicU64,
     /// Lines let through in the current window.
-    passed: AtomicU32,
+    passed: AtomicU64,
     /// Lines held back since the last line that said how many.
     held: AtomicU64,
     /// The process that opened the window: a forked child's inherited windows are its
@@ -28,7 +28,7 @@ static TABLE: [Slot; SLOTS] = [const {
     Slot {
         key: AtomicU32::new(0),
         opened: AtomicU64::new(0),
-        passed: AtomicU32::new(0),
+        passed: AtomicU64::new(0),
         held: AtomicU64::new(0),
         pid: AtomicI32::new(0),
     }
@@ -37,15 +37,23 @@ static TABLE: [Slot; SLOTS] = [const {
 /// Every line held back by this process, for metrics.
 static HELD_TOTAL: AtomicU64 = AtomicU64::new(0);
 
-/// A kind of event: the call, the errno, and the rule (fault rules offset by 64), packed.
-pub fn kind(call: u8, errno: u16, rule: u8, fault: bool) -> u32 {
-    1 << 31 | (call as u32) << 24 | (errno as u32 & 0xfff) << 12 | (rule as u32 + if fault { 64 } else { 0 })
+/// A kind of event: the call, the errno, whether a fault rule made it, and the rule, packed.
+pub fn kind(call: u8, errno: u16, rule: usize, fault: bool) -> u32 {
+    1 << 31
+        | (call as u32 & 0x7f) << 24
+        | (errno as u32 & 0xfff) << 12
+        | (fault as u32) << 11
+        | (rule.min(0x7ff) as u32)
 }
 
 /// The parts of a kind: (call, errno, rule, fault).
-pub fn unkind(k: u32) -> (u8, u16, u8, bool) {
-    let r = (k & 0xfff) as u8;
-    (((k >> 24) & 0x7f) as u8, ((k >> 12) & 0xfff) as u16, r % 64, r >= 64)
+pub fn unkind(k: u32) -> (u8, u16, usize, bool) {
+    (
+        ((k >> 24) & 0x7f) as u8,
+        ((k >> 12) & 0xfff) as u16,
+        (k & 0x7ff) as usize,
+        k & 1 << 11 != 0,
+    )
 }
 
 /// What to do with one event's line.
@@ -92,7 +100,7 @@ pub fn admit(rate: Option<Rate>, k: u32, now_ms: u64, writer: bool) -> Admission
             };
         }
     }
-    if s.passed.fetch_add(1, Relaxed) < rate.burst {
+    if s.passed.fetch_add(1, Relaxed) < u64::from(rate.burst) {
         return all;
     }
     s.held.fetch_add(1, Relaxed);
@@ -115,7 +123,10 @@ fn slot(k: u32) -> Option<&'static Slot> {
         }
         if cur == 0 {
             match s.key.compare_exchange(0, k, Relaxed, Relaxed) {
-                Ok(_) => return Some(s),
+                Ok(_) => {
+                    USED.store(true, Relaxed);
+                    return Some(s);
+                }
                 Err(now) if now == k => return Some(s),
                 Err(_) => {}
             }
@@ -147,9 +158,12 @@ pub fn held_total() -> u64 {
     HELD_TOTAL.load(Relaxed)
 }
 
-/// In a child after `fork`: its lines are its own.
+/// Whether any kind has a slot (a forked child then has its parent's windows to forget).
+static USED: AtomicBool = AtomicBool::new(false);
+
+/// In a child after `fork`: its lines are its own. Touches the table only if it was used.
 pub fn reset() {
-    if TABLE.iter().all(|s| s.key.load(Relaxed) == 0) {
+    if !USED.swap(false, Relaxed) {
         return;
     }
     for s in &TABLE {
@@ -235,13 +249,17 @@ mod tests {
         let a = admit(rate, k, 6100, true);
         assert!(a.write);
         assert_eq!(a.held, 7);
-        assert!(!admit(rate, k, 6101, true).write || admit(rate, k, 6102, true).write);
+        assert!(admit(rate, k, 6101, true).write && admit(rate, k, 6102, true).write);
+        assert!(!admit(rate, k, 6103, true).write && !admit(rate, k, 6104, true).write);
         // Unlimited, and in a vfork child: every line.
         assert!((0..100).all(|i| admit(None, k, 7000 + i, true).write));
         assert!((0..100).all(|i| admit(rate, k, 6200 + i, false).write));
         let mut said = Vec::new();
-        take_held(6500, |k, n, _| said.push((unkind(k), n)));
-        assert!(said.iter().all(|(_, n)| *n > 0));
+        take_held(6500, |k, n, ms| said.push((unkind(k), n, ms)));
+        assert_eq!(said, [((11, 107, 0, false), 2, 400)], "the two held back since");
+        let mut again = Vec::new();
+        take_held(6600, |k, n, _| again.push((k, n)));
+        assert!(again.is_empty(), "said once");
         assert!(held_total() >= 7);
         let f = kind(3, 0, 2, true);
         assert_eq!(unkind(f), (3, 0, 2, true));

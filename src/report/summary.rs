@@ -58,18 +58,37 @@ impl Counter {
         (out, n)
     }
 
-    /// The count of `key` (0 if not counted).
-    pub fn get(&self, key: u64) -> u64 {
+    /// The slot of `key`, if it has one.
+    fn slot_of(&self, key: u64) -> Option<usize> {
         let start = (key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 56) as usize;
         for i in 0..SLOTS {
             let s = (start + i) % SLOTS;
             match self.keys[s].load(Relaxed) {
-                0 => return 0,
-                k if k == key => return self.counts[s].load(Relaxed),
+                0 => return None,
+                k if k == key => return Some(s),
                 _ => {}
             }
         }
-        0
+        None
+    }
+
+    /// The count of `key` since `snap` was taken (see `Snapshot`).
+    fn since(&self, key: u64, snap: &Snapshot) -> u64 {
+        self.slot_of(key).map_or(0, |s| {
+            self.counts[s]
+                .load(Relaxed)
+                .saturating_sub(snap.counts[s].load(Relaxed))
+        })
+    }
+
+    /// Every count since `snap` was taken.
+    fn total_since(&self, snap: &Snapshot) -> u64 {
+        let slots = (0..SLOTS).map(|s| {
+            self.counts[s]
+                .load(Relaxed)
+                .saturating_sub(snap.counts[s].load(Relaxed))
+        });
+        slots.sum::<u64>() + self.overflow().saturating_sub(snap.overflow.load(Relaxed))
     }
 
     pub fn overflow(&self) -> u64 {
@@ -84,6 +103,30 @@ impl Counter {
     pub fn reset(&self) {
         for s in 0..SLOTS {
             self.keys[s].store(0, Relaxed);
+            self.counts[s].store(0, Relaxed);
+        }
+        self.overflow.store(0, Relaxed);
+    }
+}
+
+/// A counter's counts at the last digest, slot by slot: the interval's count is the difference.
+/// Taken while other threads count (the counter is never reset under them, which could hand a
+/// count to the wrong key), so an event counted meanwhile falls in one interval or the next.
+pub struct Snapshot {
+    counts: [AtomicU64; SLOTS],
+    overflow: AtomicU64,
+}
+
+impl Snapshot {
+    fn take(&self, c: &Counter) {
+        for s in 0..SLOTS {
+            self.counts[s].store(c.counts[s].load(Relaxed), Relaxed);
+        }
+        self.overflow.store(c.overflow(), Relaxed);
+    }
+
+    fn reset(&self) {
+        for s in 0..SLOTS {
             self.counts[s].store(0, Relaxed);
         }
         self.overflow.store(0, Relaxed);
@@ -128,8 +171,8 @@ pub const INJECT: u8 = 5;
 /// of their 14 KiB.
 struct Tables {
     by_kind: Counter,
-    /// The same since the last digest (`ERRSHIM_SUMMARY=DURATION`).
-    interval: Counter,
+    /// `by_kind` at the last digest (`ERRSHIM_SUMMARY=DURATION`).
+    at_digest: Snapshot,
     /// Injections by fault rule (1 to 16).
     injections: [AtomicU64; 17],
     by_peer: Counter,
@@ -174,7 +217,6 @@ pub fn count(key: Key, peer: Option<&Addr>) {
     };
     COUNTED.store(true, Relaxed);
     t.by_kind.add(key.pack());
-    t.interval.add(key.pack());
     let w = crate::observe::conntable::pack_addr(peer);
     if w[0] != 0 {
         let k = peer_key(&w);
@@ -212,14 +254,14 @@ pub fn kinds(mut each: impl FnMut(Key, u64, u64)) {
     let Some(t) = tables() else { return };
     let (rows, n) = t.by_kind.sorted();
     for &(k, c) in &rows[..n] {
-        each(Key::unpack(k), c, t.interval.get(k));
+        each(Key::unpack(k), c, t.by_kind.since(k, &t.at_digest));
     }
 }
 
 /// Starts a new interval (after a digest).
 pub fn new_interval() {
     if let Some(t) = tables() {
-        t.interval.reset();
+        t.at_digest.take(&t.by_kind);
     }
 }
 
@@ -246,7 +288,7 @@ pub fn reset() {
         return;
     };
     t.by_kind.reset();
-    t.interval.reset();
+    t.at_digest.reset();
     t.by_peer.reset();
     for c in &t.injections {
         c.store(0, Relaxed);
@@ -308,11 +350,15 @@ pub fn report(format: crate::policy::config::Format, comm: &[u8], interval_ms: O
             b.push_escaped(comm);
             let _ = write!(b, " events={total} dropped_lines={}", crate::report::logger::dropped());
             if let Some(ms) = interval_ms {
-                let _ = write!(b, " interval_events={} interval_ms={ms}", t.interval.total());
+                let _ = write!(
+                    b,
+                    " interval_events={} interval_ms={ms}",
+                    t.by_kind.total_since(&t.at_digest)
+                );
             }
             crate::report::logger::event(b.finish_line());
             for &(k, c) in rows {
-                let ic = t.interval.get(k);
+                let ic = t.by_kind.since(k, &t.at_digest);
                 let k = Key::unpack(k);
                 let call = calls.get(k.call as usize).map_or("?", |c| c.name());
                 let action = actions.get(k.action as usize).unwrap_or(&"?");
@@ -349,11 +395,15 @@ pub fn report(format: crate::policy::config::Format, comm: &[u8], interval_ms: O
                 crate::report::logger::dropped()
             );
             if let Some(ms) = interval_ms {
-                let _ = write!(b, "\"interval_events\":{},\"interval_ms\":{ms},", t.interval.total());
+                let _ = write!(
+                    b,
+                    "\"interval_events\":{},\"interval_ms\":{ms},",
+                    t.by_kind.total_since(&t.at_digest)
+                );
             }
             b.push(b"\"counts\":[");
             for (i, &(k, c)) in rows.iter().enumerate() {
-                let ic = t.interval.get(k);
+                let ic = t.by_kind.since(k, &t.at_digest);
                 let k = Key::unpack(k);
                 let call = calls.get(k.call as usize).map_or("?", |c| c.name());
                 let action = actions.get(k.action as usize).unwrap_or(&"?");

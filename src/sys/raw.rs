@@ -435,6 +435,12 @@ pub fn openat(path: &core::ffi::CStr, flags: i32, mode: u32) -> Result<i32> {
     .map(|v| v as i32)
 }
 
+/// `unlink(path)`.
+pub fn unlink(path: &core::ffi::CStr) -> Result<()> {
+    // SAFETY: path is NUL-terminated.
+    unsafe { sc(libc::SYS_unlink, [p(path.as_ptr()), 0, 0, 0, 0, 0]) }.map(|_| ())
+}
+
 /// `rename(from, to)`: atomic replacement of `to`.
 pub fn rename(from: &core::ffi::CStr, to: &core::ffi::CStr) -> Result<()> {
     // SAFETY: both paths are NUL-terminated.

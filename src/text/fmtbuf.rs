@@ -42,6 +42,11 @@ impl<const N: usize> StackBuf<N> {
         unsafe { core::slice::from_raw_parts(self.buf.as_ptr().cast::<u8>(), len) }
     }
 
+    /// Whether `n` more bytes fit whole (before the reserve kept for the end of a line).
+    pub fn fits(&self, n: usize) -> bool {
+        self.len + n <= N.saturating_sub(Self::RESERVE)
+    }
+
     /// Writes `bytes` at `at` (within the buffer); false if they do not fit.
     fn put_at(&mut self, at: usize, bytes: &[u8]) -> bool {
         match self.buf.get_mut(at..at + bytes.len()) {
