@@ -267,9 +267,11 @@ t = threading.Thread(target=serve, args=(3,))
 t.start()
 good = socket.create_connection(ls.getsockname())
 good.sendall(b"hello")
-print("C client got", good.recv(100).decode())
+reply = good.recv(100).decode()
 good.close()
 t.join()
+# Printed after the server thread is done, so that its lines and this one never interleave.
+print("C client got", reply)
 print("done")
 "#;
 
