@@ -418,6 +418,13 @@ fn shipped_library_runs_real_programs_in_debian_11() {
 #[test]
 fn deb_installs_runs_and_removes_cleanly_in_debian_11() {
     let Some((root, (_, deb))) = setup() else { return };
+    // One installer at a time in the shared root (another test run on this machine may be at
+    // it), and no package left by an interrupted run.
+    let lock = std::fs::File::create(root.join("var/lib/dpkg/errshim-test.lock")).unwrap();
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a descriptor this test owns; released when `lock` is dropped.
+    assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
+    let _ = in_root(root, "dpkg -r errshim >/dev/null 2>&1");
     let d = RootDir::new(root, "deb");
     let pkg = d.put("errshim.deb", deb);
     let prog = d.write("program.py", PROGRAM);
