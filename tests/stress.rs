@@ -853,7 +853,9 @@ fn memcheck_fixtures_under_errshim() {
             "faults control file",
             "faults",
             vec!["control"],
-            vec![("ERRSHIM_CONTROL", ctl.as_str())],
+            // The control file injects nothing here: at info level the fault mode says so at
+            // startup, which shows that errshim was loaded.
+            vec![("ERRSHIM_CONTROL", ctl.as_str()), ("ERRSHIM_LOG_LEVEL", "info")],
             Some(b"probe\nprobe\nprobe\nquit\n"),
         ),
         (
