@@ -39,30 +39,31 @@ pub fn maybe(cfg: &Config, now_ms: u64) {
     }
 }
 
-/// Writes a digest now (out of line: its buffers stay off the stack of the event path): held-back lines, the summary lines (when asked for with an interval),
-/// the metrics file; then starts a new interval.
+/// Writes a digest now (out of line: its buffers stay off the stack of the event path), then
+/// starts a new interval.
 #[inline(never)]
 pub fn write(cfg: &Config, now_ms: u64, interval_ms: u64) {
-    rate::say_held(cfg.format, now_ms);
-    if cfg.summary_every_ms.is_some() && summary::any() {
-        summary::report(cfg.format, process::comm(), Some(interval_ms));
-    }
-    if let Some(path) = &cfg.metrics {
-        metrics::write(path);
-    }
+    say(cfg, now_ms, cfg.summary_every_ms.map(|_| Some(interval_ms)));
     summary::new_interval();
 }
 
-/// At exit: what a digest would say, for the time since the last one.
+/// At exit: what a digest would say, for the time since the last one, and the summary also
+/// when it is asked for at exit only.
 pub fn at_exit(cfg: &Config) {
     let now = raw::coarse_ms();
     let last = match LAST.load(Relaxed) {
         0 => now,
         l => l,
     };
-    rate::say_held(cfg.format, now);
-    if cfg.summary && summary::any() {
-        let interval = cfg.summary_every_ms.map(|_| now.saturating_sub(last));
+    let interval = cfg.summary_every_ms.map(|_| now.saturating_sub(last));
+    say(cfg, now, cfg.summary.then_some(interval));
+}
+
+/// Held-back lines, the summary lines (`summary`: with the interval's length, if digests are
+/// asked for; None: no summary lines), the metrics file.
+fn say(cfg: &Config, now_ms: u64, summary: Option<Option<u64>>) {
+    rate::say_held(cfg.format, now_ms);
+    if let Some(interval) = summary.filter(|_| summary::any()) {
         summary::report(cfg.format, process::comm(), interval);
     }
     if let Some(path) = &cfg.metrics {

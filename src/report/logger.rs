@@ -259,20 +259,10 @@ fn warn_cannot_open(path: &[u8], e: i32) {
 
 fn to_syslog(addr: &libc::sockaddr_un, len: u32, line: &[u8]) -> bool {
     use core::fmt::Write;
-    let Ok(s) = raw::socket(libc::AF_UNIX, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC) else {
-        return false;
-    };
     let mut b = StackBuf::<4200>::new();
     let _ = write!(b, "<13>errshim[{}]: ", raw::getpid());
     b.push(line.strip_suffix(b"\n").unwrap_or(line));
-    let r = raw::sendto(
-        s,
-        b.as_bytes(),
-        libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-        Some((addr, len)),
-    );
-    raw::close(s);
-    r.is_ok()
+    to_socket(addr, len, b.as_bytes())
 }
 
 /// Writes `line` to `fd`, a file of kind `kind` (`S_IF*`), without waiting; `nonblocking`:
