@@ -24,7 +24,8 @@ impl Counter {
         }
     }
 
-    pub fn add(&self, key: u64) {
+    /// Counts `key`; its slot, or None when the table is full (counted in `overflow`).
+    pub fn add(&self, key: u64) -> Option<usize> {
         debug_assert!(key != 0);
         let start = (key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 56) as usize;
         for i in 0..SLOTS {
@@ -37,10 +38,11 @@ impl Counter {
                         .map_or_else(|cur| cur == key, |_| true));
             if mine {
                 self.counts[s].fetch_add(1, Relaxed);
-                return;
+                return Some(s);
             }
         }
         self.overflow.fetch_add(1, Relaxed);
+        None
     }
 
     /// (key, count) pairs with a non-zero count, most frequent first (at most SLOTS).
@@ -220,12 +222,13 @@ pub fn count(key: Key, peer: Option<&Addr>) {
     let w = crate::observe::conntable::pack_addr(peer);
     if w[0] != 0 {
         let k = peer_key(&w);
-        t.by_peer.add(k);
-        let s = (k.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 56) as usize;
-        // Remember the address for the key (in its home slot; a collision only loses a label).
-        if t.peers[s][0].load(Relaxed) == 0 {
-            for (a, v) in t.peers[s].iter().zip(w) {
-                a.store(v, Relaxed);
+        // Remember the address beside the key, in the slot the key has (two peers whose keys
+        // start from the same slot then keep their own labels).
+        if let Some(s) = t.by_peer.add(k) {
+            if t.peers[s][0].load(Relaxed) == 0 {
+                for (a, v) in t.peers[s].iter().zip(w) {
+                    a.store(v, Relaxed);
+                }
             }
         }
     }
@@ -267,7 +270,7 @@ pub fn new_interval() {
 
 /// The address counted under `key`, if remembered.
 fn peer_of(t: &Tables, key: u64) -> Option<Addr> {
-    let s = (key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 56) as usize;
+    let s = t.by_peer.slot_of(key)?;
     let w = [
         t.peers[s][0].load(Relaxed),
         t.peers[s][1].load(Relaxed),
@@ -436,6 +439,18 @@ pub fn report(format: crate::policy::config::Format, comm: &[u8], interval_ms: O
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_from_the_same_home_slot_keep_slots_of_their_own() {
+        let home = |k: u64| (k.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 56) as usize;
+        let a = 1u64;
+        let b = (2..).find(|&k| home(k) == home(a)).unwrap();
+        let c = Counter::new();
+        let (sa, sb) = (c.add(a).unwrap(), c.add(b).unwrap());
+        assert_ne!(sa, sb);
+        assert_eq!((c.slot_of(a), c.slot_of(b)), (Some(sa), Some(sb)));
+        assert_eq!(c.add(b), Some(sb));
+    }
 
     #[test]
     fn counts_keys_and_overflow() {
