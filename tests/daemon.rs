@@ -431,3 +431,147 @@ fn journal_gets_structured_fields() {
         r.describe()
     );
 }
+
+// --- the cheap event path ---------------------------------------------------------------------
+
+/// System calls that strace saw `eventcost MODE n` make, with errshim's variables `vars` (None:
+/// no errshim), its stderr a regular file (or /dev/null).
+fn traced_calls(vars: Option<&[&str]>, mode: &str, n: u32, null_stderr: bool) -> usize {
+    let dir = TempDir::new("eventcost");
+    let (trace, err) = (dir.path("trace"), dir.path("stderr"));
+    let mut c = Cmd::new("strace").args(["-f", "-qq", "-o"]).arg_path(&trace);
+    if let Some(vars) = vars {
+        c = c.args(["-E"]).args([format!("LD_PRELOAD={}", lib().display())]);
+        for v in vars {
+            c = c.args(["-E", v]);
+        }
+    }
+    let to = if null_stderr {
+        std::path::PathBuf::from("/dev/null")
+    } else {
+        err.clone()
+    };
+    let r = c
+        .arg_path(&program("eventcost"))
+        .args([mode, &n.to_string()])
+        .stderr_file(&to)
+        .run();
+    r.assert_ok();
+    if vars.is_some_and(|v| !v.contains(&"ERRSHIM_LOG=off")) && !null_stderr {
+        let lines = std::fs::read_to_string(&err).unwrap();
+        assert_eq!(events(&lines).len(), n as usize, "one line per event:\n{lines}");
+    }
+    std::fs::read_to_string(&trace)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.contains("resumed>"))
+        .count()
+}
+
+#[test]
+fn an_event_costs_few_system_calls_and_one_nothing_consumes_costs_none() {
+    if !require_tool("strace") {
+        return;
+    }
+    let per_event = |vars: Option<&[&str]>, null_stderr: bool| {
+        let (small, big) = (
+            traced_calls(vars, "storm", 20, null_stderr),
+            traced_calls(vars, "storm", 120, null_stderr),
+        );
+        (big - small) as f64 / 100.0
+    };
+    let bare = per_event(None, false);
+    assert_eq!(bare, 3.0, "socket, shutdown, close");
+    let off = per_event(Some(&["ERRSHIM_LOG=off"]), false);
+    assert_eq!(off, bare, "an event that nothing consumes makes no system call");
+    let null = per_event(Some(&["ERRSHIM_LOG_RATE=0"]), true);
+    assert_eq!(null, bare, "nor does one whose line would go to /dev/null");
+    let logged = per_event(Some(&["ERRSHIM_LOG_RATE=0"]), false);
+    // The context: getsockname, TCP_INFO, fstat of the socket (its identity), poll (a pending
+    // error); the line: a copy of fd 2, its fstat (still the stderr of the start?), the file
+    // size limit (SIGXFSZ?), the write, the copy's close.
+    assert_eq!(
+        logged - bare,
+        9.0,
+        "a logged event to a regular file on stderr: {} extra system calls",
+        logged - bare
+    );
+}
+
+#[test]
+fn an_event_line_names_the_process_and_thread_it_happened_in() {
+    // The ids are cached; a forked child (whose memory is a copy) and a thread must not show
+    // another's.
+    let r = Cmd::new(program("eventcost")).args(["ids"]).shim().run();
+    r.assert_ok();
+    let said: Vec<(String, String)> = r
+        .out_lines("ids ")
+        .iter()
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f[1].to_string(), f[2].to_string())
+        })
+        .collect();
+    assert_eq!(said.len(), 5, "{}", r.describe());
+    let field = |l: &str, k: &str| {
+        l.split_whitespace()
+            .find_map(|w| w.strip_prefix(k))
+            .unwrap_or_default()
+            .to_string()
+    };
+    let mut logged: Vec<(String, String)> = r
+        .events()
+        .iter()
+        .map(|l| (field(l, "pid="), field(l, "tid=")))
+        .collect();
+    let mut expected = said.clone();
+    logged.sort();
+    expected.sort();
+    assert_eq!(logged, expected, "{}", r.describe());
+    let processes: std::collections::HashSet<&String> = said.iter().map(|(p, _)| p).collect();
+    assert_eq!(processes.len(), 2, "a parent and a child: {said:?}");
+}
+
+#[test]
+fn a_file_size_limit_never_kills_the_program_for_a_line_of_errshims() {
+    let dir = TempDir::new("fsize");
+    let err = dir.path("stderr");
+    // The program sets the limit itself (errshim learns it from the call), ...
+    let r = Cmd::new(program("eventcost"))
+        .args(["fsize", "1000", "40"])
+        .shim()
+        .stderr_file(&err)
+        .run();
+    assert_eq!(r.code, Some(0), "killed (SIGXFSZ?): {}", r.describe());
+    assert_eq!(r.stdout, "alive\n");
+    let written = std::fs::metadata(&err).unwrap().len();
+    assert!(written > 0 && written <= 1000, "{written} bytes");
+    // ... or inherits it (errshim asks the kernel at the first line).
+    let err2 = dir.path("stderr2");
+    let script = format!("ulimit -f 2 && exec {} storm 40", program("eventcost").display());
+    let r = Cmd::new("sh").args(["-c", &script]).shim().stderr_file(&err2).run();
+    assert_eq!(r.code, Some(0), "killed (SIGXFSZ?): {}", r.describe());
+    let written = std::fs::metadata(&err2).unwrap().len();
+    assert!(written > 0 && written <= 2048, "{written} bytes");
+}
+
+#[test]
+fn a_socket_made_behind_errshims_back_is_named_for_what_it_is() {
+    // The table still says "a TCP socket" for the number; the kernel's answers say otherwise.
+    let r = Cmd::new(program("eventcost"))
+        .args(["stale"])
+        .shim()
+        .env("ERRSHIM_RULES", "send:ENOTCONN:log")
+        .run();
+    r.assert_ok();
+    let said = r.stdout.trim().strip_prefix("fd ").unwrap();
+    let fd = said.strip_suffix(" Transport endpoint is not connected").expect(said);
+    let ev = r.events();
+    assert_eq!(ev.len(), 1, "{}", r.describe());
+    assert!(
+        ev[0].contains(&format!("send(fd={fd}, len=1, flags=0x4000)")) && ev[0].contains("| unix-stream local="),
+        "{}",
+        ev[0]
+    );
+    assert!(!ev[0].contains("tcp4"), "{}", ev[0]);
+}

@@ -53,22 +53,20 @@ enum Verdict {
 /// atomics, raw syscalls); one level deeper, calls go straight to the real function, so nothing
 /// can recurse.
 fn guarded<T>(f: impl FnOnce() -> T) -> Option<T> {
-    let entered = DEPTH
+    // One look-up of the thread-local (each costs a call into the dynamic loader).
+    DEPTH
         .try_with(|d| {
             let depth = d.get();
             if depth >= 2 {
-                return false;
+                return None;
             }
             d.set(depth + 1);
-            true
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).ok();
+            d.set(depth);
+            r
         })
-        .unwrap_or(false);
-    if !entered {
-        return None;
-    }
-    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).ok();
-    let _ = DEPTH.try_with(|d| d.set(d.get().saturating_sub(1)));
-    r
+        .ok()
+        .flatten()
 }
 
 /// `errno_before` from a hook that did not read it: only calls that no rule turns into a
@@ -88,7 +86,7 @@ enum Target {
 #[cold]
 #[inline(never)]
 pub fn after_failure(call: Call, entry: &'static str, args: CallArgs, ret: isize, errno_before: i32) -> isize {
-    failure(call, entry, args, Target::Open, ret, errno_before)
+    failure(call, entry, &args, Target::Open, ret, errno_before)
 }
 
 /// `close` failed; `closed` is the record it had.
@@ -98,14 +96,14 @@ pub fn after_close(closed: RecordCopy, fd: i32, ret: isize, errno_before: i32) -
     failure(
         Call::Close,
         "close",
-        CallArgs::fd(fd),
+        &CallArgs::fd(fd),
         Target::Closed(closed),
         ret,
         errno_before,
     )
 }
 
-fn failure(call: Call, entry: &'static str, args: CallArgs, target: Target, ret: isize, errno_before: i32) -> isize {
+fn failure(call: Call, entry: &'static str, args: &CallArgs, target: Target, ret: isize, errno_before: i32) -> isize {
     let err = errno::get();
     let Some(cfg) = handle::config() else {
         return ret;
@@ -113,7 +111,7 @@ fn failure(call: Call, entry: &'static str, args: CallArgs, target: Target, ret:
     if cfg.rules.is_empty() {
         return ret;
     }
-    let verdict = guarded(|| handle(cfg, call, entry, &args, target, ret, err));
+    let verdict = guarded(|| handle(cfg, call, entry, args, target, ret, err));
     match verdict {
         Some(Verdict::Succeed(v)) => {
             // ERRNO_UNKNOWN only in a race at startup (a call that began before the
@@ -265,6 +263,36 @@ impl LazyKind<'_> {
             Target::Open => Kind::from_u8(conntable::live_kind(self.fd)),
         })
     }
+
+    /// The kind for an event's context: as asked already, else what the table knows of a
+    /// socket (`context` checks it against the kernel's answers it gets anyway, and asks
+    /// again where they disagree), else asked.
+    fn for_event(&mut self) -> Kind {
+        if let Some(k) = self.kind {
+            return k;
+        }
+        if let Target::Open = self.target {
+            let known = Kind::from_u8(conntable::live_kind(self.fd));
+            if known.is_socket() && !matches!(known, Kind::Unknown | Kind::OtherSocket) {
+                self.kind = Some(known);
+                return known;
+            }
+        }
+        self.get()
+    }
+}
+
+/// Whether a socket of kind `kind` can have the local address `local` (None: cannot tell).
+fn family_fits(kind: Kind, local: Option<&Addr>) -> bool {
+    match local {
+        None => true,
+        Some(Addr::V4(..)) => matches!(kind, Kind::Tcp4 | Kind::Udp4),
+        Some(Addr::V6(..)) => matches!(kind, Kind::Tcp6 | Kind::Udp6),
+        Some(Addr::UnixPath(..) | Addr::UnixAbstract(..) | Addr::UnixUnnamed) => {
+            matches!(kind, Kind::UnixStream | Kind::UnixDgram | Kind::UnixSeqpacket)
+        }
+        Some(Addr::Family(_)) => matches!(kind, Kind::OtherSocket),
+    }
 }
 
 fn handle(
@@ -307,15 +335,16 @@ fn handle(
         Action::Ignore | Action::Quiet => (Verdict::Succeed(0), 0, 0),
         Action::Map(e) => (Verdict::Fail(e), -1, e),
     };
-    if action.logs() && raw::allowed() {
-        let kind = kind.get();
+    // An event that nothing consumes (log off, no summary, no metrics) is not even built.
+    let consumed = logger::writes_events() || cfg.counts();
+    if action.logs() && consumed && raw::allowed() {
         let outcome = Outcome {
             ret,
             err,
             returned,
             returned_errno,
         };
-        report(cfg, call, entry, args, &target, kind, outcome, action, index, None);
+        report(cfg, call, entry, args, &mut kind, outcome, action, index, None);
     }
     if let Some((r, _)) = rec {
         r.note_call(call);
@@ -329,7 +358,13 @@ fn handle(
 /// a length pointer the kernel would have failed with EFAULT, so that is kept); `recvmsg`: no
 /// name, no control data, no flags. Each field is probed before it is written. Whether it was
 /// done (always, for the other calls).
+#[inline(always)]
 fn eof_outputs(call: Call, args: &CallArgs) -> bool {
+    !matches!(call, Call::Recvfrom | Call::Recvmsg) || eof_outputs_of_receive(call, args)
+}
+
+#[inline(never)]
+fn eof_outputs_of_receive(call: Call, args: &CallArgs) -> bool {
     match (call, args.buffers) {
         (Call::Recvfrom, _) if !args.addr.is_null() => {
             !args.alen.is_null() && raw::allowed() && memory::write(args.alen as usize, 0 as libc::socklen_t)
@@ -374,8 +409,7 @@ fn report(
     call: Call,
     entry: &'static str,
     args: &CallArgs,
-    target: &Target,
-    kind: Kind,
+    kind: &mut LazyKind,
     o: Outcome,
     action: Action,
     rule: usize,
@@ -384,7 +418,7 @@ fn report(
     // Who consumes this event: its line (unless the log is off or the rate limit holds it
     // back), the summary and the metrics (which count every event, so they need its cause).
     // Nothing is gathered for an event that nothing consumes.
-    let logs = cfg.log != crate::policy::config::LogDest::Off;
+    let logs = logger::writes_events();
     let counts = cfg.counts() && process::may_write();
     if !logs && !counts {
         return;
@@ -404,52 +438,93 @@ fn report(
     if !admission.write && !counts {
         return;
     }
-    let (mut ctx, local, peer) = context(call, args, target, kind, o.err);
-    if injected.is_some() {
+    let facts = Reported {
+        call,
+        entry,
+        o,
+        action,
+        rule,
+        injected,
+        errno_key,
+        kind_key,
+        now,
+    };
+    gather_and_emit(cfg, args, kind.target, kind.for_event(), &facts, admission, counts);
+}
+
+/// What `report` hands on to the part that gathers an event's context.
+#[derive(Clone, Copy)]
+struct Reported {
+    call: Call,
+    entry: &'static str,
+    o: Outcome,
+    action: Action,
+    rule: usize,
+    injected: Option<Injected>,
+    errno_key: u16,
+    kind_key: u32,
+    now: u64,
+}
+
+/// Gathers the context of an event that something consumes, counts it, writes its line.
+/// Out of line: an event that nothing consumes never enters this frame.
+#[inline(never)]
+fn gather_and_emit(
+    cfg: &crate::policy::config::Config,
+    args: &CallArgs,
+    target: &Target,
+    kind: Kind,
+    r: &Reported,
+    admission: rate::Admission,
+    counts: bool,
+) {
+    let mut kind = kind;
+    let (mut ctx, local, peer) = context(r.call, args, target, &mut kind, r.o.err);
+    if r.injected.is_some() {
         ctx.cause = Some(Cause::Injected);
     }
     let ev = Event {
         time: raw::wall_clock(),
-        pid: raw::getpid(),
-        tid: raw::gettid(),
+        pid: process::pid(),
+        tid: process::tid(),
         comm: process::comm(),
-        call,
-        entry,
+        call: r.call,
+        entry: r.entry,
         args: *args,
-        ret: o.ret,
-        errno: o.err,
-        action,
-        rule,
-        returned: o.returned,
-        returned_errno: o.returned_errno,
+        ret: r.o.ret,
+        errno: r.o.err,
+        action: r.action,
+        rule: r.rule,
+        returned: r.o.returned,
+        returned_errno: r.o.returned_errno,
         kind,
         local,
         peer,
         ctx,
         backtrace: &[],
-        injected,
+        injected: r.injected,
     };
     if counts {
-        if injected.is_some() {
-            summary::count_injection(rule);
+        if r.injected.is_some() {
+            summary::count_injection(r.rule);
         }
         let key = summary::Key {
-            call: call as u8,
-            errno: errno_key,
-            action: if injected.is_some() {
+            call: r.call as u8,
+            errno: r.errno_key,
+            action: if r.injected.is_some() {
                 summary::INJECT
             } else {
-                action_index(action)
+                action_index(r.action)
             },
             cause: ctx.cause.map_or(0, Cause::index),
         };
         summary::count(key, peer.as_ref());
     }
     if admission.held > 0 {
-        rate::write_held(cfg.format, kind_key, admission.held, admission.held_ms);
+        rate::write_held(cfg.format, r.kind_key, admission.held, admission.held_ms);
     }
     if !admission.write {
-        digest::maybe(cfg, now);
+        digest::maybe(cfg, r.now);
         return;
     }
     // The unwinder is not async-signal-safe: no backtrace for a call that interrupted errshim.
@@ -466,7 +541,7 @@ fn report(
     } else {
         emit(cfg, &ev);
     }
-    digest::maybe(cfg, now);
+    digest::maybe(cfg, r.now);
 }
 
 /// A fault rule chose this call. Performs it (or not) as the fault says, logs the injection,
@@ -561,13 +636,12 @@ fn inject_into(
     };
     if let Some(cfg) = handle::config().filter(|_| raw::allowed()) {
         let _ = guarded(|| {
-            let kind = LazyKind {
+            let mut kind = LazyKind {
                 fd,
                 target: &target,
                 err,
                 kind: None,
-            }
-            .get();
+            };
             let outcome = Outcome {
                 ret,
                 err,
@@ -587,8 +661,7 @@ fn inject_into(
                 call,
                 entry,
                 &args,
-                &target,
-                kind,
+                &mut kind,
                 outcome,
                 Action::Log,
                 inj.rule,
@@ -616,7 +689,7 @@ fn account(
     let fd = args.fd;
     if ret < 0 {
         errno::set(err);
-        return failure(call, entry, args, target, ret, errno_before);
+        return failure(call, entry, &args, target, ret, errno_before);
     }
     match call {
         Call::Read | Call::Readv | Call::Recv | Call::Recvfrom | Call::Recvmsg => {
@@ -776,7 +849,7 @@ fn context(
     call: Call,
     args: &CallArgs,
     target: &Target,
-    kind: Kind,
+    kind: &mut Kind,
     err: i32,
 ) -> (Context, Option<Addr>, Option<Addr>) {
     let mut ctx = Context::default();
@@ -787,10 +860,34 @@ fn context(
         }
         Target::Open if kind.is_socket() => {
             let local = sockinfo::local_addr(args.fd);
-            let copy = current_record(args.fd, kind, local.as_ref());
-            let live_peer = sockinfo::peer_addr(args.fd);
-            let peer = copy.and_then(|c| c.peer()).or(live_peer);
-            if let Some(t) = kind.is_tcp().then(|| raw::tcp_info(args.fd)).flatten() {
+            let inet = matches!(*kind, Kind::Tcp4 | Kind::Tcp6 | Kind::Udp4 | Kind::Udp6);
+            let mut tcp = inet.then(|| raw::tcp_info(args.fd)).flatten();
+            // A kind from the table that the kernel's answers contradict is asked of the
+            // kernel: TCP_INFO refused on a TCP socket or given on a UDP one, no local address
+            // (not a socket any more) or one of another family, a unix socket of another type.
+            let contradicted = kind.is_tcp() != tcp.is_some()
+                || local.is_none()
+                || !family_fits(*kind, local.as_ref())
+                || (!inet && !sockinfo::type_fits(args.fd, *kind));
+            if contradicted {
+                *kind = sockinfo::probe_kind(args.fd);
+                tcp = kind.is_tcp().then(|| raw::tcp_info(args.fd)).flatten();
+                if !kind.is_socket() {
+                    return (ctx, None, None);
+                }
+            }
+            let copy = current_record(args.fd, *kind, local.as_ref());
+            // getpeername fails with ENOTCONN on a TCP socket that is closed, listening or
+            // still connecting, so it is not asked; a TCP socket in any other state has the
+            // one peer it connected to or was accepted from, which the table keeps.
+            let remembered = copy.and_then(|c| c.peer());
+            let live_peer = match tcp.map(|t| t.state) {
+                Some(TCP_CLOSE | TCP_SYN_SENT | TCP_LISTEN) => None,
+                Some(_) if remembered.is_some() => remembered,
+                _ => sockinfo::peer_addr(args.fd),
+            };
+            let peer = remembered.or(live_peer);
+            if let Some(t) = tcp {
                 ctx.state = Some(t.state);
                 ctx.bytes_received = t.bytes_received;
                 ctx.bytes_sent = t.bytes_sent;
@@ -818,6 +915,7 @@ fn context(
     if history & hist::CONNECT_PENDING != 0 && moved {
         history |= hist::CONNECTED;
     }
+    let kind = *kind;
     if kind.is_socket() || call == Call::Close {
         ctx.cause = Some(cause::classify(&Facts {
             call: Some(call),
@@ -831,6 +929,11 @@ fn context(
     }
     (ctx, local, peer)
 }
+
+/// Linux's TCP states in which a socket has no peer for `getpeername`.
+const TCP_SYN_SENT: u8 = 2;
+const TCP_CLOSE: u8 = 7;
+const TCP_LISTEN: u8 = 10;
 
 /// The record for the socket now behind `fd`, checked against the kernel (`Record::fits`,
 /// one `fstat`); a record that does not fit starts again as "met late".

@@ -132,7 +132,7 @@ static WATCHING: AtomicBool = AtomicBool::new(false);
 pub fn install(set: &FaultSet) {
     // One reloader at a time: the pid of the process that reloads. A pid that is not this
     // process's own is a parent's, which was reloading when it forked: the child takes over.
-    let me = raw::getpid().max(1);
+    let me = process::pid().max(1);
     let mut held = RELOADING.load(Acquire);
     loop {
         if held == me {
@@ -618,11 +618,16 @@ pub fn say_startup(cfg: &Config) {
 /// replayed with ERRSHIM_SEED.
 fn startup_line(cfg: &Config, seed: u64) {
     let mut b = StackBuf::<1024>::new();
-    let (pid, n) = (raw::getpid(), cfg.fault_set().n);
+    let (pid, n) = (process::pid(), cfg.fault_set().n);
     let control: &[u8] = cfg.control.as_deref().unwrap_or(b"");
     match cfg.format {
         config::Format::Text => {
-            let _ = write!(b, "errshim {} pid={pid} tid={} comm=", raw::wall_clock(), raw::gettid());
+            let _ = write!(
+                b,
+                "errshim {} pid={pid} tid={} comm=",
+                raw::wall_clock(),
+                process::tid()
+            );
             b.push_escaped(process::comm());
             let _ = write!(b, " faults: {n} rule(s)");
             if !control.is_empty() {

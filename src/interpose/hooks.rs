@@ -783,6 +783,10 @@ pub unsafe extern "C-unwind" fn clone(
         unsafe { core::mem::transmute(addr) };
     let shared = libc::CLONE_VM | libc::CLONE_VFORK;
     let vforkish = flags & shared == shared && flags & (libc::CLONE_SETTLS | libc::CLONE_THREAD) == 0;
+    if flags & libc::CLONE_VM != 0 && flags & libc::CLONE_THREAD == 0 {
+        // A process on this one's memory: it would share the cached ids.
+        process::stop_caching_ids();
+    }
     if vforkish {
         process::vfork_begin();
     }

@@ -569,6 +569,7 @@ mod tests {
             dev,
             ino,
             kind: libc::S_IFSOCK,
+            rdev: 0,
             size: 0,
             mtime: 0,
         }

@@ -18,6 +18,18 @@ pub fn probe_kind(fd: i32) -> Kind {
     Kind::from_socket_args(domain, ty, protocol)
 }
 
+/// Whether the socket at `fd` has the type (stream, datagram, seqpacket) that `kind` says
+/// (one `getsockopt`), for kinds the family does not settle.
+pub fn type_fits(fd: i32, kind: Kind) -> bool {
+    let want = match kind {
+        Kind::UnixStream => libc::SOCK_STREAM,
+        Kind::UnixDgram => libc::SOCK_DGRAM,
+        Kind::UnixSeqpacket => libc::SOCK_SEQPACKET,
+        _ => return true,
+    };
+    raw::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE) == Ok(want)
+}
+
 fn name(fd: i32, peer: bool) -> Option<Addr> {
     // SAFETY: an all-zero sockaddr_storage is valid.
     let mut ss: libc::sockaddr_storage = unsafe { core::mem::zeroed() };

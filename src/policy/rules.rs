@@ -88,6 +88,29 @@ impl Call {
     pub fn bit(self) -> u32 {
         1 << self as u32
     }
+
+    /// Whether a failure of this call with `err` proves the descriptor a socket: a call that
+    /// only sockets have, failing with an errno that only the socket layer gives, after it has
+    /// found the socket (not EINVAL, EFAULT, EPERM...: the kernel checks flags and buffers
+    /// before it looks the descriptor up, and a seccomp filter may return any errno).
+    pub fn proves_socket(self, err: i32) -> bool {
+        matches!(
+            self,
+            Call::Recv | Call::Recvfrom | Call::Recvmsg | Call::Send | Call::Sendto | Call::Sendmsg | Call::Shutdown
+        ) && matches!(
+            err,
+            libc::ENOTCONN
+                | libc::ECONNRESET
+                | libc::ECONNREFUSED
+                | libc::ECONNABORTED
+                | libc::ETIMEDOUT
+                | libc::EDESTADDRREQ
+                | libc::EISCONN
+                | libc::ENETUNREACH
+                | libc::EHOSTUNREACH
+                | libc::ENETRESET
+        )
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -406,14 +429,17 @@ fn success_faithful(action: Action, call: Call, kind: impl FnOnce() -> Kind) -> 
 }
 
 /// The first rule that applies to `call` failing with `err` on a descriptor of kind `kind`.
-/// `kind` is only evaluated for rules whose call and errno match (it may cost syscalls).
+/// `kind` is only evaluated for rules whose call and errno match, and whose filter the
+/// failure itself does not settle (it may cost syscalls).
 pub fn decide(rules: &[Rule], call: Call, err: i32, mut kind: impl FnMut() -> Kind) -> Option<(usize, &Rule)> {
     rules
         .iter()
         .enumerate()
         .find(|(_, r)| {
             r.matches_call(call, err)
-                && (r.fd == FdFilter::Any || r.fd.matches(kind()))
+                && (r.fd == FdFilter::Any
+                    || (r.fd == FdFilter::Sock && call.proves_socket(err))
+                    || r.fd.matches(kind()))
                 && success_faithful(r.action, call, &mut kind)
         })
         .map(|(i, r)| (i + 1, r))
@@ -509,8 +535,25 @@ mod tests {
         assert_eq!(d.map(|(i, r)| (i, r.action)), Some((2, Action::Pass)));
         let d = decide(&rules, Call::Shutdown, libc::ENOTCONN, || Kind::Tcp4);
         assert_eq!(d.map(|(i, r)| (i, r.action)), Some((3, Action::Ignore)));
-        assert!(decide(&rules, Call::Shutdown, libc::ENOTCONN, || Kind::NotSocket).is_none());
         assert!(decide(&rules, Call::Read, libc::ENOTCONN, || Kind::Tcp4).is_none());
+        // The default rule's filter, fd=sock: a shutdown that failed with ENOTCONN was made on
+        // a socket (anything else fails with ENOTSOCK), so the kind is not asked; a close
+        // (ENOTCONN from a FUSE file whose daemon died) must ask.
+        let defaults = parse_rules(DEFAULT_RULES).unwrap();
+        let mut probes = 0;
+        let d = decide(&defaults, Call::Shutdown, libc::ENOTCONN, || {
+            probes += 1;
+            Kind::NotSocket
+        });
+        assert_eq!((d.map(|(i, _)| i), probes), (Some(1), 0));
+        assert!(decide(&defaults, Call::Close, libc::ENOTCONN, || Kind::NotSocket).is_none());
+        assert!(decide(&defaults, Call::Close, libc::ENOTCONN, || Kind::Tcp4).is_some());
+        assert!(Call::Send.proves_socket(libc::ECONNRESET) && !Call::Send.proves_socket(libc::EFAULT));
+        assert!(
+            !Call::Sendmsg.proves_socket(libc::EINVAL),
+            "MSG_CMSG_COMPAT: EINVAL on any descriptor"
+        );
+        assert!(!Call::Write.proves_socket(libc::ECONNRESET) && !Call::Shutdown.proves_socket(libc::ENOTSOCK));
     }
 
     #[test]

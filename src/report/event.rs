@@ -262,34 +262,51 @@ fn action_word(a: Action) -> &'static str {
 
 fn write_args<const N: usize>(ev: &Event<'_>, b: &mut StackBuf<N>) {
     let a = &ev.args;
-    let _ = write!(b, "{}(fd={}", ev.entry, a.fd);
-    let _ = match ev.call {
-        Call::Close => Ok(()),
+    b.s(ev.entry);
+    b.push(b"(fd=");
+    b.i(a.fd.into());
+    match ev.call {
+        Call::Close => {}
         Call::Shutdown => match shutdown_how(a.how) {
-            Some(h) => write!(b, ", {h}"),
-            None => write!(b, ", how={}", a.how),
+            Some(h) => {
+                b.push(b", ");
+                b.s(h);
+            }
+            None => {
+                b.push(b", how=");
+                b.i(a.how.into());
+            }
         },
         Call::Readv | Call::Writev => {
-            write!(b, ", iovcnt={}, len=", a.iovcnt().unwrap_or(0)).and_then(|_| write_len(b, a))
+            b.push(b", iovcnt=");
+            b.i(a.iovcnt().unwrap_or(0).into());
+            b.push(b", len=");
+            write_len(b, a);
         }
-        _ => write!(b, ", len=").and_then(|_| write_len(b, a)),
-    };
-    if a.flags != 0 {
-        let _ = write!(b, ", flags={:#x}", a.flags);
+        _ => {
+            b.push(b", len=");
+            write_len(b, a);
+        }
     }
-    b.push(b")");
+    if a.flags != 0 {
+        b.push(b", flags=");
+        b.hex(a.flags as u32 as u64);
+    }
+    b.byte(b')');
 }
 
 /// The length asked for, or `?` where it cannot be read safely (an invalid iovec or msghdr).
-fn write_len<const N: usize>(b: &mut StackBuf<N>, a: &CallArgs) -> core::fmt::Result {
+fn write_len<const N: usize>(b: &mut StackBuf<N>, a: &CallArgs) {
     match a.requested(false) {
-        Some(n) => write!(b, "{n}"),
-        None => write!(b, "?"),
+        Some(n) => b.u(n as u64),
+        None => b.push(b"?"),
     }
 }
 
 fn write_addr<const N: usize>(b: &mut StackBuf<N>, key: &str, addr: &Option<Addr>) {
-    let _ = write!(b, " {key}=");
+    b.byte(b' ');
+    b.s(key);
+    b.byte(b'=');
     match addr {
         Some(a) => a.write_to(b),
         None => b.push(b"?"),
@@ -297,16 +314,19 @@ fn write_addr<const N: usize>(b: &mut StackBuf<N>, key: &str, addr: &Option<Addr
 }
 
 /// History as words, with the connect errno, first error and last call folded in.
-fn write_history_words<W: Write>(c: &Context, out: &mut W) {
+fn write_history_words<const N: usize>(c: &Context, out: &mut StackBuf<N>) {
     let _ = cause::write_history(c.history, out);
     if c.connect_errno != 0 {
-        let _ = write!(out, ",connect={}", Name(c.connect_errno));
+        out.push(b",connect=");
+        Name(c.connect_errno).write_to(out);
     }
     if c.first_error != 0 {
-        let _ = write!(out, ",first_error={}", Name(c.first_error));
+        out.push(b",first_error=");
+        Name(c.first_error).write_to(out);
     }
     if let Some(l) = c.last_call {
-        let _ = write!(out, ",last_call={}", l.name());
+        out.push(b",last_call=");
+        out.s(l.name());
     }
 }
 
@@ -352,13 +372,22 @@ pub fn write_journal_fields<const N: usize>(ev: &Event<'_>, b: &mut StackBuf<N>)
 }
 
 pub fn write_text<const N: usize>(ev: &Event<'_>, b: &mut StackBuf<N>) {
-    let _ = write!(b, "errshim {} pid={} tid={} comm=", ev.time, ev.pid, ev.tid);
+    // Written piece by piece, without `core::fmt`: see `StackBuf::u`.
+    b.push(b"errshim ");
+    ev.time.write_to(b);
+    b.push(b" pid=");
+    b.i(ev.pid.into());
+    b.push(b" tid=");
+    b.i(ev.tid.into());
+    b.push(b" comm=");
     b.push_escaped(ev.comm);
-    b.push(b" ");
+    b.byte(b' ');
     write_args(ev, b);
-    let _ = write!(b, " = {}", ev.ret);
+    b.push(b" = ");
+    b.i(ev.ret as i64);
     if ev.ret < 0 {
-        let _ = write!(b, " {}", Name(ev.errno));
+        b.byte(b' ');
+        Name(ev.errno).write_to(b);
     }
     match &ev.injected {
         Some(inj) => {
@@ -366,54 +395,70 @@ pub fn write_text<const N: usize>(ev: &Event<'_>, b: &mut StackBuf<N>) {
             let _ = crate::policy::faults::describe(inj.fault, b);
         }
         None => {
-            let _ = write!(b, " -> {}", action_word(ev.action));
+            b.push(b" -> ");
+            b.s(action_word(ev.action));
         }
     }
-    let _ = write!(b, ", returned {}", ev.returned);
+    b.push(b", returned ");
+    b.i(ev.returned as i64);
     if ev.returned == -1 {
-        let _ = write!(b, " {}", Name(ev.returned_errno));
+        b.byte(b' ');
+        Name(ev.returned_errno).write_to(b);
     }
-    let _ = write!(b, " | {}", ev.kind.name());
+    b.push(b" | ");
+    b.s(ev.kind.name());
     if ev.kind.is_socket() {
         write_addr(b, "local", &ev.local);
         write_addr(b, "peer", &ev.peer);
     }
     match &ev.injected {
         Some(inj) => {
-            let _ = write!(b, " fault_rule={} k={}", ev.rule, inj.k);
+            b.push(b" fault_rule=");
+            b.u(ev.rule as u64);
+            b.push(b" k=");
+            b.u(inj.k);
         }
         None => {
-            let _ = write!(b, " rule={}", ev.rule);
+            b.push(b" rule=");
+            b.u(ev.rule as u64);
         }
     }
     let c = &ev.ctx;
     if ev.kind.is_socket() || c.history != 0 {
         b.push(b" |");
         if let Some(s) = c.state {
-            let _ = write!(b, " state={}", cause::tcp_state_name(s));
+            b.push(b" state=");
+            b.s(cause::tcp_state_name(s));
         }
         if let Some(p) = c.pending_error {
-            let _ = write!(b, " pending_error={}", if p { "yes" } else { "no" });
+            b.push(if p { b" pending_error=yes" } else { b" pending_error=no" });
         }
         if let Some(a) = c.age_ms {
-            let _ = write!(b, " age_ms={a}");
+            b.push(b" age_ms=");
+            b.u(a);
         }
         for (key, v) in c.byte_counts() {
             if let Some(v) = v {
-                let _ = write!(b, " {key}={v}");
+                b.byte(b' ');
+                b.s(key);
+                b.byte(b'=');
+                b.u(v);
             }
         }
         b.push(b" history=");
         write_history_words(c, b);
     }
     if let Some(cause) = c.cause {
-        let _ = write!(b, " | cause={}: {}", cause.code(), cause.text());
+        b.push(b" | cause=");
+        b.s(cause.code());
+        b.push(b": ");
+        b.s(cause.text());
     }
     if !ev.backtrace.is_empty() {
         b.push(b" | backtrace=");
         for (i, f) in ev.backtrace.iter().enumerate() {
             if i > 0 {
-                b.push(b",");
+                b.byte(b',');
             }
             b.push_escaped(f.as_bytes());
         }
@@ -426,9 +471,7 @@ pub fn write_text<const N: usize>(ev: &Event<'_>, b: &mut StackBuf<N>) {
 /// `cause_text` (where they apply), plus `rule` and, when asked for, `backtrace`.
 pub fn write_json<const N: usize>(ev: &Event<'_>, b: &mut StackBuf<N>) {
     let mut o = json::Obj::new(b);
-    o.fmt_str("ts", |t| {
-        let _ = write!(t, "{}", ev.time);
-    });
+    o.fmt_str("ts", |t| ev.time.write_to(t));
     o.num("pid", ev.pid).num("tid", ev.tid).str("comm", ev.comm);
     o.str("call", ev.call.name().as_bytes()).num("fd", ev.args.fd);
     match ev.call {
@@ -448,9 +491,7 @@ pub fn write_json<const N: usize>(ev: &Event<'_>, b: &mut StackBuf<N>) {
     }
     o.num("ret", ev.ret);
     if ev.ret < 0 {
-        o.fmt_str("errno", |t| {
-            let _ = write!(t, "{}", Name(ev.errno));
-        });
+        o.fmt_str("errno", |t| Name(ev.errno).write_to(t));
     }
     match &ev.injected {
         Some(inj) => {

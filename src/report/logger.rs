@@ -29,8 +29,9 @@ use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering::Relaxed};
 enum Dest {
     Off,
     Stderr,
-    /// The path template (`%p`: the pid).
-    File(Vec<u8>),
+    /// The path template (`%p`: the pid), and the path itself, NUL-terminated, when the
+    /// template has no `%p` (worked out once, not for every line).
+    File(Vec<u8>, Option<Vec<u8>>),
     Syslog(libc::sockaddr_un, u32),
     Journal(libc::sockaddr_un, u32),
 }
@@ -53,11 +54,18 @@ static WARNED_PID: AtomicI32 = AtomicI32::new(0);
 /// before any event: one `fstat` of fd 2 (and a `stat` of a syslog socket).
 #[link_section = ".text.errshim_startup"]
 pub fn init(dest: &LogDest) {
-    let _ = STDERR_AT_LOAD.set(raw::startup::fstat(2).ok());
+    let stderr = raw::startup::fstat(2).ok();
+    let _ = STDERR_AT_LOAD.set(stderr);
     let d = match dest {
         LogDest::Off => Dest::Off,
+        // Lines to /dev/null are lost however they are written, and fd 2 gets nothing of
+        // errshim's once it is another file: events are then not even formatted.
+        LogDest::Stderr if stderr.is_some_and(|st| st.is(libc::S_IFCHR) && st.rdev == libc::makedev(1, 3)) => Dest::Off,
         LogDest::Stderr => Dest::Stderr,
-        LogDest::File(p) => Dest::File(p.clone()),
+        LogDest::File(p) => {
+            let fixed = (!p.windows(2).any(|w| w == b"%p")).then(|| [&p[..], b"\0"].concat());
+            Dest::File(p.clone(), fixed)
+        }
         LogDest::Syslog(path) | LogDest::Journal(path) => match syslog_addr(path) {
             Ok((addr, len)) if matches!(dest, LogDest::Journal(_)) => Dest::Journal(addr, len),
             Ok((addr, len)) => Dest::Syslog(addr, len),
@@ -105,7 +113,7 @@ pub fn event(line: &[u8]) {
     let ok = match DEST.get() {
         None | Some(Dest::Off) => return,
         Some(Dest::Stderr) => to_stderr(line),
-        Some(Dest::File(t)) => to_file(t, line),
+        Some(Dest::File(t, fixed)) => to_file(t, fixed.as_deref(), line),
         Some(Dest::Syslog(addr, len)) => to_syslog(addr, *len, line),
         Some(Dest::Journal(addr, len)) => {
             let mut b = StackBuf::<4400>::new();
@@ -119,6 +127,12 @@ pub fn event(line: &[u8]) {
 }
 
 /// Whether events go to journald (which takes them as fields, `event_fields`).
+/// Whether event lines go anywhere (not `ERRSHIM_LOG=off`, nor a stderr that was `/dev/null`
+/// at load).
+pub fn writes_events() -> bool {
+    !matches!(DEST.get(), None | Some(Dest::Off))
+}
+
 pub fn is_journal() -> bool {
     matches!(DEST.get(), Some(Dest::Journal(..)))
 }
@@ -164,7 +178,7 @@ pub fn diag(line: &[u8]) {
 /// Counts a line (or a metrics file) that could not be written.
 pub fn count_dropped() {
     if process::may_write() {
-        let pid = raw::getpid();
+        let pid = process::pid();
         if DROPPED_PID.swap(pid, Relaxed) != pid {
             DROPPED.store(0, Relaxed);
         }
@@ -174,7 +188,7 @@ pub fn count_dropped() {
 
 /// Lines this process could not write (no system call when there were none).
 pub fn dropped() -> u64 {
-    if DROPPED.load(Relaxed) == 0 || DROPPED_PID.load(Relaxed) != raw::getpid() {
+    if DROPPED.load(Relaxed) == 0 || DROPPED_PID.load(Relaxed) != process::pid() {
         return 0;
     }
     DROPPED.load(Relaxed)
@@ -189,7 +203,7 @@ pub fn report_dropped() {
         return;
     }
     let dest = match DEST.get() {
-        Some(Dest::File(_)) => "the log file",
+        Some(Dest::File(..)) => "the log file",
         Some(Dest::Syslog(..)) => "the syslog socket",
         _ => "stderr",
     };
@@ -198,6 +212,10 @@ pub fn report_dropped() {
     );
 }
 
+/// To fd 2, while it is the file it was when errshim loaded (a daemon that closed it and got
+/// another file under the number, a client's socket say, gets nothing of errshim's). Through a
+/// copy of fd 2, so that the check and the write see the same file even if another thread
+/// puts another file on fd 2 meanwhile.
 fn to_stderr(line: &[u8]) -> bool {
     let Some(Some(original)) = STDERR_AT_LOAD.get() else {
         return false;
@@ -206,16 +224,23 @@ fn to_stderr(line: &[u8]) -> bool {
         return false;
     };
     let ok = match raw::fstat(fd) {
-        Ok(st) if st.same_file(original) => put(fd, st.kind, false, &CUT_STDERR, line),
+        Ok(st) if st.same_file(original) => put(fd, &st, false, &CUT_STDERR, line),
         _ => false,
     };
     raw::close(fd);
     ok
 }
 
-fn to_file(template: &[u8], line: &[u8]) -> bool {
-    let path = expand_path(template);
-    let Ok(cpath) = core::ffi::CStr::from_bytes_until_nul(path.as_bytes()) else {
+fn to_file(template: &[u8], fixed: Option<&[u8]>, line: &[u8]) -> bool {
+    let expanded;
+    let path = match fixed {
+        Some(p) => p,
+        None => {
+            expanded = expand_path(template);
+            expanded.as_bytes()
+        }
+    };
+    let Ok(cpath) = core::ffi::CStr::from_bytes_with_nul(path) else {
         return false;
     };
     let fd = match raw::openat(cpath, LOG_FLAGS, 0o600) {
@@ -226,7 +251,7 @@ fn to_file(template: &[u8], line: &[u8]) -> bool {
         }
     };
     let ok = match raw::fstat(fd) {
-        Ok(st) => put(fd, st.kind, true, &CUT_FILE, line),
+        Ok(st) => put(fd, &st, true, &CUT_FILE, line),
         Err(_) => false,
     };
     raw::close(fd);
@@ -245,7 +270,7 @@ const LOG_FLAGS: i32 = libc::O_WRONLY
 
 #[cold]
 fn warn_cannot_open(path: &[u8], e: i32) {
-    let pid = raw::getpid();
+    let pid = process::pid();
     if !process::may_write() || WARNED_PID.swap(pid, Relaxed) == pid {
         return;
     }
@@ -260,15 +285,29 @@ fn warn_cannot_open(path: &[u8], e: i32) {
 fn to_syslog(addr: &libc::sockaddr_un, len: u32, line: &[u8]) -> bool {
     use core::fmt::Write;
     let mut b = StackBuf::<4200>::new();
-    let _ = write!(b, "<13>errshim[{}]: ", raw::getpid());
+    let _ = write!(b, "<13>errshim[{}]: ", process::pid());
     b.push(line.strip_suffix(b"\n").unwrap_or(line));
     to_socket(addr, len, b.as_bytes())
 }
 
-/// Writes `line` to `fd`, a file of kind `kind` (`S_IF*`), without waiting; `nonblocking`:
+/// Whether a write to this file can raise a signal in the host: SIGPIPE (a pipe or FIFO
+/// without a reader), SIGTTOU (a terminal, from a background process group), SIGXFSZ (a
+/// regular file past `RLIMIT_FSIZE`). Not `/dev/null`, nor a regular file while the file size
+/// limit is unlimited (asked each time: one `prlimit64`, where blocking the signals around the
+/// write costs two calls; any thread or another process may change the limit); sockets are
+/// written with MSG_NOSIGNAL.
+fn may_signal(st: &raw::Stat) -> bool {
+    match st.kind {
+        libc::S_IFREG => !raw::file_size_unlimited(),
+        libc::S_IFCHR => st.rdev != libc::makedev(1, 3),
+        _ => true,
+    }
+}
+
+/// Writes `line` to `fd`, a file that `fstat` says is `st`, without waiting; `nonblocking`:
 /// the descriptor is errshim's own and already non-blocking. A previous line cut short is ended
 /// first. Whether the line was written whole.
-fn put(fd: i32, kind: u32, nonblocking: bool, cut: &AtomicBool, line: &[u8]) -> bool {
+fn put(fd: i32, st: &raw::Stat, nonblocking: bool, cut: &AtomicBool, line: &[u8]) -> bool {
     let mut joined = StackBuf::<4200>::new();
     let data = if cut.load(Relaxed) {
         joined.push(b"\n");
@@ -277,12 +316,16 @@ fn put(fd: i32, kind: u32, nonblocking: bool, cut: &AtomicBool, line: &[u8]) -> 
     } else {
         line
     };
-    let r = match kind {
+    let signals = may_signal(st);
+    let r = match st.kind {
         libc::S_IFSOCK => raw::sendto(fd, data, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL, None),
         // A regular file never waits, but a write past RLIMIT_FSIZE raises SIGXFSZ.
-        libc::S_IFREG | libc::S_IFBLK => raw::without_signals(|| raw::write(fd, data)),
-        _ if nonblocking => raw::without_signals(|| raw::write(fd, data)),
-        _ => raw::without_signals(|| write_without_waiting(fd, data)),
+        libc::S_IFREG | libc::S_IFBLK if signals => raw::without_signals(|| raw::write(fd, data)),
+        libc::S_IFREG | libc::S_IFBLK => raw::write_retrying(fd, data),
+        _ if nonblocking && signals => raw::without_signals(|| raw::write(fd, data)),
+        _ if nonblocking => raw::write_retrying(fd, data),
+        _ if signals => raw::without_signals(|| write_without_waiting(fd, data)),
+        _ => write_without_waiting(fd, data),
     };
     let whole = r == Ok(data.len());
     if process::may_write() {
@@ -321,7 +364,7 @@ fn write_without_waiting(fd: i32, data: &[u8]) -> raw::Result<usize> {
 /// `template` with `%p` replaced by this process's pid, NUL-terminated.
 pub fn expand_path(template: &[u8]) -> StackBuf<4200> {
     let pid = if template.windows(2).any(|w| w == b"%p") {
-        raw::getpid()
+        process::pid()
     } else {
         0
     };
@@ -353,7 +396,7 @@ pub fn before_user_change(euid: u32) {
     if euid == u32::MAX {
         return;
     }
-    let Some(Dest::File(template)) = DEST.get() else {
+    let Some(Dest::File(template, _)) = DEST.get() else {
         return;
     };
     if !process::may_write() || !raw::allowed() || raw::uids().1 == euid {
@@ -423,17 +466,29 @@ mod tests {
         // SAFETY: p holds two descriptors.
         assert_eq!(unsafe { libc::pipe(p.as_mut_ptr()) }, 0);
         let cut = AtomicBool::new(false);
-        assert!(put(p[1], libc::S_IFIFO, false, &cut, b"one\n"));
+        let fifo = raw::fstat(p[1]).unwrap();
+        assert!(fifo.is(libc::S_IFIFO) && may_signal(&fifo));
+        assert!(put(p[1], &fifo, false, &cut, b"one\n"));
         let mut buf = [0u8; 64];
         assert_eq!(raw::read(p[0], &mut buf), Ok(4));
         // A full pipe: the line is dropped, nothing waits.
         // SAFETY: shrinks the pipe to a page and fills it.
         unsafe { libc::fcntl(p[1], libc::F_SETPIPE_SZ, 4096) };
         while raw::write_nowait(p[1], &[b'x'; 512]).is_ok() {}
-        assert!(!put(p[1], libc::S_IFIFO, false, &cut, b"two\n"));
+        assert!(!put(p[1], &fifo, false, &cut, b"two\n"));
         raw::close(p[0]);
         // No reader: EPIPE, and no SIGPIPE reaches the process (the test would die of it).
-        assert!(!put(p[1], libc::S_IFIFO, false, &cut, b"three\n"));
+        assert!(!put(p[1], &fifo, false, &cut, b"three\n"));
         raw::close(p[1]);
+    }
+
+    #[test]
+    fn which_files_can_raise_a_signal() {
+        let null = raw::stat_path(c"/dev/null").unwrap();
+        assert!(!may_signal(&null), "/dev/null raises nothing");
+        let zero = raw::stat_path(c"/dev/zero").unwrap();
+        assert!(may_signal(&zero), "another character device may be a terminal");
+        let file = raw::stat_path(c"/proc/self/exe").unwrap();
+        assert_eq!(may_signal(&file), !raw::file_size_unlimited());
     }
 }

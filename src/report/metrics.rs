@@ -52,7 +52,7 @@ const LINE: usize = 768;
 pub fn text(out: &mut StackBuf<MAX>) {
     let calls = crate::policy::rules::Call::ALL;
     let actions = ["pass", "log", "ignore", "quiet", "map", "inject"];
-    let pid = raw::getpid();
+    let pid = process::pid();
     let comm = process::comm();
     let labels = |b: &mut StackBuf<LINE>| {
         b.push(b"comm=\"");
@@ -122,7 +122,7 @@ pub fn write(template: &[u8]) {
     };
     let mut tmp = StackBuf::<4200>::new();
     tmp.push(final_path.to_bytes());
-    let _ = write!(tmp, ".tmp.{}.{}\0", raw::getpid(), raw::gettid());
+    let _ = write!(tmp, ".tmp.{}.{}\0", process::pid(), process::tid());
     let Ok(tmp_path) = core::ffi::CStr::from_bytes_until_nul(tmp.as_bytes()) else {
         return;
     };

@@ -89,7 +89,7 @@ pub fn admit(rate: Option<Rate>, k: u32, now_ms: u64, writer: bool) -> Admission
         {
             s.passed.store(1, Relaxed);
             let mut held = s.held.swap(0, Relaxed);
-            let me = crate::sys::raw::getpid();
+            let me = crate::sys::process::pid();
             if s.pid.swap(me, Relaxed) != me {
                 held = 0; // a window of the parent's, before a fork
             }
@@ -143,7 +143,7 @@ pub fn take_held(now_ms: u64, mut each: impl FnMut(u32, u64, u64)) {
         if k == 0 {
             continue;
         }
-        if s.held.load(Relaxed) == 0 || s.pid.load(Relaxed) != crate::sys::raw::getpid() {
+        if s.held.load(Relaxed) == 0 || s.pid.load(Relaxed) != crate::sys::process::pid() {
             continue;
         }
         let n = s.held.swap(0, Relaxed);
@@ -187,7 +187,7 @@ pub fn write_held(format: crate::policy::config::Format, k: u32, n: u64, ms: u64
         .get(call as usize)
         .map_or("?", |c| c.name());
     let secs = ms.div_ceil(1000).max(1);
-    let (pid, tid) = (crate::sys::raw::getpid(), crate::sys::raw::gettid());
+    let (pid, tid) = (crate::sys::process::pid(), crate::sys::process::tid());
     let comm = crate::sys::process::comm();
     let mut b = StackBuf::<512>::new();
     match format {

@@ -342,7 +342,7 @@ pub fn report(format: crate::policy::config::Format, comm: &[u8], interval_ms: O
     if total == 0 {
         return;
     }
-    let pid = crate::sys::raw::getpid();
+    let pid = crate::sys::process::pid();
     let rows = &kinds[..nk.min(40)];
     let top_peers = &peers[..np.min(10)];
     let cause_code = |i: u8| crate::observe::cause::Cause::from_index(i).map_or("none", |c| c.code());

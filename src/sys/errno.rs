@@ -4,6 +4,16 @@ use crate::sys::errno_table::ERRNO_NAMES;
 
 /// The canonical name of an errno value (`ENOTCONN`), if Linux defines it.
 pub fn name(errno: i32) -> Option<&'static str> {
+    // The canonical names are in numeric order with two gaps (41 and 58): look where the
+    // number should be first, then search.
+    let guess = (errno as usize).wrapping_sub(1);
+    for i in [guess, guess.wrapping_sub(1), guess.wrapping_sub(2)] {
+        if let Some((n, s)) = ERRNO_NAMES.get(i) {
+            if *n == errno {
+                return Some(s.as_str());
+            }
+        }
+    }
     ERRNO_NAMES.iter().find(|(n, _)| *n == errno).map(|(_, s)| s.as_str())
 }
 
@@ -25,6 +35,19 @@ pub fn names() -> impl Iterator<Item = &'static str> {
 
 /// Writes `ENOTCONN`, or the number when the value has no name.
 pub struct Name(pub i32);
+
+impl Name {
+    /// Writes the name as `Display` does, without `core::fmt`.
+    pub fn write_to<const N: usize>(&self, b: &mut crate::text::fmtbuf::StackBuf<N>) {
+        match name(self.0) {
+            Some(s) => b.s(s),
+            None => {
+                b.push(b"errno");
+                b.i(self.0.into());
+            }
+        }
+    }
+}
 
 impl core::fmt::Display for Name {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
@@ -99,6 +122,13 @@ mod tests {
         assert_eq!(parse("0"), None);
         assert_eq!(parse("ENOTCON"), None);
         assert_eq!(Name(9999).to_string(), "errno9999");
+        for e in -2..4200 {
+            let linear = ERRNO_NAMES.iter().find(|(n, _)| *n == e).map(|(_, s)| s.as_str());
+            assert_eq!(name(e), linear, "errno {e}");
+            let mut b = crate::text::fmtbuf::StackBuf::<32>::new();
+            Name(e).write_to(&mut b);
+            assert_eq!(b.as_bytes(), Name(e).to_string().as_bytes());
+        }
     }
 
     #[test]

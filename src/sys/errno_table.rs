@@ -21,7 +21,10 @@ impl ErrName {
 
     pub fn as_str(&self) -> &str {
         let n = self.0.iter().position(|&c| c == 0).unwrap_or(16);
-        core::str::from_utf8(&self.0[..n]).unwrap_or("?")
+        let bytes = self.0.get(..n).unwrap_or(&[]);
+        // SAFETY: made by `new` from a `&str` with no NUL (the names are ASCII), so the bytes
+        // before the first NUL are that string.
+        unsafe { core::str::from_utf8_unchecked(bytes) }
     }
 }
 

@@ -285,6 +285,8 @@ pub struct Stat {
     pub ino: u64,
     /// `st_mode & S_IFMT`.
     pub kind: u32,
+    /// The device a character or block special file is (`st_rdev`).
+    pub rdev: u64,
     pub size: u64,
     /// Modification time in nanoseconds.
     pub mtime: u64,
@@ -296,6 +298,7 @@ impl Stat {
             dev: st.st_dev,
             ino: st.st_ino,
             kind: st.st_mode & libc::S_IFMT,
+            rdev: st.st_rdev,
             size: st.st_size as u64,
             mtime: (st.st_mtime as u64)
                 .wrapping_mul(1_000_000_000)
@@ -452,18 +455,6 @@ pub fn fchown(fd: i32, uid: u32, gid: u32) -> Result<()> {
     unsafe { sc(libc::SYS_fchown, [fd as usize, uid as usize, gid as usize, 0, 0, 0]) }.map(|_| ())
 }
 
-/// `fcntl(fd, F_DUPFD_CLOEXEC, min)`: the lowest free descriptor >= min.
-pub fn dup_cloexec(fd: i32, min: i32) -> Result<i32> {
-    // SAFETY: plain integer arguments.
-    unsafe {
-        sc(
-            libc::SYS_fcntl,
-            [fd as usize, libc::F_DUPFD_CLOEXEC as usize, min as usize, 0, 0, 0],
-        )
-    }
-    .map(|v| v as i32)
-}
-
 /// What `TCP_INFO` says about an open TCP socket (struct tcp_info, include/uapi/linux/tcp.h).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TcpInfo {
@@ -592,21 +583,76 @@ pub fn abort_connection(fd: i32) -> Result<()> {
 
 /// The soft and hard `RLIMIT_NOFILE` (`prlimit64`, the call glibc's own start-up makes).
 fn nofile_limit_with(call: unsafe fn(c_long, [usize; 6]) -> Result<usize>) -> (u64, u64) {
+    limit_with(libc::RLIMIT_NOFILE as usize, call, (1024, 1024))
+}
+
+/// The soft and hard limit `resource` (`prlimit64` of this process), or `otherwise`.
+fn limit_with(
+    resource: usize,
+    call: unsafe fn(c_long, [usize; 6]) -> Result<usize>,
+    otherwise: (u64, u64),
+) -> (u64, u64) {
     let mut rl = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
     // SAFETY: no new limit; rl is valid for writing.
-    let r = unsafe {
-        call(
-            libc::SYS_prlimit64,
-            [0, libc::RLIMIT_NOFILE as usize, 0, pm(&mut rl), 0, 0],
-        )
-    };
+    let r = unsafe { call(libc::SYS_prlimit64, [0, resource, 0, pm(&mut rl), 0, 0]) };
     match r {
         Ok(_) => (rl.rlim_cur, rl.rlim_max),
-        Err(_) => (1024, 1024),
+        Err(_) => otherwise,
     }
+}
+
+/// Whether `RLIMIT_FSIZE` is unlimited (a write to a regular file then never raises SIGXFSZ);
+/// false when it cannot be asked.
+pub fn file_size_unlimited() -> bool {
+    limit_with(libc::RLIMIT_FSIZE as usize, sc, (0, 0)).0 == libc::RLIM_INFINITY
+}
+
+/// `fcntl(fd, F_DUPFD_CLOEXEC, min)`: the lowest free descriptor >= min.
+pub fn dup_cloexec(fd: i32, min: i32) -> Result<i32> {
+    // SAFETY: plain integer arguments.
+    unsafe {
+        sc(
+            libc::SYS_fcntl,
+            [fd as usize, libc::F_DUPFD_CLOEXEC as usize, min as usize, 0, 0, 0],
+        )
+    }
+    .map(|v| v as i32)
+}
+
+/// `write`, again after EINTR (what `without_signals` does, for a write that raises none).
+pub fn write_retrying(fd: i32, data: &[u8]) -> Result<usize> {
+    loop {
+        match write(fd, data) {
+            Err(libc::EINTR) => continue,
+            r => return r,
+        }
+    }
+}
+
+/// One page of zeroes that a forked child sees zeroed again (`MADV_WIPEONFORK`, Linux 4.14):
+/// a cache there is never inherited by a child, whichever way it was forked. None where the
+/// kernel cannot, or errshim may not make system calls.
+pub fn wipe_on_fork_page() -> Option<*mut u8> {
+    let prot = (libc::PROT_READ | libc::PROT_WRITE) as usize;
+    let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as usize;
+    // SAFETY: a fresh mapping at an address the kernel picks.
+    let page = unsafe { sc(libc::SYS_mmap, [0, 4096, prot, flags, usize::MAX, 0]) }.ok()?;
+    // SAFETY: advice on the page just mapped, which nothing else uses.
+    if unsafe { sc(libc::SYS_madvise, [page, 4096, libc::MADV_WIPEONFORK as usize, 0, 0, 0]) }.is_err() {
+        // SAFETY: the page just mapped, which nothing uses.
+        let _ = unsafe { sc(libc::SYS_munmap, [page, 4096, 0, 0, 0, 0]) };
+        return None;
+    }
+    Some(page as *mut u8)
+}
+
+/// Gives back a page of `wipe_on_fork_page` that is not needed.
+pub fn unmap_page(page: *mut u8) {
+    // SAFETY: a page errshim mapped and nothing uses.
+    let _ = unsafe { sc(libc::SYS_munmap, [page as usize, 4096, 0, 0, 0, 0]) };
 }
 
 /// A private anonymous mapping that reserves no swap (pages are backed once touched).

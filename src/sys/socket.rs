@@ -160,8 +160,24 @@ impl Addr {
     pub fn write_to<const N: usize>(&self, out: &mut StackBuf<N>) {
         use core::fmt::Write;
         let _ = match self {
-            Addr::V4(ip, port) => write!(out, "{ip}:{port}"),
-            Addr::V6(ip, port) => write!(out, "[{ip}]:{port}"),
+            Addr::V4(ip, port) => {
+                for (i, o) in ip.octets().into_iter().enumerate() {
+                    if i > 0 {
+                        out.byte(b'.');
+                    }
+                    out.u(o.into());
+                }
+                out.byte(b':');
+                out.u((*port).into());
+                Ok(())
+            }
+            Addr::V6(ip, port) => {
+                out.byte(b'[');
+                write_v6(ip, out);
+                out.push(b"]:");
+                out.u((*port).into());
+                Ok(())
+            }
             Addr::UnixPath(p, n) => {
                 out.push_escaped(p.get(..*n).unwrap_or(&[]));
                 Ok(())
@@ -177,6 +193,52 @@ impl Addr {
     }
 }
 
+/// An IPv6 address as `Ipv6Addr`'s `Display` writes it (RFC 5952: lowercase, the longest run
+/// of two or more zero groups as `::`, the first of equal runs; IPv4-mapped as
+/// `::ffff:a.b.c.d`), without `core::fmt`.
+fn write_v6<const N: usize>(ip: &Ipv6Addr, out: &mut StackBuf<N>) {
+    if let Some(v4) = ip.to_ipv4_mapped() {
+        out.push(b"::ffff:");
+        for (i, o) in v4.octets().into_iter().enumerate() {
+            if i > 0 {
+                out.byte(b'.');
+            }
+            out.u(o.into());
+        }
+        return;
+    }
+    let g = ip.segments();
+    let (mut best, mut best_len, mut run, mut run_len) = (0, 0, 0, 0);
+    for (i, &s) in g.iter().enumerate() {
+        if s == 0 {
+            if run_len == 0 {
+                run = i;
+            }
+            run_len += 1;
+            if run_len > best_len {
+                (best, best_len) = (run, run_len);
+            }
+        } else {
+            run_len = 0;
+        }
+    }
+    let groups = |out: &mut StackBuf<N>, part: &[u16]| {
+        for (i, &s) in part.iter().enumerate() {
+            if i > 0 {
+                out.byte(b':');
+            }
+            out.hex_digits(s.into());
+        }
+    };
+    if best_len > 1 {
+        groups(out, g.get(..best).unwrap_or(&[]));
+        out.push(b"::");
+        groups(out, g.get(best + best_len..).unwrap_or(&[]));
+    } else {
+        groups(out, &g);
+    }
+}
+
 impl fmt::Debug for Addr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut b = StackBuf::<160>::new();
@@ -188,6 +250,60 @@ impl fmt::Debug for Addr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn addresses_are_written_as_core_writes_them() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut v6: Vec<Ipv6Addr> = [
+            "::",
+            "::1",
+            "1::",
+            "1:0:0:1:0:0:0:1",
+            "1:0:1:0:1:0:1:0",
+            "0:0:1:0:0:1:0:0",
+            "::ffff:10.1.2.3",
+            "::10.1.2.3",
+            "fe80::1:2",
+            "2001:db8::ff00:42:8329",
+            "1:2:3:4:5:6:7:8",
+            "1:2:3:4:5:6:7:0",
+        ]
+        .iter()
+        .map(|s| s.parse().unwrap())
+        .collect();
+        for _ in 0..2000 {
+            // Groups of zeroes, often: runs of every length in every place.
+            let g: [u16; 8] = core::array::from_fn(|_| {
+                let r = next();
+                if r % 3 == 0 {
+                    (r >> 8) as u16
+                } else {
+                    0
+                }
+            });
+            v6.push(Ipv6Addr::from(g));
+        }
+        for ip in v6 {
+            for port in [0u16, 8080, 65535] {
+                let mut b = StackBuf::<80>::new();
+                Addr::V6(ip, port).write_to(&mut b);
+                assert_eq!(b.as_bytes(), format!("[{ip}]:{port}").as_bytes());
+            }
+        }
+        for _ in 0..500 {
+            let ip = Ipv4Addr::from((next() >> 16) as u32);
+            let port = next() as u16;
+            let mut b = StackBuf::<40>::new();
+            Addr::V4(ip, port).write_to(&mut b);
+            assert_eq!(b.as_bytes(), format!("{ip}:{port}").as_bytes());
+        }
+    }
 
     #[test]
     fn kinds_from_socket_args() {

@@ -48,16 +48,163 @@ impl<const N: usize> StackBuf<N> {
     }
 
     /// Writes `bytes` at `at` (within the buffer); false if they do not fit.
+    #[inline]
     fn put_at(&mut self, at: usize, bytes: &[u8]) -> bool {
-        match self.buf.get_mut(at..at + bytes.len()) {
+        match self.buf.get_mut(at..at.saturating_add(bytes.len())) {
             Some(dst) => {
-                for (d, &b) in dst.iter_mut().zip(bytes) {
-                    d.write(b);
-                }
+                let (src, to, n) = (bytes.as_ptr(), dst.as_mut_ptr().cast::<u8>(), bytes.len());
+                // SAFETY: `to` is exactly `n` bytes of this buffer; MaybeUninit<u8> has u8's
+                // layout; the two never overlap (`bytes` is borrowed, not ours). The small
+                // copies read and write within those `n` bytes (two overlapping words), as a
+                // `memcpy` would, without the call (a line is some forty short pieces).
+                unsafe {
+                    if (8..=16).contains(&n) {
+                        let (a, b) = (
+                            src.cast::<u64>().read_unaligned(),
+                            src.add(n - 8).cast::<u64>().read_unaligned(),
+                        );
+                        to.cast::<u64>().write_unaligned(a);
+                        to.add(n - 8).cast::<u64>().write_unaligned(b);
+                    } else if (4..8).contains(&n) {
+                        let (a, b) = (
+                            src.cast::<u32>().read_unaligned(),
+                            src.add(n - 4).cast::<u32>().read_unaligned(),
+                        );
+                        to.cast::<u32>().write_unaligned(a);
+                        to.add(n - 4).cast::<u32>().write_unaligned(b);
+                    } else if n < 4 {
+                        for i in 0..n {
+                            to.add(i).write(src.add(i).read());
+                        }
+                    } else {
+                        core::ptr::copy_nonoverlapping(src, to, n);
+                    }
+                };
                 true
             }
             None => false,
         }
+    }
+
+    /// Appends a string (the same as `push`, for text).
+    #[inline]
+    pub fn s(&mut self, s: &str) {
+        self.push(s.as_bytes());
+    }
+
+    /// Appends `v` in decimal, without `core::fmt` (an event line writes a dozen numbers, and
+    /// the formatting machinery cost more than everything else an event does). The digits are
+    /// written in place, from the last.
+    pub fn u(&mut self, v: u64) {
+        if v < 10 {
+            return self.byte(b'0' + v as u8);
+        }
+        let digits = decimal_digits(v);
+        if !self.digits_in_place(v, digits) {
+            self.u_cut(v);
+        }
+    }
+
+    /// Writes the last `width` decimal digits of `v` in place, from the last; false (nothing
+    /// written) if they do not fit whole.
+    fn digits_in_place(&mut self, v: u64, width: usize) -> bool {
+        let end = self.len + width;
+        if end > N.saturating_sub(Self::RESERVE) {
+            return false;
+        }
+        let mut at = end;
+        let mut v = v;
+        while at > self.len {
+            at -= 1;
+            if let Some(slot) = self.buf.get_mut(at) {
+                slot.write(b'0' + (v % 10) as u8);
+            }
+            v /= 10;
+        }
+        self.len = end;
+        true
+    }
+
+    /// Appends one byte.
+    #[inline]
+    pub fn byte(&mut self, c: u8) {
+        if self.len < N.saturating_sub(Self::RESERVE) {
+            if let Some(slot) = self.buf.get_mut(self.len) {
+                slot.write(c);
+                self.len += 1;
+                return;
+            }
+        }
+        self.truncated = true;
+    }
+
+    /// `u` of a number that does not fit whole: its first digits, and the mark.
+    #[cold]
+    fn u_cut(&mut self, v: u64) {
+        let mut d = [0u8; 20];
+        let mut at = d.len();
+        let mut v = v;
+        loop {
+            at -= 1;
+            if let Some(slot) = d.get_mut(at) {
+                *slot = b'0' + (v % 10) as u8;
+            }
+            v /= 10;
+            if v == 0 || at == 0 {
+                break;
+            }
+        }
+        self.push(d.get(at..).unwrap_or(&[]));
+    }
+
+    /// Appends `v` in decimal, with a sign when negative.
+    pub fn i(&mut self, v: i64) {
+        if v < 0 {
+            self.push(b"-");
+        }
+        self.u(v.unsigned_abs());
+    }
+
+    /// Appends `v` in decimal with at least `width` digits (leading zeros), `width` at most 20.
+    pub fn u_zero(&mut self, v: u64, width: usize) {
+        const ZEROES: &[u8; 20] = b"00000000000000000000";
+        let pad = width.min(20).saturating_sub(decimal_digits(v));
+        self.push(ZEROES.get(..pad).unwrap_or(&[]));
+        self.u(v);
+    }
+
+    /// Appends the last `width` decimal digits of `v` (at most 20), leading zeros included:
+    /// for fields of a fixed width, without counting digits first.
+    pub fn fixed(&mut self, v: u64, width: usize) {
+        let width = width.min(20);
+        if !self.digits_in_place(v, width) {
+            self.u_zero(v, width);
+        }
+    }
+
+    /// Appends `v` as `0x` and lowercase hexadecimal digits (`{:#x}`).
+    pub fn hex(&mut self, v: u64) {
+        self.push(b"0x");
+        self.hex_digits(v);
+    }
+
+    /// Appends `v` in lowercase hexadecimal digits, without a prefix (`{:x}`).
+    pub fn hex_digits(&mut self, v: u64) {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut d = [0u8; 16];
+        let mut at = d.len();
+        let mut v = v;
+        loop {
+            at -= 1;
+            if let Some(slot) = d.get_mut(at) {
+                *slot = HEX[(v & 15) as usize];
+            }
+            v >>= 4;
+            if v == 0 || at == 0 {
+                break;
+            }
+        }
+        self.push(d.get(at..).unwrap_or(&[]));
     }
 
     #[cfg(test)]
@@ -76,7 +223,19 @@ impl<const N: usize> StackBuf<N> {
         self.truncated = false;
     }
 
+    #[inline]
     pub fn push(&mut self, bytes: &[u8]) {
+        let end = self.len.saturating_add(bytes.len());
+        if end <= N.saturating_sub(Self::RESERVE) && self.put_at(self.len, bytes) {
+            self.len = end;
+            return;
+        }
+        self.push_cut(bytes);
+    }
+
+    /// `push` of bytes that do not all fit: as many as do, and the mark that some were cut.
+    #[cold]
+    fn push_cut(&mut self, bytes: &[u8]) {
         let room = N.saturating_sub(Self::RESERVE).saturating_sub(self.len);
         let take = bytes.len().min(room);
         if take < bytes.len() {
@@ -113,6 +272,17 @@ impl<const N: usize> StackBuf<N> {
     }
 }
 
+/// How many decimal digits `v` has (1 to 20).
+fn decimal_digits(v: u64) -> usize {
+    let mut digits = 1;
+    let mut bound = 10u64;
+    while digits < 20 && v >= bound {
+        digits += 1;
+        bound = bound.saturating_mul(10);
+    }
+    digits
+}
+
 impl<const N: usize> fmt::Write for StackBuf<N> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
         self.push(s.as_bytes());
@@ -140,6 +310,52 @@ mod tests {
         let line = b.finish_line().to_vec();
         assert_eq!(line.len(), 16);
         assert!(line.ends_with(b"...\n"));
+    }
+
+    #[test]
+    fn numbers_match_core_fmt() {
+        for v in [0u64, 1, 9, 10, 99, 100, 12_345, u32::MAX as u64, u64::MAX] {
+            let mut b = StackBuf::<64>::new();
+            b.u(v);
+            assert_eq!(b.as_bytes(), v.to_string().as_bytes());
+            let mut b = StackBuf::<64>::new();
+            b.hex(v);
+            assert_eq!(b.as_bytes(), format!("{v:#x}").as_bytes());
+            for w in [0, 2, 4, 6, 25] {
+                let mut b = StackBuf::<64>::new();
+                b.u_zero(v, w);
+                let padded = format!("{v:0w$}", w = w.min(20));
+                assert_eq!(b.as_bytes(), padded.as_bytes());
+                let mut b = StackBuf::<64>::new();
+                b.fixed(v, w);
+                let last = &padded.as_bytes()[padded.len() - w.min(20).min(padded.len())..];
+                if padded.len() <= w.min(20) {
+                    assert_eq!(b.as_bytes(), last);
+                } else {
+                    assert_eq!(b.as_bytes(), last, "the last {w} digits of {v}");
+                }
+            }
+        }
+        for v in [0i64, -1, 7, -12_345, i64::MIN, i64::MAX] {
+            let mut b = StackBuf::<64>::new();
+            b.i(v);
+            assert_eq!(b.as_bytes(), v.to_string().as_bytes());
+        }
+        let mut b = StackBuf::<8>::new();
+        b.u(123_456_789);
+        assert_eq!(b.finish_line(), b"1234...\n", "numbers truncate like text");
+    }
+
+    #[test]
+    fn pieces_of_every_length() {
+        let text: Vec<u8> = (0..40u8).map(|i| b'a' + i % 26).collect();
+        for n in 0..=text.len() {
+            let mut b = StackBuf::<128>::new();
+            b.push(b"<");
+            b.push(&text[..n]);
+            b.push(b">");
+            assert_eq!(b.as_bytes(), [&b"<"[..], &text[..n], b">"].concat(), "{n} bytes");
+        }
     }
 
     #[test]

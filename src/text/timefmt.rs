@@ -43,6 +43,32 @@ impl fmt::Display for Utc {
 }
 
 impl Utc {
+    /// Writes the time as `Display` does, without `core::fmt`.
+    pub fn write_to<const N: usize>(&self, b: &mut crate::text::fmtbuf::StackBuf<N>) {
+        let days = self.secs.div_euclid(86_400);
+        let sod = self.secs.rem_euclid(86_400) as u64;
+        let (y, mo, d) = civil_from_days(days);
+        if y < 0 {
+            b.push(b"-"); // `{:04}` counts the sign in the width
+            b.u_zero(y.unsigned_abs(), 3);
+        } else {
+            b.u_zero(y as u64, 4);
+        }
+        b.push(b"-");
+        b.fixed(mo.into(), 2);
+        b.push(b"-");
+        b.fixed(d.into(), 2);
+        b.push(b"T");
+        b.fixed(sod / 3600, 2);
+        b.push(b":");
+        b.fixed(sod / 60 % 60, 2);
+        b.push(b":");
+        b.fixed(sod % 60, 2);
+        b.push(b".");
+        b.fixed((self.nanos / 1000).unsigned_abs(), 6);
+        b.push(b"Z");
+    }
+
     /// The time `secs` seconds and `nanos` nanoseconds after the epoch.
     pub fn new(secs: i64, nanos: i64) -> Utc {
         Utc { secs, nanos }
@@ -60,5 +86,16 @@ mod tests {
         assert_eq!(t(951_782_400, 5_000), "2000-02-29T00:00:00.000005Z");
         assert_eq!(t(1_795_255_200, 123_456_789), "2026-11-21T10:00:00.123456Z");
         assert_eq!(t(-1, 0), "1969-12-31T23:59:59.000000Z");
+        for (secs, nanos) in [
+            (0, 0),
+            (951_782_400, 5_000),
+            (1_795_255_200, 123_456_789),
+            (-1, 0),
+            (253_402_300_799, 999_999_999),
+        ] {
+            let mut b = crate::text::fmtbuf::StackBuf::<64>::new();
+            Utc { secs, nanos }.write_to(&mut b);
+            assert_eq!(b.as_bytes(), t(secs, nanos).as_bytes());
+        }
     }
 }
