@@ -49,12 +49,20 @@ const CALLGRIND_MODES: [(&str, &str); 8] = [
     ("faults-drawn", "errshim, faults p=1e-9"),
     ("libfiu", "libfiu, p=0"),
 ];
-const MACRO: [(&str, &str); 3] = [
+const MACRO: [(&str, &str); 4] = [
     ("nginx", "nginx static 1 KiB"),
+    ("nginx-resets", "nginx 1 KiB, a third of clients reset"),
     ("redis-set", "redis SET"),
     ("redis-get", "redis GET"),
 ];
 const MACRO_MODES: [(&str, &str); 2] = [("none", "no preload"), ("errshim", "errshim, json log")];
+const STORM_MODES: [(&str, &str); 4] = [
+    ("none", "no preload"),
+    ("off", "errshim, ERRSHIM_LOG=off"),
+    ("held", "errshim, default rate limit (lines held back)"),
+    ("logged", "errshim, every event logged (ERRSHIM_LOG_RATE=0)"),
+];
+const STORM_LABEL: &str = "socket+shutdown+close, one event";
 const START_MODES: [(&str, &str); 4] = [
     ("empty", "empty preload (reference)"),
     ("none", "no preload"),
@@ -138,6 +146,39 @@ fn expected_rows(with_macro: bool) -> Vec<Want> {
             target: None,
         });
     }
+    for (section, tool, unit, targets) in [
+        ("storm-instructions", "valgrind", "instr/event", [500.0, 500.0, 4000.0]),
+        ("storm-syscalls", "strace", "syscalls/event", [0.0, 0.0, 6.0]),
+    ] {
+        for (i, (mode, mode_label)) in STORM_MODES.into_iter().enumerate() {
+            v.push(Want {
+                section,
+                bench: "storm",
+                title: if tool == "valgrind" {
+                    format!("{STORM_LABEL} (callgrind, {unit})")
+                } else {
+                    format!("{STORM_LABEL} (strace -c, {unit})")
+                },
+                unit,
+                mode,
+                mode_label,
+                needs: Some(tool),
+                target: i.checked_sub(1).map(|t| targets[t]),
+            });
+        }
+    }
+    for (mode, mode_label) in STORM_MODES {
+        v.push(Want {
+            section: "storm-time",
+            bench: "storm",
+            title: format!("{STORM_LABEL} (us/event)"),
+            unit: "us/event",
+            mode,
+            mode_label,
+            needs: None,
+            target: None,
+        });
+    }
     if with_macro {
         for (bench, label) in MACRO {
             for (mode, mode_label) in MACRO_MODES {
@@ -149,7 +190,7 @@ fn expected_rows(with_macro: bool) -> Vec<Want> {
                     mode,
                     mode_label,
                     needs: None,
-                    target: (mode == "errshim").then_some(0.98),
+                    target: (mode == "errshim").then_some(if bench == "nginx-resets" { 0.97 } else { 0.98 }),
                 });
             }
         }
@@ -222,12 +263,13 @@ fn quick_run_prints_a_table_and_json_and_leaves_nothing_behind() {
 
     // Progress on stderr, one line per step.
     for step in [
-        "[1/6] tools",
-        "[2/6] build",
-        "[3/6] micro",
-        "[4/6] instruction",
-        "[5/6] process start",
-        "[6/6] servers",
+        "[1/7] tools",
+        "[2/7] build",
+        "[3/7] micro",
+        "[4/7] instruction",
+        "[5/7] process start",
+        "[6/7] event storm",
+        "[7/7] servers",
     ] {
         assert!(
             r.stderr.contains(step),
@@ -280,7 +322,11 @@ fn quick_run_prints_a_table_and_json_and_leaves_nothing_behind() {
             .unwrap_or_else(|_| panic!("a number as median in '{line}'"));
         assert!(median > 0.0, "'{line}'");
         let vs = cells[2];
-        if w.section == "instructions" || w.section == "start-instructions" {
+        let delta = matches!(
+            w.section,
+            "instructions" | "start-instructions" | "storm-instructions" | "storm-syscalls"
+        );
+        if delta {
             assert_eq!(cells[1], "exact", "'{line}'");
             vs.parse::<f64>()
                 .unwrap_or_else(|_| panic!("extra instructions in '{line}'"));
@@ -307,6 +353,12 @@ fn quick_run_prints_a_table_and_json_and_leaves_nothing_behind() {
             cells
         };
         match w.target {
+            // The storm's targets are judged on the event alone, said after the status.
+            Some(_) if w.section.starts_with("storm-") => {
+                assert_eq!(cells.len(), 8, "target, status and the event's own figure in '{line}'");
+                assert!(["ok", "MISSED"].contains(&cells[5]), "status in '{line}'");
+                assert!(cells[6] == "(event" && cells[7].ends_with(')'), "'{line}'");
+            }
             Some(_) => {
                 assert_eq!(cells.len(), 6, "target (two words) and status in '{line}'");
                 assert!(["ok", "MISSED"].contains(&cells[5]), "status in '{line}'");
@@ -336,6 +388,7 @@ fn quick_run_prints_a_table_and_json_and_leaves_nothing_behind() {
         "micro" => doc["config"]["rounds"].as_u64().unwrap() as usize,
         "macro" => doc["config"]["macro_rounds"].as_u64().unwrap() as usize,
         "start" => doc["config"]["start_rounds"].as_u64().unwrap() as usize,
+        "storm-time" => doc["config"]["storm_rounds"].as_u64().unwrap() as usize,
         _ => 1,
     };
     let rows = doc["rows"].as_array().expect("rows");
@@ -374,6 +427,18 @@ fn quick_run_prints_a_table_and_json_and_leaves_nothing_behind() {
                 );
                 if w.mode == "none" {
                     assert_eq!(vs, 0.0, "{what}");
+                }
+            }
+            "storm-instructions" | "storm-syscalls" => {
+                assert_eq!(row["vs_none_kind"], "delta", "{what}");
+                if w.mode == "none" {
+                    assert_eq!(vs, 0.0, "{what}");
+                } else {
+                    let alone = num(row, "event_alone");
+                    assert!(
+                        alone <= vs + 1e-9,
+                        "{what}: the event alone costs no more than the loop: {row}"
+                    );
                 }
             }
             "start-instructions" => {
