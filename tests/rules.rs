@@ -206,7 +206,11 @@ fn first_match_wins_pass_and_quiet() {
         .run();
     assert_eq!(result_of(&r, "never_connected read"), (0, EILSEQ));
     assert_eq!(result_of(&r, "never_connected shutdown"), (-1, ENOTCONN));
-    assert!(r.stderr.is_empty(), "quiet logs nothing: {}", r.stderr);
+    // Nothing logged; but these rules replaced the default, and the shutdown's ENOTCONN came
+    // through: that is said, once.
+    assert!(r.events().is_empty(), "quiet logs nothing: {}", r.stderr);
+    assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
+    assert!(r.stderr.contains("replaces the default rules"), "{}", r.stderr);
 }
 
 /// `map=` and `log` on `read` of a never-connected TCP socket, from a program built with
@@ -313,4 +317,94 @@ fn python_read_recv_shutdown() {
         "{}",
         ev[2]
     );
+}
+
+/// `ERRSHIM_RULES='+RULES'` adds rules after the default one: the default suppression stays
+/// (rule 1) and the added rule logs the rest. Without the `+` the rules replace the default,
+/// and a warning at startup says that shutdown's ENOTCONN is no longer suppressed.
+#[test]
+fn added_rules_keep_the_default_and_a_replacement_says_so() {
+    let script = r#"
+import errno, socket
+s = socket.socket()
+try:
+    s.shutdown(socket.SHUT_WR)
+    print("shutdown ok")
+except OSError as e:
+    print("shutdown", errno.errorcode[e.errno])
+u = socket.socket()
+try:
+    u.send(b"x")
+    print("send ok")
+except OSError as e:
+    print("send", errno.errorcode[e.errno])
+"#;
+    let run = |rules: &str| {
+        Cmd::new("python3")
+            .args(["-c", script])
+            .shim()
+            .env("ERRSHIM_RULES", rules)
+            .run()
+    };
+    let bare = Cmd::new("python3").args(["-c", script]).run();
+    bare.assert_ok();
+    let send_errno = bare.stdout.lines().nth(1).unwrap().to_string();
+    assert!(
+        bare.stdout.starts_with("shutdown ENOTCONN\nsend E"),
+        "{}",
+        bare.describe()
+    );
+
+    let added = run("+*:*:log");
+    added.assert_ok();
+    assert_eq!(
+        added.stdout,
+        format!("shutdown ok\n{send_errno}\n"),
+        "{}",
+        added.describe()
+    );
+    let ev = added.events();
+    assert_eq!(ev.len(), 2, "{}", added.describe());
+    assert!(
+        ev[0].contains("shutdown(") && ev[0].contains("-> ignored") && ev[0].contains(" rule=1 "),
+        "{}",
+        ev[0]
+    );
+    assert!(
+        ev[1].contains("send(") && ev[1].contains("-> logged") && ev[1].contains(" rule=2 "),
+        "{}",
+        ev[1]
+    );
+    assert!(
+        !added.stderr.contains("replaces the default rules"),
+        "{}",
+        added.describe()
+    );
+
+    let replaced = run("*:*:log");
+    replaced.assert_ok();
+    assert_eq!(
+        replaced.stdout,
+        bare.stdout,
+        "the suppression is gone: {}",
+        replaced.describe()
+    );
+    let warnings: Vec<&str> = replaced
+        .stderr
+        .lines()
+        .filter(|l| l.contains("replaces the default rules"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{}", replaced.describe());
+    assert!(
+        warnings[0].starts_with(
+            "errshim: warn: ERRSHIM_RULES replaces the default rules: shutdown's ENOTCONN is no longer suppressed"
+        ) && warnings[0].contains("ERRSHIM_RULES='+...'"),
+        "{}",
+        warnings[0]
+    );
+    // Replacing on purpose, keeping the suppression, or no rules at all: nothing said.
+    for rules in ["shutdown:ENOTCONN:quiet", "close,shutdown:ENOTCONN:ignore;*:*:log", ""] {
+        let r = run(rules);
+        assert!(!r.stderr.contains("replaces the default"), "{rules}: {}", r.describe());
+    }
 }

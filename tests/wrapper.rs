@@ -240,3 +240,24 @@ fn demo_shows_the_failure_and_its_suppression() {
         ev[0]
     );
 }
+
+#[test]
+fn check_says_when_rules_replace_the_default_and_plus_adds_to_it() {
+    let check = |rules: &str| {
+        let r = wrapper().args(["--lib", &lib_arg(), "--check", "--rules", rules]).run();
+        assert_eq!(r.code, Some(0), "{}", r.describe());
+        format!("{}{}", r.stdout, r.stderr)
+    };
+    let replaced = check("*:*:log");
+    assert!(
+        replaced.contains("ERRSHIM_RULES replaces the default rules: shutdown's ENOTCONN is no longer suppressed"),
+        "{replaced}"
+    );
+    let added = check("+*:*:log");
+    assert!(!added.contains("replaces the default"), "{added}");
+    assert!(
+        added.contains("rule 1: shutdown,close failing with ENOTCONN on fd=sock: report success (0)")
+            && added.contains("rule 2: any call failing with any errno on fd=sock: leave the result, log an event"),
+        "{added}"
+    );
+}

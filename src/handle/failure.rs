@@ -318,6 +318,12 @@ fn handle(
         kind: None,
     };
     let decision = rules::decide(&cfg.rules, call, err, || kind.get());
+    if call == Call::Shutdown
+        && err == libc::ENOTCONN
+        && !decision.is_some_and(|(_, r)| matches!(r.action, Action::Ignore | Action::Quiet))
+    {
+        unsuppressed_enotconn(cfg);
+    }
     let Some((index, rule)) = decision else {
         if let Some((r, _)) = rec {
             r.note_call(call);
@@ -350,6 +356,27 @@ fn handle(
         r.note_call(call);
     }
     verdict
+}
+
+/// Whether this process said that its rules replaced the default ones.
+static SAID_REPLACED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// A shutdown failed with ENOTCONN and the rules did not suppress it: if that is because
+/// `ERRSHIM_RULES` replaced the default rules, say so, once per process (and not again in a
+/// forked child of one that said it), where it matters rather than in every process of a
+/// tree that starts (a program started through shell shims is dozens of processes).
+#[cold]
+fn unsuppressed_enotconn(cfg: &crate::policy::config::Config) {
+    if SAID_REPLACED.load(Relaxed) {
+        return;
+    }
+    let Some(line) = cfg.replaced_default() else {
+        return;
+    };
+    if process::may_write() {
+        SAID_REPLACED.store(true, Relaxed);
+    }
+    log::warn!("{line}");
 }
 
 /// Before a failed read is reported as end of file: what the kernel writes at end of file

@@ -192,6 +192,11 @@ fn say_at_start(cfg: &Config, errors: &[config::ConfigError], secure: bool, vars
         // SAFETY: ends the process at startup, as strict mode asks.
         unsafe { libc::_exit(2) };
     }
+    // At info level (`errshim --check`); otherwise where it bites: see
+    // `failure::unsuppressed_enotconn`.
+    if let Some(line) = cfg.replaced_default().filter(|_| log::log_enabled!(log::Level::Info)) {
+        log::warn!("{line}");
+    }
     MISSING.each(|name| log::warn!("no real {:?} after errshim; that call fails with ENOSYS", name));
     if log::log_enabled!(log::Level::Debug) {
         // Resolve again, each symbol also with dlsym: any difference is reported.

@@ -444,7 +444,7 @@ pub fn from_lookup(get: Lookup, set_names: &[Vec<u8>]) -> (Config, Vec<ConfigErr
     let default_rules = || std::borrow::Cow::Borrowed(rules::DEFAULTS);
     let rules = match text(get, "ERRSHIM_RULES", &mut errors) {
         None => default_rules(),
-        Some(spec) => rules::parse_rules(&spec)
+        Some(spec) => rules::parse_rules_or_additions(&spec)
             .map(std::borrow::Cow::Owned)
             .unwrap_or_else(|e| {
                 let fallback = format!("using the default rules '{}'", rules::DEFAULT_RULES);
@@ -601,6 +601,28 @@ pub fn from_lookup(get: Lookup, set_names: &[Vec<u8>]) -> (Config, Vec<ConfigErr
 impl Config {
     /// The effective configuration, one line per item, for `ERRSHIM_LOG_LEVEL=info` and
     /// `scripts/errshim --check`.
+    /// When `ERRSHIM_RULES` replaced the default rules so that shutdown's ENOTCONN is no longer
+    /// suppressed (the trap of writing `*:*:log` to see more), what to say at startup. Not for
+    /// rules set empty on purpose (pure pass-through).
+    pub fn replaced_default(&self) -> Option<&'static str> {
+        if self.rules.is_empty() || self.rules.starts_with(rules::DEFAULTS) {
+            return None;
+        }
+        let decided = rules::decide(&self.rules, rules::Call::Shutdown, libc::ENOTCONN, || {
+            crate::sys::socket::Kind::Tcp4
+        });
+        // Suppressed, or decided by a rule that names shutdown and ENOTCONN themselves (not a
+        // `*`): what the user meant.
+        let meant = decided.is_some_and(|(_, r)| {
+            matches!(r.action, rules::Action::Ignore | rules::Action::Quiet)
+                || (r.calls != rules::CallSet::ANY && matches!(&r.errnos, rules::ErrnoSet::List(_)))
+        });
+        (!meant).then_some(
+            "ERRSHIM_RULES replaces the default rules: shutdown's ENOTCONN is no longer suppressed \
+             (a leading '+' adds rules to the default instead: ERRSHIM_RULES='+...')",
+        )
+    }
+
     pub fn describe(&self) -> Vec<String> {
         let mut out = Vec::new();
         out.push(match &self.log {

@@ -227,6 +227,21 @@ impl Rule {
 /// The rules used when `ERRSHIM_RULES` is not set.
 pub const DEFAULT_RULES: &str = "close,shutdown:ENOTCONN:ignore";
 
+/// `ERRSHIM_RULES`: rules that replace the default ones, or, after a leading `+`, rules added
+/// after them (the first rule that matches decides, so the default suppression stays and the
+/// added rules decide every other failure). Rule numbers in errors count from the first rule
+/// written; in events, the default rule is rule 1 and the added ones follow.
+pub fn parse_rules_or_additions(spec: &str) -> Result<Vec<Rule>, RuleError> {
+    match spec.trim_start().strip_prefix('+') {
+        Some(added) => {
+            let mut all = DEFAULTS.to_vec();
+            all.extend(parse_rules(added)?);
+            Ok(all)
+        }
+        None => parse_rules(spec),
+    }
+}
+
 /// `DEFAULT_RULES`, parsed (a unit test checks that they agree): the default configuration
 /// needs no parsing and no allocation, in every process that starts.
 pub static DEFAULTS: &[Rule] = &[Rule {
@@ -518,6 +533,33 @@ mod tests {
         }
         assert_eq!(err("*:EPIPE:ignore").token, "*");
         assert!(parse_rules("write:EPIPE:log;send:EPIPE:map=ECONNRESET").is_ok());
+    }
+
+    #[test]
+    fn a_leading_plus_adds_rules_after_the_default() {
+        let r = parse_rules_or_additions(" +*:*:log:fd=any").unwrap();
+        assert_eq!(r.len(), 2);
+        assert_eq!(r[..1], *DEFAULTS);
+        let d = decide(&r, Call::Shutdown, libc::ENOTCONN, || Kind::Tcp4);
+        assert_eq!(
+            d.map(|(i, r)| (i, r.action)),
+            Some((1, Action::Ignore)),
+            "the default still decides"
+        );
+        let d = decide(&r, Call::Read, libc::ECONNRESET, || Kind::Tcp4);
+        assert_eq!(d.map(|(i, r)| (i, r.action)), Some((2, Action::Log)));
+        assert_eq!(
+            parse_rules_or_additions("*:*:log").unwrap().len(),
+            1,
+            "no '+': replaces"
+        );
+        assert_eq!(
+            parse_rules_or_additions("+").unwrap(),
+            DEFAULTS,
+            "'+' alone: the default"
+        );
+        let e = parse_rules_or_additions("+*:ENOTCON:log").unwrap_err();
+        assert_eq!((e.rule, e.token.as_str()), (1, "ENOTCON"));
     }
 
     #[test]
