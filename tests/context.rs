@@ -971,8 +971,8 @@ fn text_format_carries_the_same_context() {
     assert!(
         ev[1].ends_with(
             " bytes_received=5 bytes_sent=3 history=connected,reset_seen,first_error=ECONNRESET \
-             | cause=peer_reset: the peer aborted the connection (RST): the client went away mid-connection, \
-             or a middlebox reset it"
+             | cause=peer_reset: the server aborted the connection (RST), or a middlebox on the path reset it \
+             (a load balancer's or NAT's idle timeout: keep this side's keepalive or idle time below the path's)"
         ),
         "{}",
         ev[1]
@@ -997,8 +997,8 @@ fn text_format_carries_the_same_context() {
         shutdown.ends_with(
             " bytes_received=5 bytes_sent=3 bytes_in=5 bytes_out=3 \
              history=connected,reset_seen,first_error=ECONNRESET,last_call=read \
-             | cause=peer_reset: the peer aborted the connection (RST): the client went away mid-connection, \
-             or a middlebox reset it"
+             | cause=peer_reset: the server aborted the connection (RST), or a middlebox on the path reset it \
+             (a load balancer's or NAT's idle timeout: keep this side's keepalive or idle time below the path's)"
         ),
         "{shutdown}"
     );
@@ -1044,4 +1044,76 @@ fn text_format_carries_the_same_context() {
             assert!(age.parse::<u64>().is_ok(), "age_ms is a number: {t}");
         }
     }
+}
+
+/// The kernel's state overrides stale history: a non-blocking connect completed with `poll`
+/// and `SO_ERROR` (haproxy's way; no hook sees it) is connected, not `connect_pending` or
+/// `connect_failed`. Errnos that are not about the end get their own cause (EAGAIN:
+/// `would_block`), and a reset's text names the client only on an accepted connection and the
+/// server on one the program made.
+#[test]
+fn kernel_state_overrides_stale_history_and_texts_name_the_right_side() {
+    let script = r#"
+import errno, select, socket, struct
+srv = socket.socket(); srv.bind(("127.0.0.1", 0)); srv.listen(1)
+c = socket.socket(); c.setblocking(False)
+print("connect", errno.errorcode.get(c.connect_ex(srv.getsockname()), "ok"))
+select.select([], [c], [], 10)
+print("so_error", c.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR))
+try:
+    c.recv(10)
+except BlockingIOError as e:
+    print("recv", errno.errorcode[e.errno])
+conn, _ = srv.accept()
+# The server end aborts: an RST to the client, which reads ECONNRESET.
+conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)); conn.close()
+select.select([c], [], [], 10)
+try:
+    c.recv(10)
+except ConnectionResetError as e:
+    print("recv", errno.errorcode[e.errno])
+# And the other way round: a client that aborts an accepted connection.
+d = socket.socket(); d.connect(srv.getsockname()); conn2, _ = srv.accept()
+d.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)); d.close()
+select.select([conn2], [], [], 10)
+try:
+    conn2.recv(10)
+except ConnectionResetError as e:
+    print("recv", errno.errorcode[e.errno])
+"#;
+    let r = Cmd::new("python3")
+        .args(["-c", script])
+        .shim()
+        .env("ERRSHIM_RULES", "+recv:EAGAIN,ECONNRESET:log")
+        .run();
+    r.assert_ok();
+    assert_eq!(
+        r.stdout,
+        "connect EINPROGRESS\nso_error 0\nrecv EAGAIN\nrecv ECONNRESET\nrecv ECONNRESET\n",
+        "{}",
+        r.describe()
+    );
+    let ev = r.events();
+    assert_eq!(ev.len(), 3, "{}", r.describe());
+    assert!(
+        ev[0].contains(" = -1 EAGAIN -> logged")
+            && ev[0].contains("state=ESTABLISHED")
+            && ev[0].contains("history=connected ")
+            && ev[0].contains("| cause=would_block: a non-blocking call found nothing to do yet"),
+        "{}",
+        ev[0]
+    );
+    assert!(
+        ev[1].contains(" = -1 ECONNRESET -> logged")
+            && ev[1].contains("history=connected,")
+            && ev[1].contains("| cause=peer_reset: the server aborted the connection (RST), or a middlebox"),
+        "{}",
+        ev[1]
+    );
+    assert!(
+        ev[2].contains("history=accepted,")
+            && ev[2].contains("| cause=peer_reset: the client aborted the connection (RST), or a middlebox"),
+        "{}",
+        ev[2]
+    );
 }

@@ -936,12 +936,27 @@ fn context(
         ctx.connect_errno = i32::from(r.connect_errno);
         ctx.first_error = i32::from(r.first_error);
     }
-    let mut history = ctx.history;
-    // A pending connect that later moved data did complete.
+    // A pending connect that later moved data, or whose socket the kernel now shows in a state
+    // only a completed connect reaches (haproxy completes its connects with poll and
+    // SO_ERROR, which no hook sees), did complete: the kernel's state overrides stale history.
     let moved = ctx.byte_counts().iter().any(|(_, b)| b.is_some_and(|n| n > 0));
-    if history & hist::CONNECT_PENDING != 0 && moved {
-        history |= hist::CONNECTED;
+    let completed = ctx
+        .state
+        .is_some_and(|s| !matches!(s, TCP_SYN_SENT | TCP_CLOSE | TCP_LISTEN));
+    if ctx.history & hist::CONNECT_PENDING != 0 && (moved || completed) {
+        ctx.history |= hist::CONNECTED;
+        // Kept, for the connection's later events (after a reset the state no longer tells).
+        if let (Target::Open, Some(r)) = (target, conntable::get(args.fd)) {
+            if process::may_write() && copy.is_some() && r.is_live() {
+                r.add_history(hist::CONNECTED, None);
+            }
+        }
     }
+    // A connect that completed is no longer pending.
+    if ctx.history & hist::CONNECTED != 0 {
+        ctx.history &= !hist::CONNECT_PENDING;
+    }
+    let history = ctx.history;
     let kind = *kind;
     if kind.is_socket() || call == Call::Close {
         ctx.cause = Some(cause::classify(&Facts {

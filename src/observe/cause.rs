@@ -53,11 +53,20 @@ pub enum Cause {
     Unknown,
     /// A fault rule made this happen.
     Injected,
+    /// Errnos that are not about the connection's end: what they mean.
+    WouldBlock,
+    Interrupted,
+    InvalidArgument,
+    BadDescriptor,
+    BadAddress,
+    MessageTooLong,
+    NoBufferSpace,
+    TooManyFiles,
 }
 
 impl Cause {
     /// Every cause, in declaration order (so `ALL[c as usize] == c`).
-    pub const ALL: [Cause; 10] = [
+    pub const ALL: [Cause; 18] = [
         Cause::NeverConnected,
         Cause::PeerReset,
         Cause::PeerClosed,
@@ -68,7 +77,31 @@ impl Cause {
         Cause::NotFromKernel,
         Cause::Unknown,
         Cause::Injected,
+        Cause::WouldBlock,
+        Cause::Interrupted,
+        Cause::InvalidArgument,
+        Cause::BadDescriptor,
+        Cause::BadAddress,
+        Cause::MessageTooLong,
+        Cause::NoBufferSpace,
+        Cause::TooManyFiles,
     ];
+
+    /// The cause an errno has whatever the connection's state, for those that are not about
+    /// its end.
+    pub fn of_errno(errno: i32) -> Option<Cause> {
+        Some(match errno {
+            libc::EAGAIN => Cause::WouldBlock,
+            libc::EINTR => Cause::Interrupted,
+            libc::EINVAL => Cause::InvalidArgument,
+            libc::EBADF => Cause::BadDescriptor,
+            libc::EFAULT => Cause::BadAddress,
+            libc::EMSGSIZE => Cause::MessageTooLong,
+            libc::ENOBUFS | libc::ENOMEM => Cause::NoBufferSpace,
+            libc::EMFILE | libc::ENFILE => Cause::TooManyFiles,
+            _ => return None,
+        })
+    }
 
     /// 1-based index for compact storage (0 means "no cause").
     pub fn index(self) -> u8 {
@@ -91,13 +124,35 @@ impl Cause {
             Cause::NotFromKernel => "not_from_kernel",
             Cause::Unknown => "unknown",
             Cause::Injected => "injected",
+            Cause::WouldBlock => "would_block",
+            Cause::Interrupted => "interrupted",
+            Cause::InvalidArgument => "invalid_argument",
+            Cause::BadDescriptor => "bad_descriptor",
+            Cause::BadAddress => "bad_address",
+            Cause::MessageTooLong => "message_too_long",
+            Cause::NoBufferSpace => "no_buffer_space",
+            Cause::TooManyFiles => "too_many_files",
+        }
+    }
+
+    /// The sentence for a connection with this history: "the client" only where errshim saw
+    /// it accepted, "the server" where it saw it connected, "the peer" otherwise.
+    pub fn text_for(self, history: u32) -> &'static str {
+        let accepted = history & hist::ACCEPTED != 0;
+        let connected = history & (hist::CONNECTED | hist::CONNECT_PENDING) != 0;
+        match self {
+            Cause::PeerReset if accepted => "the client aborted the connection (RST), or a middlebox on the path reset it: clients that go away mid-connection (a closed tab, a phone changing networks) do this all day; harmless at close",
+            Cause::PeerReset if connected => "the server aborted the connection (RST), or a middlebox on the path reset it (a load balancer's or NAT's idle timeout: keep this side's keepalive or idle time below the path's)",
+            Cause::PeerClosed if accepted => "the client's orderly close had already finished on both sides (FIN exchanged) before this call",
+            Cause::PeerClosed if connected => "the server's orderly close had already finished on both sides (FIN exchanged) before this call",
+            other => other.text(),
         }
     }
 
     pub fn text(self) -> &'static str {
         match self {
             Cause::NeverConnected => "no successful connect or accept was seen on this socket: it was never connected",
-            Cause::PeerReset => "the peer aborted the connection (RST): the client went away mid-connection, or a middlebox reset it",
+            Cause::PeerReset => "the peer aborted the connection (RST), or a middlebox on the path reset it",
             Cause::PeerClosed => "the orderly close had already finished on both sides (FIN exchanged) before this call",
             Cause::ConnectFailed => "the connect was refused or never completed",
             Cause::ShutDownBefore => "an earlier shutdown on this descriptor had already torn it down (a listener or an unfinished connect)",
@@ -106,6 +161,14 @@ impl Cause {
             Cause::NotFromKernel => "Linux never returns ENOTCONN from close (a socket's close gives 0 or EBADF): another interposer or wrapper library produced it, or errno was read after a call that had succeeded",
             Cause::Unknown => "not enough is known about this descriptor (inherited, or created where errshim could not see it)",
             Cause::Injected => "errshim injected this on purpose (a fault rule of ERRSHIM_FAULTS or the control file)",
+            Cause::WouldBlock => "a non-blocking call found nothing to do yet (no data to read, no room to write, no connection to accept): wait for readiness and retry; not an error of the connection",
+            Cause::Interrupted => "a signal arrived during the call: retry it (SA_RESTART restarts most calls); not an error of the connection",
+            Cause::InvalidArgument => "an argument the kernel refused (flags, length, or a call this socket's state or type does not allow): a bug in the caller, not the network",
+            Cause::BadDescriptor => "the descriptor is not open (closed already, perhaps by another thread, or never opened): a bug in the caller",
+            Cause::BadAddress => "a buffer or address pointer outside the process's memory: a bug in the caller",
+            Cause::MessageTooLong => "the datagram is larger than the socket or the path allows (a UDP payload over 65,507 bytes, or over the path MTU with don't-fragment set)",
+            Cause::NoBufferSpace => "the kernel is short of memory for socket buffers (or a queue is full): transient under memory pressure; check the host's memory and net.core buffer limits",
+            Cause::TooManyFiles => "the process (EMFILE) or the system (ENFILE) has no descriptor left: raise RLIMIT_NOFILE (ulimit -n, LimitNOFILE=) or find the descriptor leak",
         }
     }
 }
@@ -153,6 +216,9 @@ pub fn classify(f: &Facts) -> Cause {
     let has = |bits: u32| h & bits != 0;
     if f.call == Some(Call::Close) && f.errno == libc::ENOTCONN {
         return Cause::NotFromKernel;
+    }
+    if let Some(c) = Cause::of_errno(f.errno) {
+        return c;
     }
     let kind = f.kind.unwrap_or(Kind::Unknown);
     // A plain byte, 0 when unknown (TCP states start at 1): compared as an `Option<u8>`, the
@@ -374,13 +440,66 @@ mod tests {
     }
 
     #[test]
+    fn errnos_not_about_the_end_say_what_they_mean_whatever_the_history() {
+        let t = TRACKED | CONNECTED;
+        for (errno, cause) in [
+            (libc::EAGAIN, Cause::WouldBlock),
+            (libc::EINTR, Cause::Interrupted),
+            (libc::EINVAL, Cause::InvalidArgument),
+            (libc::EBADF, Cause::BadDescriptor),
+            (libc::EFAULT, Cause::BadAddress),
+            (libc::EMSGSIZE, Cause::MessageTooLong),
+            (libc::ENOBUFS, Cause::NoBufferSpace),
+            (libc::EMFILE, Cause::TooManyFiles),
+            (libc::ENFILE, Cause::TooManyFiles),
+        ] {
+            for h in [t, t | RESET_SEEN, CONNECT_PENDING, LATE] {
+                let f = facts(Call::Recv, errno, Kind::Tcp4, h, Some(1), true);
+                assert_eq!(classify(&f), cause, "errno {errno}, history {h:#x}");
+            }
+        }
+        // ENOTCONN, ECONNRESET, EPIPE stay about the connection's end.
+        assert_eq!(Cause::of_errno(libc::ENOTCONN), None);
+        assert_eq!(Cause::of_errno(libc::ECONNRESET), None);
+    }
+
+    #[test]
+    fn texts_speak_of_the_client_only_for_accepted_connections() {
+        let accepted = Cause::PeerReset.text_for(TRACKED | ACCEPTED);
+        let connected = Cause::PeerReset.text_for(TRACKED | CONNECTED);
+        let unknown = Cause::PeerReset.text_for(LATE);
+        assert!(
+            accepted.starts_with("the client aborted") && accepted.contains("middlebox"),
+            "{accepted}"
+        );
+        assert!(
+            connected.starts_with("the server aborted") && !connected.contains("client"),
+            "{connected}"
+        );
+        assert!(
+            unknown.starts_with("the peer aborted") && unknown.contains("middlebox"),
+            "{unknown}"
+        );
+        assert!(Cause::PeerClosed
+            .text_for(CONNECTED)
+            .starts_with("the server's orderly close"));
+        for c in Cause::ALL {
+            assert!(
+                !c.text_for(CONNECTED).contains("client"),
+                "{c:?}: {}",
+                c.text_for(CONNECTED)
+            );
+        }
+    }
+
+    #[test]
     fn indexes_round_trip() {
         for (i, c) in Cause::ALL.iter().enumerate() {
             assert_eq!(*c as usize, i);
             assert_eq!(Cause::from_index(c.index()), Some(*c));
         }
         assert_eq!(Cause::from_index(0), None);
-        assert_eq!(Cause::from_index(11), None);
+        assert_eq!(Cause::from_index(Cause::ALL.len() as u8 + 1), None);
     }
 
     #[test]

@@ -452,7 +452,7 @@ pub fn write_text<const N: usize>(ev: &Event<'_>, b: &mut StackBuf<N>) {
         b.push(b" | cause=");
         b.s(cause.code());
         b.push(b": ");
-        b.s(cause.text());
+        b.s(cause.text_for(c.history));
     }
     if !ev.backtrace.is_empty() {
         b.push(b" | backtrace=");
@@ -560,7 +560,7 @@ pub fn write_json<const N: usize>(ev: &Event<'_>, b: &mut StackBuf<N>) {
     }
     if let Some(cause) = c.cause {
         o.str("cause", cause.code().as_bytes())
-            .str("cause_text", cause.text().as_bytes());
+            .str("cause_text", cause.text_for(c.history).as_bytes());
     }
     o.num("rule", ev.rule);
     if !ev.backtrace.is_empty() {
@@ -654,9 +654,9 @@ mod tests {
             cause: Some(Cause::PeerClosed),
         };
         let t = text(&ev);
-        assert!(t.contains("peer=10.0.0.5:51234 rule=1 | state=CLOSE pending_error=no age_ms=5 bytes_received=18 bytes_sent=64 history=accepted,read_eof,last_call=recv | cause=peer_closed: the orderly close"), "{t}");
+        assert!(t.contains("peer=10.0.0.5:51234 rule=1 | state=CLOSE pending_error=no age_ms=5 bytes_received=18 bytes_sent=64 history=accepted,read_eof,last_call=recv | cause=peer_closed: the client's orderly close"), "{t}");
         let j = json_of(&ev);
-        assert!(j.starts_with("{\"ts\":\"2026-11-21T10:00:00.123456Z\",\"pid\":812,\"tid\":813,\"comm\":\"nginx\",\"call\":\"shutdown\",\"fd\":7,\"how\":\"SHUT_WR\",\"ret\":-1,\"errno\":\"ENOTCONN\",\"action\":\"ignore\",\"returned\":0,\"kind\":\"tcp4\",\"local\":\"127.0.0.1:8080\",\"peer\":\"10.0.0.5:51234\",\"state\":\"CLOSE\",\"pending_error\":false,\"age_ms\":5,\"bytes_received\":18,\"bytes_sent\":64,\"history\":[\"accepted\",\"read_eof\",\"last_call=recv\"],\"cause\":\"peer_closed\",\"cause_text\":\"the orderly close"), "{j}");
+        assert!(j.starts_with("{\"ts\":\"2026-11-21T10:00:00.123456Z\",\"pid\":812,\"tid\":813,\"comm\":\"nginx\",\"call\":\"shutdown\",\"fd\":7,\"how\":\"SHUT_WR\",\"ret\":-1,\"errno\":\"ENOTCONN\",\"action\":\"ignore\",\"returned\":0,\"kind\":\"tcp4\",\"local\":\"127.0.0.1:8080\",\"peer\":\"10.0.0.5:51234\",\"state\":\"CLOSE\",\"pending_error\":false,\"age_ms\":5,\"bytes_received\":18,\"bytes_sent\":64,\"history\":[\"accepted\",\"read_eof\",\"last_call=recv\"],\"cause\":\"peer_closed\",\"cause_text\":\"the client's orderly close"), "{j}");
         assert!(j.ends_with("\"rule\":1}"), "{j}");
     }
 
