@@ -261,3 +261,23 @@ fn check_says_when_rules_replace_the_default_and_plus_adds_to_it() {
         "{added}"
     );
 }
+
+#[test]
+fn check_names_the_socket_calls_errshim_does_not_see() {
+    let prog = program("unseen");
+    let r = wrapper().args(["--lib", &lib_arg(), "--check"]).arg_path(&prog).run();
+    assert_eq!(r.code, Some(0), "a note, not a failure: {}", r.describe());
+    let all = format!("{}{}", r.stdout, r.stderr);
+    assert!(
+        all.contains(&format!(
+            "note: {} (or a library it loads) calls recvmmsg, sendfile, which errshim does not interpose",
+            prog.display()
+        )),
+        "{all}"
+    );
+    // A program that makes none of them gets no such note.
+    let plain = program("scenarios");
+    let r = wrapper().args(["--lib", &lib_arg(), "--check"]).arg_path(&plain).run();
+    assert_eq!(r.code, Some(0), "{}", r.describe());
+    assert!(!format!("{}{}", r.stdout, r.stderr).contains("does not interpose"), "{}", r.describe());
+}
