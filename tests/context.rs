@@ -354,7 +354,8 @@ fn every_cause_from_real_kernel_situations() {
                 cause: "connect_failed",
                 state: Some("CLOSE"),
                 peer: peer_of(r, "refused"),
-                history: &["connect_failed", "connect=ECONNREFUSED"],
+                // The failed connect went through errshim's failure path, which notes the call.
+                history: &["connect_failed", "connect=ECONNREFUSED", "last_call=connect"],
                 bytes_in: 0,
                 bytes_out: 0,
                 pending_error: Some(false),

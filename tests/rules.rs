@@ -408,3 +408,90 @@ except OSError as e:
         assert!(!r.stderr.contains("replaces the default"), "{rules}: {}", r.describe());
     }
 }
+
+/// `connect` and `accept` failures are events where a rule names them: a refused connect (the
+/// kernel's ECONNREFUSED from a loopback port nothing listens on) and an accept with no
+/// descriptor left (EMFILE, from a full descriptor table); a non-blocking connect in progress
+/// and an accept with nothing queued are how those calls are used, not events. `map=` works;
+/// `ignore` is refused by the grammar (there is no success to give).
+#[test]
+fn connect_and_accept_failures_are_events_where_a_rule_names_them() {
+    let script = r#"
+import errno, os, resource, socket
+s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]; s.close()
+c = socket.socket()
+print("connect", errno.errorcode.get(c.connect_ex(("127.0.0.1", port)), "ok"))
+n = socket.socket(); n.setblocking(False)
+print("nonblocking", errno.errorcode.get(n.connect_ex(("127.0.0.1", port)), "ok"))
+srv = socket.socket(); srv.bind(("127.0.0.1", 0)); srv.listen(4); srv.setblocking(False)
+try:
+    srv.accept()
+except BlockingIOError as e:
+    print("accept", errno.errorcode[e.errno])
+k = socket.socket(); k.connect(srv.getsockname())
+top = max(int(f) for f in os.listdir("/proc/self/fd"))
+resource.setrlimit(resource.RLIMIT_NOFILE, (top + 2, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+fill = []
+try:
+    while True:
+        fill.append(socket.socket())
+except OSError:
+    pass
+try:
+    srv.accept()
+except OSError as e:
+    print("accept", errno.errorcode[e.errno])
+"#;
+    let bare = Cmd::new("python3").args(["-c", script]).run();
+    bare.assert_ok();
+    let expected = "connect ECONNREFUSED\nnonblocking EINPROGRESS\naccept EAGAIN\naccept EMFILE\n";
+    assert_eq!(bare.stdout, expected, "{}", bare.describe());
+    let r = Cmd::new("python3")
+        .args(["-c", script])
+        .shim()
+        .env("ERRSHIM_RULES", "+connect,accept:*:log")
+        .run();
+    r.assert_ok();
+    assert_eq!(r.stdout, expected, "{}", r.describe());
+    let ev = r.events();
+    assert_eq!(ev.len(), 2, "{}", r.describe());
+    assert!(
+        ev[0].contains(" connect(fd=")
+            && ev[0].contains(") = -1 ECONNREFUSED -> logged, returned -1 ECONNREFUSED | tcp4")
+            && ev[0].contains("history=connect_failed,connect=ECONNREFUSED")
+            && ev[0].contains("| cause=connect_failed: the connect was refused: nothing listens"),
+        "{}",
+        ev[0]
+    );
+    assert!(
+        ev[1].contains(" accept4(fd=")
+            && ev[1].contains(") = -1 EMFILE -> logged")
+            && ev[1].contains("state=LISTEN")
+            && ev[1].contains("| cause=too_many_files: "),
+        "the line is written even with no descriptor left: {}",
+        ev[1]
+    );
+    // map= changes what the program sees; the default rules alone say nothing of either.
+    let mapped = Cmd::new("python3")
+        .args(["-c", script])
+        .shim()
+        .env("ERRSHIM_RULES", "+connect:ECONNREFUSED:map=ETIMEDOUT")
+        .run();
+    assert!(
+        mapped.stdout.starts_with("connect ETIMEDOUT\n"),
+        "{}",
+        mapped.describe()
+    );
+    let default = Cmd::new("python3").args(["-c", script]).shim().run();
+    assert_eq!(default.stdout, expected);
+    assert!(default.events().is_empty(), "{}", default.describe());
+    let refused = Cmd::new("true")
+        .shim()
+        .env("ERRSHIM_RULES", "connect:ECONNREFUSED:ignore")
+        .run();
+    assert!(
+        refused.stderr.contains("action 'ignore' not allowed on connect"),
+        "{}",
+        refused.describe()
+    );
+}

@@ -279,5 +279,9 @@ fn check_names_the_socket_calls_errshim_does_not_see() {
     let plain = program("scenarios");
     let r = wrapper().args(["--lib", &lib_arg(), "--check"]).arg_path(&plain).run();
     assert_eq!(r.code, Some(0), "{}", r.describe());
-    assert!(!format!("{}{}", r.stdout, r.stderr).contains("does not interpose"), "{}", r.describe());
+    assert!(
+        !format!("{}{}", r.stdout, r.stderr).contains("does not interpose"),
+        "{}",
+        r.describe()
+    );
 }

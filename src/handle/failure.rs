@@ -154,6 +154,19 @@ pub fn after_read(call: Call, entry: &'static str, args: CallArgs, ret: isize, e
     ret
 }
 
+/// `connect` or `accept` (`entry`: the symbol) on `fd` failed with `r`: an event where a rule
+/// names the call, for failures that end the attempt (not a non-blocking connect in progress,
+/// nor an accept with nothing queued: see `Call::fails_for_real`). errno as the real call left
+/// it, or as a `map=` rule says.
+#[cold]
+#[inline(never)]
+pub fn after_attempt_failed(call: Call, entry: &'static str, fd: i32, r: isize) -> isize {
+    if !call.fails_for_real(errno::get()) {
+        return r;
+    }
+    after_failure(call, entry, CallArgs::fd(fd), r, ERRNO_UNKNOWN)
+}
+
 /// `connect` returned `r`: remember the peer it was aimed at and how it went. errno untouched.
 ///
 /// The address is read only where the kernel has just read it: it copies the address first
@@ -730,7 +743,7 @@ fn account(
             conntable::count_out(fd, ret as u64, call)
         }
         Call::Shutdown => conntable::note_shutdown(fd, args.how),
-        Call::Close => {}
+        Call::Close | Call::Connect | Call::Accept => {}
     }
     errno::set(err);
     ret

@@ -427,6 +427,9 @@ hook!(fn connect(fd: c_int, addr: *const sockaddr, alen: socklen_t) -> c_int; re
     // SAFETY: the caller's own arguments.
     let r = unsafe { real(fd, addr, alen) };
     failure::after_connect(fd, addr, alen, r);
+    if r < 0 {
+        return failure::after_attempt_failed(Call::Connect, "connect", fd, r as isize) as c_int;
+    }
     r
 });
 
@@ -458,8 +461,9 @@ hook!(fn accept(fd: c_int, addr: *mut sockaddr, alen: *mut socklen_t) -> c_int; 
     let new = unsafe { real(fd, addr, alen) };
     if new >= 0 {
         failure::after_accept(fd, new, addr, alen, room);
+        return new;
     }
-    new
+    failure::after_attempt_failed(Call::Accept, "accept", fd, new as isize) as c_int
 });
 
 hook!(fn accept4(fd: c_int, addr: *mut sockaddr, alen: *mut socklen_t, flags: c_int) -> c_int; real ACCEPT4; |real| {
@@ -468,8 +472,9 @@ hook!(fn accept4(fd: c_int, addr: *mut sockaddr, alen: *mut socklen_t, flags: c_
     let new = unsafe { real(fd, addr, alen, flags) };
     if new >= 0 {
         failure::after_accept(fd, new, addr, alen, room);
+        return new;
     }
-    new
+    failure::after_attempt_failed(Call::Accept, "accept4", fd, new as isize) as c_int
 });
 
 hook!(fn dup(old: c_int) -> c_int; real DUP; |real| {

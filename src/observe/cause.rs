@@ -137,10 +137,14 @@ impl Cause {
 
     /// The sentence for a connection with this history: "the client" only where errshim saw
     /// it accepted, "the server" where it saw it connected, "the peer" otherwise.
-    pub fn text_for(self, history: u32) -> &'static str {
+    pub fn text_for(self, history: u32, errno: i32) -> &'static str {
         let accepted = history & hist::ACCEPTED != 0;
         let connected = history & (hist::CONNECTED | hist::CONNECT_PENDING) != 0;
         match self {
+            Cause::ConnectFailed if errno == libc::ECONNREFUSED => "the connect was refused: nothing listens at that address and port (the host answered with an RST), or a firewall rejected it",
+            Cause::ConnectFailed if errno == libc::ETIMEDOUT => "the connect timed out: no answer from the host (down, or a firewall dropping the packets)",
+            Cause::ConnectFailed if matches!(errno, libc::ENETUNREACH | libc::EHOSTUNREACH) => "no route to the host: this host has none, or a router answered unreachable (ICMP)",
+            Cause::PeerReset if history & hist::LISTENING != 0 => "a client reset its connection before the program accepted it",
             Cause::PeerReset if accepted => "the client aborted the connection (RST), or a middlebox on the path reset it: clients that go away mid-connection (a closed tab, a phone changing networks) do this all day; harmless at close",
             Cause::PeerReset if connected => "the server aborted the connection (RST), or a middlebox on the path reset it (a load balancer's or NAT's idle timeout: keep this side's keepalive or idle time below the path's)",
             Cause::PeerClosed if accepted => "the client's orderly close had already finished on both sides (FIN exchanged) before this call",
@@ -219,6 +223,13 @@ pub fn classify(f: &Facts) -> Cause {
     }
     if let Some(c) = Cause::of_errno(f.errno) {
         return c;
+    }
+    match f.call {
+        Some(Call::Connect) => return Cause::ConnectFailed,
+        // A connection the client reset before the program accepted it.
+        Some(Call::Accept) if f.errno == libc::ECONNABORTED => return Cause::PeerReset,
+        Some(Call::Accept) => return Cause::Unknown,
+        _ => {}
     }
     let kind = f.kind.unwrap_or(Kind::Unknown);
     // A plain byte, 0 when unknown (TCP states start at 1): compared as an `Option<u8>`, the
@@ -465,9 +476,9 @@ mod tests {
 
     #[test]
     fn texts_speak_of_the_client_only_for_accepted_connections() {
-        let accepted = Cause::PeerReset.text_for(TRACKED | ACCEPTED);
-        let connected = Cause::PeerReset.text_for(TRACKED | CONNECTED);
-        let unknown = Cause::PeerReset.text_for(LATE);
+        let accepted = Cause::PeerReset.text_for(TRACKED | ACCEPTED, 0);
+        let connected = Cause::PeerReset.text_for(TRACKED | CONNECTED, 0);
+        let unknown = Cause::PeerReset.text_for(LATE, 0);
         assert!(
             accepted.starts_with("the client aborted") && accepted.contains("middlebox"),
             "{accepted}"
@@ -481,15 +492,18 @@ mod tests {
             "{unknown}"
         );
         assert!(Cause::PeerClosed
-            .text_for(CONNECTED)
+            .text_for(CONNECTED, 0)
             .starts_with("the server's orderly close"));
         for c in Cause::ALL {
-            assert!(
-                !c.text_for(CONNECTED).contains("client"),
-                "{c:?}: {}",
-                c.text_for(CONNECTED)
-            );
+            for e in [0, libc::ECONNREFUSED, libc::ETIMEDOUT] {
+                let t = c.text_for(CONNECTED, e);
+                assert!(!t.contains("client"), "{c:?}: {t}");
+            }
         }
+        let refused = Cause::ConnectFailed.text_for(CONNECT_FAILED, libc::ECONNREFUSED);
+        assert!(refused.contains("nothing listens"), "{refused}");
+        let before_accept = Cause::PeerReset.text_for(TRACKED | LISTENING, libc::ECONNABORTED);
+        assert!(before_accept.contains("before the program accepted"), "{before_accept}");
     }
 
     #[test]

@@ -611,11 +611,12 @@ impl Config {
         let decided = rules::decide(&self.rules, rules::Call::Shutdown, libc::ENOTCONN, || {
             crate::sys::socket::Kind::Tcp4
         });
-        // Suppressed, or decided by a rule that names shutdown and ENOTCONN themselves (not a
-        // `*`): what the user meant.
+        // Suppressed, or decided by a rule that names shutdown or ENOTCONN itself (not only
+        // `*:*`): what the user meant.
         let meant = decided.is_some_and(|(_, r)| {
             matches!(r.action, rules::Action::Ignore | rules::Action::Quiet)
-                || (r.calls != rules::CallSet::ANY && matches!(&r.errnos, rules::ErrnoSet::List(_)))
+                || r.calls != rules::CallSet::ANY
+                || matches!(&r.errnos, rules::ErrnoSet::List(_))
         });
         (!meant).then_some(
             "ERRSHIM_RULES replaces the default rules: shutdown's ENOTCONN is no longer suppressed \

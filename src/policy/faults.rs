@@ -499,12 +499,22 @@ fn parse_rule(n: usize, text: &str) -> Result<FaultRule, FaultError> {
     if calls_field.trim() == "*" {
         r.calls = Call::ALL
             .iter()
+            .filter(|c| !c.has_no_success_to_give())
             .filter(|c| match r.fault {
                 Fault::Eof => is_read_family(**c),
                 Fault::Short(_) => !matches!(c, Call::Shutdown | Call::Close),
                 _ => true,
             })
             .fold(CallSet::EMPTY, |s, c| s.with(*c));
+    }
+    if let Some(c) = r.calls.iter().find(|c| c.has_no_success_to_give()) {
+        return Err(err(
+            n,
+            text,
+            c.name(),
+            "faults on connect and accept are not supported yet",
+            None,
+        ));
     }
     let bad_call = match r.fault {
         Fault::Eof => r.calls.iter().find(|c| !is_read_family(*c)),
@@ -642,6 +652,22 @@ pub fn describe(f: Fault, out: &mut impl core::fmt::Write) -> core::fmt::Result 
 mod tests {
 
     #[test]
+    fn faults_on_connect_and_accept_are_refused_and_star_leaves_them_out() {
+        for spec in ["connect:ECONNREFUSED", "accept4:EMFILE", "read,accept:EIO"] {
+            let e = super::parse(spec).unwrap_err();
+            assert!(
+                e.to_string()
+                    .contains("faults on connect and accept are not supported yet"),
+                "{spec}: {e}"
+            );
+        }
+        let set = super::parse("*:EIO").unwrap();
+        let calls = set.rules[0].calls;
+        assert!(!calls.contains(super::Call::Connect) && !calls.contains(super::Call::Accept));
+        assert!(calls.contains(super::Call::Read) && calls.contains(super::Call::Close));
+    }
+
+    #[test]
     fn can_fire_agrees_with_firing() {
         let specs = [
             "*:EIO",
@@ -744,7 +770,10 @@ mod tests {
         assert!(!r.calls.contains(Call::Shutdown) && !r.calls.contains(Call::Close));
         let r = one("*:eof");
         assert!(r.calls.contains(Call::Read) && r.calls.contains(Call::Recvfrom) && !r.calls.contains(Call::Send));
-        assert_eq!(one("*:EIO").calls, CallSet::ANY);
+        let every = one("*:EIO").calls;
+        assert!(Call::ALL
+            .iter()
+            .all(|c| every.contains(*c) != c.has_no_success_to_give()));
         let e = parse("read:EIO;read:delay=5parsecs").unwrap_err();
         assert_eq!(e.rule, 2);
         assert!(parse("read").is_err());

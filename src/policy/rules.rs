@@ -24,10 +24,14 @@ pub enum Call {
     Sendmsg,
     Shutdown,
     Close,
+    /// Failures only, and only those that end the attempt (not EINPROGRESS, EALREADY, EINTR).
+    Connect,
+    /// `accept` and `accept4`; failures only, not EAGAIN or EINTR.
+    Accept,
 }
 
 impl Call {
-    pub const ALL: [Call; 12] = [
+    pub const ALL: [Call; 14] = [
         Call::Read,
         Call::Write,
         Call::Readv,
@@ -40,6 +44,8 @@ impl Call {
         Call::Sendmsg,
         Call::Shutdown,
         Call::Close,
+        Call::Connect,
+        Call::Accept,
     ];
 
     pub fn name(self) -> &'static str {
@@ -56,6 +62,8 @@ impl Call {
             Call::Sendmsg => "sendmsg",
             Call::Shutdown => "shutdown",
             Call::Close => "close",
+            Call::Connect => "connect",
+            Call::Accept => "accept",
         }
     }
 
@@ -64,6 +72,7 @@ impl Call {
             "__read_chk" => "read",
             "__recv_chk" => "recv",
             "__recvfrom_chk" => "recvfrom",
+            "accept4" => "accept",
             other => other,
         };
         Call::ALL.iter().copied().find(|c| c.name() == plain)
@@ -89,6 +98,23 @@ impl Call {
         1 << self as u32
     }
 
+    /// Calls whose failure cannot be turned into a success: a connect that did not connect, an
+    /// accept without a connection.
+    pub fn has_no_success_to_give(self) -> bool {
+        matches!(self, Call::Connect | Call::Accept)
+    }
+
+    /// Whether a failure of this call with `err` is an event: for `connect` and `accept`, only
+    /// failures that end the attempt (a non-blocking connect in progress, an accept with
+    /// nothing queued, a signal, are how those calls are used).
+    pub fn fails_for_real(self, err: i32) -> bool {
+        match self {
+            Call::Connect => !matches!(err, libc::EINPROGRESS | libc::EALREADY | libc::EINTR),
+            Call::Accept => !matches!(err, libc::EAGAIN | libc::EINTR),
+            _ => true,
+        }
+    }
+
     /// Whether a failure of this call with `err` proves the descriptor a socket: a call that
     /// only sockets have, failing with an errno that only the socket layer gives, after it has
     /// found the socket (not EINVAL, EFAULT, EPERM...: the kernel checks flags and buffers
@@ -96,7 +122,15 @@ impl Call {
     pub fn proves_socket(self, err: i32) -> bool {
         matches!(
             self,
-            Call::Recv | Call::Recvfrom | Call::Recvmsg | Call::Send | Call::Sendto | Call::Sendmsg | Call::Shutdown
+            Call::Recv
+                | Call::Recvfrom
+                | Call::Recvmsg
+                | Call::Send
+                | Call::Sendto
+                | Call::Sendmsg
+                | Call::Shutdown
+                | Call::Connect
+                | Call::Accept
         ) && matches!(
             err,
             libc::ENOTCONN
@@ -390,6 +424,13 @@ fn parse_rule(n: usize, text: &str) -> Result<Rule, RuleError> {
     let mut fd = FdFilter::Sock;
     for opt in &fields[3..] {
         fd = parse_option(n, text, opt)?;
+    }
+    if matches!(action, Action::Ignore | Action::Quiet) && calls != CallSet::ANY {
+        if let Some(c) = calls.iter().find(|c| c.has_no_success_to_give()) {
+            let problem = format!("action '{}' not allowed on {}", fields[2].trim(), c.name());
+            return Err(RuleError::new(n, text, c.name(), &problem, None)
+                .hint("it has no success to give (no connection made or accepted); use log or map=ERRNO"));
+        }
     }
     if matches!(action, Action::Ignore | Action::Quiet) {
         if let Some(w) = calls.iter().find(|c| c.is_write_family()) {

@@ -266,7 +266,7 @@ fn write_args<const N: usize>(ev: &Event<'_>, b: &mut StackBuf<N>) {
     b.push(b"(fd=");
     b.i(a.fd.into());
     match ev.call {
-        Call::Close => {}
+        Call::Close | Call::Connect | Call::Accept => {}
         Call::Shutdown => match shutdown_how(a.how) {
             Some(h) => {
                 b.push(b", ");
@@ -452,7 +452,7 @@ pub fn write_text<const N: usize>(ev: &Event<'_>, b: &mut StackBuf<N>) {
         b.push(b" | cause=");
         b.s(cause.code());
         b.push(b": ");
-        b.s(cause.text_for(c.history));
+        b.s(cause.text_for(c.history, ev.errno));
     }
     if !ev.backtrace.is_empty() {
         b.push(b" | backtrace=");
@@ -481,7 +481,7 @@ pub fn write_json<const N: usize>(ev: &Event<'_>, b: &mut StackBuf<N>) {
                 None => o.num("how", ev.args.how),
             };
         }
-        Call::Close => {}
+        Call::Close | Call::Connect | Call::Accept => {}
         _ => {
             match ev.args.requested(false) {
                 Some(n) => o.num("len", n),
@@ -560,7 +560,7 @@ pub fn write_json<const N: usize>(ev: &Event<'_>, b: &mut StackBuf<N>) {
     }
     if let Some(cause) = c.cause {
         o.str("cause", cause.code().as_bytes())
-            .str("cause_text", cause.text_for(c.history).as_bytes());
+            .str("cause_text", cause.text_for(c.history, ev.errno).as_bytes());
     }
     o.num("rule", ev.rule);
     if !ev.backtrace.is_empty() {

@@ -220,8 +220,17 @@ fn to_stderr(line: &[u8]) -> bool {
     let Some(Some(original)) = STDERR_AT_LOAD.get() else {
         return false;
     };
-    let Ok(fd) = raw::dup_cloexec(2, 0) else {
-        return false;
+    let fd = match raw::dup_cloexec(2, 0) {
+        Ok(fd) => fd,
+        // No descriptor left to copy into (the events that say so are this moment's): fd 2
+        // itself. No other thread can open a file under the number meanwhile, the table is full.
+        Err(libc::EMFILE | libc::ENFILE) => {
+            return match raw::fstat(2) {
+                Ok(st) if st.same_file(original) => put(2, &st, false, &CUT_STDERR, line),
+                _ => false,
+            }
+        }
+        Err(_) => return false,
     };
     let ok = match raw::fstat(fd) {
         Ok(st) if st.same_file(original) => put(fd, &st, false, &CUT_STDERR, line),
