@@ -135,18 +135,7 @@ impl Config {
 /// An interval: a number and `ms`, `s`, `m` or `h` (`250ms`, `5s`, `1.5m`, `1h`), in
 /// milliseconds, at least 1 ms and at most a week.
 pub fn parse_interval(v: &str) -> Option<u64> {
-    let v = v.trim();
-    let split = v.find(|c: char| !c.is_ascii_digit() && c != '.')?;
-    let (n, unit) = v.split_at(split);
-    let n: f64 = n.parse().ok()?;
-    let scale = match unit {
-        "ms" => 1.0,
-        "s" => 1e3,
-        "m" => 60e3,
-        "h" => 3600e3,
-        _ => return None,
-    };
-    let ms = n * scale;
+    let ms = crate::policy::faults::scaled(v, &[("ms", 1.0), ("s", 1e3), ("m", 60e3), ("h", 3600e3)])?;
     (1.0..=7.0 * 86400e3).contains(&ms).then_some(ms as u64)
 }
 

@@ -295,21 +295,27 @@ fn num(rule: usize, text: &str, v: &str, min: u64) -> Result<u64, FaultError> {
     }
 }
 
-/// `250us`, `20ms`, `1s`, `100ns`, `2m` (minutes). Returns nanoseconds.
-pub fn parse_duration(s: &str) -> Option<u64> {
+/// A number (digits, a point) followed by one of `units` (its name, its scale): the number
+/// times the scale. For durations here and the configuration's intervals.
+pub fn scaled(s: &str, units: &[(&str, f64)]) -> Option<f64> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit() && c != '.')?;
     let (n, unit) = s.split_at(split);
     let n: f64 = n.parse().ok()?;
-    let scale = match unit {
-        "ns" => 1.0,
-        "us" | "µs" => 1e3,
-        "ms" => 1e6,
-        "s" => 1e9,
-        "m" => 60e9,
-        _ => return None,
-    };
-    let v = n * scale;
+    units.iter().find(|(u, _)| *u == unit).map(|(_, scale)| n * scale)
+}
+
+/// `250us`, `20ms`, `1s`, `100ns`, `2m` (minutes). Returns nanoseconds.
+pub fn parse_duration(s: &str) -> Option<u64> {
+    let units = [
+        ("ns", 1.0),
+        ("us", 1e3),
+        ("µs", 1e3),
+        ("ms", 1e6),
+        ("s", 1e9),
+        ("m", 60e9),
+    ];
+    let v = scaled(s, &units)?;
     (0.0..3.6e12).contains(&v).then_some(v as u64)
 }
 

@@ -60,7 +60,7 @@ pub fn init(dest: &LogDest) {
         LogDest::Off => Dest::Off,
         // Lines to /dev/null are lost however they are written, and fd 2 gets nothing of
         // errshim's once it is another file: events are then not even formatted.
-        LogDest::Stderr if stderr.is_some_and(|st| st.is(libc::S_IFCHR) && st.rdev == libc::makedev(1, 3)) => Dest::Off,
+        LogDest::Stderr if stderr.is_some_and(|st| st.is_dev_null()) => Dest::Off,
         LogDest::Stderr => Dest::Stderr,
         LogDest::File(p) => {
             let fixed = (!p.windows(2).any(|w| w == b"%p")).then(|| [&p[..], b"\0"].concat());
@@ -220,24 +220,21 @@ fn to_stderr(line: &[u8]) -> bool {
     let Some(Some(original)) = STDERR_AT_LOAD.get() else {
         return false;
     };
-    let fd = match raw::dup_cloexec(2, 0) {
-        Ok(fd) => fd,
-        // No descriptor left to copy into (the events that say so are this moment's): fd 2
-        // itself. No other thread can open a file under the number meanwhile, the table is full.
-        Err(libc::EMFILE | libc::ENFILE) => {
-            return match raw::fstat(2) {
-                Ok(st) if st.same_file(original) => put(2, &st, false, &CUT_STDERR, line),
-                _ => false,
-            }
-        }
-        Err(_) => return false,
-    };
-    let ok = match raw::fstat(fd) {
+    let if_original = |fd: i32| match raw::fstat(fd) {
         Ok(st) if st.same_file(original) => put(fd, &st, false, &CUT_STDERR, line),
         _ => false,
     };
-    raw::close(fd);
-    ok
+    match raw::dup_cloexec(2, 0) {
+        Ok(fd) => {
+            let ok = if_original(fd);
+            raw::close(fd);
+            ok
+        }
+        // No descriptor left to copy into (the events that say so are this moment's): fd 2
+        // itself. No other thread can open a file under the number meanwhile, the table is full.
+        Err(libc::EMFILE | libc::ENFILE) => if_original(2),
+        Err(_) => false,
+    }
 }
 
 fn to_file(template: &[u8], fixed: Option<&[u8]>, line: &[u8]) -> bool {
@@ -308,7 +305,7 @@ fn to_syslog(addr: &libc::sockaddr_un, len: u32, line: &[u8]) -> bool {
 fn may_signal(st: &raw::Stat) -> bool {
     match st.kind {
         libc::S_IFREG => !raw::file_size_unlimited(),
-        libc::S_IFCHR => st.rdev != libc::makedev(1, 3),
+        libc::S_IFCHR => !st.is_dev_null(),
         _ => true,
     }
 }

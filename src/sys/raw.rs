@@ -314,6 +314,11 @@ impl Stat {
     pub fn is(&self, kind: u32) -> bool {
         self.kind == kind
     }
+
+    /// `/dev/null` (character device 1:3), where whatever is written is lost.
+    pub fn is_dev_null(&self) -> bool {
+        self.is(libc::S_IFCHR) && self.rdev == libc::makedev(1, 3)
+    }
 }
 
 pub fn fstat(fd: i32) -> Result<Stat> {

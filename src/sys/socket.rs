@@ -161,12 +161,7 @@ impl Addr {
         use core::fmt::Write;
         let _ = match self {
             Addr::V4(ip, port) => {
-                for (i, o) in ip.octets().into_iter().enumerate() {
-                    if i > 0 {
-                        out.byte(b'.');
-                    }
-                    out.u(o.into());
-                }
+                write_v4(ip, out);
                 out.byte(b':');
                 out.u((*port).into());
                 Ok(())
@@ -193,19 +188,23 @@ impl Addr {
     }
 }
 
+/// An IPv4 address as `Ipv4Addr`'s `Display` writes it, without `core::fmt`.
+fn write_v4<const N: usize>(ip: &Ipv4Addr, out: &mut StackBuf<N>) {
+    for (i, o) in ip.octets().into_iter().enumerate() {
+        if i > 0 {
+            out.byte(b'.');
+        }
+        out.u(o.into());
+    }
+}
+
 /// An IPv6 address as `Ipv6Addr`'s `Display` writes it (RFC 5952: lowercase, the longest run
 /// of two or more zero groups as `::`, the first of equal runs; IPv4-mapped as
 /// `::ffff:a.b.c.d`), without `core::fmt`.
 fn write_v6<const N: usize>(ip: &Ipv6Addr, out: &mut StackBuf<N>) {
     if let Some(v4) = ip.to_ipv4_mapped() {
         out.push(b"::ffff:");
-        for (i, o) in v4.octets().into_iter().enumerate() {
-            if i > 0 {
-                out.byte(b'.');
-            }
-            out.u(o.into());
-        }
-        return;
+        return write_v4(&v4, out);
     }
     let g = ip.segments();
     let (mut best, mut best_len, mut run, mut run_len) = (0, 0, 0, 0);

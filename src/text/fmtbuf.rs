@@ -141,20 +141,9 @@ impl<const N: usize> StackBuf<N> {
     /// `u` of a number that does not fit whole: its first digits, and the mark.
     #[cold]
     fn u_cut(&mut self, v: u64) {
-        let mut d = [0u8; 20];
-        let mut at = d.len();
-        let mut v = v;
-        loop {
-            at -= 1;
-            if let Some(slot) = d.get_mut(at) {
-                *slot = b'0' + (v % 10) as u8;
-            }
-            v /= 10;
-            if v == 0 || at == 0 {
-                break;
-            }
-        }
-        self.push(d.get(at..).unwrap_or(&[]));
+        let mut whole = StackBuf::<24>::new(); // 20 digits and the reserve
+        whole.u(v);
+        self.push(whole.as_bytes());
     }
 
     /// Appends `v` in decimal, with a sign when negative.

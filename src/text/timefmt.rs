@@ -25,25 +25,14 @@ pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
 
 impl fmt::Display for Utc {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let days = self.secs.div_euclid(86_400);
-        let sod = self.secs.rem_euclid(86_400);
-        let (y, mo, d) = civil_from_days(days);
-        write!(
-            f,
-            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
-            y,
-            mo,
-            d,
-            sod / 3600,
-            sod / 60 % 60,
-            sod % 60,
-            self.nanos / 1000
-        )
+        let mut b = crate::text::fmtbuf::StackBuf::<48>::new();
+        self.write_to(&mut b);
+        f.write_str(core::str::from_utf8(b.as_bytes()).unwrap_or("?"))
     }
 }
 
 impl Utc {
-    /// Writes the time as `Display` does, without `core::fmt`.
+    /// Writes `2026-11-21T10:00:00.123456Z` (what `Display` shows), without `core::fmt`.
     pub fn write_to<const N: usize>(&self, b: &mut crate::text::fmtbuf::StackBuf<N>) {
         let days = self.secs.div_euclid(86_400);
         let sod = self.secs.rem_euclid(86_400) as u64;
