@@ -37,9 +37,9 @@ fn variables() -> Vec<(String, String)> {
 }
 
 #[test]
-fn readme_is_at_most_32000_bytes() {
+fn readme_is_at_most_38000_bytes() {
     let n = readme().len();
-    assert!(n <= 32_000, "README.md is {n} bytes; the limit is 32,000");
+    assert!(n <= 38_000, "README.md is {n} bytes; the limit is 38,000");
 }
 
 #[test]
