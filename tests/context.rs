@@ -231,7 +231,7 @@ fn every_cause_from_real_kernel_situations() {
                 cause: "never_connected",
                 state: Some("CLOSE"),
                 peer: None,
-                history: &["none", "last_call=read"],
+                history: &["none", "first_error=read:ENOTCONN", "last_call=read"],
                 bytes_in: 0,
                 bytes_out: 0,
                 pending_error: Some(false),
@@ -265,7 +265,7 @@ fn every_cause_from_real_kernel_situations() {
                 cause: "peer_reset",
                 state: Some("CLOSE"),
                 peer: peer_of(r, "reset"),
-                history: &["connected", "reset_seen", "first_error=ECONNRESET", "last_call=write"],
+                history: &["connected", "reset_seen", "last_call=write"],
                 bytes_in: 5,
                 bytes_out: 3,
                 // This very read consumed the error.
@@ -282,7 +282,12 @@ fn every_cause_from_real_kernel_situations() {
                 cause: "peer_reset",
                 state: Some("CLOSE"),
                 peer: peer_of(r, "reset"),
-                history: &["connected", "reset_seen", "first_error=ECONNRESET", "last_call=read"],
+                history: &[
+                    "connected",
+                    "reset_seen",
+                    "first_error=read:ECONNRESET",
+                    "last_call=read",
+                ],
                 bytes_in: 5,
                 bytes_out: 3,
                 pending_error: Some(false),
@@ -302,7 +307,8 @@ fn every_cause_from_real_kernel_situations() {
                     "connected",
                     "reset_seen",
                     "epipe_seen",
-                    "first_error=ECONNRESET",
+                    "first_error=read:ECONNRESET",
+                    "first_error=shutdown:ENOTCONN",
                     "last_call=shutdown",
                 ],
                 bytes_in: 5,
@@ -337,7 +343,12 @@ fn every_cause_from_real_kernel_situations() {
                 cause: "peer_reset",
                 state: Some("CLOSE"),
                 peer: peer_of(r, "reset_before_accept"),
-                history: &["accepted", "reset_seen", "first_error=ECONNRESET", "last_call=shutdown"],
+                history: &[
+                    "accepted",
+                    "reset_seen",
+                    "first_error=shutdown:ENOTCONN",
+                    "last_call=shutdown",
+                ],
                 bytes_in: 0,
                 bytes_out: 0,
                 pending_error: Some(false),
@@ -355,7 +366,12 @@ fn every_cause_from_real_kernel_situations() {
                 state: Some("CLOSE"),
                 peer: peer_of(r, "refused"),
                 // The failed connect went through errshim's failure path, which notes the call.
-                history: &["connect_failed", "connect=ECONNREFUSED", "last_call=connect"],
+                history: &[
+                    "connect_failed",
+                    "connect=ECONNREFUSED",
+                    "first_error=connect:ECONNREFUSED",
+                    "last_call=connect",
+                ],
                 bytes_in: 0,
                 bytes_out: 0,
                 pending_error: Some(false),
@@ -690,7 +706,7 @@ fn python_peer_closed_and_peer_reset() {
             cause: "peer_reset",
             state: Some("CLOSE"),
             peer: Some(info(&r, "reset", "peer")),
-            history: &["connected", "reset_seen", "first_error=ECONNRESET", "last_call=recv"],
+            history: &["connected", "reset_seen", "last_call=recv"],
             bytes_in: 6,
             bytes_out: 4,
             pending_error: Some(false),
@@ -707,7 +723,12 @@ fn python_peer_closed_and_peer_reset() {
             cause: "peer_reset",
             state: Some("CLOSE"),
             peer: Some(info(&r, "reset", "peer")),
-            history: &["connected", "reset_seen", "first_error=ECONNRESET", "last_call=recv"],
+            history: &[
+                "connected",
+                "reset_seen",
+                "first_error=recv:ECONNRESET",
+                "last_call=recv",
+            ],
             bytes_in: 6,
             bytes_out: 4,
             pending_error: Some(false),
@@ -755,7 +776,11 @@ fn no_leak_across_reuse_after_fclose() {
         tracked: true,
     };
     check(&read, &fresh(&["none"]), "reuse_fclose read");
-    check(&shutdown, &fresh(&["none", "last_call=read"]), "reuse_fclose shutdown");
+    check(
+        &shutdown,
+        &fresh(&["none", "first_error=read:ENOTCONN", "last_call=read"]),
+        "reuse_fclose shutdown",
+    );
 
     let (_, read, shutdown) = reuse_events("reuse_fclose_raw");
     let late = |history: &'static [&'static str]| Want {
@@ -868,7 +893,7 @@ fn observing_changes_nothing() {
             "connected",
             "read_eof",
             "epipe_seen",
-            "first_error=EPIPE",
+            "first_error=shutdown:ENOTCONN",
             "last_call=read"
         ])
     );
@@ -956,6 +981,24 @@ fn json_strings_escaped_whatever_the_bytes() {
 /// same run says; without `ERRSHIM_COUNT=1` the hooks' counts and the last call are left out.
 #[test]
 fn text_format_carries_the_same_context() {
+    // Round-trip times and the times since the last segment differ from run to run.
+    let timeless = |line: &str| -> String {
+        let mut out = String::new();
+        for (i, word) in line.split(' ').enumerate() {
+            if i > 0 {
+                out.push(' ');
+            }
+            match word.split_once('=') {
+                Some(("rtt_us", _)) => out.push_str("rtt_us=RTT"),
+                Some((k, _)) if k.starts_with("last_") && k.ends_with("_ms") => {
+                    out.push_str(k);
+                    out.push_str("=MS");
+                }
+                _ => out.push_str(word),
+            }
+        }
+        out
+    };
     let text_run = |scenario: &str, count: &str| {
         let r = Cmd::new(context_bin())
             .args([scenario])
@@ -970,8 +1013,10 @@ fn text_format_carries_the_same_context() {
     let ev = plain.events();
     assert_eq!(ev.len(), 3, "{}", plain.describe());
     assert!(
-        ev[1].ends_with(
-            " bytes_received=5 bytes_sent=3 history=connected,reset_seen,first_error=ECONNRESET \
+        timeless(ev[1]).ends_with(
+            " bytes_received=5 bytes_sent=3 retransmits=0 probes=0 backoff=0 unacked=0 total_retrans=0 \
+             bytes_retrans=0 rtt_us=RTT last_data_sent_ms=MS last_data_recv_ms=MS last_ack_recv_ms=MS \
+             history=connected,reset_seen,first_error=read:ECONNRESET \
              | cause=peer_reset: the server aborted the connection (RST), or a middlebox on the path reset it \
              (a load balancer's or NAT's idle timeout: keep this side's keepalive or idle time below the path's)"
         ),
@@ -995,9 +1040,10 @@ fn text_format_carries_the_same_context() {
         "{shutdown}"
     );
     assert!(
-        shutdown.ends_with(
-            " bytes_received=5 bytes_sent=3 bytes_in=5 bytes_out=3 \
-             history=connected,reset_seen,first_error=ECONNRESET,last_call=read \
+        timeless(shutdown).ends_with(
+            " bytes_received=5 bytes_sent=3 bytes_in=5 bytes_out=3 retransmits=0 probes=0 backoff=0 unacked=0 \
+             total_retrans=0 bytes_retrans=0 rtt_us=RTT last_data_sent_ms=MS last_data_recv_ms=MS \
+             last_ack_recv_ms=MS history=connected,reset_seen,first_error=read:ECONNRESET,last_call=read \
              | cause=peer_reset: the server aborted the connection (RST), or a middlebox on the path reset it \
              (a load balancer's or NAT's idle timeout: keep this side's keepalive or idle time below the path's)"
         ),
@@ -1030,8 +1076,20 @@ fn text_format_carries_the_same_context() {
             assert_eq!(j["peer"], info(&json, scenario, "peer").as_str());
             let expect_start = format!("{} pending_error={pending} age_ms=", j["state"].as_str().unwrap());
             assert!(tail.starts_with(&expect_start), "{t}");
+            let evidence: String = [
+                "retransmits",
+                "probes",
+                "backoff",
+                "unacked",
+                "total_retrans",
+                "bytes_retrans",
+            ]
+            .iter()
+            .map(|k| format!(" {k}={}", j[*k]))
+            .collect();
             let expect_end = format!(
-                " bytes_received={} bytes_sent={} bytes_in={} bytes_out={} history={} | cause={}: {}",
+                " bytes_received={} bytes_sent={} bytes_in={} bytes_out={}{evidence} rtt_us=RTT last_data_sent_ms=MS \
+                 last_data_recv_ms=MS last_ack_recv_ms=MS history={} | cause={}: {}",
                 j["bytes_received"],
                 j["bytes_sent"],
                 j["bytes_in"],
@@ -1040,7 +1098,10 @@ fn text_format_carries_the_same_context() {
                 j["cause"].as_str().unwrap(),
                 j["cause_text"].as_str().unwrap()
             );
-            assert!(t.ends_with(&expect_end), "{t}\nexpected to end with: {expect_end}");
+            assert!(
+                timeless(t).ends_with(&expect_end),
+                "{t}\nexpected to end with: {expect_end}"
+            );
             let age = tail[expect_start.len()..].split(' ').next().unwrap();
             assert!(age.parse::<u64>().is_ok(), "age_ms is a number: {t}");
         }
@@ -1107,7 +1168,8 @@ except ConnectionResetError as e:
     assert!(
         ev[1].contains(" = -1 ECONNRESET -> logged")
             && ev[1].contains("history=connected,")
-            && ev[1].contains("| cause=peer_reset: the server aborted the connection (RST), or a middlebox"),
+            // The server reset it before sending anything: the text says what does that.
+            && ev[1].contains("| cause=peer_reset: the server, or a middlebox, reset the connection before sending a byte"),
         "{}",
         ev[1]
     );

@@ -324,9 +324,28 @@ fn handle(
     if let Some((r, gen)) = rec {
         r.note_error(err, gen);
     }
+    let verdict = decide_and_report(cfg, call, entry, args, &target, ret, err);
+    if let Some((r, gen)) = rec {
+        r.note_first_error(call, err, gen);
+        r.note_call(call);
+    }
+    verdict
+}
+
+/// The rule's verdict on the failure, and its event.
+#[inline(always)]
+fn decide_and_report(
+    cfg: &crate::policy::config::Config,
+    call: Call,
+    entry: &'static str,
+    args: &CallArgs,
+    target: &Target,
+    ret: isize,
+    err: i32,
+) -> Verdict {
     let mut kind = LazyKind {
         fd: args.fd,
-        target: &target,
+        target,
         err,
         kind: None,
     };
@@ -338,9 +357,6 @@ fn handle(
         unsuppressed_enotconn(cfg);
     }
     let Some((index, rule)) = decision else {
-        if let Some((r, _)) = rec {
-            r.note_call(call);
-        }
         return Verdict::Keep;
     };
     let mut action = rule.action;
@@ -364,9 +380,6 @@ fn handle(
             returned_errno,
         };
         report(cfg, call, entry, args, &mut kind, outcome, action, index, None);
-    }
-    if let Some((r, _)) = rec {
-        r.note_call(call);
     }
     verdict
 }
@@ -540,7 +553,7 @@ fn gather_and_emit(
         kind,
         local,
         peer,
-        ctx,
+        ctx: &ctx,
         backtrace: &[],
         injected: r.injected,
     };
@@ -893,6 +906,7 @@ fn context(
     err: i32,
 ) -> (Context, Option<Addr>, Option<Addr>) {
     let mut ctx = Context::default();
+    let mut evidence = None;
     let (copy, local, peer, has_peer) = match target {
         Target::Closed(c) => {
             let c = c.is_live().then_some(*c);
@@ -931,6 +945,7 @@ fn context(
                 ctx.state = Some(t.state);
                 ctx.bytes_received = t.bytes_received;
                 ctx.bytes_sent = t.bytes_sent;
+                evidence = Some(t.evidence);
             }
             ctx.pending_error = raw::poll_error(args.fd);
             (copy, local, peer, live_peer.is_some())
@@ -947,7 +962,7 @@ fn context(
             ctx.last_call = r.last_call();
         }
         ctx.connect_errno = i32::from(r.connect_errno);
-        ctx.first_error = i32::from(r.first_error);
+        ctx.errors = r.errors;
     }
     // A pending connect that later moved data, or whose socket the kernel now shows in a state
     // only a completed connect reaches (haproxy completes its connects with poll and
@@ -971,8 +986,18 @@ fn context(
     }
     let history = ctx.history;
     let kind = *kind;
+    // The evidence of a TCP socket that got anywhere (not of one never connected, whose
+    // times since the last send would count from boot).
+    let established_once = history & (hist::CONNECTED | hist::ACCEPTED | hist::PAIRED) != 0;
+    ctx.evidence = evidence.filter(|e| {
+        let state = ctx.state.unwrap_or(TCP_CLOSE);
+        state != TCP_LISTEN && (state != TCP_CLOSE || established_once || e.retransmits > 0 || e.total_retrans > 0)
+    });
+    if ctx.evidence.is_some() && cause::timed_out(err, history) {
+        ctx.timeouts = Some(raw::tcp_timeouts(args.fd));
+    }
     if kind.is_socket() || call == Call::Close {
-        ctx.cause = Some(cause::classify(&Facts {
+        let facts = Facts {
             call: Some(call),
             errno: err,
             kind: Some(kind),
@@ -980,7 +1005,14 @@ fn context(
             tcp_state: ctx.state,
             pending_error: ctx.pending_error.unwrap_or(false),
             has_peer,
-        }));
+            evidence: ctx.evidence.as_ref(),
+            timeouts: ctx.timeouts.as_ref(),
+            bytes_received: ctx.bytes_received,
+            connect_errno: ctx.connect_errno,
+        };
+        let c = cause::classify(&facts);
+        ctx.cause = Some(c);
+        ctx.cause_text = c.text_of(&facts);
     }
     (ctx, local, peer)
 }

@@ -7,6 +7,7 @@
 //! for reads, LISTEN); a reset leaves ECONNRESET pending (POLLERR) until one call consumes it.
 
 use crate::policy::rules::Call;
+use crate::sys::raw::{Evidence, Timeouts};
 use crate::sys::socket::Kind;
 
 /// History bits kept per connection.
@@ -37,6 +38,22 @@ pub mod hist {
     pub const TRACKED: u32 = 1 << 12;
     /// Learnt about at event time (inherited, or created where no hook sees it).
     pub const LATE: u32 = 1 << 13;
+    /// A call failed with ETIMEDOUT: the kernel gave up on a silent path.
+    pub const TIMEOUT_SEEN: u32 = 1 << 14;
+    /// A call failed with an errno of `is_unreachable`: an ICMP error from the path (or no
+    /// route here).
+    pub const UNREACH_SEEN: u32 = 1 << 15;
+}
+
+/// The errnos that say the path could not reach the host (an ICMP error, or no route), on a
+/// socket of kind `kind`: EACCES too on TCP, where it is ICMPv6's "administratively
+/// prohibited" (on a unix socket it is a file's permissions).
+pub fn is_unreachable(errno: i32, kind: Kind) -> bool {
+    match errno {
+        libc::EHOSTUNREACH | libc::ENETUNREACH | libc::EHOSTDOWN | libc::ENETDOWN | libc::ENONET => true,
+        libc::EACCES => kind.is_tcp(),
+        _ => false,
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,11 +79,20 @@ pub enum Cause {
     MessageTooLong,
     NoBufferSpace,
     TooManyFiles,
+    /// The kernel gave up retransmitting unacknowledged data (or a SYN it had answered).
+    TimeoutRetransmit,
+    /// Keepalive probes went unanswered.
+    TimeoutKeepalive,
+    /// `TCP_USER_TIMEOUT` expired.
+    TimeoutUser,
+    /// An ICMP error from the path (host or network unreachable, administratively prohibited),
+    /// or no route here.
+    Unreachable,
 }
 
 impl Cause {
     /// Every cause, in declaration order (so `ALL[c as usize] == c`).
-    pub const ALL: [Cause; 18] = [
+    pub const ALL: [Cause; 22] = [
         Cause::NeverConnected,
         Cause::PeerReset,
         Cause::PeerClosed,
@@ -85,6 +111,10 @@ impl Cause {
         Cause::MessageTooLong,
         Cause::NoBufferSpace,
         Cause::TooManyFiles,
+        Cause::TimeoutRetransmit,
+        Cause::TimeoutKeepalive,
+        Cause::TimeoutUser,
+        Cause::Unreachable,
     ];
 
     /// The cause an errno has whatever the connection's state, for those that are not about
@@ -132,6 +162,10 @@ impl Cause {
             Cause::MessageTooLong => "message_too_long",
             Cause::NoBufferSpace => "no_buffer_space",
             Cause::TooManyFiles => "too_many_files",
+            Cause::TimeoutRetransmit => "timeout_retransmit",
+            Cause::TimeoutKeepalive => "timeout_keepalive",
+            Cause::TimeoutUser => "timeout_user",
+            Cause::Unreachable => "unreachable",
         }
     }
 
@@ -141,11 +175,11 @@ impl Cause {
         let accepted = history & hist::ACCEPTED != 0;
         let connected = history & (hist::CONNECTED | hist::CONNECT_PENDING) != 0;
         match self {
-            Cause::ConnectFailed if errno == libc::ECONNREFUSED => "the connect was refused: nothing listens at that address and port (the host answered with an RST), or a firewall rejected it",
-            Cause::ConnectFailed if errno == libc::ETIMEDOUT => "the connect timed out: no answer from the host (down, or a firewall dropping the packets)",
-            Cause::ConnectFailed if matches!(errno, libc::ENETUNREACH | libc::EHOSTUNREACH) => "no route to the host: this host has none, or a router answered unreachable (ICMP)",
+            Cause::ConnectFailed if errno == libc::ECONNREFUSED => "the connect was refused: nothing listens at that address and port (the host answered with an RST), or a firewall rejected it (an RST, or ICMP port unreachable). Check that the server runs and listens there",
+            Cause::ConnectFailed if errno == libc::ETIMEDOUT => "the connect timed out: no answer to the SYN (net.ipv4.tcp_syn_retries): the host is down, a firewall drops the packets, or the listener's accept queue is full (check its listen backlog and net.core.somaxconn)",
+
             Cause::PeerReset if history & hist::LISTENING != 0 => "a client reset its connection before the program accepted it",
-            Cause::PeerReset if accepted => "the client aborted the connection (RST), or a middlebox on the path reset it: clients that go away mid-connection (a closed tab, a phone changing networks) do this all day; harmless at close",
+            Cause::PeerReset if accepted => "the client aborted the connection (RST), or a middlebox on the path reset it: clients that go away mid-connection (a closed tab, a phone changing networks) do this all day; harmless at close (a lingering close lets a client read the whole response before it resets)",
             Cause::PeerReset if connected => "the server aborted the connection (RST), or a middlebox on the path reset it (a load balancer's or NAT's idle timeout: keep this side's keepalive or idle time below the path's)",
             Cause::PeerClosed if accepted => "the client's orderly close had already finished on both sides (FIN exchanged) before this call",
             Cause::PeerClosed if connected => "the server's orderly close had already finished on both sides (FIN exchanged) before this call",
@@ -173,6 +207,27 @@ impl Cause {
             Cause::MessageTooLong => "the datagram is larger than the socket or the path allows (a UDP payload over 65,507 bytes, or over the path MTU with don't-fragment set)",
             Cause::NoBufferSpace => "the kernel is short of memory for socket buffers (or a queue is full): transient under memory pressure; check the host's memory and net.core buffer limits",
             Cause::TooManyFiles => "the process (EMFILE) or the system (ENFILE) has no descriptor left: raise RLIMIT_NOFILE (ulimit -n, LimitNOFILE=) or find the descriptor leak",
+            Cause::TimeoutRetransmit => "the kernel retransmitted data that was never acknowledged until it gave up (net.ipv4.tcp_retries2): the path silently dropped the packets (a firewall or NAT that lost the flow's state, a load balancer past its idle timeout) or the host vanished; no RST was involved. Keep idle connections below the path's idle timeout (keepalive), or set TCP_USER_TIMEOUT to fail sooner",
+            Cause::TimeoutKeepalive => "keepalive probes went unanswered until the kernel gave up (SO_KEEPALIVE, TCP_KEEPIDLE/INTVL/CNT): the host vanished, or the path silently dropped the idle flow (a NAT or load balancer idle timeout); no RST was involved. Probe more often than the path's idle timeout if it forgets idle flows",
+            Cause::TimeoutUser => "TCP_USER_TIMEOUT expired: data or keepalive probes went unacknowledged for longer than the program allows; the path silently dropped the packets or the host vanished; no RST was involved. Raise TCP_USER_TIMEOUT if the path is only slow",
+            Cause::Unreachable => "the host or its network is unreachable: a router or firewall on the path answered with ICMP (host or network unreachable, or administratively prohibited: EACCES over IPv6), or this host has no route. Check the routes and the firewalls between the two hosts",
+        }
+    }
+
+    /// The sentence for these facts: `text_for`, or where the kernel's evidence says more
+    /// than the history (a reset of a connection that never received a byte, or one that came
+    /// while the kernel was retransmitting), the sentence for that.
+    pub fn text_of(self, f: &Facts) -> &'static str {
+        let connected = f.history & (hist::CONNECTED | hist::CONNECT_PENDING) != 0;
+        let accepted = f.history & hist::ACCEPTED != 0;
+        let e = f.evidence.copied().unwrap_or_default();
+        match self {
+            Cause::PeerReset if !accepted && connected && f.bytes_received == Some(0) && f.history & hist::LISTENING == 0 => "the server, or a middlebox, reset the connection before sending a byte: a listener whose accept queue was full (net.ipv4.tcp_abort_on_overflow), a server that dropped the connection before answering (a crash, a limit, a close with unread data), or a firewall rejecting the flow with an RST. Check the server's logs and its listen backlog (net.core.somaxconn)",
+            Cause::PeerReset if e.retransmits > 0 || e.probes > 0 => "an RST ended the connection while the kernel was still retransmitting or probing (the path had gone silent): a host that came back without the connection (it rebooted), a NAT or load balancer that forgot the flow and rejects it, or a firewall. Keep idle connections below the path's idle timeout (keepalive)",
+            // The later calls on a socket whose connect failed say ENOTCONN or EPIPE: the
+            // sentence is the connect's.
+            Cause::ConnectFailed if f.connect_errno != 0 => self.text_for(f.history, f.connect_errno),
+            other => other.text_for(f.history, f.errno),
         }
     }
 }
@@ -201,7 +256,7 @@ pub fn tcp_state_name(s: u8) -> &'static str {
 
 /// Everything the classification looks at.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct Facts {
+pub struct Facts<'a> {
     pub call: Option<Call>,
     pub errno: i32,
     pub kind: Option<Kind>,
@@ -212,6 +267,37 @@ pub struct Facts {
     pub pending_error: bool,
     /// The kernel still reports a peer address (`getpeername` works).
     pub has_peer: bool,
+    /// `TCP_INFO`'s retransmission and keepalive state (TCP sockets that got anywhere).
+    pub evidence: Option<&'a Evidence>,
+    /// The socket's own timeouts (asked only where the errno or the history is a timeout).
+    pub timeouts: Option<&'a Timeouts>,
+    /// `TCP_INFO`'s count of bytes received.
+    pub bytes_received: Option<u64>,
+    /// errno of the failed `connect` (0: none).
+    pub connect_errno: i32,
+}
+
+/// Whether these facts are about a timeout (so that `timeouts` is worth asking for).
+pub fn timed_out(errno: i32, history: u32) -> bool {
+    errno == libc::ETIMEDOUT || history & hist::TIMEOUT_SEEN != 0
+}
+
+/// Which limit ended a connection that timed out: `TCP_USER_TIMEOUT` when the program set
+/// it (it overrides both others), keepalive when only probes were out (nothing left
+/// unacknowledged), else retransmission.
+fn timeout_kind(f: &Facts) -> Cause {
+    let t = f.timeouts.copied().unwrap_or_default();
+    if t.user_timeout_ms.is_some_and(|ms| ms > 0) {
+        return Cause::TimeoutUser;
+    }
+    let e = f.evidence.copied().unwrap_or_default();
+    if e.probes > 0 && e.unacked == 0 && e.retransmits == 0 {
+        return Cause::TimeoutKeepalive;
+    }
+    if e.retransmits > 0 || e.unacked > 0 || t.keepalive.is_none() {
+        return Cause::TimeoutRetransmit;
+    }
+    Cause::TimeoutKeepalive
 }
 
 pub fn classify(f: &Facts) -> Cause {
@@ -224,14 +310,15 @@ pub fn classify(f: &Facts) -> Cause {
     if let Some(c) = Cause::of_errno(f.errno) {
         return c;
     }
+    let kind = f.kind.unwrap_or(Kind::Unknown);
     match f.call {
+        Some(Call::Connect) if is_unreachable(f.errno, kind) => return Cause::Unreachable,
         Some(Call::Connect) => return Cause::ConnectFailed,
         // A connection the client reset before the program accepted it.
         Some(Call::Accept) if f.errno == libc::ECONNABORTED => return Cause::PeerReset,
         Some(Call::Accept) => return Cause::Unknown,
         _ => {}
     }
-    let kind = f.kind.unwrap_or(Kind::Unknown);
     // A plain byte, 0 when unknown (TCP states start at 1): compared as an `Option<u8>`, the
     // optimiser may compare both bytes at once, and a None's payload byte is undefined
     // (memcheck reports it).
@@ -246,8 +333,16 @@ pub fn classify(f: &Facts) -> Cause {
     if has(SHUTDOWN) && !established_once && (has(LISTENING) || has(CONNECT_PENDING)) {
         return Cause::ShutDownBefore;
     }
+    // An ICMP error: at connect it fails the connect; on a connection it is kept as a soft
+    // error and given instead of ETIMEDOUT when the retransmissions run out.
+    if is_unreachable(f.errno, kind) || has(UNREACH_SEEN) {
+        return Cause::Unreachable;
+    }
     if !established_once && has(CONNECT_FAILED | CONNECT_PENDING) {
         return Cause::ConnectFailed;
+    }
+    if timed_out(f.errno, h) {
+        return timeout_kind(f);
     }
     if f.errno == libc::ECONNRESET || has(RESET_SEEN) || (f.pending_error && established_once) {
         return Cause::PeerReset;
@@ -320,7 +415,7 @@ mod tests {
     use super::hist::*;
     use super::*;
 
-    fn facts(call: Call, errno: i32, kind: Kind, history: u32, state: Option<u8>, pending: bool) -> Facts {
+    fn facts(call: Call, errno: i32, kind: Kind, history: u32, state: Option<u8>, pending: bool) -> Facts<'static> {
         Facts {
             call: Some(call),
             errno,
@@ -328,7 +423,134 @@ mod tests {
             history,
             tcp_state: state,
             pending_error: pending,
-            has_peer: false,
+            ..Facts::default()
+        }
+    }
+
+    #[test]
+    fn timeouts_and_unreachable() {
+        let ev = |retransmits: u8, probes: u8| Evidence {
+            retransmits,
+            probes,
+            ..Evidence::default()
+        };
+        let timed = |errno: i32, history: u32, e: Evidence, t: Timeouts| {
+            classify(&Facts {
+                call: Some(Call::Shutdown),
+                errno,
+                kind: Some(Kind::Tcp6),
+                history,
+                tcp_state: Some(TCP_CLOSE),
+                evidence: Some(&e),
+                timeouts: Some(&t),
+                ..Facts::default()
+            })
+        };
+        let conn = TRACKED | CONNECTED;
+        let ka = Timeouts {
+            user_timeout_ms: Some(0),
+            keepalive: Some((1, 1, 1)),
+        };
+        let ut = Timeouts {
+            user_timeout_ms: Some(1000),
+            keepalive: None,
+        };
+        let none = Timeouts::default();
+        // The read that timed out, and the shutdown after it.
+        assert_eq!(timed(libc::ETIMEDOUT, conn, ev(2, 0), none), Cause::TimeoutRetransmit);
+        assert_eq!(
+            timed(libc::ENOTCONN, conn | TIMEOUT_SEEN, ev(2, 0), none),
+            Cause::TimeoutRetransmit
+        );
+        assert_eq!(
+            timed(libc::ENOTCONN, conn | TIMEOUT_SEEN, ev(0, 1), ka),
+            Cause::TimeoutKeepalive
+        );
+        assert_eq!(
+            timed(libc::EPIPE, conn | TIMEOUT_SEEN, ev(0, 1), ut),
+            Cause::TimeoutUser
+        );
+        assert_eq!(
+            timed(libc::ENOTCONN, conn | TIMEOUT_SEEN, ev(3, 0), ut),
+            Cause::TimeoutUser
+        );
+        // Keepalive on, but data was being retransmitted: retransmission.
+        assert_eq!(
+            timed(libc::ENOTCONN, conn | TIMEOUT_SEEN, ev(3, 0), ka),
+            Cause::TimeoutRetransmit
+        );
+        // A connect that timed out stays a failed connect.
+        assert_eq!(
+            timed(libc::ENOTCONN, TRACKED | CONNECT_FAILED | TIMEOUT_SEEN, ev(1, 0), none),
+            Cause::ConnectFailed
+        );
+        // ICMP: at connect, and as the soft error given when retransmissions run out.
+        assert_eq!(
+            timed(libc::ENOTCONN, TRACKED | CONNECT_FAILED | UNREACH_SEEN, ev(1, 0), none),
+            Cause::Unreachable
+        );
+        assert_eq!(timed(libc::EHOSTUNREACH, conn, ev(2, 0), none), Cause::Unreachable);
+        let connect = |errno: i32, kind: Kind| {
+            classify(&Facts {
+                call: Some(Call::Connect),
+                errno,
+                kind: Some(kind),
+                ..Facts::default()
+            })
+        };
+        assert_eq!(
+            connect(libc::EACCES, Kind::Tcp6),
+            Cause::Unreachable,
+            "ICMPv6 prohibited"
+        );
+        assert_eq!(
+            connect(libc::EACCES, Kind::UnixStream),
+            Cause::ConnectFailed,
+            "a file's mode"
+        );
+        assert_eq!(connect(libc::ENETUNREACH, Kind::Tcp4), Cause::Unreachable);
+        assert_eq!(connect(libc::ECONNREFUSED, Kind::Tcp4), Cause::ConnectFailed);
+    }
+
+    #[test]
+    fn texts_follow_the_evidence() {
+        fn f(history: u32, received: Option<u64>, e: &Evidence, connect_errno: i32) -> Facts<'_> {
+            Facts {
+                call: Some(Call::Shutdown),
+                errno: libc::ENOTCONN,
+                kind: Some(Kind::Tcp4),
+                history,
+                tcp_state: Some(TCP_CLOSE),
+                evidence: Some(e),
+                bytes_received: received,
+                connect_errno,
+                ..Facts::default()
+            }
+        }
+        let reset = TRACKED | CONNECTED | RESET_SEEN;
+        let quiet = Evidence::default();
+        assert!(Cause::PeerReset
+            .text_of(&f(reset, Some(0), &quiet, 0))
+            .contains("before sending a byte"));
+        assert!(Cause::PeerReset
+            .text_of(&f(reset, Some(10), &quiet, 0))
+            .starts_with("the server aborted"));
+        let busy = Evidence {
+            retransmits: 2,
+            ..quiet
+        };
+        assert!(Cause::PeerReset
+            .text_of(&f(reset, Some(10), &busy, 0))
+            .contains("still retransmitting"));
+        let failed = TRACKED | CONNECT_FAILED;
+        assert!(Cause::ConnectFailed
+            .text_of(&f(failed, None, &quiet, libc::ETIMEDOUT))
+            .contains("timed out"));
+        assert!(Cause::ConnectFailed
+            .text_of(&f(failed, None, &quiet, libc::ECONNREFUSED))
+            .contains("refused"));
+        for c in Cause::ALL {
+            assert!(!c.text().is_empty() && c.code().bytes().all(|b| b.is_ascii_lowercase() || b == b'_'));
         }
     }
 

@@ -50,8 +50,8 @@ pub struct Record {
     pub last_call: AtomicU8,
     /// errno of a failed `connect` (0: none).
     pub connect_errno: AtomicU16,
-    /// The first ECONNRESET or EPIPE a call on it returned (0: none).
-    pub first_error: AtomicU16,
+    /// The first failure of each errno on it, in the order they came (see `Errors`).
+    pub errors: AtomicU64,
     /// The local port, learnt when a fault rule first needed it (0: not yet).
     pub local_port: AtomicU16,
     /// CLOCK_MONOTONIC milliseconds when it was created or accepted (0: unknown).
@@ -74,7 +74,7 @@ pub struct RecordCopy {
     pub peer: [u64; 3],
     pub created_ms: u64,
     pub connect_errno: u16,
-    pub first_error: u16,
+    pub errors: Errors,
     pub bytes_in: u64,
     pub bytes_out: u64,
     pub last_call: u8,
@@ -97,6 +97,44 @@ impl RecordCopy {
         (self.last_call != 0)
             .then(|| Call::ALL.get(self.last_call as usize - 1).copied())
             .flatten()
+    }
+}
+
+/// The first failure of each errno on a connection, in the order they came: up to four
+/// (call, errno) pairs packed in a word (16 bits each: `Call as u8 + 1`, then the errno;
+/// 0 is an empty slot). What came later than the fourth distinct errno is not kept.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Errors(pub u64);
+
+impl Errors {
+    pub const SLOTS: usize = 4;
+
+    /// With `call`'s failure with `errno` added, or None when the errno is there already,
+    /// every slot is taken, or the errno does not fit a byte.
+    pub fn with(self, call: Call, errno: i32) -> Option<Errors> {
+        let e = u8::try_from(errno).ok().filter(|&e| e != 0)?;
+        for i in 0..Self::SLOTS {
+            let slot = (self.0 >> (16 * i)) & 0xffff;
+            if slot == 0 {
+                let entry = ((call as u64 + 1) << 8) | u64::from(e);
+                return Some(Errors(self.0 | entry << (16 * i)));
+            }
+            if slot & 0xff == u64::from(e) {
+                return None;
+            }
+        }
+        None
+    }
+
+    /// The pairs, oldest first.
+    pub fn iter(self) -> impl Iterator<Item = (Option<Call>, i32)> {
+        (0..Self::SLOTS).map_while(move |i| {
+            let slot = (self.0 >> (16 * i)) & 0xffff;
+            (slot != 0).then(|| {
+                let call = Call::ALL.get(((slot >> 8) as usize).wrapping_sub(1)).copied();
+                (call, (slot & 0xff) as i32)
+            })
+        })
     }
 }
 
@@ -215,7 +253,7 @@ impl Record {
         self.kind.store(c.kind, Relaxed);
         self.last_call.store(c.last_call, Relaxed);
         self.connect_errno.store(c.connect_errno, Relaxed);
-        self.first_error.store(c.first_error, Relaxed);
+        self.errors.store(c.errors.0, Relaxed);
         self.created_ms.store(c.created_ms, Relaxed);
         self.bytes_in.store(c.bytes_in, Relaxed);
         self.bytes_out.store(c.bytes_out, Relaxed);
@@ -255,7 +293,7 @@ impl Record {
             ],
             created_ms: self.created_ms.load(Relaxed),
             connect_errno: self.connect_errno.load(Relaxed),
-            first_error: self.first_error.load(Relaxed),
+            errors: Errors(self.errors.load(Relaxed)),
             bytes_in: self.bytes_in.load(Relaxed),
             bytes_out: self.bytes_out.load(Relaxed),
             last_call: self.last_call.load(Relaxed),
@@ -305,16 +343,31 @@ impl Record {
         ])
     }
 
-    /// Records the first reset or broken pipe a call returned (from an event of generation
-    /// `gen`).
+    /// Records that a call failed with `errno` (on the record of generation `gen`): the
+    /// history bit of the errno's kind, which the event of this very failure shows already.
+    /// Atomics only: this runs for every failure, matched by a rule or not.
     pub fn note_error(&self, errno: i32, gen: u32) {
-        match errno {
-            libc::ECONNRESET => self.add_history(hist::RESET_SEEN, Some(gen)),
-            libc::EPIPE => self.add_history(hist::EPIPE_SEEN, Some(gen)),
+        let bit = match errno {
+            libc::ECONNRESET => hist::RESET_SEEN,
+            libc::EPIPE => hist::EPIPE_SEEN,
+            libc::ETIMEDOUT => hist::TIMEOUT_SEEN,
+            e if crate::observe::cause::is_unreachable(e, Kind::from_u8(self.kind.load(Relaxed))) => hist::UNREACH_SEEN,
             _ => return,
+        };
+        self.add_history(bit, Some(gen));
+    }
+
+    /// Records `call`'s failure with `errno` as the errno's first (see `Errors`), after its
+    /// event: the history of later events shows it. Errnos that say nothing about the
+    /// connection (EAGAIN, EINTR, a connect in progress) are not kept. Atomics only.
+    pub fn note_first_error(&self, call: Call, errno: i32, gen: u32) {
+        if matches!(errno, libc::EAGAIN | libc::EINTR | libc::EINPROGRESS | libc::EALREADY) {
+            return;
         }
         if process::may_write() && self.gen() == gen {
-            let _ = self.first_error.compare_exchange(0, errno as u16, Relaxed, Relaxed);
+            let _ = self
+                .errors
+                .fetch_update(Relaxed, Relaxed, |e| Errors(e).with(call, errno).map(|e| e.0));
         }
     }
 
@@ -576,6 +629,24 @@ mod tests {
     }
 
     #[test]
+    fn errors_keep_four_distinct_in_order() {
+        let mut e = Errors::default();
+        for (i, errno) in [libc::ETIMEDOUT, libc::ENOTCONN, libc::EPIPE, libc::ECONNRESET]
+            .into_iter()
+            .enumerate()
+        {
+            e = e.with(Call::ALL[i], errno).unwrap();
+        }
+        assert_eq!(e.with(Call::Read, libc::ENOTCONN), None, "already there");
+        assert_eq!(e.with(Call::Read, libc::EHOSTUNREACH), None, "full");
+        assert_eq!(Errors::default().with(Call::Read, 300), None, "does not fit");
+        let got: Vec<_> = e.iter().collect();
+        assert_eq!(got[0], (Some(Call::ALL[0]), libc::ETIMEDOUT));
+        assert_eq!(got[3], (Some(Call::ALL[3]), libc::ECONNRESET));
+        assert_eq!(got.len(), 4);
+    }
+
+    #[test]
     fn records_and_generations() {
         init();
         start(5, Kind::Tcp4, hist::CONNECTED, Some(&Addr::V4(Ipv4Addr::LOCALHOST, 1)));
@@ -584,9 +655,21 @@ mod tests {
         let g = r.gen();
         r.note_error(libc::ECONNRESET, g);
         r.note_error(libc::EPIPE, g);
-        assert_eq!(r.first_error.load(Relaxed), libc::ECONNRESET as u16);
+        r.note_first_error(Call::Read, libc::ECONNRESET, g);
+        r.note_first_error(Call::Write, libc::EPIPE, g);
+        r.note_first_error(Call::Write, libc::ECONNRESET, g);
+        r.note_first_error(Call::Read, libc::EAGAIN, g);
+        r.note_first_error(Call::Read, libc::ETIMEDOUT, g + 1);
+        r.note_error(libc::ETIMEDOUT, g + 1);
+        let errors: Vec<_> = Errors(r.errors.load(Relaxed)).iter().collect();
+        assert_eq!(
+            errors,
+            [(Some(Call::Read), libc::ECONNRESET), (Some(Call::Write), libc::EPIPE)],
+            "each errno's first failure, in order; not EAGAIN; not from another generation"
+        );
         let h = r.history();
         assert!(h & hist::RESET_SEEN != 0 && h & hist::EPIPE_SEEN != 0 && h & hist::TRACKED != 0);
+        assert!(h & hist::TIMEOUT_SEEN == 0);
         set_counting(true);
         r.note_call(Call::Recv);
         assert_eq!(r.copy().last_call(), Some(Call::Recv));

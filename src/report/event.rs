@@ -193,11 +193,28 @@ pub struct Context {
     /// The hooked call made on it before this one (only with `ERRSHIM_COUNT=1`).
     pub last_call: Option<Call>,
     pub connect_errno: i32,
-    pub first_error: i32,
+    /// The first failure of each errno on the connection.
+    pub errors: crate::observe::conntable::Errors,
+    /// `TCP_INFO`'s retransmission and keepalive state, for TCP sockets that got anywhere.
+    pub evidence: Option<crate::sys::raw::Evidence>,
+    /// The socket's own timeouts, for an event whose cause is a timeout.
+    pub timeouts: Option<crate::sys::raw::Timeouts>,
     pub cause: Option<Cause>,
+    /// The cause's sentence for these facts ("": the one its history gives).
+    pub cause_text: &'static str,
 }
 
 impl Context {
+    /// The sentence for `cause`: the one chosen with the kernel's evidence, else the one the
+    /// history gives.
+    pub fn cause_text(&self, cause: Cause, errno: i32) -> &'static str {
+        if self.cause_text.is_empty() {
+            cause.text_for(self.history, errno)
+        } else {
+            self.cause_text
+        }
+    }
+
     /// The byte counts known, by field name, in the order the formats write them.
     pub fn byte_counts(&self) -> [(&'static str, Option<u64>); 4] {
         [
@@ -228,7 +245,7 @@ pub struct Event<'a> {
     pub kind: Kind,
     pub local: Option<Addr>,
     pub peer: Option<Addr>,
-    pub ctx: Context,
+    pub ctx: &'a Context,
     /// Return addresses already formatted (`module+0xoff` or `module:symbol+0xoff`), if asked for.
     pub backtrace: &'a [StackBuf<160>],
     /// Set when errshim injected this (a fault rule); then `rule` is the fault rule's number.
@@ -313,6 +330,32 @@ fn write_addr<const N: usize>(b: &mut StackBuf<N>, key: &str, addr: &Option<Addr
     }
 }
 
+/// ` key=value` for each number known.
+fn write_pairs<const N: usize>(b: &mut StackBuf<N>, pairs: &[(&str, Option<u64>)]) {
+    for (key, v) in pairs {
+        if let Some(v) = v {
+            b.byte(b' ');
+            b.s(key);
+            b.byte(b'=');
+            b.u(*v);
+        }
+    }
+}
+
+/// Keepalive as the program set it: `IDLE/INTERVAL/COUNT` (seconds, seconds, probes), or `off`.
+fn write_keepalive<const N: usize>(t: &crate::sys::raw::Timeouts, b: &mut StackBuf<N>) {
+    match t.keepalive {
+        Some((idle, intvl, cnt)) => {
+            b.u(idle.into());
+            b.byte(b'/');
+            b.u(intvl.into());
+            b.byte(b'/');
+            b.u(cnt.into());
+        }
+        None => b.push(b"off"),
+    }
+}
+
 /// History as words, with the connect errno, first error and last call folded in.
 fn write_history_words<const N: usize>(c: &Context, out: &mut StackBuf<N>) {
     let _ = cause::write_history(c.history, out);
@@ -320,9 +363,13 @@ fn write_history_words<const N: usize>(c: &Context, out: &mut StackBuf<N>) {
         out.push(b",connect=");
         Name(c.connect_errno).write_to(out);
     }
-    if c.first_error != 0 {
+    for (call, errno) in c.errors.iter() {
         out.push(b",first_error=");
-        Name(c.first_error).write_to(out);
+        if let Some(call) = call {
+            out.s(call.name());
+            out.byte(b':');
+        }
+        Name(errno).write_to(out);
     }
     if let Some(l) = c.last_call {
         out.push(b",last_call=");
@@ -437,13 +484,17 @@ pub fn write_text<const N: usize>(ev: &Event<'_>, b: &mut StackBuf<N>) {
             b.push(b" age_ms=");
             b.u(a);
         }
-        for (key, v) in c.byte_counts() {
-            if let Some(v) = v {
-                b.byte(b' ');
-                b.s(key);
-                b.byte(b'=');
-                b.u(v);
+        write_pairs(b, &c.byte_counts());
+        if let Some(e) = &c.evidence {
+            write_pairs(b, &e.fields());
+        }
+        if let Some(t) = &c.timeouts {
+            if let Some(ms) = t.user_timeout_ms {
+                b.push(b" user_timeout_ms=");
+                b.u(ms.into());
             }
+            b.push(b" keepalive=");
+            write_keepalive(t, b);
         }
         b.push(b" history=");
         write_history_words(c, b);
@@ -452,7 +503,7 @@ pub fn write_text<const N: usize>(ev: &Event<'_>, b: &mut StackBuf<N>) {
         b.push(b" | cause=");
         b.s(cause.code());
         b.push(b": ");
-        b.s(cause.text_for(c.history, ev.errno));
+        b.s(c.cause_text(cause, ev.errno));
     }
     if !ev.backtrace.is_empty() {
         b.push(b" | backtrace=");
@@ -538,10 +589,15 @@ pub fn write_json<const N: usize>(ev: &Event<'_>, b: &mut StackBuf<N>) {
         o.num("age_ms", a);
     }
     if ev.kind.is_socket() || c.history != 0 {
-        for (key, v) in c.byte_counts() {
-            if let Some(v) = v {
-                o.num(key, v);
+        o.nums(&c.byte_counts());
+        if let Some(e) = &c.evidence {
+            o.nums(&e.fields());
+        }
+        if let Some(t) = &c.timeouts {
+            if let Some(ms) = t.user_timeout_ms {
+                o.num("user_timeout_ms", u64::from(ms));
             }
+            o.fmt_str("keepalive", |b| write_keepalive(t, b));
         }
         o.raw("history", |t| {
             let mut words = StackBuf::<256>::new();
@@ -560,7 +616,7 @@ pub fn write_json<const N: usize>(ev: &Event<'_>, b: &mut StackBuf<N>) {
     }
     if let Some(cause) = c.cause {
         o.str("cause", cause.code().as_bytes())
-            .str("cause_text", cause.text_for(c.history, ev.errno).as_bytes());
+            .str("cause_text", c.cause_text(cause, ev.errno).as_bytes());
     }
     o.num("rule", ev.rule);
     if !ev.backtrace.is_empty() {
@@ -584,6 +640,24 @@ pub fn write_json<const N: usize>(ev: &Event<'_>, b: &mut StackBuf<N>) {
 mod tests {
     use super::*;
     use core::net::Ipv4Addr;
+
+    static NO_CONTEXT: Context = Context {
+        state: None,
+        pending_error: None,
+        age_ms: None,
+        bytes_received: None,
+        bytes_sent: None,
+        bytes_in: None,
+        bytes_out: None,
+        history: 0,
+        last_call: None,
+        connect_errno: 0,
+        errors: crate::observe::conntable::Errors(0),
+        evidence: None,
+        timeouts: None,
+        cause: None,
+        cause_text: "",
+    };
 
     fn sample() -> Event<'static> {
         Event {
@@ -609,7 +683,7 @@ mod tests {
             kind: Kind::Tcp4,
             local: Some(Addr::V4(Ipv4Addr::LOCALHOST, 8080)),
             peer: None,
-            ctx: Context::default(),
+            ctx: &NO_CONTEXT,
             backtrace: &[],
             injected: None,
         }
@@ -639,7 +713,7 @@ mod tests {
     fn context_and_cause() {
         let mut ev = sample();
         ev.peer = Some(Addr::V4(Ipv4Addr::new(10, 0, 0, 5), 51234));
-        ev.ctx = Context {
+        let ctx = Context {
             state: Some(7),
             pending_error: Some(false),
             age_ms: Some(5),
@@ -650,9 +724,10 @@ mod tests {
             history: cause::hist::TRACKED | cause::hist::ACCEPTED | cause::hist::READ_EOF,
             last_call: Some(Call::Recv),
             connect_errno: 0,
-            first_error: 0,
             cause: Some(Cause::PeerClosed),
+            ..Context::default()
         };
+        ev.ctx = &ctx;
         let t = text(&ev);
         assert!(t.contains("peer=10.0.0.5:51234 rule=1 | state=CLOSE pending_error=no age_ms=5 bytes_received=18 bytes_sent=64 history=accepted,read_eof,last_call=recv | cause=peer_closed: the client's orderly close"), "{t}");
         let j = json_of(&ev);

@@ -469,18 +469,99 @@ pub struct TcpInfo {
     /// `tcpi_bytes_sent` less `tcpi_bytes_retrans`: data bytes sent to the peer, each once
     /// (Linux 4.19 and later).
     pub bytes_sent: Option<u64>,
+    /// The facts a timeout or a reset rests on.
+    pub evidence: Evidence,
 }
 
-/// Offsets in struct tcp_info.
+/// The retransmission and keepalive machinery's state, and the times since the connection
+/// last moved anything: what tells a timeout from a reset, and one kind of timeout from another.
+/// Kept by the kernel after it aborted the connection (until `connect(AF_UNSPEC)`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Evidence {
+    /// `tcpi_retransmits`: retransmission timeouts in a row for the oldest unacknowledged data
+    /// (or SYN).
+    pub retransmits: u8,
+    /// `tcpi_probes`: keepalive (or zero-window) probes sent without an answer.
+    pub probes: u8,
+    /// `tcpi_backoff`: how often the retransmission timer was doubled.
+    pub backoff: u8,
+    /// `tcpi_unacked`: segments sent and not acknowledged.
+    pub unacked: u32,
+    /// `tcpi_total_retrans`: segments retransmitted over the connection's life.
+    pub total_retrans: u32,
+    /// `tcpi_bytes_retrans` (Linux 4.19 and later).
+    pub bytes_retrans: Option<u64>,
+    /// `tcpi_rtt`: smoothed round-trip time, microseconds.
+    pub rtt_us: u32,
+    /// Milliseconds since data was last sent, data last received, an ACK last received.
+    pub last_data_sent_ms: u32,
+    pub last_data_recv_ms: u32,
+    pub last_ack_recv_ms: u32,
+}
+
+impl Evidence {
+    /// The facts by field name, in the order the formats write them (None: the kernel is too
+    /// old to say).
+    pub fn fields(&self) -> [(&'static str, Option<u64>); 10] {
+        [
+            ("retransmits", Some(self.retransmits.into())),
+            ("probes", Some(self.probes.into())),
+            ("backoff", Some(self.backoff.into())),
+            ("unacked", Some(self.unacked.into())),
+            ("total_retrans", Some(self.total_retrans.into())),
+            ("bytes_retrans", self.bytes_retrans),
+            ("rtt_us", Some(self.rtt_us.into())),
+            ("last_data_sent_ms", Some(self.last_data_sent_ms.into())),
+            ("last_data_recv_ms", Some(self.last_data_recv_ms.into())),
+            ("last_ack_recv_ms", Some(self.last_ack_recv_ms.into())),
+        ]
+    }
+}
+
+/// struct tcp_info up to `tcpi_bytes_retrans` (include/uapi/linux/tcp.h): what errshim reads,
+/// at the kernel's offsets; the kernel writes as much of it as it knows (`len`), the rest stays
+/// zero.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct RawTcpInfo {
+    /// state, ca_state, retransmits, probes, backoff, options, wscales, flags
+    head: [u8; 8],
+    /// rto, ato, snd_mss, rcv_mss, unacked, sacked, lost, retrans, fackets, last_data_sent,
+    /// last_ack_sent, last_data_recv, last_ack_recv, pmtu, rcv_ssthresh, rtt, rttvar,
+    /// snd_ssthresh, snd_cwnd, advmss, reordering, rcv_rtt, rcv_space, total_retrans
+    words: [u32; 24],
+    /// pacing_rate, max_pacing_rate, bytes_acked, bytes_received
+    rates: [u64; 4],
+    /// segs_out .. data_segs_out, then delivery_rate, busy_time, rwnd_limited,
+    /// sndbuf_limited, delivered and delivered_ce
+    _middle: [u32; 6],
+    _limits: [u64; 4],
+    _delivered: [u32; 2],
+    bytes_sent: u64,
+    bytes_retrans: u64,
+}
+
+/// Indices in `RawTcpInfo::words`.
+const W_UNACKED: usize = 4;
+const W_LAST_DATA_SENT: usize = 9;
+const W_LAST_DATA_RECV: usize = 11;
+const W_LAST_ACK_RECV: usize = 12;
+const W_RTT: usize = 15;
+const W_TOTAL_RETRANS: usize = 23;
+/// Offsets of the byte counts: the kernel's length says which it wrote.
 const TCPI_BYTES_RECEIVED: usize = 128;
 const TCPI_BYTES_SENT: usize = 200;
 const TCPI_BYTES_RETRANS: usize = 208;
+const _: () = assert!(core::mem::size_of::<RawTcpInfo>() == TCPI_BYTES_RETRANS + 8);
+const _: () = assert!(core::mem::offset_of!(RawTcpInfo, rates) + 24 == TCPI_BYTES_RECEIVED);
+const _: () = assert!(core::mem::offset_of!(RawTcpInfo, bytes_sent) == TCPI_BYTES_SENT);
 
 /// `TCP_INFO` of `fd` (one `getsockopt`, which changes nothing the program sees next), or None
-/// when `fd` is not an open TCP socket. Fields the kernel is too old to fill are None.
+/// when `fd` is not an open TCP socket. Fields the kernel is too old to fill are None (or 0).
 pub fn tcp_info(fd: i32) -> Option<TcpInfo> {
-    let mut info = [0u8; TCPI_BYTES_RETRANS + 8];
-    let mut len = info.len() as libc::socklen_t;
+    // SAFETY: all-zero bytes are a valid RawTcpInfo (integers only).
+    let mut info: RawTcpInfo = unsafe { core::mem::zeroed() };
+    let mut len = core::mem::size_of::<RawTcpInfo>() as libc::socklen_t;
     // SAFETY: info and len are valid for writing; the kernel copies at most len bytes.
     let r = unsafe {
         sc(
@@ -489,7 +570,7 @@ pub fn tcp_info(fd: i32) -> Option<TcpInfo> {
                 fd as usize,
                 libc::IPPROTO_TCP as usize,
                 libc::TCP_INFO as usize,
-                pm(info.as_mut_ptr()),
+                pm(&mut info),
                 pm(&mut len),
                 0,
             ],
@@ -498,18 +579,57 @@ pub fn tcp_info(fd: i32) -> Option<TcpInfo> {
     if r.is_err() || len == 0 {
         return None;
     }
-    let len = (len as usize).min(info.len());
-    let field = |off: usize| {
-        let b = info[..len].get(off..off + 8)?;
-        Some(u64::from_ne_bytes(b.try_into().ok()?))
-    };
+    let has = |off: usize| len as usize >= off + 8;
+    let bytes_retrans = has(TCPI_BYTES_RETRANS).then_some(info.bytes_retrans);
+    let w = &info.words;
     Some(TcpInfo {
-        state: info[0],
-        bytes_received: field(TCPI_BYTES_RECEIVED),
-        bytes_sent: field(TCPI_BYTES_SENT)
-            .zip(field(TCPI_BYTES_RETRANS))
-            .map(|(s, r)| s.saturating_sub(r)),
+        state: info.head[0],
+        bytes_received: has(TCPI_BYTES_RECEIVED).then_some(info.rates[3]),
+        bytes_sent: bytes_retrans.map(|r| info.bytes_sent.saturating_sub(r)),
+        evidence: Evidence {
+            retransmits: info.head[2],
+            probes: info.head[3],
+            backoff: info.head[4],
+            unacked: w[W_UNACKED],
+            total_retrans: w[W_TOTAL_RETRANS],
+            bytes_retrans,
+            rtt_us: w[W_RTT],
+            last_data_sent_ms: w[W_LAST_DATA_SENT],
+            last_data_recv_ms: w[W_LAST_DATA_RECV],
+            last_ack_recv_ms: w[W_LAST_ACK_RECV],
+        },
     })
+}
+
+/// The timeouts a program set on a TCP socket that decide when the kernel gives up on a
+/// silent path: `TCP_USER_TIMEOUT`, and keepalive (`SO_KEEPALIVE`, `TCP_KEEPIDLE`,
+/// `TCP_KEEPINTVL`, `TCP_KEEPCNT`). Plain option reads (no `SO_ERROR`); asked only for an
+/// event whose cause is a timeout.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Milliseconds; 0: not set (the retransmission and keepalive limits apply).
+    pub user_timeout_ms: Option<u32>,
+    /// (idle, interval, count) in seconds and probes, when keepalive is on.
+    pub keepalive: Option<(u32, u32, u32)>,
+}
+
+pub fn tcp_timeouts(fd: i32) -> Timeouts {
+    let opt = |level: i32, name: i32| getsockopt_int(fd, level, name).ok();
+    let user_timeout_ms = opt(libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT).map(|v| v as u32);
+    let keepalive = opt(libc::SOL_SOCKET, libc::SO_KEEPALIVE)
+        .filter(|&v| v != 0)
+        .and_then(|_| {
+            let tcp = |name| opt(libc::IPPROTO_TCP, name).map(|v| v as u32);
+            Some((
+                tcp(libc::TCP_KEEPIDLE)?,
+                tcp(libc::TCP_KEEPINTVL)?,
+                tcp(libc::TCP_KEEPCNT)?,
+            ))
+        });
+    Timeouts {
+        user_timeout_ms,
+        keepalive,
+    }
 }
 
 /// Whether an error is pending on `fd` (POLLERR), without consuming it as SO_ERROR would.

@@ -115,6 +115,16 @@ impl<'b, const N: usize> Obj<'b, N> {
         self.str(k, tmp.as_bytes())
     }
 
+    /// `"key":value` for each number known.
+    pub fn nums(&mut self, pairs: &[(&str, Option<u64>)]) -> &mut Self {
+        for (k, v) in pairs {
+            if let Some(v) = v {
+                self.num(k, *v);
+            }
+        }
+        self
+    }
+
     pub fn num(&mut self, k: &str, v: impl Num) -> &mut Self {
         self.key(k);
         v.write_to(self.out);
