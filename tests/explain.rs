@@ -872,3 +872,42 @@ fn the_script_is_python_3_5() {
         assert!(t.stdout.contains("6 events"), "{}: {}", py.display(), t.describe());
     }
 }
+
+/// Held-back injections count with the injected events, under their fault rule's fault; a
+/// held-back kind no line of which is in the log counts, its cause not said.
+#[test]
+fn held_back_injections_and_kinds_without_lines() {
+    if !require_tool("python3") {
+        return;
+    }
+    let dir = TempDir::new("explain-held-faults");
+    let log = [
+        "errshim 2026-11-21T10:00:00.000001Z pid=5 tid=5 comm=srv send(fd=4, len=10) = -1 ECONNRESET (INJECTED) -> inject ECONNRESET, returned -1 ECONNRESET | tcp4 local=127.0.0.1:1 peer=127.0.0.1:2 fault_rule=1 k=1 | history=accepted | cause=injected: errshim injected this",
+        "errshim 2026-11-21T10:00:05.000001Z pid=5 tid=5 comm=srv ... 5 more like this in the last 5 s: send ECONNRESET fault_rule=1",
+        r#"{"ts":"2026-11-21T10:00:06.000000Z","pid":5,"tid":5,"comm":"srv","held_back":4,"seconds":5,"like_call":"read","like_errno":"EIO","like_rule":3}"#,
+    ]
+    .join("\n");
+    let d = digest_of(&dir, "faults.log", &log);
+    assert_eq!(
+        d["events"],
+        serde_json::json!({"total": 10, "real": 4, "injected": 6, "held_back": 9}),
+        "{d:#}"
+    );
+    assert_eq!(
+        rows(&d["injected"], &["call", "errno", "fault"]),
+        map(&[("send ECONNRESET ECONNRESET", 6)]),
+        "{d:#}"
+    );
+    assert_eq!(rows(&d["causes"], &["cause"]), map(&[("null", 4)]), "{d:#}");
+    assert_eq!(
+        rows(&d["calls"], &["call", "errno", "action"]),
+        map(&[("send ECONNRESET inject", 6), ("read EIO ?", 4)]),
+        "{d:#}"
+    );
+    assert_eq!(
+        (d["process_count"].clone(), d["processes"][0]["events"].clone()),
+        (1.into(), 10.into())
+    );
+    let t = explain(&[dir.path("faults.log").to_str().unwrap()]).stdout;
+    assert!(t.contains("send  ECONNRESET  fault ECONNRESET  6"), "{t}");
+}
