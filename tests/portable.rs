@@ -436,6 +436,7 @@ fn deb_installs_runs_and_removes_cleanly_in_debian_11() {
     for f in [
         "/usr/bin/errshim",
         "/usr/lib/errshim/liberrshim.so",
+        "/usr/lib/errshim/errshim-explain",
         "/usr/share/man/man1/errshim.1.gz",
     ] {
         assert!(listed.iter().any(|l| l == f), "{f} not installed: {listed:?}");
@@ -462,6 +463,22 @@ fn deb_installs_runs_and_removes_cleanly_in_debian_11() {
             .any(|l| l.contains("shutdown(fd=") && l.contains("ENOTCONN -> ignored") && l.contains("cause=peer_reset")),
         "{}",
         run.describe()
+    );
+    // The installed command finds the installed explain, which runs on Debian 11's Python 3.9.
+    let log = d.write("events.log", &run.stderr);
+    let explained = in_root(root, &format!("errshim explain --json {log}"));
+    explained.assert_ok();
+    let digest: serde_json::Value =
+        serde_json::from_str(&explained.stdout).unwrap_or_else(|e| panic!("{e}: {}", explained.describe()));
+    assert_eq!(digest["events"]["total"], ev.len(), "{}", explained.stdout);
+    assert!(
+        digest["causes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["cause"] == "peer_reset"),
+        "{}",
+        explained.stdout
     );
     let check = in_root(root, "errshim --check /bin/true");
     assert_eq!(check.code, Some(0), "{}", check.describe());
@@ -516,6 +533,7 @@ fn tarball_works_unpacked_anywhere() {
     for f in [
         "bin/errshim",
         "lib/errshim/liberrshim.so",
+        "lib/errshim/errshim-explain",
         "share/man/man1/errshim.1.gz",
         "share/doc/errshim/README.md",
         "share/doc/errshim/LICENSE-MIT",
@@ -543,6 +561,14 @@ fn tarball_works_unpacked_anywhere() {
             .any(|l| l.contains("ENOTCONN -> ignored") && l.contains("cause=never_connected")),
         "{}",
         r.describe()
+    );
+    // Its explain, found beside it, digests that event.
+    let e = Cmd::new(&cmd).args(["explain"]).stdin(r.stderr.as_bytes()).run();
+    e.assert_ok();
+    assert!(
+        e.stdout.contains("1 event: 1 real, 0 injected") && e.stdout.contains("never_connected (1: shutdown 1)"),
+        "{}",
+        e.describe()
     );
     // And in the Debian 11 root.
     let Some((root, _)) = setup() else { return };

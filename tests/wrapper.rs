@@ -22,6 +22,7 @@ fn help_documents_every_option() {
         "--lib PATH",
         "--check",
         "demo",
+        "explain [--json] [--top N]",
         "ERRSHIM_LOG_LEVEL",
     ] {
         assert!(r.stdout.contains(opt), "--help must mention {opt}");
