@@ -257,6 +257,7 @@ fn action_word(a: Action) -> &'static str {
         Action::Log => "logged",
         Action::Ignore | Action::Quiet => "ignored",
         Action::Map(_) => "mapped",
+        Action::Remembered => "remembered",
     }
 }
 
@@ -266,7 +267,11 @@ fn write_args<const N: usize>(ev: &Event<'_>, b: &mut StackBuf<N>) {
     b.push(b"(fd=");
     b.i(a.fd.into());
     match ev.call {
-        Call::Close | Call::Connect | Call::Accept => {}
+        Call::Close | Call::Connect | Call::Accept | Call::Getpeername => {}
+        Call::Sendmmsg | Call::Recvmmsg => {
+            b.push(b", vlen=");
+            b.u(a.len as u64);
+        }
         Call::Shutdown => match shutdown_how(a.how) {
             Some(h) => {
                 b.push(b", ");
@@ -481,7 +486,10 @@ pub fn write_json<const N: usize>(ev: &Event<'_>, b: &mut StackBuf<N>) {
                 None => o.num("how", ev.args.how),
             };
         }
-        Call::Close | Call::Connect | Call::Accept => {}
+        Call::Close | Call::Connect | Call::Accept | Call::Getpeername => {}
+        Call::Sendmmsg | Call::Recvmmsg => {
+            o.num("vlen", ev.args.len);
+        }
         _ => {
             match ev.args.requested(false) {
                 Some(n) => o.num("len", n),
@@ -509,6 +517,7 @@ pub fn write_json<const N: usize>(ev: &Event<'_>, b: &mut StackBuf<N>) {
                     Action::Ignore => t.write_str("ignore"),
                     Action::Quiet => t.write_str("quiet"),
                     Action::Map(e) => write!(t, "map={}", Name(e)),
+                    Action::Remembered => t.write_str("remembered"),
                 };
             });
         }
