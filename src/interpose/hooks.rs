@@ -532,26 +532,75 @@ fn accept_buffer_len(addr: *mut sockaddr, alen: *mut socklen_t) -> Option<sockle
     Some(unsafe { core::ptr::read_volatile(alen) })
 }
 
+/// Whether an `accept` on `listener` whose caller wants no address may be given errshim's own
+/// buffer instead, so that the peer is known (libuv, hence Node.js, always passes NULL): the
+/// listener is one errshim saw made as a TCP or unix stream socket, and no seccomp filter is
+/// known (a filter sees the arguments; under one, errshim passes the caller's exactly).
+///
+/// The program cannot tell: the kernel's accept (`do_accept` in net/socket.c) asks the new
+/// socket's `getname(peer=2)` only when an address is wanted and fails the accept with
+/// ECONNABORTED if it fails, so an address wanted where none can be given would lose the
+/// connection. For these kinds it cannot fail: `inet_getname`/`inet6_getname` refuse a peer
+/// only for a zero destination port (an accepted socket has its client's, which only
+/// `tcp_disconnect` clears, never reached before accept; a client port 0 exists only in a
+/// crafted SYN) or, with peer=1 alone, in CLOSE or SYN_SENT, so a connection reset before
+/// accept still gives its address; `unix_getname`
+/// refuses only a socket without a peer, and an accepted one keeps its peer pointer after the
+/// client closed. `move_addr_to_user` then copies into this buffer, which is writable and
+/// large enough; its one other failure, audit's 128-byte allocation while syscall auditing
+/// records the call, is a GFP_KERNEL allocation too small to fail. A listener errshim did not
+/// see made (inherited, or an SCTP or MPTCP one) keeps the caller's NULL.
+#[inline(always)]
+fn lend_accept_buffer(listener: c_int, addr: *mut sockaddr) -> bool {
+    addr.is_null()
+        && !raw::forbidden()
+        && matches!(
+            Kind::from_u8(conntable::live_kind(listener)),
+            Kind::Tcp4 | Kind::Tcp6 | Kind::UnixStream | Kind::UnixSeqpacket
+        )
+}
+
+/// `accept` and `accept4` (`entry`), made by `call(addr, alen)` exactly once: with the caller's
+/// address buffer, or errshim's own when the caller passes none (`lend_accept_buffer`).
+#[inline(always)]
+fn accept_with(
+    entry: &'static str,
+    fd: c_int,
+    addr: *mut sockaddr,
+    alen: *mut socklen_t,
+    call: impl FnOnce(*mut sockaddr, *mut socklen_t) -> c_int,
+) -> c_int {
+    let new = if lend_accept_buffer(fd, addr) {
+        let mut ss = core::mem::MaybeUninit::<libc::sockaddr_storage>::uninit();
+        let room = core::mem::size_of::<libc::sockaddr_storage>() as socklen_t;
+        let mut len = room;
+        let own = ss.as_mut_ptr().cast::<sockaddr>();
+        let new = call(own, &mut len);
+        if new >= 0 {
+            failure::after_accept(fd, new, own, &mut len, Some(room));
+            return new;
+        }
+        new
+    } else {
+        let room = accept_buffer_len(addr, alen);
+        let new = call(addr, alen);
+        if new >= 0 {
+            failure::after_accept(fd, new, addr, alen, room);
+            return new;
+        }
+        new
+    };
+    failure::after_attempt_failed(Call::Accept, entry, fd, new as isize) as c_int
+}
+
 hook!(fn accept(fd: c_int, addr: *mut sockaddr, alen: *mut socklen_t) -> c_int; real ACCEPT; |real| {
-    let room = accept_buffer_len(addr, alen);
-    // SAFETY: the caller's own arguments.
-    let new = unsafe { real(fd, addr, alen) };
-    if new >= 0 {
-        failure::after_accept(fd, new, addr, alen, room);
-        return new;
-    }
-    failure::after_attempt_failed(Call::Accept, "accept", fd, new as isize) as c_int
+    // SAFETY: the caller's own arguments, or errshim's buffer for an address it did not want.
+    accept_with("accept", fd, addr, alen, |a, l| unsafe { real(fd, a, l) })
 });
 
 hook!(fn accept4(fd: c_int, addr: *mut sockaddr, alen: *mut socklen_t, flags: c_int) -> c_int; real ACCEPT4; |real| {
-    let room = accept_buffer_len(addr, alen);
-    // SAFETY: the caller's own arguments.
-    let new = unsafe { real(fd, addr, alen, flags) };
-    if new >= 0 {
-        failure::after_accept(fd, new, addr, alen, room);
-        return new;
-    }
-    failure::after_attempt_failed(Call::Accept, "accept4", fd, new as isize) as c_int
+    // SAFETY: as for accept.
+    accept_with("accept4", fd, addr, alen, |a, l| unsafe { real(fd, a, l, flags) })
 });
 
 hook!(fn dup(old: c_int) -> c_int; real DUP; |real| {
