@@ -193,6 +193,45 @@ pub fn after_splice(fd_in: i32, fd_out: i32, len: usize, flags: u32, r: isize) -
     )
 }
 
+/// `getsockopt(fd, SOL_SOCKET, SO_ERROR)` returned 0: the value the kernel wrote (its int,
+/// when `*len`, which the kernel wrote back, says all 4 bytes of it were) is why a
+/// non-blocking connect failed, if the table says one is pending and not known to have
+/// completed, and the errno is one a connect ends with (a reset or a broken pipe is an
+/// established connection's). Then the record notes the failed connect, as a failed blocking
+/// connect does, and the failure goes through the rules as `connect`'s, at the entry point
+/// `getsockopt`; the program keeps its result, its value and its errno. errshim never reads
+/// SO_ERROR itself (it clears the error): only what the program read.
+#[cold]
+#[inline(never)]
+pub fn after_so_error(fd: i32, val: *mut libc::c_void, len: *mut libc::socklen_t) {
+    // SAFETY: the call succeeded, so `len` was valid and the kernel has just written it...
+    let n = unsafe { len.read_unaligned() };
+    if n < 4 || val.is_null() {
+        return;
+    }
+    // SAFETY: ...and the first `n` (at least 4) bytes of `val`: the int.
+    let v = unsafe { val.cast::<i32>().read_unaligned() };
+    if v <= 0 || matches!(v, libc::ECONNRESET | libc::EPIPE | libc::ECONNABORTED) {
+        return;
+    }
+    let Some(rec) = conntable::get(fd) else {
+        return;
+    };
+    let gen = rec.gen();
+    let h = rec.history();
+    if !rec.is_live() || h & hist::CONNECT_PENDING == 0 || h & (hist::CONNECTED | hist::CONNECT_FAILED) != 0 {
+        return;
+    }
+    if process::may_write() && rec.gen() == gen {
+        rec.connect_errno.store(v as u16, Relaxed);
+    }
+    rec.add_history(hist::CONNECT_FAILED, Some(gen));
+    let errno_now = errno::get();
+    errno::set(v);
+    let _ = after_attempt_failed(Call::Connect, event::SO_ERROR_ENTRY, fd, -1);
+    errno::set(errno_now);
+}
+
 /// A `getpeername` that failed with ENOTCONN, answered instead from the peer errshim
 /// remembered at `accept` or `connect` (the `remembered` action): only for a TCP socket whose
 /// record still describes it (`conntable::checked`, as for an event), which errshim saw
@@ -418,6 +457,11 @@ fn handle(
     // A read that ends like end of file writes what the kernel writes at end of file; where
     // that cannot be done safely, the failure is kept (and logged).
     if matches!(action, Action::Ignore | Action::Quiet) && !eof_outputs(call, args) {
+        action = Action::Log;
+    }
+    // A connect failure the program read from SO_ERROR: its getsockopt succeeded, and what it
+    // got stays the kernel's; any rule that acts logs.
+    if entry == event::SO_ERROR_ENTRY && action != Action::Pass {
         action = Action::Log;
     }
     if action == Action::Remembered && !remembered_peer(args, err) {

@@ -497,6 +497,20 @@ hook!(fn connect(fd: c_int, addr: *const sockaddr, alen: socklen_t) -> c_int; re
     r
 });
 
+// `getsockopt`: only `SOL_SOCKET`/`SO_ERROR` that returned a non-zero value is errshim's
+// business (one compare on every other call): the program has just learnt why its
+// non-blocking connect failed, which `failure::after_so_error` reports as a connect failure.
+// The result and the value stay the kernel's.
+hook!(fn getsockopt(fd: c_int, level: c_int, name: c_int, val: *mut c_void, len: *mut socklen_t) -> c_int; real GETSOCKOPT; |real| {
+    // SAFETY: the caller's own arguments.
+    let r = unsafe { real(fd, level, name, val, len) };
+    if ((level ^ libc::SOL_SOCKET) | (name ^ libc::SO_ERROR) | r) != 0 {
+        return r;
+    }
+    failure::after_so_error(fd, val, len);
+    0
+});
+
 // `getpeername`: a failure goes through the rules, which may answer with the peer errshim
 // remembered (`remembered`: errno from before the call is then kept, the call being armed).
 hook!(fn getpeername(fd: c_int, addr: *mut sockaddr, alen: *mut socklen_t) -> c_int; real GETPEERNAME; |real| {

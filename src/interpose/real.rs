@@ -177,6 +177,7 @@ real_fns! {
     RECVMMSG = c"recvmmsg", Recvmmsg;
     SPLICE = c"splice";
     GETPEERNAME = c"getpeername";
+    GETSOCKOPT = c"getsockopt";
     LISTEN = c"listen";
     FCLOSE = c"fclose";
     CLOSE_RANGE = c"close_range";

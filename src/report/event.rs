@@ -261,12 +261,18 @@ fn action_word(a: Action) -> &'static str {
     }
 }
 
+/// The entry point of a `connect` failure that the program learnt from
+/// `getsockopt(SOL_SOCKET, SO_ERROR)` (a non-blocking connect): the line shows
+/// `getsockopt(fd=N, SO_ERROR)`, with the connect's errno as the result.
+pub const SO_ERROR_ENTRY: &str = "getsockopt";
+
 fn write_args<const N: usize>(ev: &Event<'_>, b: &mut StackBuf<N>) {
     let a = &ev.args;
     b.s(ev.entry);
     b.push(b"(fd=");
     b.i(a.fd.into());
     match ev.call {
+        Call::Connect if ev.entry == SO_ERROR_ENTRY => b.push(b", SO_ERROR"),
         Call::Close | Call::Connect | Call::Accept | Call::Getpeername => {}
         Call::Sendmmsg | Call::Recvmmsg => {
             b.push(b", vlen=");
