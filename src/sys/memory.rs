@@ -76,7 +76,7 @@ pub fn copy_out(addr: usize, src: &[u8]) -> bool {
     let Some(end) = addr.checked_add(src.len()) else {
         return false;
     };
-    if src.len() > PAGE || addr < PAGE {
+    if src.len() > PAGE || addr < PAGE || end > usize::MAX - 2 * PAGE {
         return false;
     }
     // At most two pages; the word probed in each, and what it held.
@@ -184,7 +184,7 @@ mod tests {
         assert_eq!(first[PAGE - 8..], [0xaa; 8], "the probed word is put back");
         assert!(copy_out(page + PAGE - 9, &[1; 9]) && first[PAGE - 9..] == [1; 9]);
         assert!(!copy_out(page + PAGE - 3, &[2; 3]), "no whole aligned word to probe");
-        assert!(!copy_out(0, &[1]) && copy_out(0, &[]));
+        assert!(!copy_out(0, &[1]) && copy_out(0, &[]) && !copy_out(usize::MAX - 8, &[1; 4]));
     }
 
     #[test]
