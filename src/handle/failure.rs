@@ -167,6 +167,116 @@ pub fn after_attempt_failed(call: Call, entry: &'static str, fd: i32, r: isize) 
     after_failure(call, entry, CallArgs::fd(fd), r, ERRNO_UNKNOWN)
 }
 
+/// `splice(fd_in, ..., fd_out, ...)` failed with `r`. Linux wants a pipe at one end at least,
+/// so at most one end is a socket, and the event is about that end: `fd_in` where the table
+/// says it is a socket, or (while a rule names splice and errshim may make system calls) its
+/// `fstat` does; else `fd_out`, which is then the socket if either is. No system call when no
+/// rule names splice.
+#[cold]
+#[inline(never)]
+pub fn after_splice(fd_in: i32, fd_out: i32, len: usize, flags: u32, r: isize) -> isize {
+    let err = errno::get();
+    let named = handle::config().is_some_and(|c| c.rules.iter().any(|r| r.calls.contains(Call::Splice)));
+    let socket_in = match Kind::from_u8(conntable::live_kind(fd_in)) {
+        k if k.is_socket() => true,
+        _ if Kind::from_u8(conntable::live_kind(fd_out)).is_socket() => false,
+        _ => named && raw::allowed() && raw::fstat(fd_in).is_ok_and(|st| st.is(libc::S_IFSOCK)),
+    };
+    let fd = if socket_in { fd_in } else { fd_out };
+    errno::set(err);
+    after_failure(
+        Call::Splice,
+        "splice",
+        CallArgs::buf(fd, len, flags as i32),
+        r,
+        ERRNO_UNKNOWN,
+    )
+}
+
+/// `getsockopt(fd, SOL_SOCKET, SO_ERROR)` returned 0: the value the kernel wrote (its int,
+/// when `*len`, which the kernel wrote back, says all 4 bytes of it were) is why a
+/// non-blocking connect failed, if the table says one is pending and not known to have
+/// completed, and the errno is one a connect ends with (a reset or a broken pipe is an
+/// established connection's). Then the record notes the failed connect, as a failed blocking
+/// connect does, and the failure goes through the rules as `connect`'s, at the entry point
+/// `getsockopt`; the program keeps its result, its value and its errno. errshim never reads
+/// SO_ERROR itself (it clears the error): only what the program read.
+#[cold]
+#[inline(never)]
+pub fn after_so_error(fd: i32, val: *mut libc::c_void, len: *mut libc::socklen_t) {
+    // SAFETY: the call succeeded, so `len` was valid and the kernel has just written it...
+    let n = unsafe { len.read_unaligned() };
+    if n < 4 || val.is_null() {
+        return;
+    }
+    // SAFETY: ...and the first `n` (at least 4) bytes of `val`: the int.
+    let v = unsafe { val.cast::<i32>().read_unaligned() };
+    if v <= 0 || matches!(v, libc::ECONNRESET | libc::EPIPE | libc::ECONNABORTED) {
+        return;
+    }
+    let Some(rec) = conntable::get(fd) else {
+        return;
+    };
+    let gen = rec.gen();
+    let h = rec.history();
+    if !rec.is_live() || h & hist::CONNECT_PENDING == 0 || h & (hist::CONNECTED | hist::CONNECT_FAILED) != 0 {
+        return;
+    }
+    if process::may_write() && rec.gen() == gen {
+        rec.connect_errno.store(v as u16, Relaxed);
+    }
+    rec.add_history(hist::CONNECT_FAILED, Some(gen));
+    let errno_now = errno::get();
+    errno::set(v);
+    let _ = after_attempt_failed(Call::Connect, event::SO_ERROR_ENTRY, fd, -1);
+    errno::set(errno_now);
+}
+
+/// A `getpeername` that failed with ENOTCONN, answered instead from the peer errshim
+/// remembered at `accept` or `connect` (the `remembered` action): only for a TCP socket whose
+/// record still describes it (`conntable::checked`, as for an event), which errshim saw
+/// accepted or connected (not a connect still pending, whose address is no peer yet), with a
+/// peer of its family; and only where the caller's `*alen` and the bytes of `addr` to be
+/// written are proven writable (`memory`; system calls of errshim's, so not under a seccomp
+/// filter). Then it writes what the kernel's getpeername writes: min(`*alen`, the address's
+/// length) bytes of the address, and its full length into `*alen` (a short buffer truncates).
+/// Whether it answered; if not, nothing of the caller's was changed.
+fn remembered_peer(args: &CallArgs, err: i32) -> bool {
+    if err != libc::ENOTCONN || !raw::allowed() {
+        return false;
+    }
+    let kind = sockinfo::probe_kind(args.fd);
+    if !kind.is_tcp() {
+        return false;
+    }
+    let local = sockinfo::local_addr(args.fd);
+    let Some(rec) = conntable::checked(args.fd, kind, local.as_ref()) else {
+        return false;
+    };
+    let established = rec.history() & (hist::ACCEPTED | hist::CONNECTED) != 0;
+    let Some((ss, full)) = rec.peer().filter(|_| established).and_then(|p| p.to_storage()) else {
+        return false;
+    };
+    if !matches!(
+        (kind, i32::from(ss.ss_family)),
+        (Kind::Tcp4, libc::AF_INET) | (Kind::Tcp6, libc::AF_INET6)
+    ) {
+        return false;
+    }
+    let alen = args.alen as usize;
+    // *alen: read after a probe, then proven writable by storing it back unchanged.
+    let Some(room) = memory::read::<libc::socklen_t>(alen).map(|r| r as i32) else {
+        return false;
+    };
+    if room < 0 || !memory::write(alen, room as libc::socklen_t) {
+        return false;
+    }
+    let n = (room as usize).min(full);
+    // SAFETY: `ss` holds `full` bytes of the address, and n <= full.
+    let bytes = unsafe { core::slice::from_raw_parts((&ss as *const libc::sockaddr_storage).cast::<u8>(), n) };
+    memory::copy_out(args.addr as usize, bytes) && memory::write(alen, full as libc::socklen_t)
+}
+
 /// `connect` returned `r`: remember the peer it was aimed at and how it went. errno untouched.
 ///
 /// The address is read only where the kernel has just read it: it copies the address first
@@ -365,9 +475,17 @@ fn decide_and_report(
     if matches!(action, Action::Ignore | Action::Quiet) && !eof_outputs(call, args) {
         action = Action::Log;
     }
+    // A connect failure the program read from SO_ERROR: its getsockopt succeeded, and what it
+    // got stays the kernel's; any rule that acts logs.
+    if entry == event::SO_ERROR_ENTRY && action != Action::Pass {
+        action = Action::Log;
+    }
+    if action == Action::Remembered && !remembered_peer(args, err) {
+        action = Action::Log;
+    }
     let (verdict, returned, returned_errno) = match action {
         Action::Pass | Action::Log => (Verdict::Keep, ret, err),
-        Action::Ignore | Action::Quiet => (Verdict::Succeed(0), 0, 0),
+        Action::Ignore | Action::Quiet | Action::Remembered => (Verdict::Succeed(0), 0, 0),
         Action::Map(e) => (Verdict::Fail(e), -1, e),
     };
     // An event that nothing consumes (log off, no summary, no metrics) is not even built.
@@ -752,11 +870,18 @@ fn account(
             }
             conntable::count_in(fd, ret as u64, call);
         }
-        Call::Write | Call::Writev | Call::Send | Call::Sendto | Call::Sendmsg => {
+        Call::Write | Call::Writev | Call::Send | Call::Sendto | Call::Sendmsg | Call::Sendfile => {
             conntable::count_out(fd, ret as u64, call)
         }
         Call::Shutdown => conntable::note_shutdown(fd, args.how),
-        Call::Close | Call::Connect | Call::Accept => {}
+        // No fault reaches the others (`Call::takes_faults`).
+        Call::Close
+        | Call::Connect
+        | Call::Accept
+        | Call::Splice
+        | Call::Sendmmsg
+        | Call::Recvmmsg
+        | Call::Getpeername => {}
     }
     errno::set(err);
     ret
@@ -875,6 +1000,8 @@ pub fn action_index(a: Action) -> u8 {
         Action::Ignore => 2,
         Action::Quiet => 3,
         Action::Map(_) => 4,
+        // 5: an injection (`summary::INJECT`).
+        Action::Remembered => 6,
     }
 }
 

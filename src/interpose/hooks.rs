@@ -85,6 +85,26 @@ impl Family for WriteFamily {
     }
 }
 
+/// `sendmmsg` and `recvmmsg`: a success is a message count of 0 or more (recvmmsg's end of
+/// file is a message of length 0, counted as 1).
+struct MessagesFamily;
+
+impl Family for MessagesFamily {
+    #[inline(always)]
+    fn succeeded(r: isize) -> bool {
+        r >= 0
+    }
+    /// The count is of messages, not bytes: only the call is noted.
+    #[inline(always)]
+    fn count(fd: c_int, _messages: u64, call: Call) {
+        conntable::count_out(fd, 0, call)
+    }
+    #[inline(always)]
+    fn failed(call: Call, name: &'static str, args: CallArgs, r: isize, errno_before: c_int) -> isize {
+        failure::after_failure(call, name, args, r, errno_before)
+    }
+}
+
 /// What a hook returns when its real function does not exist: -1 with ENOSYS.
 #[cold]
 fn no_real_function() -> c_int {
@@ -92,7 +112,8 @@ fn no_real_function() -> c_int {
     -1
 }
 
-/// A read- or write-family hook. The exported function tests `armed` (one load, one bit):
+/// A read- or write-family hook (returning `ssize_t`, or `int` for the mmsg calls' message
+/// count). The exported function tests `armed` (one load, one bit):
 /// - Not armed (the common case): the real call through the address the constructor resolved,
 ///   inline; a success returns at once. No errno read, no check of the address, no count,
 ///   nothing on the stack: the only cost is the armed test. Anything else jumps to `failed`.
@@ -106,45 +127,45 @@ fn no_real_function() -> c_int {
 /// stack buffer, every frame around the real call costs a mispredicted return.
 macro_rules! data_hook {
     (
-        fn $name:ident($fd:ident: c_int $(, $a:ident: $t:ty)*) -> ssize_t;
+        fn $name:ident($fd:ident: c_int $(, $a:ident: $t:ty)*) -> $ret:ty;
         real $real:ident, $family:ident, Call::$call:ident,
-        failure gets $ctor:ident($($x:tt),*) $(.$with:ident($($y:tt),*))?,
+        failure gets $ctor:ident($($x:expr),*) $(.$with:ident($($y:expr),*))?,
         shortened |$f:ident, $lim:ident| $limited:expr;
     ) => {
         #[no_mangle]
-        pub unsafe extern "C-unwind" fn $name($fd: c_int, $($a: $t),*) -> ssize_t {
-            type Real = unsafe extern "C-unwind" fn(c_int, $($t),*) -> ssize_t;
+        pub unsafe extern "C-unwind" fn $name($fd: c_int, $($a: $t),*) -> $ret {
+            type Real = unsafe extern "C-unwind" fn(c_int, $($t),*) -> $ret;
 
             /// The failure path: the raw arguments, as values, to `handle::failure`.
             #[cold]
             #[inline(never)]
             #[allow(unused_variables, clippy::too_many_arguments)]
-            fn failed(r: ssize_t, $fd: c_int, $($a: $t,)* errno_before: c_int) -> ssize_t {
+            fn failed(r: $ret, $fd: c_int, $($a: $t,)* errno_before: c_int) -> $ret {
                 let args = CallArgs::$ctor($($x),*)$(.$with($($y),*))?;
-                $family::failed(Call::$call, stringify!($name), args, r as isize, errno_before) as ssize_t
+                $family::failed(Call::$call, stringify!($name), args, r as isize, errno_before) as $ret
             }
 
             /// The careful path.
             #[cold]
             #[inline(never)]
-            unsafe fn careful($fd: c_int, $($a: $t),*) -> ssize_t {
+            unsafe fn careful($fd: c_int, $($a: $t),*) -> $ret {
                 /// A fault fires: the fault engine makes (or skips) the real call. Out of line,
                 /// so that the arguments stay in registers on the way to the real call when
                 /// none does.
                 #[cold]
                 #[inline(never)]
                 #[allow(clippy::too_many_arguments)]
-                unsafe fn inject(inj: fault::Injection, $fd: c_int, $($a: $t),*) -> ssize_t {
+                unsafe fn inject(inj: fault::Injection, $fd: c_int, $($a: $t),*) -> $ret {
                     let errno_before = errno::get();
                     // SAFETY: `Real` is this symbol's signature.
                     let Some($f) = (unsafe { real::$real.resolved::<Real>() }) else {
-                        return no_real_function() as ssize_t;
+                        return no_real_function() as $ret;
                     };
                     // SAFETY: the real call with the caller's arguments, its length cut to
                     // `lim` (usize::MAX: as asked).
                     let mut perform = |$lim: usize| unsafe { $limited } as isize;
                     let args = CallArgs::$ctor($($x),*)$(.$with($($y),*))?;
-                    failure::injected(Call::$call, stringify!($name), args, inj, errno_before, &mut perform) as ssize_t
+                    failure::injected(Call::$call, stringify!($name), args, inj, errno_before, &mut perform) as $ret
                 }
                 // First, while only the arguments are live; `decide` leaves errno as it was.
                 let request = CallArgs::$ctor($($x),*)$(.$with($($y),*))?.request();
@@ -155,7 +176,7 @@ macro_rules! data_hook {
                 let errno_before = errno::get();
                 // SAFETY: `Real` is this symbol's signature.
                 let Some(real) = (unsafe { real::$real.resolved::<Real>() }) else {
-                    return no_real_function() as ssize_t;
+                    return no_real_function() as $ret;
                 };
                 // SAFETY: the caller's own arguments, passed on unchanged.
                 let r = unsafe { real($fd, $($a),*) };
@@ -336,6 +357,49 @@ data_hook! {
     shortened |real, lim| failure::short_msg(msg as *mut msghdr, lim, false, |m| real(fd, m, flags));
 }
 
+data_hook! {
+    fn sendfile(fd: c_int, in_fd: c_int, off: *mut libc::off_t, n: size_t) -> ssize_t;
+    real SENDFILE, WriteFamily, Call::Sendfile,
+    failure gets buf(fd, n, 0),
+    shortened |real, lim| real(fd, in_fd, off, n.min(lim));
+}
+
+data_hook! {
+    fn sendfile64(fd: c_int, in_fd: c_int, off: *mut libc::off64_t, n: size_t) -> ssize_t;
+    real SENDFILE64, WriteFamily, Call::Sendfile,
+    failure gets buf(fd, n, 0),
+    shortened |real, lim| real(fd, in_fd, off, n.min(lim));
+}
+
+data_hook! {
+    fn sendmmsg(fd: c_int, vec: *mut libc::mmsghdr, vlen: c_uint, flags: c_int) -> c_int;
+    real SENDMMSG, MessagesFamily, Call::Sendmmsg,
+    failure gets buf(fd, vlen as usize, flags),
+    shortened |real, _lim| real(fd, vec, vlen, flags);
+}
+
+data_hook! {
+    fn recvmmsg(fd: c_int, vec: *mut libc::mmsghdr, vlen: c_uint, flags: c_int, timeout: *mut libc::timespec) -> c_int;
+    real RECVMMSG, MessagesFamily, Call::Recvmmsg,
+    failure gets buf(fd, vlen as usize, flags),
+    shortened |real, _lim| real(fd, vec, vlen, flags, timeout);
+}
+
+// `splice`: a pipe at one end at least, so its fd is not the first argument's alone (see
+// `failure::after_splice`). A success is 0 or more (0: the input ended).
+hook!(fn splice(fd_in: c_int, off_in: *mut libc::loff_t, fd_out: c_int, off_out: *mut libc::loff_t, n: size_t, flags: c_uint) -> ssize_t; real SPLICE; |real| {
+    // SAFETY: the caller's own arguments.
+    let r = unsafe { real(fd_in, off_in, fd_out, off_out, n, flags) };
+    if r >= 0 {
+        if armed::armed(Call::Splice) {
+            conntable::count_in(fd_in, r as u64, Call::Splice);
+            conntable::count_out(fd_out, r as u64, Call::Splice);
+        }
+        return r;
+    }
+    failure::after_splice(fd_in, fd_out, n, flags, r) as ssize_t
+});
+
 // --- the end of a connection --------------------------------------------------------------------
 
 hook!(fn shutdown(fd: c_int, how: c_int) -> c_int; real SHUTDOWN; |real| {
@@ -433,6 +497,33 @@ hook!(fn connect(fd: c_int, addr: *const sockaddr, alen: socklen_t) -> c_int; re
     r
 });
 
+// `getsockopt`: only `SOL_SOCKET`/`SO_ERROR` that returned a non-zero value is errshim's
+// business (one compare on every other call): the program has just learnt why its
+// non-blocking connect failed, which `failure::after_so_error` reports as a connect failure.
+// The result and the value stay the kernel's.
+hook!(fn getsockopt(fd: c_int, level: c_int, name: c_int, val: *mut c_void, len: *mut socklen_t) -> c_int; real GETSOCKOPT; |real| {
+    // SAFETY: the caller's own arguments.
+    let r = unsafe { real(fd, level, name, val, len) };
+    if ((level ^ libc::SOL_SOCKET) | (name ^ libc::SO_ERROR) | r) != 0 {
+        return r;
+    }
+    failure::after_so_error(fd, val, len);
+    0
+});
+
+// `getpeername`: a failure goes through the rules, which may answer with the peer errshim
+// remembered (`remembered`: errno from before the call is then kept, the call being armed).
+hook!(fn getpeername(fd: c_int, addr: *mut sockaddr, alen: *mut socklen_t) -> c_int; real GETPEERNAME; |real| {
+    let errno_before = if armed::armed(Call::Getpeername) { errno::get() } else { failure::ERRNO_UNKNOWN };
+    // SAFETY: the caller's own arguments.
+    let r = unsafe { real(fd, addr, alen) };
+    if r == 0 {
+        return 0;
+    }
+    let args = CallArgs::fd(fd).with_from(addr, alen);
+    failure::after_failure(Call::Getpeername, "getpeername", args, r as isize, errno_before) as c_int
+});
+
 hook!(fn listen(fd: c_int, backlog: c_int) -> c_int; real LISTEN; |real| {
     // SAFETY: the caller's own arguments.
     let r = unsafe { real(fd, backlog) };
@@ -455,26 +546,75 @@ fn accept_buffer_len(addr: *mut sockaddr, alen: *mut socklen_t) -> Option<sockle
     Some(unsafe { core::ptr::read_volatile(alen) })
 }
 
+/// Whether an `accept` on `listener` whose caller wants no address may be given errshim's own
+/// buffer instead, so that the peer is known (libuv, hence Node.js, always passes NULL): the
+/// listener is one errshim saw made as a TCP or unix stream socket, and no seccomp filter is
+/// known (a filter sees the arguments; under one, errshim passes the caller's exactly).
+///
+/// The program cannot tell: the kernel's accept (`do_accept` in net/socket.c) asks the new
+/// socket's `getname(peer=2)` only when an address is wanted and fails the accept with
+/// ECONNABORTED if it fails, so an address wanted where none can be given would lose the
+/// connection. For these kinds it cannot fail: `inet_getname`/`inet6_getname` refuse a peer
+/// only for a zero destination port (an accepted socket has its client's, which only
+/// `tcp_disconnect` clears, never reached before accept; a client port 0 exists only in a
+/// crafted SYN) or, with peer=1 alone, in CLOSE or SYN_SENT, so a connection reset before
+/// accept still gives its address; `unix_getname`
+/// refuses only a socket without a peer, and an accepted one keeps its peer pointer after the
+/// client closed. `move_addr_to_user` then copies into this buffer, which is writable and
+/// large enough; its one other failure, audit's 128-byte allocation while syscall auditing
+/// records the call, is a GFP_KERNEL allocation too small to fail. A listener errshim did not
+/// see made (inherited, or an SCTP or MPTCP one) keeps the caller's NULL.
+#[inline(always)]
+fn lend_accept_buffer(listener: c_int, addr: *mut sockaddr) -> bool {
+    addr.is_null()
+        && !raw::forbidden()
+        && matches!(
+            Kind::from_u8(conntable::live_kind(listener)),
+            Kind::Tcp4 | Kind::Tcp6 | Kind::UnixStream | Kind::UnixSeqpacket
+        )
+}
+
+/// `accept` and `accept4` (`entry`), made by `call(addr, alen)` exactly once: with the caller's
+/// address buffer, or errshim's own when the caller passes none (`lend_accept_buffer`).
+#[inline(always)]
+fn accept_with(
+    entry: &'static str,
+    fd: c_int,
+    addr: *mut sockaddr,
+    alen: *mut socklen_t,
+    call: impl FnOnce(*mut sockaddr, *mut socklen_t) -> c_int,
+) -> c_int {
+    let new = if lend_accept_buffer(fd, addr) {
+        let mut ss = core::mem::MaybeUninit::<libc::sockaddr_storage>::uninit();
+        let room = core::mem::size_of::<libc::sockaddr_storage>() as socklen_t;
+        let mut len = room;
+        let own = ss.as_mut_ptr().cast::<sockaddr>();
+        let new = call(own, &mut len);
+        if new >= 0 {
+            failure::after_accept(fd, new, own, &mut len, Some(room));
+            return new;
+        }
+        new
+    } else {
+        let room = accept_buffer_len(addr, alen);
+        let new = call(addr, alen);
+        if new >= 0 {
+            failure::after_accept(fd, new, addr, alen, room);
+            return new;
+        }
+        new
+    };
+    failure::after_attempt_failed(Call::Accept, entry, fd, new as isize) as c_int
+}
+
 hook!(fn accept(fd: c_int, addr: *mut sockaddr, alen: *mut socklen_t) -> c_int; real ACCEPT; |real| {
-    let room = accept_buffer_len(addr, alen);
-    // SAFETY: the caller's own arguments.
-    let new = unsafe { real(fd, addr, alen) };
-    if new >= 0 {
-        failure::after_accept(fd, new, addr, alen, room);
-        return new;
-    }
-    failure::after_attempt_failed(Call::Accept, "accept", fd, new as isize) as c_int
+    // SAFETY: the caller's own arguments, or errshim's buffer for an address it did not want.
+    accept_with("accept", fd, addr, alen, |a, l| unsafe { real(fd, a, l) })
 });
 
 hook!(fn accept4(fd: c_int, addr: *mut sockaddr, alen: *mut socklen_t, flags: c_int) -> c_int; real ACCEPT4; |real| {
-    let room = accept_buffer_len(addr, alen);
-    // SAFETY: the caller's own arguments.
-    let new = unsafe { real(fd, addr, alen, flags) };
-    if new >= 0 {
-        failure::after_accept(fd, new, addr, alen, room);
-        return new;
-    }
-    failure::after_attempt_failed(Call::Accept, "accept4", fd, new as isize) as c_int
+    // SAFETY: as for accept.
+    accept_with("accept4", fd, addr, alen, |a, l| unsafe { real(fd, a, l, flags) })
 });
 
 hook!(fn dup(old: c_int) -> c_int; real DUP; |real| {

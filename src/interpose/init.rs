@@ -121,9 +121,12 @@ fn init() {
     }
     // Byte counts run on the careful path: arm the calls that move data.
     conntable::set_counting(cfg.count);
-    let data_calls = Call::ALL
-        .iter()
-        .filter(|c| !matches!(c, Call::Shutdown | Call::Close | Call::Connect | Call::Accept));
+    let data_calls = Call::ALL.iter().filter(|c| {
+        !matches!(
+            c,
+            Call::Shutdown | Call::Close | Call::Connect | Call::Accept | Call::Getpeername
+        )
+    });
     let counted = if cfg.count {
         data_calls.fold(0, |m, c| m | c.bit())
     } else {

@@ -171,6 +171,13 @@ real_fns! {
     DUP2 = c"dup2";
     DUP3 = c"dup3";
     CONNECT = c"connect";
+    SENDFILE = c"sendfile", Sendfile;
+    SENDFILE64 = c"sendfile64", Sendfile;
+    SENDMMSG = c"sendmmsg", Sendmmsg;
+    RECVMMSG = c"recvmmsg", Recvmmsg;
+    SPLICE = c"splice";
+    GETPEERNAME = c"getpeername";
+    GETSOCKOPT = c"getsockopt";
     LISTEN = c"listen";
     FCLOSE = c"fclose";
     CLOSE_RANGE = c"close_range";

@@ -668,6 +668,9 @@ impl Config {
                 rules::Action::Map(e) => {
                     format!("fail with {} instead, log an event", crate::sys::errno::Name(e))
                 }
+                rules::Action::Remembered => {
+                    "answer with the peer remembered from accept or connect where it still describes the socket, log an event".to_string()
+                }
             };
             out.push(format!(
                 "rule {}: {} failing with {} on fd={}: {}",

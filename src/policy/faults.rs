@@ -505,7 +505,7 @@ fn parse_rule(n: usize, text: &str) -> Result<FaultRule, FaultError> {
     if calls_field.trim() == "*" {
         r.calls = Call::ALL
             .iter()
-            .filter(|c| !c.has_no_success_to_give())
+            .filter(|c| c.takes_faults())
             .filter(|c| match r.fault {
                 Fault::Eof => is_read_family(**c),
                 Fault::Short(_) => !matches!(c, Call::Shutdown | Call::Close),
@@ -513,12 +513,12 @@ fn parse_rule(n: usize, text: &str) -> Result<FaultRule, FaultError> {
             })
             .fold(CallSet::EMPTY, |s, c| s.with(*c));
     }
-    if let Some(c) = r.calls.iter().find(|c| c.has_no_success_to_give()) {
+    if let Some(c) = r.calls.iter().find(|c| !c.takes_faults()) {
         return Err(err(
             n,
             text,
             c.name(),
-            "faults on connect and accept are not supported yet",
+            "faults on this call are not supported yet (connect, accept, sendfile, splice, sendmmsg, recvmmsg, getpeername)",
             None,
         ));
     }
@@ -659,17 +659,33 @@ mod tests {
 
     #[test]
     fn faults_on_connect_and_accept_are_refused_and_star_leaves_them_out() {
-        for spec in ["connect:ECONNREFUSED", "accept4:EMFILE", "read,accept:EIO"] {
+        for (spec, token) in [
+            ("connect:ECONNREFUSED", "connect"),
+            ("accept4:EMFILE", "accept"),
+            ("read,accept:EIO", "accept"),
+            ("sendfile64:EPIPE", "sendfile"),
+            ("splice:delay=1ms", "splice"),
+            ("sendmmsg,recvmmsg:EIO", "sendmmsg"),
+            ("getpeername:ENOTCONN", "getpeername"),
+        ] {
             let e = super::parse(spec).unwrap_err();
             assert!(
-                e.to_string()
-                    .contains("faults on connect and accept are not supported yet"),
+                e.to_string().contains("faults on this call are not supported yet") && e.token.as_str() == token,
                 "{spec}: {e}"
             );
         }
         let set = super::parse("*:EIO").unwrap();
         let calls = set.rules[0].calls;
         assert!(!calls.contains(super::Call::Connect) && !calls.contains(super::Call::Accept));
+        for c in [
+            super::Call::Sendfile,
+            super::Call::Splice,
+            super::Call::Sendmmsg,
+            super::Call::Recvmmsg,
+            super::Call::Getpeername,
+        ] {
+            assert!(!calls.contains(c), "{c:?}: * in faults leaves it out");
+        }
         assert!(calls.contains(super::Call::Read) && calls.contains(super::Call::Close));
     }
 
@@ -777,9 +793,7 @@ mod tests {
         let r = one("*:eof");
         assert!(r.calls.contains(Call::Read) && r.calls.contains(Call::Recvfrom) && !r.calls.contains(Call::Send));
         let every = one("*:EIO").calls;
-        assert!(Call::ALL
-            .iter()
-            .all(|c| every.contains(*c) != c.has_no_success_to_give()));
+        assert!(Call::ALL.iter().all(|c| every.contains(*c) == c.takes_faults()));
         let e = parse("read:EIO;read:delay=5parsecs").unwrap_err();
         assert_eq!(e.rule, 2);
         assert!(parse("read").is_err());

@@ -28,10 +28,19 @@ pub enum Call {
     Connect,
     /// `accept` and `accept4`; failures only, not EAGAIN or EINTR.
     Accept,
+    /// `sendfile` and `sendfile64`.
+    Sendfile,
+    /// The event's descriptor is the end that is a socket (see `failure::after_splice`).
+    Splice,
+    /// Success: a message count of 0 or more.
+    Sendmmsg,
+    Recvmmsg,
+    /// Not in `*`: it is a question, and programs ask it of sockets that are not connected.
+    Getpeername,
 }
 
 impl Call {
-    pub const ALL: [Call; 14] = [
+    pub const ALL: [Call; 19] = [
         Call::Read,
         Call::Write,
         Call::Readv,
@@ -46,6 +55,11 @@ impl Call {
         Call::Close,
         Call::Connect,
         Call::Accept,
+        Call::Sendfile,
+        Call::Splice,
+        Call::Sendmmsg,
+        Call::Recvmmsg,
+        Call::Getpeername,
     ];
 
     pub fn name(self) -> &'static str {
@@ -64,6 +78,11 @@ impl Call {
             Call::Close => "close",
             Call::Connect => "connect",
             Call::Accept => "accept",
+            Call::Sendfile => "sendfile",
+            Call::Splice => "splice",
+            Call::Sendmmsg => "sendmmsg",
+            Call::Recvmmsg => "recvmmsg",
+            Call::Getpeername => "getpeername",
         }
     }
 
@@ -73,6 +92,7 @@ impl Call {
             "__recv_chk" => "recv",
             "__recvfrom_chk" => "recvfrom",
             "accept4" => "accept",
+            "sendfile64" => "sendfile",
             other => other,
         };
         Call::ALL.iter().copied().find(|c| c.name() == plain)
@@ -86,11 +106,19 @@ impl Call {
         )
     }
 
-    /// Calls that transfer data out: reporting success for them would silently lose data.
+    /// Calls that transfer data out: reporting success for them would silently lose data
+    /// (splice too, either way: its 0 says that the input ended).
     pub fn is_write_family(self) -> bool {
         matches!(
             self,
-            Call::Write | Call::Writev | Call::Send | Call::Sendto | Call::Sendmsg
+            Call::Write
+                | Call::Writev
+                | Call::Send
+                | Call::Sendto
+                | Call::Sendmsg
+                | Call::Sendfile
+                | Call::Splice
+                | Call::Sendmmsg
         )
     }
 
@@ -99,9 +127,15 @@ impl Call {
     }
 
     /// Calls whose failure cannot be turned into a success: a connect that did not connect, an
-    /// accept without a connection.
+    /// accept without a connection, a recvmmsg without a message (the kernel's count is never
+    /// 0), a getpeername without an address (but see `Action::Remembered`).
     pub fn has_no_success_to_give(self) -> bool {
-        matches!(self, Call::Connect | Call::Accept)
+        matches!(self, Call::Connect | Call::Accept | Call::Recvmmsg | Call::Getpeername)
+    }
+
+    /// Calls the fault engine can act on (`ERRSHIM_FAULTS`; `*` there means these).
+    pub fn takes_faults(self) -> bool {
+        !self.has_no_success_to_give() && !matches!(self, Call::Sendfile | Call::Splice | Call::Sendmmsg)
     }
 
     /// Whether a failure of this call with `err` is an event: for `connect` and `accept`, only
@@ -131,6 +165,9 @@ impl Call {
                 | Call::Shutdown
                 | Call::Connect
                 | Call::Accept
+                | Call::Sendmmsg
+                | Call::Recvmmsg
+                | Call::Getpeername
         ) && matches!(
             err,
             libc::ENOTCONN
@@ -151,7 +188,10 @@ impl Call {
 pub struct CallSet(u32);
 
 impl CallSet {
-    pub const ANY: CallSet = CallSet((1 << Call::ALL.len()) - 1);
+    /// What `*` names: every call but `getpeername`, whose ENOTCONN is the answer to a
+    /// question (is this socket connected?) rather than a failure of the connection, so
+    /// `*:*:log` does not log it; rules name it.
+    pub const ANY: CallSet = CallSet(((1 << Call::ALL.len()) - 1) & !(1 << Call::Getpeername as u32));
     pub const EMPTY: CallSet = CallSet(0);
 
     pub fn with(self, c: Call) -> CallSet {
@@ -197,11 +237,15 @@ pub enum Action {
     Quiet,
     /// Fail with another errno, and log.
     Map(i32),
+    /// `getpeername` only: answer with the peer errshim remembered from `accept` or
+    /// `connect`, where it still describes the socket (`failure::remembered_peer`), and log;
+    /// otherwise like `Log`.
+    Remembered,
 }
 
 impl Action {
     pub fn logs(self) -> bool {
-        matches!(self, Action::Log | Action::Ignore | Action::Map(_))
+        matches!(self, Action::Log | Action::Ignore | Action::Map(_) | Action::Remembered)
     }
 }
 
@@ -318,7 +362,7 @@ impl RuleError {
     }
 }
 
-const ACTION_NAMES: [&str; 5] = ["pass", "log", "ignore", "quiet", "map="];
+const ACTION_NAMES: [&str; 6] = ["pass", "log", "ignore", "quiet", "map=", "remembered"];
 
 fn parse_calls(n: usize, text: &str, field: &str) -> Result<CallSet, RuleError> {
     if field.trim() == "*" {
@@ -372,6 +416,7 @@ fn parse_action(n: usize, text: &str, field: &str) -> Result<Action, RuleError> 
         "log" => Action::Log,
         "ignore" => Action::Ignore,
         "quiet" => Action::Quiet,
+        "remembered" => Action::Remembered,
         _ => match field.strip_prefix("map=") {
             Some(e) => Action::Map(parse_errno(n, text, e.trim())?),
             None => {
@@ -425,11 +470,23 @@ fn parse_rule(n: usize, text: &str) -> Result<Rule, RuleError> {
     for opt in &fields[3..] {
         fd = parse_option(n, text, opt)?;
     }
+    if action == Action::Remembered {
+        if let Some(c) = calls.iter().find(|c| *c != Call::Getpeername) {
+            let what = if calls == CallSet::ANY { "*" } else { c.name() };
+            let problem = format!("action 'remembered' not allowed on {}", c.name());
+            return Err(RuleError::new(n, text, what, &problem, None)
+                .hint("it answers getpeername only: name getpeername alone in the rule"));
+        }
+    }
     if matches!(action, Action::Ignore | Action::Quiet) && calls != CallSet::ANY {
         if let Some(c) = calls.iter().find(|c| c.has_no_success_to_give()) {
             let problem = format!("action '{}' not allowed on {}", fields[2].trim(), c.name());
-            return Err(RuleError::new(n, text, c.name(), &problem, None)
-                .hint("it has no success to give (no connection made or accepted); use log or map=ERRNO"));
+            let hint = if c == Call::Getpeername {
+                "it has no success to give but an address: use remembered, log or map=ERRNO"
+            } else {
+                "it has no success to give (no connection made or accepted, no message received); use log or map=ERRNO"
+            };
+            return Err(RuleError::new(n, text, c.name(), &problem, None).hint(hint));
         }
     }
     if matches!(action, Action::Ignore | Action::Quiet) {
@@ -437,7 +494,7 @@ fn parse_rule(n: usize, text: &str) -> Result<Rule, RuleError> {
             let what = if calls == CallSet::ANY { "*" } else { w.name() };
             let problem = format!("action '{}' not allowed on write-family call", fields[2].trim());
             return Err(RuleError::new(n, text, what, &problem, None).hint(
-                "it would tell the program that unsent bytes were written; use log or map=ERRNO, or leave out write, writev, send, sendto, sendmsg",
+                "it would tell the program that unsent bytes were written; use log or map=ERRNO, or leave out write, writev, send, sendto, sendmsg, sendfile, splice, sendmmsg",
             ));
         }
     }
@@ -450,19 +507,20 @@ fn parse_rule(n: usize, text: &str) -> Result<Rule, RuleError> {
     })
 }
 
-/// Parses a whole `ERRSHIM_RULES` value. Empty rules (`;;`, a trailing `;`) are skipped; an
-/// empty value gives no rules at all.
-/// The calls (a bit per `Call`) whose failure some rule may turn into a success.
+/// The calls (a bit per `Call`) whose failure some rule may turn into a success (`ignore`,
+/// `quiet`, `remembered`).
 // Run by the constructor: placed with its code (see `lib.rs`).
 #[allow(unsafe_code)]
 #[link_section = ".text.errshim_startup"]
 pub fn succeeding_calls(rules: &[Rule]) -> u32 {
     rules
         .iter()
-        .filter(|r| matches!(r.action, Action::Ignore | Action::Quiet))
+        .filter(|r| matches!(r.action, Action::Ignore | Action::Quiet | Action::Remembered))
         .fold(0, |m, r| m | r.calls.bits())
 }
 
+/// Parses a whole `ERRSHIM_RULES` value. Empty rules (`;;`, a trailing `;`) are skipped; an
+/// empty value gives no rules at all.
 pub fn parse_rules(spec: &str) -> Result<Vec<Rule>, RuleError> {
     spec.split(';')
         .map(str::trim)
@@ -637,6 +695,42 @@ mod tests {
             "MSG_CMSG_COMPAT: EINVAL on any descriptor"
         );
         assert!(!Call::Write.proves_socket(libc::ECONNRESET) && !Call::Shutdown.proves_socket(libc::ENOTSOCK));
+    }
+
+    #[test]
+    fn the_calls_seen_since_issue_16() {
+        assert_eq!(Call::from_name("sendfile64"), Some(Call::Sendfile));
+        for c in [Call::Sendfile, Call::Splice, Call::Sendmmsg, Call::Recvmmsg] {
+            assert!(CallSet::ANY.contains(c), "{c:?} in *");
+            assert!(!c.takes_faults(), "{c:?}");
+        }
+        assert!(
+            !CallSet::ANY.contains(Call::Getpeername),
+            "getpeername is named, not in *"
+        );
+        let r = parse_rules("getpeername:ENOTCONN:remembered;*:*:log").unwrap();
+        assert_eq!(r[0].action, Action::Remembered);
+        assert_eq!(succeeding_calls(&r), Call::Getpeername.bit());
+        assert!(decide(&r, Call::Getpeername, libc::EBADF, || Kind::NotOpen).is_none());
+        assert_eq!(
+            decide(&r, Call::Recvmmsg, libc::ECONNREFUSED, || Kind::Udp4).map(|(i, _)| i),
+            Some(2)
+        );
+        for (spec, token) in [
+            ("getpeername,read:ENOTCONN:remembered", "read"),
+            ("*:ENOTCONN:remembered", "*"),
+            ("shutdown:ENOTCONN:remembered", "shutdown"),
+        ] {
+            let e = err(spec);
+            assert_eq!(e.token, token, "{spec}");
+            assert!(e.problem.contains("'remembered' not allowed"), "{spec}: {e:?}");
+        }
+        for spec in ["getpeername:ENOTCONN:ignore", "recvmmsg:ECONNREFUSED:quiet"] {
+            assert!(err(spec).problem.contains("not allowed on"), "{spec}");
+        }
+        for spec in ["sendfile:EPIPE:ignore", "splice:EPIPE:quiet", "sendmmsg:EPIPE:ignore"] {
+            assert!(err(spec).problem.contains("write-family"), "{spec}");
+        }
     }
 
     #[test]

@@ -274,8 +274,14 @@ fn action_word(a: Action) -> &'static str {
         Action::Log => "logged",
         Action::Ignore | Action::Quiet => "ignored",
         Action::Map(_) => "mapped",
+        Action::Remembered => "remembered",
     }
 }
+
+/// The entry point of a `connect` failure that the program learnt from
+/// `getsockopt(SOL_SOCKET, SO_ERROR)` (a non-blocking connect): the line shows
+/// `getsockopt(fd=N, SO_ERROR)`, with the connect's errno as the result.
+pub const SO_ERROR_ENTRY: &str = "getsockopt";
 
 fn write_args<const N: usize>(ev: &Event<'_>, b: &mut StackBuf<N>) {
     let a = &ev.args;
@@ -283,7 +289,12 @@ fn write_args<const N: usize>(ev: &Event<'_>, b: &mut StackBuf<N>) {
     b.push(b"(fd=");
     b.i(a.fd.into());
     match ev.call {
-        Call::Close | Call::Connect | Call::Accept => {}
+        Call::Connect if ev.entry == SO_ERROR_ENTRY => b.push(b", SO_ERROR"),
+        Call::Close | Call::Connect | Call::Accept | Call::Getpeername => {}
+        Call::Sendmmsg | Call::Recvmmsg => {
+            b.push(b", vlen=");
+            b.u(a.len as u64);
+        }
         Call::Shutdown => match shutdown_how(a.how) {
             Some(h) => {
                 b.push(b", ");
@@ -532,7 +543,10 @@ pub fn write_json<const N: usize>(ev: &Event<'_>, b: &mut StackBuf<N>) {
                 None => o.num("how", ev.args.how),
             };
         }
-        Call::Close | Call::Connect | Call::Accept => {}
+        Call::Close | Call::Connect | Call::Accept | Call::Getpeername => {}
+        Call::Sendmmsg | Call::Recvmmsg => {
+            o.num("vlen", ev.args.len);
+        }
         _ => {
             match ev.args.requested(false) {
                 Some(n) => o.num("len", n),
@@ -560,6 +574,7 @@ pub fn write_json<const N: usize>(ev: &Event<'_>, b: &mut StackBuf<N>) {
                     Action::Ignore => t.write_str("ignore"),
                     Action::Quiet => t.write_str("quiet"),
                     Action::Map(e) => write!(t, "map={}", Name(e)),
+                    Action::Remembered => t.write_str("remembered"),
                 };
             });
         }

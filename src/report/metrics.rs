@@ -51,7 +51,7 @@ const LINE: usize = 768;
 /// kind and injections by rule, as many as fit.
 pub fn text(out: &mut StackBuf<MAX>) {
     let calls = crate::policy::rules::Call::ALL;
-    let actions = ["pass", "log", "ignore", "quiet", "map", "inject"];
+    let actions = ["pass", "log", "ignore", "quiet", "map", "inject", "remembered"];
     let pid = process::pid();
     let comm = process::comm();
     let labels = |b: &mut StackBuf<LINE>| {

@@ -330,7 +330,7 @@ pub fn report(format: crate::policy::config::Format, comm: &[u8], interval_ms: O
     use crate::text::fmtbuf::StackBuf;
     use core::fmt::Write;
     let calls = crate::policy::rules::Call::ALL;
-    let actions = ["pass", "log", "ignore", "quiet", "map", "inject"];
+    let actions = ["pass", "log", "ignore", "quiet", "map", "inject", "remembered"];
     let Some(t) = tables() else {
         return;
     };

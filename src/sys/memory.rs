@@ -63,6 +63,53 @@ pub fn write<T: Copy>(addr: usize, v: T) -> bool {
     true
 }
 
+/// Copies `src` (at most a page) into the caller's buffer at `addr`, if every page of it is
+/// writable: proven on each page by `raw::probe_writable4` on a 4-byte aligned word of the
+/// buffer itself (the probe's store lands where `src` then goes; the word is read after a probe
+/// first, and put back if a later page fails). A page that holds no whole aligned word of the
+/// buffer cannot be proven: then nothing is copied. Whether it was copied; if not, the buffer
+/// is as it was.
+pub fn copy_out(addr: usize, src: &[u8]) -> bool {
+    if src.is_empty() {
+        return true;
+    }
+    let Some(end) = addr.checked_add(src.len()) else {
+        return false;
+    };
+    if src.len() > PAGE || addr < PAGE || end > usize::MAX - 2 * PAGE {
+        return false;
+    }
+    // At most two pages; the word probed in each, and what it held.
+    let mut probed: [Option<(usize, u32)>; 2] = [None, None];
+    let mut page = addr & !(PAGE - 1);
+    let mut ok = true;
+    for slot in &mut probed {
+        if page >= end {
+            break;
+        }
+        let word = page.max(addr).next_multiple_of(4);
+        let held = (word + 4 <= end.min(page + PAGE)).then(|| read::<u32>(word)).flatten();
+        match held {
+            Some(v) if raw::probe_writable4(word) => *slot = Some((word, v)),
+            _ => {
+                ok = false;
+                break;
+            }
+        }
+        page += PAGE;
+    }
+    if !ok {
+        for (word, v) in probed.into_iter().flatten() {
+            // SAFETY: probed writable just above; its own value back.
+            unsafe { core::ptr::write(word as *mut u32, v) };
+        }
+        return false;
+    }
+    // SAFETY: every page of the buffer has just been proven writable.
+    unsafe { core::ptr::copy_nonoverlapping(src.as_ptr(), addr as *mut u8, src.len()) };
+    true
+}
+
 /// The main thread's thread pointer and `__libc_stack_end` (learnt in the constructor, which
 /// runs on the main thread).
 static MAIN_TP: AtomicUsize = AtomicUsize::new(0);
@@ -129,6 +176,15 @@ mod tests {
         let mut v = 5u32;
         assert!(write(&mut v as *mut u32 as usize, 9u32) && v == 9);
         assert!(!write(page + PAGE, 1u32));
+        // copy_out: across the two pages, the second inaccessible: nothing changes.
+        // SAFETY: the first page of the mapping, readable and writable.
+        let first = unsafe { core::slice::from_raw_parts_mut(page as *mut u8, PAGE) };
+        first[PAGE - 8..].copy_from_slice(&[0xaa; 8]);
+        assert!(!copy_out(page + PAGE - 8, &[1; 16]));
+        assert_eq!(first[PAGE - 8..], [0xaa; 8], "the probed word is put back");
+        assert!(copy_out(page + PAGE - 9, &[1; 9]) && first[PAGE - 9..] == [1; 9]);
+        assert!(!copy_out(page + PAGE - 3, &[2; 3]), "no whole aligned word to probe");
+        assert!(!copy_out(0, &[1]) && copy_out(0, &[]) && !copy_out(usize::MAX - 8, &[1; 4]));
     }
 
     #[test]

@@ -144,6 +144,43 @@ impl Addr {
         }
     }
 
+    /// An IP address as the kernel's `getpeername` writes it (`sockaddr_in`, or `sockaddr_in6`
+    /// with no flow label nor scope), and its length; None for other addresses.
+    pub fn to_storage(self) -> Option<(libc::sockaddr_storage, usize)> {
+        // SAFETY: an all-zero sockaddr_storage is valid.
+        let mut ss: libc::sockaddr_storage = unsafe { core::mem::zeroed() };
+        let p = (&mut ss as *mut libc::sockaddr_storage).cast::<u8>();
+        let len = match self {
+            Addr::V4(ip, port) => {
+                let sin = libc::sockaddr_in {
+                    sin_family: libc::AF_INET as libc::sa_family_t,
+                    sin_port: port.to_be(),
+                    sin_addr: libc::in_addr {
+                        s_addr: u32::from(ip).to_be(),
+                    },
+                    sin_zero: [0; 8],
+                };
+                // SAFETY: sockaddr_storage is larger than, and aligned for, a sockaddr_in.
+                unsafe { p.cast::<libc::sockaddr_in>().write(sin) };
+                core::mem::size_of::<libc::sockaddr_in>()
+            }
+            Addr::V6(ip, port) => {
+                let sin6 = libc::sockaddr_in6 {
+                    sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                    sin6_port: port.to_be(),
+                    sin6_flowinfo: 0,
+                    sin6_addr: libc::in6_addr { s6_addr: ip.octets() },
+                    sin6_scope_id: 0,
+                };
+                // SAFETY: as for sockaddr_in.
+                unsafe { p.cast::<libc::sockaddr_in6>().write(sin6) };
+                core::mem::size_of::<libc::sockaddr_in6>()
+            }
+            _ => return None,
+        };
+        Some((ss, len))
+    }
+
     /// Writes the address with path bytes as they are (for JSON, which escapes them itself).
     pub fn write_to_raw<const N: usize>(&self, out: &mut StackBuf<N>) {
         match self {
