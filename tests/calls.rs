@@ -150,6 +150,10 @@ fn mmsg_calls_succeed_unchanged_and_their_failures_are_events() {
     assert_eq!(e["cause"], "never_connected", "{e:#}");
     let e = event(&evs, "recvmmsg", fd(&r, "refused_udp"), "ECONNREFUSED");
     assert_eq!(e["peer"], info(&r, "refused_peer").as_str(), "{e:#}");
+    assert_eq!(
+        e["cause"], "port_unreachable",
+        "ICMP port unreachable from loopback: {e:#}"
+    );
     assert_eq!(evs.len(), 3, "nothing for the successes: {evs:#?}");
     // A fault rule naming every call leaves the mmsg calls alone: `*` there names the calls
     // faults can be faithful on.

@@ -88,11 +88,13 @@ pub enum Cause {
     /// An ICMP error from the path (host or network unreachable, administratively prohibited),
     /// or no route here.
     Unreachable,
+    /// ECONNREFUSED on UDP: the peer answered a datagram with ICMP port unreachable.
+    PortUnreachable,
 }
 
 impl Cause {
     /// Every cause, in declaration order (so `ALL[c as usize] == c`).
-    pub const ALL: [Cause; 22] = [
+    pub const ALL: [Cause; 23] = [
         Cause::NeverConnected,
         Cause::PeerReset,
         Cause::PeerClosed,
@@ -115,6 +117,7 @@ impl Cause {
         Cause::TimeoutKeepalive,
         Cause::TimeoutUser,
         Cause::Unreachable,
+        Cause::PortUnreachable,
     ];
 
     /// The cause an errno has whatever the connection's state, for those that are not about
@@ -166,6 +169,7 @@ impl Cause {
             Cause::TimeoutKeepalive => "timeout_keepalive",
             Cause::TimeoutUser => "timeout_user",
             Cause::Unreachable => "unreachable",
+            Cause::PortUnreachable => "port_unreachable",
         }
     }
 
@@ -211,6 +215,7 @@ impl Cause {
             Cause::TimeoutKeepalive => "keepalive probes went unanswered until the kernel gave up (SO_KEEPALIVE, TCP_KEEPIDLE/INTVL/CNT): the host vanished, or the path silently dropped the idle flow (a NAT or load balancer idle timeout); no RST was involved. Probe more often than the path's idle timeout if it forgets idle flows",
             Cause::TimeoutUser => "TCP_USER_TIMEOUT expired: data or keepalive probes went unacknowledged for longer than the program allows; the path silently dropped the packets or the host vanished; no RST was involved. Raise TCP_USER_TIMEOUT if the path is only slow",
             Cause::Unreachable => "the host or its network is unreachable: a router or firewall on the path answered with ICMP (host or network unreachable, or administratively prohibited: EACCES over IPv6), or this host has no route. Check the routes and the firewalls between the two hosts",
+            Cause::PortUnreachable => "the peer answered an earlier datagram with ICMP port unreachable: nothing listens on that port there (a connected UDP socket hears of it on its next call). Check that the peer's service runs and listens on that port",
         }
     }
 
@@ -323,6 +328,9 @@ pub fn classify(f: &Facts) -> Cause {
     // optimiser may compare both bytes at once, and a None's payload byte is undefined
     // (memcheck reports it).
     let state = f.tcp_state.unwrap_or(0);
+    if kind.is_udp() && f.errno == libc::ECONNREFUSED {
+        return Cause::PortUnreachable;
+    }
     if kind.is_udp() && !f.has_peer && !has(CONNECTED) {
         return Cause::UdpUnconnected;
     }
@@ -510,6 +518,14 @@ mod tests {
         );
         assert_eq!(connect(libc::ENETUNREACH, Kind::Tcp4), Cause::Unreachable);
         assert_eq!(connect(libc::ECONNREFUSED, Kind::Tcp4), Cause::ConnectFailed);
+        let udp_send = Facts {
+            call: Some(Call::Send),
+            errno: libc::ECONNREFUSED,
+            kind: Some(Kind::Udp6),
+            history: TRACKED | CONNECTED,
+            ..Facts::default()
+        };
+        assert_eq!(classify(&udp_send), Cause::PortUnreachable);
     }
 
     #[test]
