@@ -182,26 +182,26 @@ impl Cause {
             Cause::ConnectFailed if errno == libc::ECONNREFUSED => "the connect was refused: nothing listens at that address and port (the host answered with an RST), or a firewall rejected it (an RST, or ICMP port unreachable). Check that the server runs and listens there",
             Cause::ConnectFailed if errno == libc::ETIMEDOUT => "the connect timed out: no answer to the SYN (net.ipv4.tcp_syn_retries): the host is down, a firewall drops the packets, or the listener's accept queue is full (check its listen backlog and net.core.somaxconn)",
 
-            Cause::PeerReset if history & hist::LISTENING != 0 => "a client reset its connection before the program accepted it",
+            Cause::PeerReset if history & hist::LISTENING != 0 => "a client reset its connection before the program accepted it: harmless (the client gave up while waiting in the accept queue; a full or slow queue makes more of these)",
             Cause::PeerReset if accepted => "the client aborted the connection (RST), or a middlebox on the path reset it: clients that go away mid-connection (a closed tab, a phone changing networks) do this all day; harmless at close (a lingering close lets a client read the whole response before it resets)",
             Cause::PeerReset if connected => "the server aborted the connection (RST), or a middlebox on the path reset it (a load balancer's or NAT's idle timeout: keep this side's keepalive or idle time below the path's)",
-            Cause::PeerClosed if accepted => "the client's orderly close had already finished on both sides (FIN exchanged) before this call",
-            Cause::PeerClosed if connected => "the server's orderly close had already finished on both sides (FIN exchanged) before this call",
+            Cause::PeerClosed if accepted => "the client's orderly close had already finished on both sides (FIN exchanged) before this call: harmless at shutdown or close; elsewhere the program used the connection after its end of file",
+            Cause::PeerClosed if connected => "the server's orderly close had already finished on both sides (FIN exchanged) before this call: harmless at shutdown or close; elsewhere the program used the connection after its end of file",
             other => other.text(),
         }
     }
 
     pub fn text(self) -> &'static str {
         match self {
-            Cause::NeverConnected => "no successful connect or accept was seen on this socket: it was never connected",
+            Cause::NeverConnected => "no successful connect or accept was seen on this socket: it was never connected (harmless at close; elsewhere the program used a socket before or without connecting it)",
             Cause::PeerReset => "the peer aborted the connection (RST), or a middlebox on the path reset it",
-            Cause::PeerClosed => "the orderly close had already finished on both sides (FIN exchanged) before this call",
+            Cause::PeerClosed => "the orderly close had already finished on both sides (FIN exchanged) before this call: harmless at shutdown or close",
             Cause::ConnectFailed => "the connect was refused or never completed",
-            Cause::ShutDownBefore => "an earlier shutdown on this descriptor had already torn it down (a listener or an unfinished connect)",
-            Cause::UdpUnconnected => "a UDP socket with no connected peer",
-            Cause::Listener => "a listening socket has no peer to read from or shut down",
+            Cause::ShutDownBefore => "an earlier shutdown on this descriptor had already torn it down (a listener or an unfinished connect): harmless, the second shutdown has nothing left to do",
+            Cause::UdpUnconnected => "a UDP socket with no connected peer: send with an address (sendto), or connect the socket first",
+            Cause::Listener => "a listening socket has no peer to read from or shut down: a bug in the caller (harmless at close)",
             Cause::NotFromKernel => "Linux never returns ENOTCONN from close (a socket's close gives 0 or EBADF): another interposer or wrapper library produced it, or errno was read after a call that had succeeded",
-            Cause::Unknown => "not enough is known about this descriptor (inherited, or created where errshim could not see it)",
+            Cause::Unknown => "not enough is known about this descriptor (inherited, or created where errshim could not see it): preload errshim into the process that makes the socket to see its history",
             Cause::Injected => "errshim injected this on purpose (a fault rule of ERRSHIM_FAULTS or the control file)",
             Cause::WouldBlock => "a non-blocking call found nothing to do yet (no data to read, no room to write, no connection to accept): wait for readiness and retry; not an error of the connection",
             Cause::Interrupted => "a signal arrived during the call: retry it (SA_RESTART restarts most calls); not an error of the connection",
