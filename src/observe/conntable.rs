@@ -109,6 +109,13 @@ pub struct Errors(pub u64);
 impl Errors {
     pub const SLOTS: usize = 4;
 
+    /// Just `call`'s failure with `errno` (None: the errno does not fit a byte).
+    #[inline(always)]
+    pub fn first(call: Call, errno: i32) -> Option<Errors> {
+        let e = u8::try_from(errno).ok().filter(|&e| e != 0)?;
+        Some(Errors(((call as u64 + 1) << 8) | u64::from(e)))
+    }
+
     /// With `call`'s failure with `errno` added, or None when the errno is there already,
     /// every slot is taken, or the errno does not fit a byte.
     pub fn with(self, call: Call, errno: i32) -> Option<Errors> {
@@ -116,8 +123,7 @@ impl Errors {
         for i in 0..Self::SLOTS {
             let slot = (self.0 >> (16 * i)) & 0xffff;
             if slot == 0 {
-                let entry = ((call as u64 + 1) << 8) | u64::from(e);
-                return Some(Errors(self.0 | entry << (16 * i)));
+                return Some(Errors(self.0 | Errors::first(call, errno)?.0 << (16 * i)));
             }
             if slot & 0xff == u64::from(e) {
                 return None;
@@ -351,7 +357,12 @@ impl Record {
             libc::ECONNRESET => hist::RESET_SEEN,
             libc::EPIPE => hist::EPIPE_SEEN,
             libc::ETIMEDOUT => hist::TIMEOUT_SEEN,
-            e if crate::observe::cause::is_unreachable(e, Kind::from_u8(self.kind.load(Relaxed))) => hist::UNREACH_SEEN,
+            // The common ENOTCONN and the rest return at once, without the kind.
+            libc::EHOSTUNREACH | libc::ENETUNREACH | libc::EHOSTDOWN | libc::ENETDOWN | libc::ENONET | libc::EACCES
+                if crate::observe::cause::is_unreachable(errno, Kind::from_u8(self.kind.load(Relaxed))) =>
+            {
+                hist::UNREACH_SEEN
+            }
             _ => return,
         };
         self.add_history(bit, Some(gen));
@@ -361,13 +372,24 @@ impl Record {
     /// event: the history of later events shows it. Errnos that say nothing about the
     /// connection (EAGAIN, EINTR, a connect in progress) are not kept. Atomics only.
     pub fn note_first_error(&self, call: Call, errno: i32, gen: u32) {
-        if matches!(errno, libc::EAGAIN | libc::EINTR | libc::EINPROGRESS | libc::EALREADY) {
+        // getpeername's ENOTCONN answers a question ("connected?"): not a failure to keep.
+        if matches!(errno, libc::EAGAIN | libc::EINTR | libc::EINPROGRESS | libc::EALREADY) || call == Call::Getpeername
+        {
             return;
         }
-        if process::may_write() && self.gen() == gen {
-            let _ = self
-                .errors
-                .fetch_update(Relaxed, Relaxed, |e| Errors(e).with(call, errno).map(|e| e.0));
+        if !process::may_write() || self.gen() != gen {
+            return;
+        }
+        // One attempt: a failure another thread noted at the same moment may win the slot.
+        // The first failure of a connection (the usual case) needs no search.
+        let e = self.errors.load(Relaxed);
+        let next = if e == 0 {
+            Errors::first(call, errno)
+        } else {
+            Errors(e).with(call, errno)
+        };
+        if let Some(next) = next {
+            let _ = self.errors.compare_exchange(e, next.0, Relaxed, Relaxed);
         }
     }
 
