@@ -299,6 +299,20 @@ fn accept_under_seccomp_gets_the_callers_arguments() {
     assert!(accepts[1].contains("accept(3, NULL, NULL)"), "{t}");
 }
 
+/// A filter the process was started under, which refuses an accept with an address wanted:
+/// errshim finds it at `listen` and passes the caller's NULL, so the program's accepts succeed
+/// as they do without errshim (lending its buffer there made them fail with EPERM).
+#[test]
+fn accept_under_an_inherited_filter_gets_the_callers_arguments() {
+    let (r, _) = same("accept_inherited_filter", "");
+    assert!(
+        r.stdout.contains("accept_under_filter accept ret=") && !r.stdout.contains("errno=1\n"),
+        "{}",
+        r.describe()
+    );
+    assert!(!r.stdout.contains("ret=-1"), "{}", r.describe());
+}
+
 #[test]
 fn a_nonblocking_connect_refused_is_a_connect_event_via_so_error() {
     let (r, evs) = same("so_error", "+connect:*:log");

@@ -883,15 +883,17 @@ fn observing_changes_nothing() {
         assert_eq!(evs[i]["cause"], "peer_reset", "{}", evs[i]);
         assert_eq!(evs[i]["history"], serde_json::json!(["connected", "last_call=write"]));
     }
-    // Connection b: the program consumed the reset itself (SO_ERROR), so its read returned 0;
-    // the write's EPIPE is still diagnosed as the reset it is, not as an orderly close (the
-    // socket is in CLOSE although this end never sent its FIN).
+    // Connection b: the program consumed the reset itself (SO_ERROR, which errshim sees it
+    // read, and keeps), so its read returned 0; the write's EPIPE is still diagnosed as the
+    // reset it is, not as an orderly close (the socket is in CLOSE although this end never
+    // sent its FIN).
     let b_write = &evs[5];
     assert_eq!(
         b_write["history"],
         serde_json::json!([
             "connected",
             "read_eof",
+            "reset_seen",
             "epipe_seen",
             "first_error=shutdown:ENOTCONN",
             "last_call=read"

@@ -567,6 +567,31 @@ fn nothing_and_garbage_are_no_events() {
         "nothing of the input reaches the terminal raw: {t}"
     );
     assert!(t.contains("1x warn: \\x1b[2J\\x1b]0;forged\\x07 title"), "{t}");
+
+    // A line of the program's nested past any parser's recursion limit is skipped, not fatal;
+    // text lines name entry points, which count under the call JSON names.
+    let mut deep = format!("{{\"x\":{}{}}}\n", "[".repeat(100_000), "]".repeat(100_000));
+    for entry in ["sendfile64", "getsockopt"] {
+        deep.push_str(&text_event(
+            "2026-11-21T10:00:00.000001Z",
+            1,
+            entry,
+            "EPIPE",
+            "10.0.0.5:1",
+            "peer_reset",
+        ));
+        deep.push('\n');
+    }
+    let d = digest_of(&dir, "deep.log", &deep);
+    assert_eq!(d["events"]["total"], 2, "{d:#}");
+    assert_eq!(d["lines"]["skipped"], 1, "{d:#}");
+    let calls: Vec<&str> = d["calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["call"].as_str().unwrap())
+        .collect();
+    assert!(calls.contains(&"sendfile") && calls.contains(&"connect"), "{calls:?}");
 }
 
 #[test]

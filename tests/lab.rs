@@ -364,7 +364,7 @@ fn text_lines_and_the_failing_read() {
         " peer=[fd00:e5:2::2]:8080 ",
         " state=CLOSE ",
         " user_timeout_ms=1000 keepalive=off ",
-        "history=connected,first_error=recv:ETIMEDOUT | cause=timeout_user: TCP_USER_TIMEOUT expired",
+        "history=connected,timeout_seen,first_error=recv:ETIMEDOUT | cause=timeout_user: TCP_USER_TIMEOUT expired",
     ] {
         assert!(l.contains(w), "{w:?} not in {l}");
     }

@@ -176,7 +176,13 @@ pub fn after_attempt_failed(call: Call, entry: &'static str, fd: i32, r: isize) 
 #[inline(never)]
 pub fn after_splice(fd_in: i32, fd_out: i32, len: usize, flags: u32, r: isize) -> isize {
     let err = errno::get();
-    let named = handle::config().is_some_and(|c| c.rules.iter().any(|r| r.calls.contains(Call::Splice)));
+    // Only where a rule could match this very failure is the kernel asked (a failure no rule
+    // matches makes no system call).
+    let named = handle::config().is_some_and(|c| {
+        c.rules
+            .iter()
+            .any(|r| r.calls.contains(Call::Splice) && r.errnos.matches(err))
+    });
     let socket_in = match Kind::from_u8(conntable::live_kind(fd_in)) {
         k if k.is_socket() => true,
         _ if Kind::from_u8(conntable::live_kind(fd_out)).is_socket() => false,
@@ -196,11 +202,13 @@ pub fn after_splice(fd_in: i32, fd_out: i32, len: usize, flags: u32, r: isize) -
 /// `getsockopt(fd, SOL_SOCKET, SO_ERROR)` returned 0: the value the kernel wrote (its int,
 /// when `*len`, which the kernel wrote back, says all 4 bytes of it were) is why a
 /// non-blocking connect failed, if the table says one is pending and not known to have
-/// completed, and the errno is one a connect ends with (a reset or a broken pipe is an
-/// established connection's). Then the record notes the failed connect, as a failed blocking
-/// connect does, and the failure goes through the rules as `connect`'s, at the entry point
-/// `getsockopt`; the program keeps its result, its value and its errno. errshim never reads
-/// SO_ERROR itself (it clears the error): only what the program read.
+/// completed, and the kernel shows no completed handshake (no round trip measured, no byte
+/// moved; a reset or a broken pipe is always an established connection's). Then the record
+/// notes the failed connect, as a failed blocking connect does, and the failure goes through
+/// the rules as `connect`'s, at the entry point `getsockopt`; the program keeps its result,
+/// its value and its errno. An established connection's error is kept in its history (the
+/// program consumed it here). errshim never reads SO_ERROR itself (it clears the error): only
+/// what the program read.
 #[cold]
 #[inline(never)]
 pub fn after_so_error(fd: i32, val: *mut libc::c_void, len: *mut libc::socklen_t) {
@@ -211,15 +219,29 @@ pub fn after_so_error(fd: i32, val: *mut libc::c_void, len: *mut libc::socklen_t
     }
     // SAFETY: ...and the first `n` (at least 4) bytes of `val`: the int.
     let v = unsafe { val.cast::<i32>().read_unaligned() };
-    if v <= 0 || matches!(v, libc::ECONNRESET | libc::EPIPE | libc::ECONNABORTED) {
+    if v <= 0 {
         return;
     }
-    let Some(rec) = conntable::get(fd) else {
+    let Some(rec) = conntable::get(fd).filter(|r| r.is_live()) else {
         return;
     };
     let gen = rec.gen();
     let h = rec.history();
-    if !rec.is_live() || h & hist::CONNECT_PENDING == 0 || h & (hist::CONNECTED | hist::CONNECT_FAILED) != 0 {
+    let pending = h & hist::CONNECT_PENDING != 0 && h & (hist::CONNECTED | hist::CONNECT_FAILED) == 0;
+    // The error of a connection that was established (a reset, a timeout of the path, which
+    // the program learns here as haproxy does) is no failed connect: the kernel shows a
+    // completed handshake (a measured round trip) or data moved. Kept for later events.
+    let established = !pending
+        || matches!(v, libc::ECONNRESET | libc::EPIPE | libc::ECONNABORTED)
+        || (raw::allowed()
+            && raw::tcp_info(fd).is_some_and(|t| {
+                t.evidence.rtt_us > 0 || t.bytes_received.is_some_and(|b| b > 0) || t.bytes_sent.is_some_and(|b| b > 0)
+            }));
+    if established {
+        if pending {
+            rec.add_history(hist::CONNECTED, Some(gen));
+        }
+        rec.note_error(v, gen);
         return;
     }
     if process::may_write() && rec.gen() == gen {
@@ -253,8 +275,19 @@ fn remembered_peer(args: &CallArgs, err: i32) -> bool {
     let Some(rec) = conntable::checked(args.fd, kind, local.as_ref()) else {
         return false;
     };
+    let gen = rec.gen();
     let established = rec.history() & (hist::ACCEPTED | hist::CONNECTED) != 0;
-    let Some((ss, full)) = rec.peer().filter(|_| established).and_then(|p| p.to_storage()) else {
+    // A link-local IPv6 peer needs its scope, which errshim does not keep.
+    let peer = rec
+        .peer()
+        .filter(|p| established && !matches!(p, Addr::V6(ip, _) if ip.is_unicast_link_local()));
+    // The peer's words were read between two looks at the generation: another thread's close
+    // and reuse of the number in between would show (its record is rewritten under a new one).
+    core::sync::atomic::fence(core::sync::atomic::Ordering::Acquire);
+    if rec.gen() != gen || !rec.is_live() {
+        return false;
+    }
+    let Some((ss, full)) = peer.and_then(|p| p.to_storage()) else {
         return false;
     };
     if !matches!(
@@ -293,13 +326,28 @@ pub fn after_connect(fd: i32, addr: *const libc::sockaddr, alen: libc::socklen_t
         return;
     };
     let peer = proven_addr(addr, alen as usize, alen as usize);
+    let kind = Kind::from_u8(rec.kind.load(Relaxed));
     if let Some(Addr::Family(libc::AF_UNSPEC)) = peer {
-        return; // a disconnect, not a connection
+        // A disconnect, not a connection: once it worked, the socket is unconnected again and
+        // its record starts over (no peer, no history to answer or name causes from).
+        if r == 0 && rec.is_live() {
+            conntable::start(fd, kind, 0, None);
+        }
+        return;
     }
-    if !rec.is_live() {
-        conntable::start(fd, Kind::Unknown, 0, None);
+    // Linux lets a socket whose connect failed connect again: a new attempt, a new history
+    // (the old attempt's ICMP or refusal says nothing about the new connection).
+    if !rec.is_live() || rec.history() & hist::CONNECT_FAILED != 0 {
+        conntable::start(fd, if rec.is_live() { kind } else { Kind::Unknown }, 0, None);
     }
-    if matches!(peer, Some(Addr::V4(..) | Addr::V6(..))) {
+    // An unspecified address (0.0.0.0, ::) is the kernel's way to this host; where it really
+    // went is not that address, so it is not remembered (getpeername says it while it can).
+    let unspecified = match &peer {
+        Some(Addr::V4(ip, _)) => ip.is_unspecified(),
+        Some(Addr::V6(ip, _)) => ip.is_unspecified() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_unspecified()),
+        _ => true,
+    };
+    if !unspecified {
         rec.set_peer(peer.as_ref());
     }
     match err {
@@ -309,6 +357,33 @@ pub fn after_connect(fd: i32, addr: *const libc::sockaddr, alen: libc::socklen_t
             rec.connect_errno.store(e as u16, Relaxed);
             rec.add_history(hist::CONNECT_FAILED, None);
         }
+    }
+}
+
+/// `listen` succeeded on `fd`: whether its accepts may be lent an address buffer
+/// (`hooks::lend_accept_buffer`). A listener is made once in a process's life, so this is
+/// where errshim looks, once per process, whether a seccomp filter exists (three system calls
+/// the loader itself made) and asks the kernel the listener's family and protocol (two
+/// `getsockopt`s, which change nothing): only TCP and unix stream or seqpacket sockets, whose
+/// accept cannot fail for the address (see `lend_accept_buffer`), are lent one.
+#[cold]
+#[inline(never)]
+pub fn after_listen(fd: i32) {
+    if !process::may_write() || !raw::allowed() || !raw::free_of_filters() {
+        return;
+    }
+    let Some(rec) = conntable::get(fd).filter(|r| r.is_live()) else {
+        return;
+    };
+    let gen = rec.gen();
+    let opt = |name| raw::getsockopt_int(fd, libc::SOL_SOCKET, name).ok();
+    let lends = match (opt(libc::SO_DOMAIN), opt(libc::SO_PROTOCOL)) {
+        (Some(libc::AF_INET | libc::AF_INET6), Some(libc::IPPROTO_TCP)) => true,
+        (Some(libc::AF_UNIX), _) => matches!(opt(libc::SO_TYPE), Some(libc::SOCK_STREAM | libc::SOCK_SEQPACKET)),
+        _ => false,
+    };
+    if lends {
+        rec.add_history(hist::LENDS_ADDRESS, Some(gen));
     }
 }
 

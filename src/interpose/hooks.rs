@@ -529,6 +529,7 @@ hook!(fn listen(fd: c_int, backlog: c_int) -> c_int; real LISTEN; |real| {
     let r = unsafe { real(fd, backlog) };
     if r == 0 {
         conntable::note_history(fd, hist::LISTENING);
+        failure::after_listen(fd);
     }
     r
 });
@@ -564,14 +565,16 @@ fn accept_buffer_len(addr: *mut sockaddr, alen: *mut socklen_t) -> Option<sockle
 /// large enough; its one other failure, audit's 128-byte allocation while syscall auditing
 /// records the call, is a GFP_KERNEL allocation too small to fail. A listener errshim did not
 /// see made (inherited, or an SCTP or MPTCP one) keeps the caller's NULL.
+///
+/// Both conditions are settled at `listen` (`failure::after_listen`), not here: the kernel's
+/// own protocol for the listener (not the arguments `socket` was given: another preload may
+/// have made it something else), and that no seccomp filter exists at all (one inherited at
+/// exec is found by looking; one installed since by the hooks that install them).
 #[inline(always)]
 fn lend_accept_buffer(listener: c_int, addr: *mut sockaddr) -> bool {
     addr.is_null()
-        && !raw::forbidden()
-        && matches!(
-            Kind::from_u8(conntable::live_kind(listener)),
-            Kind::Tcp4 | Kind::Tcp6 | Kind::UnixStream | Kind::UnixSeqpacket
-        )
+        && raw::free_of_filters()
+        && conntable::get(listener).is_some_and(|r| r.history() & hist::LENDS_ADDRESS != 0)
 }
 
 /// `accept` and `accept4` (`entry`), made by `call(addr, alen)` exactly once: with the caller's

@@ -43,17 +43,36 @@ pub mod hist {
     /// A call failed with an errno of `is_unreachable`: an ICMP error from the path (or no
     /// route here).
     pub const UNREACH_SEEN: u32 = 1 << 15;
+    /// A listener the kernel confirmed (at `listen`) as TCP or unix stream or seqpacket: its
+    /// `accept` may be given errshim's own address buffer (see `hooks::lend_accept_buffer`).
+    pub const LENDS_ADDRESS: u32 = 1 << 16;
 }
 
-/// The errnos that say the path could not reach the host (an ICMP error, or no route), on a
-/// socket of kind `kind`: EACCES too on TCP, where it is ICMPv6's "administratively
-/// prohibited" (on a unix socket it is a file's permissions).
-pub fn is_unreachable(errno: i32, kind: Kind) -> bool {
-    match errno {
-        libc::EHOSTUNREACH | libc::ENETUNREACH | libc::EHOSTDOWN | libc::ENETDOWN | libc::ENONET => true,
-        libc::EACCES => kind.is_tcp(),
-        _ => false,
-    }
+/// The errnos that say the path could not reach the host (an ICMP error, or no route).
+/// ICMPv6's "administratively prohibited" is EACCES, which a security module gives too: see
+/// `icmp_prohibited`.
+pub fn is_unreachable(errno: i32) -> bool {
+    matches!(
+        errno,
+        libc::EHOSTUNREACH | libc::ENETUNREACH | libc::EHOSTDOWN | libc::ENETDOWN | libc::ENONET
+    )
+}
+
+/// EACCES that came from the path: only IPv6 (ICMPv4's prohibited is EHOSTUNREACH), and only
+/// where a segment is known to have left (a security module refuses before anything is sent).
+/// A failed connect clears the counts of segments sent (`tcp_disconnect`) but not the SYN's
+/// retransmissions; an ICMP error that came at once leaves neither, and then errshim cannot
+/// tell (`denied`'s text says both).
+fn icmp_prohibited(errno: i32, f: &Facts) -> bool {
+    errno == libc::EACCES
+        && f.kind == Some(Kind::Tcp6)
+        && f.evidence.is_some_and(|e| e.segs_out > 0 || e.retransmits > 0)
+}
+
+/// A refusal by this host's own policy: EPERM (netfilter dropped or rejected the packet on
+/// its way out), EACCES not from the path (SELinux, AppArmor, Landlock, a cgroup program).
+fn denied(errno: i32, f: &Facts) -> bool {
+    errno == libc::EPERM || (errno == libc::EACCES && !icmp_prohibited(errno, f))
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -90,11 +109,13 @@ pub enum Cause {
     Unreachable,
     /// ECONNREFUSED on UDP: the peer answered a datagram with ICMP port unreachable.
     PortUnreachable,
+    /// EPERM or EACCES from this host's own policy (a firewall rule, a security module).
+    Denied,
 }
 
 impl Cause {
     /// Every cause, in declaration order (so `ALL[c as usize] == c`).
-    pub const ALL: [Cause; 23] = [
+    pub const ALL: [Cause; 24] = [
         Cause::NeverConnected,
         Cause::PeerReset,
         Cause::PeerClosed,
@@ -118,6 +139,7 @@ impl Cause {
         Cause::TimeoutUser,
         Cause::Unreachable,
         Cause::PortUnreachable,
+        Cause::Denied,
     ];
 
     /// The cause an errno has whatever the connection's state, for those that are not about
@@ -170,6 +192,7 @@ impl Cause {
             Cause::TimeoutUser => "timeout_user",
             Cause::Unreachable => "unreachable",
             Cause::PortUnreachable => "port_unreachable",
+            Cause::Denied => "denied",
         }
     }
 
@@ -216,6 +239,7 @@ impl Cause {
             Cause::TimeoutUser => "TCP_USER_TIMEOUT expired: data or keepalive probes went unacknowledged for longer than the program allows; the path silently dropped the packets or the host vanished; no RST was involved. Raise TCP_USER_TIMEOUT if the path is only slow",
             Cause::Unreachable => "the host or its network is unreachable: a router or firewall on the path answered with ICMP (host or network unreachable, or administratively prohibited: EACCES over IPv6), or this host has no route. Check the routes and the firewalls between the two hosts",
             Cause::PortUnreachable => "the peer answered an earlier datagram with ICMP port unreachable: nothing listens on that port there (a connected UDP socket hears of it on its next call). Check that the peer's service runs and listens on that port",
+            Cause::Denied => "this host's own policy refused the call: a firewall rule on this host (EPERM: netfilter dropped or rejected the packet on its way out) or a security module (EACCES: SELinux, AppArmor, Landlock, a cgroup program). Check the host's firewall rules and the audit log",
         }
     }
 
@@ -229,6 +253,9 @@ impl Cause {
         match self {
             Cause::PeerReset if !accepted && connected && f.bytes_received == Some(0) && f.history & hist::LISTENING == 0 => "the server, or a middlebox, reset the connection before sending a byte: a listener whose accept queue was full (net.ipv4.tcp_abort_on_overflow), a server that dropped the connection before answering (a crash, a limit, a close with unread data), or a firewall rejecting the flow with an RST. Check the server's logs and its listen backlog (net.core.somaxconn)",
             Cause::PeerReset if e.retransmits > 0 || e.probes > 0 => "an RST ended the connection while the kernel was still retransmitting or probing (the path had gone silent): a host that came back without the connection (it rebooted), a NAT or load balancer that forgot the flow and rejects it, or a firewall. Keep idle connections below the path's idle timeout (keepalive)",
+            Cause::Denied if f.kind == Some(Kind::Tcp6) && (f.errno == libc::EACCES || f.connect_errno == libc::EACCES) => "refused by this host's policy (a security module: SELinux, AppArmor, Landlock, a cgroup program) or by a router or firewall on the path answering ICMPv6 \"administratively prohibited\" (both are EACCES, and no segment is known to have left): check the audit log, then the firewalls on the path",
+            Cause::Denied if f.kind.is_some_and(Kind::is_unix) => "the socket file's permissions refused it (EACCES; a security module can too): check the owner and mode of the socket and of its directory",
+            Cause::TimeoutRetransmit if e.probes > 0 && e.retransmits == 0 => "the peer had closed its receive window (it stopped reading) and the kernel's window probes went unanswered until it gave up (net.ipv4.tcp_retries2): the peer hung or vanished, or the path dropped the flow; no RST was involved. Look at the peer: a stuck reader",
             // The later calls on a socket whose connect failed say ENOTCONN or EPIPE: the
             // sentence is the connect's.
             Cause::ConnectFailed if f.connect_errno != 0 => self.text_for(f.history, f.connect_errno),
@@ -288,21 +315,19 @@ pub fn timed_out(errno: i32, history: u32) -> bool {
 }
 
 /// Which limit ended a connection that timed out: `TCP_USER_TIMEOUT` when the program set
-/// it (it overrides both others), keepalive when only probes were out (nothing left
-/// unacknowledged), else retransmission.
+/// it (it overrides both others), keepalive when it is on and only probes were out (no
+/// retransmission), else the retransmission (or zero-window probe) limit. The kernel clears
+/// `unacked` and `backoff` when it aborts (it purges the write queue), so they cannot tell.
 fn timeout_kind(f: &Facts) -> Cause {
     let t = f.timeouts.copied().unwrap_or_default();
     if t.user_timeout_ms.is_some_and(|ms| ms > 0) {
         return Cause::TimeoutUser;
     }
     let e = f.evidence.copied().unwrap_or_default();
-    if e.probes > 0 && e.unacked == 0 && e.retransmits == 0 {
+    if t.keepalive.is_some() && e.retransmits == 0 {
         return Cause::TimeoutKeepalive;
     }
-    if e.retransmits > 0 || e.unacked > 0 || t.keepalive.is_none() {
-        return Cause::TimeoutRetransmit;
-    }
-    Cause::TimeoutKeepalive
+    Cause::TimeoutRetransmit
 }
 
 pub fn classify(f: &Facts) -> Cause {
@@ -317,7 +342,8 @@ pub fn classify(f: &Facts) -> Cause {
     }
     let kind = f.kind.unwrap_or(Kind::Unknown);
     match f.call {
-        Some(Call::Connect) if is_unreachable(f.errno, kind) => return Cause::Unreachable,
+        Some(Call::Connect) if is_unreachable(f.errno) || icmp_prohibited(f.errno, f) => return Cause::Unreachable,
+        Some(Call::Connect) if denied(f.errno, f) => return Cause::Denied,
         Some(Call::Connect) => return Cause::ConnectFailed,
         // A connection the client reset before the program accepted it.
         Some(Call::Accept) if f.errno == libc::ECONNABORTED => return Cause::PeerReset,
@@ -343,8 +369,15 @@ pub fn classify(f: &Facts) -> Cause {
     }
     // An ICMP error: at connect it fails the connect; on a connection it is kept as a soft
     // error and given instead of ETIMEDOUT when the retransmissions run out.
-    if is_unreachable(f.errno, kind) || has(UNREACH_SEEN) {
+    if is_unreachable(f.errno)
+        || has(UNREACH_SEEN)
+        || icmp_prohibited(f.errno, f)
+        || (!established_once && icmp_prohibited(f.connect_errno, f))
+    {
         return Cause::Unreachable;
+    }
+    if denied(f.errno, f) || (!established_once && denied(f.connect_errno, f)) {
+        return Cause::Denied;
     }
     if !established_once && has(CONNECT_FAILED | CONNECT_PENDING) {
         return Cause::ConnectFailed;
@@ -377,7 +410,7 @@ pub fn classify(f: &Facts) -> Cause {
 /// Writes the history bits as `connect=ok,accepted,read_eof,shutdown=SHUT_WR,...`.
 pub fn write_history(h: u32, out: &mut impl core::fmt::Write) -> core::fmt::Result {
     use hist::*;
-    let names: [(u32, &str); 11] = [
+    let names: [(u32, &str); 13] = [
         (CONNECTED, "connected"),
         (CONNECT_PENDING, "connect_pending"),
         (CONNECT_FAILED, "connect_failed"),
@@ -387,6 +420,8 @@ pub fn write_history(h: u32, out: &mut impl core::fmt::Write) -> core::fmt::Resu
         (READ_EOF, "read_eof"),
         (RESET_SEEN, "reset_seen"),
         (EPIPE_SEEN, "epipe_seen"),
+        (TIMEOUT_SEEN, "timeout_seen"),
+        (UNREACH_SEEN, "unreachable_seen"),
         (LATE, "seen_late"),
         (0, ""),
     ];
@@ -487,6 +522,8 @@ mod tests {
             timed(libc::ENOTCONN, conn | TIMEOUT_SEEN, ev(3, 0), ka),
             Cause::TimeoutRetransmit
         );
+        // Probes with keepalive off: zero-window probes, the retransmission limit.
+        assert_eq!(timed(libc::ETIMEDOUT, conn, ev(0, 3), none), Cause::TimeoutRetransmit);
         // A connect that timed out stays a failed connect.
         assert_eq!(
             timed(libc::ENOTCONN, TRACKED | CONNECT_FAILED | TIMEOUT_SEEN, ev(1, 0), none),
@@ -508,13 +545,37 @@ mod tests {
         };
         assert_eq!(
             connect(libc::EACCES, Kind::Tcp6),
-            Cause::Unreachable,
-            "ICMPv6 prohibited"
+            Cause::Denied,
+            "no segment known to have left"
         );
+        let f = Facts {
+            call: Some(Call::Connect),
+            errno: libc::EACCES,
+            kind: Some(Kind::Tcp6),
+            ..Facts::default()
+        };
+        assert!(Cause::Denied.text_of(&f).contains("ICMPv6"), "both possibilities named");
+        let sent = Evidence {
+            segs_out: 1,
+            ..Evidence::default()
+        };
+        let prohibited = Facts {
+            call: Some(Call::Connect),
+            errno: libc::EACCES,
+            kind: Some(Kind::Tcp6),
+            evidence: Some(&sent),
+            ..Facts::default()
+        };
+        assert_eq!(classify(&prohibited), Cause::Unreachable, "ICMPv6 prohibited the SYN");
+        let v4 = Facts {
+            kind: Some(Kind::Tcp4),
+            ..prohibited
+        };
+        assert_eq!(classify(&v4), Cause::Denied, "ICMPv4's prohibited is EHOSTUNREACH");
         assert_eq!(
-            connect(libc::EACCES, Kind::UnixStream),
-            Cause::ConnectFailed,
-            "a file's mode"
+            connect(libc::EPERM, Kind::Tcp4),
+            Cause::Denied,
+            "netfilter on the way out"
         );
         assert_eq!(connect(libc::ENETUNREACH, Kind::Tcp4), Cause::Unreachable);
         assert_eq!(connect(libc::ECONNREFUSED, Kind::Tcp4), Cause::ConnectFailed);

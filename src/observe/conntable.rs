@@ -358,11 +358,7 @@ impl Record {
             libc::EPIPE => hist::EPIPE_SEEN,
             libc::ETIMEDOUT => hist::TIMEOUT_SEEN,
             // The common ENOTCONN and the rest return at once, without the kind.
-            libc::EHOSTUNREACH | libc::ENETUNREACH | libc::EHOSTDOWN | libc::ENETDOWN | libc::ENONET | libc::EACCES
-                if crate::observe::cause::is_unreachable(errno, Kind::from_u8(self.kind.load(Relaxed))) =>
-            {
-                hist::UNREACH_SEEN
-            }
+            e if crate::observe::cause::is_unreachable(e) => hist::UNREACH_SEEN,
             _ => return,
         };
         self.add_history(bit, Some(gen));

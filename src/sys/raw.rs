@@ -22,6 +22,8 @@ const ALLOWED: u8 = 1;
 const FORBIDDEN: u8 = 2;
 /// `ERRSHIM_SECCOMP=trust`: a filter the process was started under allows errshim's calls.
 static TRUST_INHERITED: AtomicBool = AtomicBool::new(false);
+/// The first look found no filter at all (not merely a trusted one).
+static NO_FILTER: AtomicBool = AtomicBool::new(false);
 
 /// Whether a seccomp filter that the process was started under is trusted (from the
 /// constructor; a filter installed later is never trusted).
@@ -58,10 +60,20 @@ pub fn forbidden() -> bool {
     STATE.load(Relaxed) == FORBIDDEN
 }
 
+/// Whether the process is known to run under no seccomp filter at all: looked at, none
+/// inherited, none installed since. A filter sees the arguments of system calls, so where one
+/// may exist (or is trusted with errshim's own calls) arguments are passed exactly as the
+/// program gave them. Never looks: free on a success path.
+#[inline(always)]
+pub fn free_of_filters() -> bool {
+    STATE.load(Relaxed) == ALLOWED && NO_FILTER.load(Relaxed)
+}
+
 #[cold]
 #[inline(never)]
 fn first_look() -> bool {
     let filtered = started_under_filter();
+    NO_FILTER.store(!filtered, Relaxed);
     let ok = !filtered || TRUST_INHERITED.load(Relaxed);
     // A filter installed meanwhile (forbid) wins.
     let _ = STATE.compare_exchange(UNKNOWN, if ok { ALLOWED } else { FORBIDDEN }, Relaxed, Relaxed);
@@ -493,6 +505,8 @@ pub struct Evidence {
     pub bytes_retrans: Option<u64>,
     /// `tcpi_rtt`: smoothed round-trip time, microseconds.
     pub rtt_us: u32,
+    /// `tcpi_segs_out`: segments sent (the SYN included). Not written in events.
+    pub segs_out: u32,
     /// Milliseconds since data was last sent, data last received, an ACK last received.
     pub last_data_sent_ms: u32,
     pub last_data_recv_ms: u32,
@@ -534,7 +548,7 @@ struct RawTcpInfo {
     rates: [u64; 4],
     /// segs_out .. data_segs_out, then delivery_rate, busy_time, rwnd_limited,
     /// sndbuf_limited, delivered and delivered_ce
-    _middle: [u32; 6],
+    middle: [u32; 6],
     _limits: [u64; 4],
     _delivered: [u32; 2],
     bytes_sent: u64,
@@ -594,6 +608,7 @@ pub fn tcp_info(fd: i32) -> Option<TcpInfo> {
             total_retrans: w[W_TOTAL_RETRANS],
             bytes_retrans,
             rtt_us: w[W_RTT],
+            segs_out: info.middle[0],
             last_data_sent_ms: w[W_LAST_DATA_SENT],
             last_data_recv_ms: w[W_LAST_DATA_RECV],
             last_ack_recv_ms: w[W_LAST_ACK_RECV],

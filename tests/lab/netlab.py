@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -138,7 +139,7 @@ class Lab:
         self.a = ADDR[family]
         tag = "%x%x" % (os.getpid() & 0xFFFF, int(time.monotonic() * 1000) & 0xFFF)
         self.ns = {"c": "eslc" + tag, "m": "eslm" + tag, "s": "esls" + tag}
-        self.up = False
+        self.made = []  # the namespaces this lab made: only those are deleted
 
     def __enter__(self):
         try:
@@ -155,7 +156,7 @@ class Lab:
         c, m, s = self.ns["c"], self.ns["m"], self.ns["s"]
         for n in (c, m, s):
             sh(["ip", "netns", "add", n])
-            self.up = True
+            self.made.append(n)
             # No duplicate address detection: an address is usable at once (a tentative
             # link-local address would hold neighbour discovery back for a second or two).
             sh(["sysctl", "-qw", "net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0"], ns=n)
@@ -217,11 +218,8 @@ class Lab:
             sh(["conntrack", "-F", "-f", fam], ns=self.ns["m"], check=False)
 
     def teardown(self):
-        if not self.up:
-            return
-        for n in self.ns.values():
-            sh(["ip", "netns", "del", n], check=False)
-        self.up = False
+        while self.made:
+            sh(["ip", "netns", "del", self.made.pop()], check=False)
 
 
 def read_line(p, what, deadline):
@@ -356,7 +354,15 @@ def check(result):
     return bad
 
 
+def on_signal(signum, _frame):
+    """A lab killed by SIGTERM, SIGINT or SIGHUP still removes its namespaces and children
+    (the `finally` blocks run on the way out)."""
+    raise SystemExit(128 + signum)
+
+
 def main():
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, on_signal)
     ap = argparse.ArgumentParser(description="errshim's network lab (needs root)")
     sub = ap.add_subparsers(dest="cmd")
     sub.add_parser("list", help="the scenarios")
