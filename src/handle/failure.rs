@@ -652,7 +652,9 @@ fn gather_and_emit(
     let mut kind = kind;
     let (mut ctx, local, peer) = context(r.call, args, target, &mut kind, r.o.err);
     if r.injected.is_some() {
+        // This very call's injection: the sentence of the cause, not of the connection's past.
         ctx.cause = Some(Cause::Injected);
+        ctx.cause_text = "";
     }
     let ev = Event {
         time: raw::wall_clock(),
