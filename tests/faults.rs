@@ -122,6 +122,27 @@ fn injections(text: &str) -> Vec<&str> {
         .collect()
 }
 
+/// Event lines but the startup line.
+fn events_but_startup(text: &str) -> Vec<&str> {
+    events(text).into_iter().filter(|e| !e.contains(" faults: ")).collect()
+}
+
+/// The exit summary's rows, `errshim summary count=...`.
+fn summary_rows(r: &Run) -> Vec<&str> {
+    r.stderr
+        .lines()
+        .filter(|l| l.starts_with("errshim summary count="))
+        .collect()
+}
+
+/// Every stderr line as JSON (`ERRSHIM_FORMAT=json`).
+fn json_lines(r: &Run) -> Vec<serde_json::Value> {
+    r.stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
 /// The startup line that names the seed: said by each process where a rule acts, before its
 /// first injection (a forked child whose parent said it first does not repeat it), all alike.
 fn startup_line(text: &str) -> &str {
@@ -479,8 +500,9 @@ fn short_transfers_keep_the_stream_intact() {
     // last byte of each 64 KiB chunk cannot be cut (len 1), so those calls are not injected.
     assert_eq!(w_ev.len() as i64, wshort, "writer injections");
     assert!(wshort > 1000 && wcalls > wshort, "{wcalls} {wshort}");
-    // Every read asks for 64 KiB and is cut, including the final one that returns 0.
-    assert_eq!(r_ev.len() as i64, rcalls + 1, "reader injections");
+    // Every read asks for 64 KiB and is cut, but the final one, which found end of file: the
+    // cut changed nothing there, so it is no injection.
+    assert_eq!(r_ev.len() as i64, rcalls, "reader injections");
     assert_eq!(rshort, rcalls);
     let by_entry = |evs: &[&str]| {
         let mut m = BTreeMap::new();
@@ -499,10 +521,7 @@ fn short_transfers_keep_the_stream_intact() {
     };
     assert_eq!(by_entry(&w_ev), ["send", "sendmsg", "sendto", "write", "writev"]);
     assert_eq!(by_entry(&r_ev), ["read", "readv", "recv", "recvfrom", "recvmsg"]);
-    assert!(
-        r_ev.iter().all(|e| event_ret(e) > 0 || e == r_ev.last().unwrap()),
-        "only the final read returns 0"
-    );
+    assert!(r_ev.iter().all(|e| event_ret(e) > 0), "end of file is no injection");
 }
 
 /// The same with the families named explicitly and a fixed cut (`short=N`), which makes every
@@ -683,21 +702,16 @@ fn reset_aborts_the_connection() {
     );
     assert!(!s.contains("INJECTED") && s.contains(" rule=1 | state=CLOSE "), "{s}");
     assert!(
-        s.contains(" | cause=peer_reset: ") || s.contains(" | cause=shut_down_before: "),
+        s.contains(" | cause=injected: errshim's fault rule 1 (reset) reset this connection earlier "),
         "{s}"
     );
-    let rows: Vec<&str> = r
-        .stderr
-        .lines()
-        .filter(|l| l.starts_with("errshim summary count="))
-        .collect();
+    let rows = summary_rows(&r);
     assert!(
         rows.contains(&format!("errshim summary count=1 call=send errno={name} action=inject cause=injected").as_str()),
         "{rows:?}"
     );
     assert!(
-        rows.iter()
-            .any(|l| l.starts_with("errshim summary count=1 call=shutdown errno=ENOTCONN action=ignore ")),
+        rows.contains(&"errshim summary count=1 call=shutdown errno=ENOTCONN action=ignore cause=injected"),
         "{rows:?}"
     );
     assert_eq!(rows.len(), 2, "{rows:?}");
@@ -717,6 +731,157 @@ fn reset_aborts_the_connection() {
         "startup and the injection: {}",
         bare.stderr
     );
+}
+
+/// After an injected reset the connection's history says so, and every later event of it (a
+/// send's EPIPE, shutdown's ENOTCONN) names errshim's fault rule as the cause, not the peer,
+/// with the byte counts from just before the reset (the abort zeroes the kernel's): the
+/// client had received "hello" (5 bytes) and sent "x" (1). The failing send is one event, the
+/// injection's, put through no rule. In JSON the same. A reset where there is no connection
+/// to abort (a unix socket) injects nothing.
+#[test]
+fn an_injected_reset_is_the_cause_of_what_follows() {
+    let env = [
+        ("ERRSHIM_FAULTS", "send:reset:nth=2"),
+        ("ERRSHIM_SEED", "1"),
+        ("ERRSHIM_RULES", "+*:ECONNRESET,EPIPE:log"),
+    ];
+    let r = run(&["reset"], &env);
+    r.assert_ok();
+    assert_eq!(result(&r, "client_hello"), (5, libc::EILSEQ));
+    assert_eq!(result(&r, "client_send"), (1, libc::EILSEQ));
+    assert_eq!(result(&r, "client_send_again"), (-1, libc::ECONNRESET));
+    let ev = events_but_startup(&r.stderr);
+    assert_eq!(
+        ev.len(),
+        2,
+        "the injection and the shutdown, nothing twice:\n{}",
+        r.stderr
+    );
+    let (inj, shut) = (ev[0], ev[1]);
+    assert!(
+        inj.contains(" send(fd=4, len=1) = -1 ECONNRESET (INJECTED) -> inject reset, returned -1 ECONNRESET | tcp4 "),
+        "{inj}"
+    );
+    assert!(
+        inj.contains(" | cause=injected: errshim injected this on purpose"),
+        "this call's own injection: {inj}"
+    );
+    assert!(
+        shut.contains(" shutdown(fd=4, SHUT_WR) = -1 ENOTCONN -> ignored, returned 0 | tcp4 "),
+        "{shut}"
+    );
+    assert!(
+        shut.contains(" | cause=injected: errshim's fault rule 1 (reset) reset this connection earlier "),
+        "{shut}"
+    );
+    for e in [inj, shut] {
+        assert!(
+            e.contains(" bytes_received=5 bytes_sent=1 "),
+            "the counts before the reset: {e}"
+        );
+        assert!(e.contains(" bytes_retrans=0 "), "{e}");
+        let history = field(e, "history");
+        assert!(history.starts_with("connected,"), "{history}");
+        assert!(history.split(',').any(|w| w == "reset_injected"), "{history}");
+    }
+    assert!(
+        field(shut, "history").contains("first_error=send:ECONNRESET"),
+        "the reset's failure is kept: {shut}"
+    );
+
+    let mut json = env.to_vec();
+    json.push(("ERRSHIM_FORMAT", "json"));
+    let r = run(&["reset"], &json);
+    r.assert_ok();
+    let objs = json_lines(&r);
+    let shut = objs.iter().find(|o| o["call"] == "shutdown").expect("shutdown event");
+    assert_eq!(shut["cause"], "injected", "{shut}");
+    assert_eq!(shut["action"], "ignore", "{shut}");
+    assert!(shut.get("injected").is_none(), "not an injection itself: {shut}");
+    assert!(
+        shut["cause_text"]
+            .as_str()
+            .unwrap()
+            .starts_with("errshim's fault rule 1 (reset) "),
+        "{shut}"
+    );
+    assert_eq!(
+        (shut["bytes_received"].as_u64(), shut["bytes_sent"].as_u64()),
+        (Some(5), Some(1))
+    );
+    assert!(
+        shut["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w == "reset_injected"),
+        "{shut}"
+    );
+
+    let r = with_faults("send:reset:nth=1", &["sends", "3", "u"]);
+    r.assert_ok();
+    assert_eq!(failed(&r), Vec::<usize>::new(), "{}", r.describe());
+    assert_eq!(received(&r, 'u'), [1, 2, 3]);
+    assert!(injections(&r.stderr).is_empty(), "{}", r.stderr);
+}
+
+/// A fault that lets the real call happen (`short`, `delay`) on a read that finds end of file
+/// or a reset: the result is the kernel's, so there is no injection; the failure is one real
+/// event (where a rule logs it), with the peer's cause. Such a call takes none of `max=`: the
+/// read with data after them is the one cut short.
+#[test]
+fn a_real_result_is_never_an_injection() {
+    for (spec, fault) in [("read:short:max=1", "short"), ("read:delay=1ms:max=1", "delay=1ms")] {
+        let r = run(
+            &["ends"],
+            &[
+                ("ERRSHIM_FAULTS", spec),
+                ("ERRSHIM_SEED", "1"),
+                ("ERRSHIM_RULES", "+read:ECONNRESET:log"),
+                ("ERRSHIM_SUMMARY", "1"),
+            ],
+        );
+        r.assert_ok();
+        assert_eq!(result(&r, "read_eof").0, 0, "{spec}: {}", r.describe());
+        assert_eq!(result(&r, "read_reset"), (-1, libc::ECONNRESET), "{spec}");
+        let data = result(&r, "read_data").0;
+        let ev = events_but_startup(&r.stderr);
+        assert_eq!(ev.len(), 2, "{spec}: one real event, one injection:\n{}", r.stderr);
+        assert!(
+            ev[0].contains(", len=64) = -1 ECONNRESET -> logged, returned -1 ECONNRESET | tcp4 "),
+            "{spec}: {}",
+            ev[0]
+        );
+        assert!(
+            ev[0].contains(" rule=2 | ") && ev[0].contains(" | cause=peer_reset: the client aborted"),
+            "{}",
+            ev[0]
+        );
+        assert!(
+            ev[1].contains(&format!(
+                " = {data} (INJECTED) -> inject {fault}, returned {data} | tcp4 "
+            )),
+            "{spec}: {}",
+            ev[1]
+        );
+        assert!(
+            ev[1].contains(" fault_rule=1 k=3 "),
+            "{spec}: the third read: {}",
+            ev[1]
+        );
+        if fault == "short" {
+            assert!((1..11).contains(&data), "cut short: {data}");
+        } else {
+            assert_eq!(data, 11);
+        }
+        let rows = summary_rows(&r);
+        assert_eq!(rows.len(), 2, "{spec}: {rows:?}");
+        assert!(
+            rows.contains(&"errshim summary count=1 call=read errno=ECONNRESET action=log cause=peer_reset"),
+            "{spec}: {rows:?}"
+        );
+    }
 }
 
 // --- 6. delay ---------------------------------------------------------------------------------------
@@ -1201,11 +1366,7 @@ fn events_and_summary_count_injections() {
         .find(|l| l.starts_with("errshim summary pid="))
         .expect("summary");
     assert_eq!(num(head, " events="), 7, "{head}");
-    let rows: Vec<&str> = r
-        .stderr
-        .lines()
-        .filter(|l| l.starts_with("errshim summary count="))
-        .collect();
+    let rows = summary_rows(&r);
     assert!(
         rows.contains(&"errshim summary count=5 call=send errno=EIO action=inject cause=injected"),
         "{rows:?}"
@@ -1227,11 +1388,7 @@ fn events_and_summary_count_injections() {
     env_json.push(("ERRSHIM_FORMAT", "json"));
     let r = run(&args, &env_json);
     r.assert_ok();
-    let objs: Vec<serde_json::Value> = r
-        .stderr
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .collect();
+    let objs = json_lines(&r);
     let start = &objs[0];
     assert_eq!(
         (start["fault_rules"].as_u64(), start["seed"].as_u64()),

@@ -211,6 +211,25 @@ pub struct Injection {
     pub limit: usize,
     /// This call's number among the rule's matching calls.
     pub k: u64,
+    /// The slot (0 or 1) and its sequence number when the rule fired, for `not_injected`.
+    slot: usize,
+    seq: u64,
+}
+
+/// A rule fired but its fault changed nothing the program sees (a short transfer or a delayed
+/// call whose real call failed or found end of file, a reset with no connection to abort): it
+/// is no injection, so it takes none of the rule's `max=` (unless the rule set was replaced
+/// since).
+pub fn not_injected(inj: &Injection) {
+    let Some(slot) = slots().and_then(|s| s.get(inj.slot)) else {
+        return;
+    };
+    if slot.seq.load(Acquire) != inj.seq {
+        return;
+    }
+    if let Some(done) = slot.injected.get(inj.rule.wrapping_sub(1)) {
+        let _ = done.fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1));
+    }
 }
 
 /// The descriptor's kind for fault filters: from the table, or asked of the kernel once and
@@ -379,6 +398,11 @@ fn fired(
     }
     // Only if the slot was complete when `seq` was read and no reload has begun since.
     inj.filter(|_| seq & 1 == 0 && slot.seq.load(Acquire) == seq)
+        .map(|i| Injection {
+            slot: slots().map_or(0, |s| usize::from(core::ptr::eq(slot, &s[1]))),
+            seq,
+            ..i
+        })
 }
 
 /// Rule `i` matched on what the table says of `fd`: does the descriptor really have the kind
@@ -424,6 +448,8 @@ fn triggered(slot: &Slot, i: usize, k: u64, requested: Request) -> Option<Inject
         fault: r.fault,
         limit,
         k,
+        slot: 0,
+        seq: 0,
     })
 }
 
