@@ -350,12 +350,14 @@ fn p_run(spec: &str, args: &[&str], seed: Option<&str>) -> Run {
     r
 }
 
-/// The seed from `... seed=S (ERRSHIM_SEED=S replays this run)`.
+/// The seed from `... seed=S (ERRSHIM_SEED=S replays this program and every process it forks)`.
 fn seed_of(text: &str) -> u64 {
     let line = startup_line(text);
     let s = field(line, "seed").trim_end_matches(',');
     assert!(
-        line.ends_with(&format!(" (ERRSHIM_SEED={s} replays this run)")),
+        line.ends_with(&format!(
+            " (ERRSHIM_SEED={s} replays this program and every process it forks)"
+        )),
         "{line}"
     );
     s.parse().unwrap()
@@ -435,6 +437,103 @@ fn decisions_depend_on_k_only() {
     let m: Vec<usize> = failed(&mixed).iter().map(|i| i / 2).collect();
     assert!(failed(&mixed).iter().all(|i| i % 2 == 0), "unix calls are never hit");
     assert_eq!(a, m);
+}
+
+/// `faults tree N K HOW` under `recv:ECONNRESET:p=0.5:fd=tcp` (each connection's one recv is
+/// a coin toss): each process's injected connections, by who it is in the tree.
+fn tree(n: usize, k: usize, how: &str, seed: Option<&str>) -> (Run, BTreeMap<String, Vec<usize>>) {
+    let (n, k) = (n.to_string(), k.to_string());
+    let r = p_run("recv:ECONNRESET:p=0.5:fd=tcp", &["tree", &n, &k, how], seed);
+    let mut by_who: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for l in r.out_lines("process ") {
+        by_who.insert(l.split(' ').nth(1).unwrap().to_string(), Vec::new());
+    }
+    for l in r.out_lines("conn ") {
+        let w: Vec<&str> = l.split(' ').collect();
+        if num(l, "ret=") < 0 {
+            assert_eq!(num(l, "errno="), libc::ECONNRESET as i64, "{l}");
+            by_who.get_mut(w[1]).unwrap().push(w[2].parse().unwrap());
+        }
+    }
+    // Each process's events are its injections, numbered by its own calls from 1.
+    for l in r.out_lines("process ") {
+        let (who, pid) = (l.split(' ').nth(1).unwrap(), field(l, "pid"));
+        let ks: Vec<usize> = injections(&r.stderr)
+            .iter()
+            .filter(|e| field(e, "pid") == pid)
+            .map(|e| num(e, " k=") as usize)
+            .collect();
+        assert_eq!(ks, by_who[who], "{who}'s events:\n{}", r.stderr);
+    }
+    (r, by_who)
+}
+
+/// Forked workers draw their own decisions: each process's stream comes from its parent's and
+/// its number among its parent's forks, so siblings (and a grandchild) differ from each other
+/// and from the root, while the same seed replays every process of the tree, and the root
+/// decides as it would without children. Unset, the seed the startup line names replays the
+/// tree just as well.
+#[test]
+fn forked_workers_differ_and_one_seed_replays_the_tree() {
+    let (a, da) = tree(4, 24, "fork", Some("7"));
+    let (_, db) = tree(4, 24, "fork", Some("7"));
+    let whos: Vec<&str> = da.keys().map(String::as_str).collect();
+    assert_eq!(whos, ["1", "1.1", "2", "3", "4", "root"], "{}", a.describe());
+    assert_eq!(da, db, "the same seed replays every process of the tree");
+    let all: Vec<&Vec<usize>> = da.values().collect();
+    for (i, x) in all.iter().enumerate() {
+        assert!((3..=21).contains(&x.len()), "p=0.5 of 24: {da:?}");
+        for y in &all[i + 1..] {
+            assert_ne!(x, y, "no two processes of the tree decide alike: {da:?}");
+        }
+    }
+    let (_, alone) = tree(0, 24, "fork", Some("7"));
+    assert_eq!(alone["root"], da["root"], "forking changes nothing of the parent's");
+    let (_, dc) = tree(4, 24, "fork", Some("8"));
+    assert!(
+        da.iter().all(|(w, d)| dc[w] != *d),
+        "another seed, other decisions everywhere"
+    );
+    assert_eq!(seed_of(&a.stderr), 7, "every startup line names the tree's seed");
+
+    let (d, dd) = tree(4, 24, "fork", None);
+    let seed = seed_of(&d.stderr).to_string();
+    let (_, de) = tree(4, 24, "fork", Some(&seed));
+    assert_eq!(dd, de, "ERRSHIM_SEED={seed} from the startup line replays the tree");
+}
+
+/// A program started by exec (after vfork, or by posix_spawn) cannot be told where it is in
+/// the tree without something the program would see, so it begins again from the seed: with
+/// ERRSHIM_SEED, each exec'd worker decides as the root, the same in every run; unset, each
+/// picks its own seed and names it. The root's own decisions are untouched by its vforks.
+#[test]
+fn programs_started_by_exec_begin_again_from_the_seed() {
+    let (_, alone) = tree(0, 24, "fork", Some("7"));
+    for how in ["vfork", "spawn"] {
+        let (r, d) = tree(3, 24, how, Some("7"));
+        let whos: Vec<&str> = d.keys().map(String::as_str).collect();
+        assert_eq!(whos, ["1", "2", "3", "root"], "{how}: {}", r.describe());
+        assert!(
+            d.values().all(|x| *x == alone["root"]),
+            "{how}: every exec'd program starts from ERRSHIM_SEED: {d:?}"
+        );
+        seed_of(&r.stderr);
+
+        let (r, d) = tree(3, 24, how, None);
+        let seeds: std::collections::BTreeSet<&str> = events(&r.stderr)
+            .into_iter()
+            .filter(|e| e.contains(" faults: "))
+            .map(|e| field(e, "seed"))
+            .collect();
+        assert_eq!(
+            seeds.len(),
+            4,
+            "{how}: each program picks and names its own: {}",
+            r.stderr
+        );
+        let distinct: std::collections::BTreeSet<&Vec<usize>> = d.values().collect();
+        assert_eq!(distinct.len(), 4, "{how}: {d:?}");
+    }
 }
 
 // --- 3. short on both sides ------------------------------------------------------------------------
