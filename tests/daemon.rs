@@ -353,7 +353,8 @@ fn fault_startup_line_only_where_a_rule_acts() {
     let said: Vec<&str> = r.events().into_iter().filter(|l| l.contains(" faults: ")).collect();
     assert_eq!(said.len(), 1, "{}", r.describe());
     assert!(
-        said[0].contains(" comm=python3 ") && said[0].contains("seed=9 (ERRSHIM_SEED=9 replays this run)"),
+        said[0].contains(" comm=python3 ")
+            && said[0].contains("seed=9 (ERRSHIM_SEED=9 replays this program and every process it forks)"),
         "{}",
         said[0]
     );

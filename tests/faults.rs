@@ -122,6 +122,27 @@ fn injections(text: &str) -> Vec<&str> {
         .collect()
 }
 
+/// Event lines but the startup line.
+fn events_but_startup(text: &str) -> Vec<&str> {
+    events(text).into_iter().filter(|e| !e.contains(" faults: ")).collect()
+}
+
+/// The exit summary's rows, `errshim summary count=...`.
+fn summary_rows(r: &Run) -> Vec<&str> {
+    r.stderr
+        .lines()
+        .filter(|l| l.starts_with("errshim summary count="))
+        .collect()
+}
+
+/// Every stderr line as JSON (`ERRSHIM_FORMAT=json`).
+fn json_lines(r: &Run) -> Vec<serde_json::Value> {
+    r.stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
 /// The startup line that names the seed: said by each process where a rule acts, before its
 /// first injection (a forked child whose parent said it first does not repeat it), all alike.
 fn startup_line(text: &str) -> &str {
@@ -329,12 +350,14 @@ fn p_run(spec: &str, args: &[&str], seed: Option<&str>) -> Run {
     r
 }
 
-/// The seed from `... seed=S (ERRSHIM_SEED=S replays this run)`.
+/// The seed from `... seed=S (ERRSHIM_SEED=S replays this program and every process it forks)`.
 fn seed_of(text: &str) -> u64 {
     let line = startup_line(text);
     let s = field(line, "seed").trim_end_matches(',');
     assert!(
-        line.ends_with(&format!(" (ERRSHIM_SEED={s} replays this run)")),
+        line.ends_with(&format!(
+            " (ERRSHIM_SEED={s} replays this program and every process it forks)"
+        )),
         "{line}"
     );
     s.parse().unwrap()
@@ -416,6 +439,103 @@ fn decisions_depend_on_k_only() {
     assert_eq!(a, m);
 }
 
+/// `faults tree N K HOW` under `recv:ECONNRESET:p=0.5:fd=tcp` (each connection's one recv is
+/// a coin toss): each process's injected connections, by who it is in the tree.
+fn tree(n: usize, k: usize, how: &str, seed: Option<&str>) -> (Run, BTreeMap<String, Vec<usize>>) {
+    let (n, k) = (n.to_string(), k.to_string());
+    let r = p_run("recv:ECONNRESET:p=0.5:fd=tcp", &["tree", &n, &k, how], seed);
+    let mut by_who: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for l in r.out_lines("process ") {
+        by_who.insert(l.split(' ').nth(1).unwrap().to_string(), Vec::new());
+    }
+    for l in r.out_lines("conn ") {
+        let w: Vec<&str> = l.split(' ').collect();
+        if num(l, "ret=") < 0 {
+            assert_eq!(num(l, "errno="), libc::ECONNRESET as i64, "{l}");
+            by_who.get_mut(w[1]).unwrap().push(w[2].parse().unwrap());
+        }
+    }
+    // Each process's events are its injections, numbered by its own calls from 1.
+    for l in r.out_lines("process ") {
+        let (who, pid) = (l.split(' ').nth(1).unwrap(), field(l, "pid"));
+        let ks: Vec<usize> = injections(&r.stderr)
+            .iter()
+            .filter(|e| field(e, "pid") == pid)
+            .map(|e| num(e, " k=") as usize)
+            .collect();
+        assert_eq!(ks, by_who[who], "{who}'s events:\n{}", r.stderr);
+    }
+    (r, by_who)
+}
+
+/// Forked workers draw their own decisions: each process's stream comes from its parent's and
+/// its number among its parent's forks, so siblings (and a grandchild) differ from each other
+/// and from the root, while the same seed replays every process of the tree, and the root
+/// decides as it would without children. Unset, the seed the startup line names replays the
+/// tree just as well.
+#[test]
+fn forked_workers_differ_and_one_seed_replays_the_tree() {
+    let (a, da) = tree(4, 24, "fork", Some("7"));
+    let (_, db) = tree(4, 24, "fork", Some("7"));
+    let whos: Vec<&str> = da.keys().map(String::as_str).collect();
+    assert_eq!(whos, ["1", "1.1", "2", "3", "4", "root"], "{}", a.describe());
+    assert_eq!(da, db, "the same seed replays every process of the tree");
+    let all: Vec<&Vec<usize>> = da.values().collect();
+    for (i, x) in all.iter().enumerate() {
+        assert!((3..=21).contains(&x.len()), "p=0.5 of 24: {da:?}");
+        for y in &all[i + 1..] {
+            assert_ne!(x, y, "no two processes of the tree decide alike: {da:?}");
+        }
+    }
+    let (_, alone) = tree(0, 24, "fork", Some("7"));
+    assert_eq!(alone["root"], da["root"], "forking changes nothing of the parent's");
+    let (_, dc) = tree(4, 24, "fork", Some("8"));
+    assert!(
+        da.iter().all(|(w, d)| dc[w] != *d),
+        "another seed, other decisions everywhere"
+    );
+    assert_eq!(seed_of(&a.stderr), 7, "every startup line names the tree's seed");
+
+    let (d, dd) = tree(4, 24, "fork", None);
+    let seed = seed_of(&d.stderr).to_string();
+    let (_, de) = tree(4, 24, "fork", Some(&seed));
+    assert_eq!(dd, de, "ERRSHIM_SEED={seed} from the startup line replays the tree");
+}
+
+/// A program started by exec (after vfork, or by posix_spawn) cannot be told where it is in
+/// the tree without something the program would see, so it begins again from the seed: with
+/// ERRSHIM_SEED, each exec'd worker decides as the root, the same in every run; unset, each
+/// picks its own seed and names it. The root's own decisions are untouched by its vforks.
+#[test]
+fn programs_started_by_exec_begin_again_from_the_seed() {
+    let (_, alone) = tree(0, 24, "fork", Some("7"));
+    for how in ["vfork", "spawn"] {
+        let (r, d) = tree(3, 24, how, Some("7"));
+        let whos: Vec<&str> = d.keys().map(String::as_str).collect();
+        assert_eq!(whos, ["1", "2", "3", "root"], "{how}: {}", r.describe());
+        assert!(
+            d.values().all(|x| *x == alone["root"]),
+            "{how}: every exec'd program starts from ERRSHIM_SEED: {d:?}"
+        );
+        seed_of(&r.stderr);
+
+        let (r, d) = tree(3, 24, how, None);
+        let seeds: std::collections::BTreeSet<&str> = events(&r.stderr)
+            .into_iter()
+            .filter(|e| e.contains(" faults: "))
+            .map(|e| field(e, "seed"))
+            .collect();
+        assert_eq!(
+            seeds.len(),
+            4,
+            "{how}: each program picks and names its own: {}",
+            r.stderr
+        );
+        let distinct: std::collections::BTreeSet<&Vec<usize>> = d.values().collect();
+        assert_eq!(distinct.len(), 4, "{how}: {d:?}");
+    }
+}
+
 // --- 3. short on both sides ------------------------------------------------------------------------
 
 /// (bytes, calls, short_calls, sha256) of the fixture's "writer ..." or "reader ..." line.
@@ -479,8 +599,9 @@ fn short_transfers_keep_the_stream_intact() {
     // last byte of each 64 KiB chunk cannot be cut (len 1), so those calls are not injected.
     assert_eq!(w_ev.len() as i64, wshort, "writer injections");
     assert!(wshort > 1000 && wcalls > wshort, "{wcalls} {wshort}");
-    // Every read asks for 64 KiB and is cut, including the final one that returns 0.
-    assert_eq!(r_ev.len() as i64, rcalls + 1, "reader injections");
+    // Every read asks for 64 KiB and is cut, but the final one, which found end of file: the
+    // cut changed nothing there, so it is no injection.
+    assert_eq!(r_ev.len() as i64, rcalls, "reader injections");
     assert_eq!(rshort, rcalls);
     let by_entry = |evs: &[&str]| {
         let mut m = BTreeMap::new();
@@ -499,10 +620,7 @@ fn short_transfers_keep_the_stream_intact() {
     };
     assert_eq!(by_entry(&w_ev), ["send", "sendmsg", "sendto", "write", "writev"]);
     assert_eq!(by_entry(&r_ev), ["read", "readv", "recv", "recvfrom", "recvmsg"]);
-    assert!(
-        r_ev.iter().all(|e| event_ret(e) > 0 || e == r_ev.last().unwrap()),
-        "only the final read returns 0"
-    );
+    assert!(r_ev.iter().all(|e| event_ret(e) > 0), "end of file is no injection");
 }
 
 /// The same with the families named explicitly and a fixed cut (`short=N`), which makes every
@@ -683,21 +801,16 @@ fn reset_aborts_the_connection() {
     );
     assert!(!s.contains("INJECTED") && s.contains(" rule=1 | state=CLOSE "), "{s}");
     assert!(
-        s.contains(" | cause=peer_reset: ") || s.contains(" | cause=shut_down_before: "),
+        s.contains(" | cause=injected: errshim's fault rule 1 (reset) reset this connection earlier "),
         "{s}"
     );
-    let rows: Vec<&str> = r
-        .stderr
-        .lines()
-        .filter(|l| l.starts_with("errshim summary count="))
-        .collect();
+    let rows = summary_rows(&r);
     assert!(
         rows.contains(&format!("errshim summary count=1 call=send errno={name} action=inject cause=injected").as_str()),
         "{rows:?}"
     );
     assert!(
-        rows.iter()
-            .any(|l| l.starts_with("errshim summary count=1 call=shutdown errno=ENOTCONN action=ignore ")),
+        rows.contains(&"errshim summary count=1 call=shutdown errno=ENOTCONN action=ignore cause=injected"),
         "{rows:?}"
     );
     assert_eq!(rows.len(), 2, "{rows:?}");
@@ -717,6 +830,157 @@ fn reset_aborts_the_connection() {
         "startup and the injection: {}",
         bare.stderr
     );
+}
+
+/// After an injected reset the connection's history says so, and every later event of it (a
+/// send's EPIPE, shutdown's ENOTCONN) names errshim's fault rule as the cause, not the peer,
+/// with the byte counts from just before the reset (the abort zeroes the kernel's): the
+/// client had received "hello" (5 bytes) and sent "x" (1). The failing send is one event, the
+/// injection's, put through no rule. In JSON the same. A reset where there is no connection
+/// to abort (a unix socket) injects nothing.
+#[test]
+fn an_injected_reset_is_the_cause_of_what_follows() {
+    let env = [
+        ("ERRSHIM_FAULTS", "send:reset:nth=2"),
+        ("ERRSHIM_SEED", "1"),
+        ("ERRSHIM_RULES", "+*:ECONNRESET,EPIPE:log"),
+    ];
+    let r = run(&["reset"], &env);
+    r.assert_ok();
+    assert_eq!(result(&r, "client_hello"), (5, libc::EILSEQ));
+    assert_eq!(result(&r, "client_send"), (1, libc::EILSEQ));
+    assert_eq!(result(&r, "client_send_again"), (-1, libc::ECONNRESET));
+    let ev = events_but_startup(&r.stderr);
+    assert_eq!(
+        ev.len(),
+        2,
+        "the injection and the shutdown, nothing twice:\n{}",
+        r.stderr
+    );
+    let (inj, shut) = (ev[0], ev[1]);
+    assert!(
+        inj.contains(" send(fd=4, len=1) = -1 ECONNRESET (INJECTED) -> inject reset, returned -1 ECONNRESET | tcp4 "),
+        "{inj}"
+    );
+    assert!(
+        inj.contains(" | cause=injected: errshim injected this on purpose"),
+        "this call's own injection: {inj}"
+    );
+    assert!(
+        shut.contains(" shutdown(fd=4, SHUT_WR) = -1 ENOTCONN -> ignored, returned 0 | tcp4 "),
+        "{shut}"
+    );
+    assert!(
+        shut.contains(" | cause=injected: errshim's fault rule 1 (reset) reset this connection earlier "),
+        "{shut}"
+    );
+    for e in [inj, shut] {
+        assert!(
+            e.contains(" bytes_received=5 bytes_sent=1 "),
+            "the counts before the reset: {e}"
+        );
+        assert!(e.contains(" bytes_retrans=0 "), "{e}");
+        let history = field(e, "history");
+        assert!(history.starts_with("connected,"), "{history}");
+        assert!(history.split(',').any(|w| w == "reset_injected"), "{history}");
+    }
+    assert!(
+        field(shut, "history").contains("first_error=send:ECONNRESET"),
+        "the reset's failure is kept: {shut}"
+    );
+
+    let mut json = env.to_vec();
+    json.push(("ERRSHIM_FORMAT", "json"));
+    let r = run(&["reset"], &json);
+    r.assert_ok();
+    let objs = json_lines(&r);
+    let shut = objs.iter().find(|o| o["call"] == "shutdown").expect("shutdown event");
+    assert_eq!(shut["cause"], "injected", "{shut}");
+    assert_eq!(shut["action"], "ignore", "{shut}");
+    assert!(shut.get("injected").is_none(), "not an injection itself: {shut}");
+    assert!(
+        shut["cause_text"]
+            .as_str()
+            .unwrap()
+            .starts_with("errshim's fault rule 1 (reset) "),
+        "{shut}"
+    );
+    assert_eq!(
+        (shut["bytes_received"].as_u64(), shut["bytes_sent"].as_u64()),
+        (Some(5), Some(1))
+    );
+    assert!(
+        shut["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w == "reset_injected"),
+        "{shut}"
+    );
+
+    let r = with_faults("send:reset:nth=1", &["sends", "3", "u"]);
+    r.assert_ok();
+    assert_eq!(failed(&r), Vec::<usize>::new(), "{}", r.describe());
+    assert_eq!(received(&r, 'u'), [1, 2, 3]);
+    assert!(injections(&r.stderr).is_empty(), "{}", r.stderr);
+}
+
+/// A fault that lets the real call happen (`short`, `delay`) on a read that finds end of file
+/// or a reset: the result is the kernel's, so there is no injection; the failure is one real
+/// event (where a rule logs it), with the peer's cause. Such a call takes none of `max=`: the
+/// read with data after them is the one cut short.
+#[test]
+fn a_real_result_is_never_an_injection() {
+    for (spec, fault) in [("read:short:max=1", "short"), ("read:delay=1ms:max=1", "delay=1ms")] {
+        let r = run(
+            &["ends"],
+            &[
+                ("ERRSHIM_FAULTS", spec),
+                ("ERRSHIM_SEED", "1"),
+                ("ERRSHIM_RULES", "+read:ECONNRESET:log"),
+                ("ERRSHIM_SUMMARY", "1"),
+            ],
+        );
+        r.assert_ok();
+        assert_eq!(result(&r, "read_eof").0, 0, "{spec}: {}", r.describe());
+        assert_eq!(result(&r, "read_reset"), (-1, libc::ECONNRESET), "{spec}");
+        let data = result(&r, "read_data").0;
+        let ev = events_but_startup(&r.stderr);
+        assert_eq!(ev.len(), 2, "{spec}: one real event, one injection:\n{}", r.stderr);
+        assert!(
+            ev[0].contains(", len=64) = -1 ECONNRESET -> logged, returned -1 ECONNRESET | tcp4 "),
+            "{spec}: {}",
+            ev[0]
+        );
+        assert!(
+            ev[0].contains(" rule=2 | ") && ev[0].contains(" | cause=peer_reset: the client aborted"),
+            "{}",
+            ev[0]
+        );
+        assert!(
+            ev[1].contains(&format!(
+                " = {data} (INJECTED) -> inject {fault}, returned {data} | tcp4 "
+            )),
+            "{spec}: {}",
+            ev[1]
+        );
+        assert!(
+            ev[1].contains(" fault_rule=1 k=3 "),
+            "{spec}: the third read: {}",
+            ev[1]
+        );
+        if fault == "short" {
+            assert!((1..11).contains(&data), "cut short: {data}");
+        } else {
+            assert_eq!(data, 11);
+        }
+        let rows = summary_rows(&r);
+        assert_eq!(rows.len(), 2, "{spec}: {rows:?}");
+        assert!(
+            rows.contains(&"errshim summary count=1 call=read errno=ECONNRESET action=log cause=peer_reset"),
+            "{spec}: {rows:?}"
+        );
+    }
 }
 
 // --- 6. delay ---------------------------------------------------------------------------------------
@@ -1201,11 +1465,7 @@ fn events_and_summary_count_injections() {
         .find(|l| l.starts_with("errshim summary pid="))
         .expect("summary");
     assert_eq!(num(head, " events="), 7, "{head}");
-    let rows: Vec<&str> = r
-        .stderr
-        .lines()
-        .filter(|l| l.starts_with("errshim summary count="))
-        .collect();
+    let rows = summary_rows(&r);
     assert!(
         rows.contains(&"errshim summary count=5 call=send errno=EIO action=inject cause=injected"),
         "{rows:?}"
@@ -1227,11 +1487,7 @@ fn events_and_summary_count_injections() {
     env_json.push(("ERRSHIM_FORMAT", "json"));
     let r = run(&args, &env_json);
     r.assert_ok();
-    let objs: Vec<serde_json::Value> = r
-        .stderr
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .collect();
+    let objs = json_lines(&r);
     let start = &objs[0];
     assert_eq!(
         (start["fault_rules"].as_u64(), start["seed"].as_u64()),

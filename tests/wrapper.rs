@@ -145,7 +145,7 @@ fn check_explains_fault_rules_and_fault_options_reach_the_program() {
     );
     assert!(
         r.stderr
-            .contains("faults: 1 rule(s), seed=3 (ERRSHIM_SEED=3 replays this run)"),
+            .contains("faults: 1 rule(s), seed=3 (ERRSHIM_SEED=3 replays this program and every process it forks)"),
         "{}",
         r.stderr
     );

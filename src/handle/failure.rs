@@ -502,19 +502,28 @@ fn handle(
     ret: isize,
     err: i32,
 ) -> Verdict {
+    noting_failure(call, &target, args.fd, err, || {
+        decide_and_report(cfg, call, entry, args, &target, ret, err)
+    })
+}
+
+/// Keeps `call`'s failure with `err` in the open descriptor's record around `report` (which
+/// reports it): the errno's history bit before (the event of this very failure shows it), the
+/// errno's first failure and the call after (the history of later events).
+fn noting_failure<T>(call: Call, target: &Target, fd: i32, err: i32, report: impl FnOnce() -> T) -> T {
     let rec = match target {
-        Target::Open => conntable::get(args.fd).map(|r| (r, r.gen())),
+        Target::Open => conntable::get(fd).map(|r| (r, r.gen())),
         Target::Closed(_) => None,
     };
     if let Some((r, gen)) = rec {
         r.note_error(err, gen);
     }
-    let verdict = decide_and_report(cfg, call, entry, args, &target, ret, err);
+    let reported = report();
     if let Some((r, gen)) = rec {
         r.note_first_error(call, err, gen);
         r.note_call(call);
     }
-    verdict
+    reported
 }
 
 /// The rule's verdict on the failure, and its event.
@@ -729,7 +738,9 @@ fn gather_and_emit(
     let mut kind = kind;
     let (mut ctx, local, peer) = context(r.call, args, target, &mut kind, r.o.err);
     if r.injected.is_some() {
+        // This very call's injection: the sentence of the cause, not of the connection's past.
         ctx.cause = Some(Cause::Injected);
+        ctx.cause_text = "";
     }
     let ev = Event {
         time: raw::wall_clock(),
@@ -842,13 +853,16 @@ fn inject_into(
     // A short transfer needs a copy of the caller's iovec array or msghdr; one that cannot be
     // read safely is not shortened: the call is made as asked, as if no rule had fired.
     // Under a seccomp filter, a fault that needs a system call of errshim's is not made.
+    // A reset aborts only a connection there is (see `reset_connection`).
     let not_injected = match inj.fault {
         Fault::Short(_) => !shortenable(&args),
         Fault::Eof => !eof_outputs(call, &args),
-        Fault::Delay(_) | Fault::Reset => !raw::allowed(),
+        Fault::Delay(_) => !raw::allowed(),
+        Fault::Reset => !raw::allowed() || !reset_connection(&target, fd, inj.rule),
         Fault::Errno(_) => false,
     };
     if not_injected {
+        crate::handle::fault::not_injected(&inj);
         errno::set(errno_before);
         let r = perform(usize::MAX);
         return account(call, entry, args, target, r, errno::get(), errno_before);
@@ -874,15 +888,27 @@ fn inject_into(
             (true, r, errno::get())
         }
         Fault::Reset => {
-            if sockinfo::probe_kind(fd).is_tcp() {
-                let _ = raw::abort_connection(fd);
-            }
             errno::set(errno_before);
             let r = perform(usize::MAX);
             (true, r, errno::get())
         }
     };
-    if let Some(cfg) = handle::config().filter(|_| raw::allowed()) {
+    // A short transfer or a delay lets the real call happen, which failed or found end of
+    // file: the cut or the wait changed nothing of that result, which is the kernel's and goes
+    // through the rules as any real one (once), never as an injection. (A reset's failures are
+    // its own doing: they stay the injection's.)
+    let read_family = matches!(
+        call,
+        Call::Read | Call::Readv | Call::Recv | Call::Recvfrom | Call::Recvmsg
+    );
+    if matches!(inj.fault, Fault::Short(_) | Fault::Delay(_)) && (ret < 0 || (ret == 0 && read_family)) {
+        crate::handle::fault::not_injected(&inj);
+        return account(call, entry, args, target, ret, err, errno_before);
+    }
+    let report_injection = || {
+        let Some(cfg) = handle::config().filter(|_| raw::allowed()) else {
+            return;
+        };
         let _ = guarded(|| {
             let mut kind = LazyKind {
                 fd,
@@ -916,12 +942,49 @@ fn inject_into(
                 Some(inj_ev),
             );
         });
+    };
+    if performed && ret < 0 {
+        // A call that failed after a reset: the injection's doing, reported as the injection
+        // and kept in the history; no rule suppresses or maps it (as no injected errno) and
+        // nothing reports it again.
+        noting_failure(call, &target, fd, err, report_injection);
+        errno::set(err);
+        return ret;
     }
+    report_injection();
     if !performed {
         errno::set(if ret < 0 { err } else { errno_before });
         return ret;
     }
     account(call, entry, args, target, ret, err, errno_before)
+}
+
+/// `reset`: aborts the TCP connection behind `fd` for real (`connect(AF_UNSPEC)`: the kernel
+/// sends an RST), where the kernel answers that with an RST (established or half-closed; not
+/// a listener, which the same call would stop listening, nor a connect in progress or a
+/// closed socket). First the record of an open descriptor keeps the rule and
+/// the byte counts the abort is about to zero (`Record::note_reset_injected`). Whether it
+/// aborted.
+fn reset_connection(target: &Target, fd: i32, rule: usize) -> bool {
+    const ESTABLISHED: u8 = 1;
+    const SYN_RECV: u8 = 3;
+    const FIN_WAIT1: u8 = 4;
+    const FIN_WAIT2: u8 = 5;
+    const CLOSE_WAIT: u8 = 8;
+    let kind = sockinfo::probe_kind(fd);
+    let Some(info) = kind.is_tcp().then(|| raw::tcp_info(fd)).flatten() else {
+        return false;
+    };
+    if !matches!(info.state, ESTABLISHED | SYN_RECV | FIN_WAIT1 | FIN_WAIT2 | CLOSE_WAIT) {
+        return false;
+    }
+    if let Target::Open = target {
+        if let Some(rec) = conntable::checked(fd, kind, sockinfo::local_addr(fd).as_ref()) {
+            let bytes = [info.bytes_received, info.bytes_sent, info.evidence.bytes_retrans];
+            rec.note_reset_injected(rec.gen(), rule, bytes);
+        }
+    }
+    raw::abort_connection(fd).is_ok()
 }
 
 /// A call that really ran returned `ret` (errno `err`): account for it as the hook would have.
@@ -1157,6 +1220,16 @@ fn context(
         Target::Open => return (ctx, None, None),
     };
     ctx.history = copy.map_or(0, |c| c.history);
+    // After an injected reset: the counts from just before it (the abort zeroed the kernel's),
+    // also for a descriptor closed since.
+    let before_reset = copy.and_then(|c| c.bytes_before_reset());
+    if let Some([received, sent, retrans]) = before_reset {
+        ctx.bytes_received = received;
+        ctx.bytes_sent = sent;
+        if let Some(e) = evidence.as_mut() {
+            e.bytes_retrans = retrans;
+        }
+    }
     if let Some(r) = copy {
         let created = r.created_ms;
         ctx.age_ms = (created != 0).then(|| conntable::now_ms().saturating_sub(created));
@@ -1213,6 +1286,7 @@ fn context(
             timeouts: ctx.timeouts.as_ref(),
             bytes_received: ctx.bytes_received,
             connect_errno: ctx.connect_errno,
+            reset_rule: copy.map_or(0, |c| c.reset_rule),
         };
         let c = cause::classify(&facts);
         ctx.cause = Some(c);

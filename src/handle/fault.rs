@@ -89,6 +89,16 @@ impl Slot {
         (*self.hot.get()).assume_init_ref().get_unchecked(i)
     }
 
+    /// Counts from the start, with the rules' keys for the stream `stream`.
+    fn rekey(&self, stream: u64) {
+        for c in self.matched.iter().chain(&self.injected) {
+            c.store(0, Relaxed);
+        }
+        for (i, k) in self.keys.iter().enumerate() {
+            k.store(faults::rule_key(stream, i + 1), Relaxed);
+        }
+    }
+
     /// Rule `i`. Safety: as for `hot`.
     #[inline(always)]
     unsafe fn rule(&self, i: usize) -> &faults::FaultRule {
@@ -122,7 +132,14 @@ fn make_slots() -> bool {
         Err(_) => false,
     }
 }
+/// The tree's seed: `ERRSHIM_SEED`, or the one this program picked (said in the startup line).
 static SEED: AtomicU64 = AtomicU64::new(0);
+/// This process's own stream, which the rules' keys come from: the seed in the process errshim
+/// was loaded into, and in a forked child its parent's stream mixed with the fork's number
+/// (`faults::child_stream`, see `child_after_fork`).
+static STREAM: AtomicU64 = AtomicU64::new(0);
+/// How many times this process has forked (through glibc's `fork`, whose handlers count).
+static FORKS: AtomicU64 = AtomicU64::new(0);
 /// The pid of the process installing a rule set (0: none).
 static RELOADING: AtomicI32 = AtomicI32::new(0);
 /// Whether a control file is watched.
@@ -160,13 +177,7 @@ pub fn install(set: &FaultSet) {
     }
     // SAFETY: as above.
     unsafe { (*slot.hot.get()).write(hot) };
-    for c in slot.matched.iter().chain(&slot.injected) {
-        c.store(0, Relaxed);
-    }
-    let seed = SEED.load(Relaxed);
-    for (i, k) in slot.keys.iter().enumerate() {
-        k.store(faults::rule_key(seed, i + 1), Relaxed);
-    }
+    slot.rekey(STREAM.load(Relaxed));
     // The calls some rule that can fire names; a rule that can never fire is not consulted
     // (and so not counted).
     let mut calls = 0u32;
@@ -194,6 +205,7 @@ pub fn install(set: &FaultSet) {
 /// Sets the seed and the startup rules.
 pub fn init(set: &FaultSet, seed: u64) {
     SEED.store(seed, Relaxed);
+    STREAM.store(seed, Relaxed);
     if !make_slots() {
         log::warn!("no memory for the fault rules; injecting no faults");
         return;
@@ -211,6 +223,25 @@ pub struct Injection {
     pub limit: usize,
     /// This call's number among the rule's matching calls.
     pub k: u64,
+    /// The slot (0 or 1) and its sequence number when the rule fired, for `not_injected`.
+    slot: usize,
+    seq: u64,
+}
+
+/// A rule fired but its fault changed nothing the program sees (a short transfer or a delayed
+/// call whose real call failed or found end of file, a reset with no connection to abort): it
+/// is no injection, so it takes none of the rule's `max=` (unless the rule set was replaced
+/// since).
+pub fn not_injected(inj: &Injection) {
+    let Some(slot) = slots().and_then(|s| s.get(inj.slot)) else {
+        return;
+    };
+    if slot.seq.load(Acquire) != inj.seq {
+        return;
+    }
+    if let Some(done) = slot.injected.get(inj.rule.wrapping_sub(1)) {
+        let _ = done.fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1));
+    }
 }
 
 /// The descriptor's kind for fault filters: from the table, or asked of the kernel once and
@@ -379,6 +410,11 @@ fn fired(
     }
     // Only if the slot was complete when `seq` was read and no reload has begun since.
     inj.filter(|_| seq & 1 == 0 && slot.seq.load(Acquire) == seq)
+        .map(|i| Injection {
+            slot: slots().map_or(0, |s| usize::from(core::ptr::eq(slot, &s[1]))),
+            seq,
+            ..i
+        })
 }
 
 /// Rule `i` matched on what the table says of `fd`: does the descriptor really have the kind
@@ -424,6 +460,8 @@ fn triggered(slot: &Slot, i: usize, k: u64, requested: Request) -> Option<Inject
         fault: r.fault,
         limit,
         k,
+        slot: 0,
+        seq: 0,
     })
 }
 
@@ -592,10 +630,37 @@ fn control_reload(first: bool) {
     }
 }
 
+/// In the parent, before `fork` (glibc's, which serialises forks and their handlers): one more
+/// fork, whose number the child takes.
+pub fn before_fork() {
+    FORKS.fetch_add(1, Relaxed);
+}
+
 /// In a child after `fork`: a reload that another thread of the parent had begun is not this
 /// process's (`install` also notices by the pid, for a fork that bypassed the handlers).
+///
+/// The child's decisions are its own: its stream is its parent's mixed with the fork's number
+/// among its parent's forks, and its rules count its own calls from 1. So sibling workers
+/// differ, a child differs from its parent, and one seed replays a tree that forks in the same
+/// order: the stream depends on the place in the tree, not on the pid. A child cannot be
+/// replayed on its own (it exists only as a fork), so the startup line names the tree's seed.
+///
+/// Across `exec` nothing of this survives, and nothing can carry it that the program would
+/// not see: the environment (errshim's own variable rewritten, or one added), a descriptor, or
+/// a file that would also take system calls at every start, outlive the run and hand out
+/// numbers in the order concurrent processes raced to it. A program started by exec begins
+/// again from the seed, as the process errshim is loaded into; with no `ERRSHIM_SEED` it picks
+/// its own (and says it before its first injection).
 pub fn child_after_fork() {
     RELOADING.store(0, Relaxed);
+    let fork = FORKS.swap(0, Relaxed);
+    let stream = faults::child_stream(STREAM.load(Relaxed), fork);
+    STREAM.store(stream, Relaxed);
+    // SAFETY: ACTIVE_SLOT is null or points into SLOTS, which live forever; the child has one
+    // thread, so no decision reads the slot meanwhile.
+    if let Some(slot) = unsafe { ACTIVE_SLOT.load(Acquire).as_ref() } {
+        slot.rekey(stream);
+    }
 }
 
 /// Whether this process (or, before a fork, its parent, in the same log) said the startup line.
@@ -615,7 +680,8 @@ pub fn say_startup(cfg: &Config) {
 }
 
 /// Says, next to the events, that faults are active and with which seed, so any run can be
-/// replayed with ERRSHIM_SEED.
+/// replayed with ERRSHIM_SEED: the tree's seed, also where a forked child says it (its own
+/// stream comes from the seed and its place in the tree, see `child_after_fork`).
 fn startup_line(cfg: &Config, seed: u64) {
     let mut b = StackBuf::<1024>::new();
     let (pid, n) = (process::pid(), cfg.fault_set().n);
@@ -634,7 +700,10 @@ fn startup_line(cfg: &Config, seed: u64) {
                 b.push(b" and the control file ");
                 b.push_escaped(control);
             }
-            let _ = write!(b, ", seed={seed} (ERRSHIM_SEED={seed} replays this run)");
+            let _ = write!(
+                b,
+                ", seed={seed} (ERRSHIM_SEED={seed} replays this program and every process it forks)"
+            );
         }
         config::Format::Json => {
             let mut o = crate::text::json::Obj::new(&mut b);

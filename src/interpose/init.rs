@@ -243,11 +243,13 @@ fn start_extras(cfg: &Config) {
     if cfg.counts() {
         summary::enable();
     }
-    if cfg.counts() || cfg.control.is_some() || cfg.log_rate.is_some() {
+    let faults = cfg.fault_set().n > 0 || cfg.control.is_some();
+    if faults || cfg.counts() || cfg.log_rate.is_some() {
         // A forked child's summary counts its own events only, its rate-limit windows and
-        // held-back lines are its own, and a reload the parent had begun is not the child's.
-        // SAFETY: registers a handler that only stores into atomics.
-        unsafe { libc::pthread_atfork(None, None, Some(child_after_fork)) };
+        // held-back lines are its own, a reload the parent had begun is not the child's, and
+        // its fault decisions come from its own stream, numbered by the parent's forks.
+        // SAFETY: registers handlers that only load and store atomics.
+        unsafe { libc::pthread_atfork(faults.then_some(before_fork), None, Some(child_after_fork)) };
     }
 }
 
@@ -296,6 +298,10 @@ impl Missing {
 static MISSING: Missing = Missing {
     names: [const { core::sync::atomic::AtomicPtr::new(core::ptr::null_mut()) }; 8],
 };
+
+extern "C" fn before_fork() {
+    fault::before_fork();
+}
 
 extern "C" fn child_after_fork() {
     summary::reset();

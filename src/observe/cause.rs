@@ -46,6 +46,9 @@ pub mod hist {
     /// A listener the kernel confirmed (at `listen`) as TCP or unix stream or seqpacket: its
     /// `accept` may be given errshim's own address buffer (see `hooks::lend_accept_buffer`).
     pub const LENDS_ADDRESS: u32 = 1 << 16;
+    /// A `reset` fault of errshim's aborted the connection (the record keeps the rule and the
+    /// byte counts from just before): what follows is the injection's doing, not the peer's.
+    pub const RESET_INJECTED: u32 = 1 << 17;
 }
 
 /// The errnos that say the path could not reach the host (an ICMP error, or no route).
@@ -259,10 +262,27 @@ impl Cause {
             // The later calls on a socket whose connect failed say ENOTCONN or EPIPE: the
             // sentence is the connect's.
             Cause::ConnectFailed if f.connect_errno != 0 => self.text_for(f.history, f.connect_errno),
+            Cause::Injected if f.history & hist::RESET_INJECTED != 0 => {
+                RESET_BY_RULE.get(usize::from(f.reset_rule).wrapping_sub(1)).copied().unwrap_or(self.text())
+            }
             other => other.text_for(f.history, f.errno),
         }
     }
 }
+
+/// The sentence for the later failures of a connection that a fault rule's `reset` aborted,
+/// by the rule's number (1 to `MAX_RULES`).
+macro_rules! reset_texts {
+    ($($n:literal)*) => {
+        [$(concat!(
+            "errshim's fault rule ",
+            $n,
+            " (reset) reset this connection earlier (an RST it sent with connect(AF_UNSPEC)): this failure follows from the injection, not from the peer or the path"
+        )),*]
+    };
+}
+
+const RESET_BY_RULE: [&str; crate::policy::faults::MAX_RULES] = reset_texts!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16);
 
 /// TCP states as `TCP_INFO` reports them (include/net/tcp_states.h).
 pub const TCP_CLOSE: u8 = 7;
@@ -307,6 +327,8 @@ pub struct Facts<'a> {
     pub bytes_received: Option<u64>,
     /// errno of the failed `connect` (0: none).
     pub connect_errno: i32,
+    /// The fault rule (1-based) whose `reset` aborted the connection (0: none).
+    pub reset_rule: u8,
 }
 
 /// Whether these facts are about a timeout (so that `timeouts` is worth asking for).
@@ -349,6 +371,10 @@ pub fn classify(f: &Facts) -> Cause {
         Some(Call::Accept) if f.errno == libc::ECONNABORTED => return Cause::PeerReset,
         Some(Call::Accept) => return Cause::Unknown,
         _ => {}
+    }
+    // errshim aborted this connection itself: ENOTCONN, EPIPE, ECONNRESET... are its doing.
+    if has(RESET_INJECTED) {
+        return Cause::Injected;
     }
     // A plain byte, 0 when unknown (TCP states start at 1): compared as an `Option<u8>`, the
     // optimiser may compare both bytes at once, and a None's payload byte is undefined
@@ -410,7 +436,7 @@ pub fn classify(f: &Facts) -> Cause {
 /// Writes the history bits as `connect=ok,accepted,read_eof,shutdown=SHUT_WR,...`.
 pub fn write_history(h: u32, out: &mut impl core::fmt::Write) -> core::fmt::Result {
     use hist::*;
-    let names: [(u32, &str); 13] = [
+    let names: [(u32, &str); 14] = [
         (CONNECTED, "connected"),
         (CONNECT_PENDING, "connect_pending"),
         (CONNECT_FAILED, "connect_failed"),
@@ -422,6 +448,7 @@ pub fn write_history(h: u32, out: &mut impl core::fmt::Write) -> core::fmt::Resu
         (EPIPE_SEEN, "epipe_seen"),
         (TIMEOUT_SEEN, "timeout_seen"),
         (UNREACH_SEEN, "unreachable_seen"),
+        (RESET_INJECTED, "reset_injected"),
         (LATE, "seen_late"),
         (0, ""),
     ];
@@ -803,6 +830,46 @@ mod tests {
         assert!(refused.contains("nothing listens"), "{refused}");
         let before_accept = Cause::PeerReset.text_for(TRACKED | LISTENING, libc::ECONNABORTED);
         assert!(before_accept.contains("before the program accepted"), "{before_accept}");
+    }
+
+    #[test]
+    fn what_follows_an_injected_reset_is_the_injections_doing() {
+        let h = TRACKED | ACCEPTED | RESET_SEEN | RESET_INJECTED;
+        for (call, errno) in [
+            (Call::Shutdown, libc::ENOTCONN),
+            (Call::Send, libc::EPIPE),
+            (Call::Read, libc::ECONNRESET),
+        ] {
+            let f = Facts {
+                reset_rule: 16,
+                ..facts(call, errno, Kind::Tcp4, h, Some(TCP_CLOSE), false)
+            };
+            assert_eq!(classify(&f), Cause::Injected, "{call:?} {errno}");
+            let t = Cause::Injected.text_of(&f);
+            assert!(
+                t.starts_with("errshim's fault rule 16 (reset) reset this connection earlier"),
+                "{t}"
+            );
+        }
+        let f = facts(Call::Read, libc::EAGAIN, Kind::Tcp4, h, Some(TCP_CLOSE), false);
+        assert_eq!(classify(&f), Cause::WouldBlock, "EAGAIN still means EAGAIN");
+        assert_eq!(
+            classify(&facts(
+                Call::Shutdown,
+                libc::ENOTCONN,
+                Kind::Tcp4,
+                h & !RESET_INJECTED,
+                Some(TCP_CLOSE),
+                false
+            )),
+            Cause::PeerReset
+        );
+        assert!(Cause::Injected
+            .text_of(&facts(Call::Send, libc::EIO, Kind::Tcp4, TRACKED, None, false))
+            .starts_with("errshim injected this on purpose"));
+        let mut s = String::new();
+        write_history(h, &mut s).unwrap();
+        assert_eq!(s, "accepted,reset_seen,reset_injected");
     }
 
     #[test]

@@ -54,6 +54,8 @@ pub struct Record {
     pub errors: AtomicU64,
     /// The local port, learnt when a fault rule first needed it (0: not yet).
     pub local_port: AtomicU16,
+    /// The fault rule whose `reset` aborted it (0: none; see `hist::RESET_INJECTED`).
+    pub reset_rule: AtomicU8,
     /// CLOCK_MONOTONIC milliseconds when it was created or accepted (0: unknown).
     pub created_ms: AtomicU64,
     pub bytes_in: AtomicU64,
@@ -64,7 +66,13 @@ pub struct Record {
     /// (inode 0: not yet).
     pub dev: AtomicU64,
     pub ino: AtomicU64,
+    /// `TCP_INFO`'s bytes received, sent and retransmitted just before an injected reset
+    /// (`connect(AF_UNSPEC)` zeroes them); `UNKNOWN` where the kernel did not say.
+    pub reset_bytes: [AtomicU64; 3],
 }
+
+/// A byte count the kernel did not give.
+const UNKNOWN: u64 = u64::MAX;
 
 /// A copy of a record, taken when its descriptor is closed (the number is free afterwards).
 #[derive(Clone, Copy, Debug, Default)]
@@ -78,6 +86,8 @@ pub struct RecordCopy {
     pub bytes_in: u64,
     pub bytes_out: u64,
     pub last_call: u8,
+    pub reset_rule: u8,
+    pub reset_bytes: [u64; 3],
 }
 
 impl RecordCopy {
@@ -97,6 +107,12 @@ impl RecordCopy {
         (self.last_call != 0)
             .then(|| Call::ALL.get(self.last_call as usize - 1).copied())
             .flatten()
+    }
+
+    /// After an injected reset: `TCP_INFO`'s bytes received, sent (less retransmitted) and
+    /// retransmitted just before it, each None where the kernel did not say.
+    pub fn bytes_before_reset(&self) -> Option<[Option<u64>; 3]> {
+        (self.history & hist::RESET_INJECTED != 0).then(|| self.reset_bytes.map(|b| (b != UNKNOWN).then_some(b)))
     }
 }
 
@@ -269,6 +285,10 @@ impl Record {
         self.dev.store(ident.0, Relaxed);
         self.ino.store(ident.1, Relaxed);
         self.local_port.store(local_port, Relaxed);
+        self.reset_rule.store(c.reset_rule, Relaxed);
+        for (a, v) in self.reset_bytes.iter().zip(c.reset_bytes) {
+            a.store(v, Relaxed);
+        }
         self.state.store(next << 32 | c.history as u64, Release);
         true
     }
@@ -303,6 +323,8 @@ impl Record {
             bytes_in: self.bytes_in.load(Relaxed),
             bytes_out: self.bytes_out.load(Relaxed),
             last_call: self.last_call.load(Relaxed),
+            reset_rule: self.reset_rule.load(Relaxed),
+            reset_bytes: self.reset_bytes.each_ref().map(|b| b.load(Relaxed)),
         }
     }
 
@@ -316,6 +338,20 @@ impl Record {
             let same = gen.is_none_or(|g| (s >> 32) as u32 == g);
             (same && s & HIST_MASK != 0 && (s as u32) & bits != bits).then_some(s | bits as u64)
         });
+    }
+
+    /// A `reset` of fault rule `rule` (1-based) is about to abort the connection (of generation
+    /// `gen`), whose `TCP_INFO` byte counts are `bytes` (received, sent, retransmitted): kept for
+    /// its later events, which the abort's zeroing would otherwise show as 0.
+    pub fn note_reset_injected(&self, gen: u32, rule: usize, bytes: [Option<u64>; 3]) {
+        if !process::may_write() || self.gen() != gen {
+            return;
+        }
+        self.reset_rule.store(u8::try_from(rule).unwrap_or(0), Relaxed);
+        for (a, v) in self.reset_bytes.iter().zip(bytes) {
+            a.store(v.unwrap_or(UNKNOWN), Relaxed);
+        }
+        self.add_history(hist::RESET_INJECTED, Some(gen));
     }
 
     /// Notes the hooked call made on it (with `ERRSHIM_COUNT=1` only: without it the read and

@@ -564,6 +564,12 @@ pub fn rule_key(seed: u64, rule: usize) -> u64 {
     mix(mix(seed) ^ (rule as u64).wrapping_mul(0xd6e8_feb8_6659_fd93))
 }
 
+/// The stream of a process's `fork`-th child (1-based): its decisions' seed, from its place in
+/// the process tree.
+pub fn child_stream(parent: u64, fork: u64) -> u64 {
+    mix(parent ^ mix(fork.wrapping_mul(0xe703_7ed1_a0b4_28db)))
+}
+
 #[inline]
 pub fn draw_keyed(key: u64, k: u64, stream: u64) -> u64 {
     mix(key ^ k.wrapping_mul(0xa076_1d64_78bd_642f) ^ stream.wrapping_mul(0x8ebc_6af0_9c88_c6e3))
@@ -770,6 +776,24 @@ mod tests {
         assert_eq!(a, run(42));
         assert_ne!(a, run(43));
         assert!((450..750).contains(&a.len()), "{}", a.len());
+    }
+
+    #[test]
+    fn streams_follow_the_place_in_the_tree() {
+        let r = one("read:EIO:p=0.5");
+        let run = |stream| (1..=64).filter(|&k| r.triggers(stream, 1, k)).collect::<Vec<_>>();
+        // The root, its first three forks, and the first fork of its first fork.
+        let root = 42;
+        let [a, b, c] = [1, 2, 3].map(|i| child_stream(root, i));
+        let grandchild = child_stream(a, 1);
+        let all = [root, a, b, c, grandchild].map(run);
+        for (i, x) in all.iter().enumerate() {
+            for y in &all[i + 1..] {
+                assert_ne!(x, y, "every process of the tree decides differently");
+            }
+        }
+        assert_eq!(child_stream(root, 2), b, "the same place, the same stream");
+        assert_ne!(child_stream(43, 2), b);
     }
 
     #[test]
