@@ -352,7 +352,7 @@ mod tests {
         let mut values: Vec<u64> = (0..20u32)
             .flat_map(|k| {
                 let p = 10u64.pow(k);
-                [p - 1, p, p + 1, p.saturating_mul(5) + 3]
+                [p - 1, p, p + 1, p.saturating_mul(5).saturating_add(3)]
             })
             .collect();
         let mut x = 0x9e37_79b9_7f4a_7c15u64;
