@@ -277,7 +277,9 @@ fn check_names_the_socket_calls_errshim_does_not_see() {
         "the calls hooked since issue 16 (sendfile, recvmmsg) are not named: {all}"
     );
     assert!(
-        all.contains("calls recvmmsg, sendfile: errshim's rules and events cover them, its fault rules do not act on them"),
+        all.contains(
+            "calls recvmmsg, sendfile: errshim's rules and events cover them, its fault rules do not act on them"
+        ),
         "{all}"
     );
     // A program that makes none of them gets no such note.
