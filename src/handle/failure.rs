@@ -493,6 +493,9 @@ fn family_fits(kind: Kind, local: Option<&Addr>) -> bool {
     }
 }
 
+/// Inline, with all it calls on the way to a held-back event: one frame for the failure path
+/// (an event nothing writes costs under 500 instructions; `scripts/bench`'s storm).
+#[inline(always)]
 fn handle(
     cfg: &crate::policy::config::Config,
     call: Call,
@@ -502,15 +505,18 @@ fn handle(
     ret: isize,
     err: i32,
 ) -> Verdict {
-    noting_failure(call, &target, args.fd, err, || {
-        decide_and_report(cfg, call, entry, args, &target, ret, err)
-    })
+    let rec = note_before(&target, args.fd, err);
+    let verdict = decide_and_report(cfg, call, entry, args, &target, ret, err);
+    // A failure a rule turned into a success (the suppressed ENOTCONN) is none the program
+    // saw: it is not kept as a first error.
+    note_after(rec, call, err, !matches!(verdict, Verdict::Succeed(_)));
+    verdict
 }
 
-/// Keeps `call`'s failure with `err` in the open descriptor's record around `report` (which
-/// reports it): the errno's history bit before (the event of this very failure shows it), the
-/// errno's first failure and the call after (the history of later events).
-fn noting_failure<T>(call: Call, target: &Target, fd: i32, err: i32, report: impl FnOnce() -> T) -> T {
+/// The open descriptor's record, with `err`'s history bit noted before the failure is
+/// reported (the event of this very failure shows it); `note_after` notes the rest.
+#[inline(always)]
+fn note_before(target: &Target, fd: i32, err: i32) -> Option<(&'static conntable::Record, u32)> {
     let rec = match target {
         Target::Open => conntable::get(fd).map(|r| (r, r.gen())),
         Target::Closed(_) => None,
@@ -518,12 +524,19 @@ fn noting_failure<T>(call: Call, target: &Target, fd: i32, err: i32, report: imp
     if let Some((r, gen)) = rec {
         r.note_error(err, gen);
     }
-    let reported = report();
+    rec
+}
+
+/// After the failure was reported: the errno's first failure, where the program saw it
+/// (`seen`), and the call (the history of later events).
+#[inline(always)]
+fn note_after(rec: Option<(&'static conntable::Record, u32)>, call: Call, err: i32, seen: bool) {
     if let Some((r, gen)) = rec {
-        r.note_first_error(call, err, gen);
+        if seen {
+            r.note_first_error(call, err, gen);
+        }
         r.note_call(call);
     }
-    reported
 }
 
 /// The rule's verdict on the failure, and its event.
@@ -947,7 +960,9 @@ fn inject_into(
         // A call that failed after a reset: the injection's doing, reported as the injection
         // and kept in the history; no rule suppresses or maps it (as no injected errno) and
         // nothing reports it again.
-        noting_failure(call, &target, fd, err, report_injection);
+        let rec = note_before(&target, fd, err);
+        report_injection();
+        note_after(rec, call, err, true);
         errno::set(err);
         return ret;
     }

@@ -128,8 +128,7 @@ impl Errors {
     /// Just `call`'s failure with `errno` (None: the errno does not fit a byte).
     #[inline(always)]
     pub fn first(call: Call, errno: i32) -> Option<Errors> {
-        let e = u8::try_from(errno).ok().filter(|&e| e != 0)?;
-        Some(Errors(((call as u64 + 1) << 8) | u64::from(e)))
+        ((errno as u32).wrapping_sub(1) < 255).then(|| Errors(((call as u64 + 1) << 8) | errno as u64))
     }
 
     /// With `call`'s failure with `errno` added, or None when the errno is there already,
@@ -403,13 +402,12 @@ impl Record {
     /// Records `call`'s failure with `errno` as the errno's first (see `Errors`), after its
     /// event: the history of later events shows it. Errnos that say nothing about the
     /// connection (EAGAIN, EINTR, a connect in progress) are not kept. Atomics only.
+    #[inline(always)]
     pub fn note_first_error(&self, call: Call, errno: i32, gen: u32) {
         // getpeername's ENOTCONN answers a question ("connected?"): not a failure to keep.
-        if matches!(errno, libc::EAGAIN | libc::EINTR | libc::EINPROGRESS | libc::EALREADY) || call == Call::Getpeername
-        {
-            return;
-        }
-        if !process::may_write() || self.gen() != gen {
+        let skip = matches!(errno, libc::EAGAIN | libc::EINTR | libc::EINPROGRESS | libc::EALREADY)
+            | (call == Call::Getpeername);
+        if skip || self.gen() != gen || !process::may_write() {
             return;
         }
         // One attempt: a failure another thread noted at the same moment may win the slot.
