@@ -11,6 +11,7 @@
 //! (it would need system calls).
 
 use crate::handle;
+use crate::handle::faithful;
 use crate::handle::fault::Injection;
 use crate::observe::cause::{self, hist, Cause, Facts};
 use crate::observe::conntable::{self, RecordCopy};
@@ -867,9 +868,32 @@ fn inject_into(
     // read safely is not shortened: the call is made as asked, as if no rule had fired.
     // Under a seccomp filter, a fault that needs a system call of errshim's is not made.
     // A reset aborts only a connection there is (see `reset_connection`).
+    // Where Linux could not give the fault's result, it is not injected either (unless the
+    // rule says `unfaithful`): `faithful` says where it could, and what keeps it so.
+    let mut inj = inj;
+    let mut short_plan = None;
+    let mut eof_plan = None;
+    let unfaithful = inj.unfaithful;
     let not_injected = match inj.fault {
-        Fault::Short(_) => !shortenable(&args),
-        Fault::Eof => !eof_outputs(call, &args),
+        Fault::Short(_) if unfaithful => !shortenable(&args),
+        Fault::Short(_) => {
+            short_plan = faithful::short(call, &args);
+            let cut = short_plan.is_some_and(|plan| {
+                // A blocking read waits for SO_RCVLOWAT bytes: never fewer.
+                inj.limit = inj.limit.max(plan.floor);
+                args.request().bytes().is_some_and(|n| inj.limit < n) && shortenable(&args)
+            });
+            !cut
+        }
+        Fault::Eof if unfaithful => !eof_outputs(call, &args),
+        Fault::Eof => {
+            eof_plan = faithful::eof(call, &args);
+            match eof_plan {
+                Some(faithful::Eof::EmptyDatagram) => !eof_outputs(call, &args),
+                Some(faithful::Eof::ShutRead) => !faithful::shut_read(fd),
+                None => true,
+            }
+        }
         Fault::Delay(_) => !raw::allowed(),
         Fault::Reset => !raw::allowed() || !reset_connection(&target, fd, inj.rule),
         Fault::Errno(_) => false,
@@ -889,10 +913,21 @@ fn inject_into(
             }
             (false, -1, e)
         }
+        Fault::Eof if eof_plan == Some(faithful::Eof::ShutRead) => {
+            // The kernel's own answer after the shutdown: 0, as at the peer's FIN.
+            errno::set(errno_before);
+            let r = perform(usize::MAX);
+            (true, r, errno::get())
+        }
         Fault::Eof => (false, 0, errno_before),
         Fault::Short(_) => {
             let r = perform(inj.limit);
-            (true, r, errno::get())
+            let err = errno::get();
+            // What stays queued (or the space left) wakes the program as the kernel would.
+            if let Some(plan) = short_plan.filter(|_| r > 0) {
+                faithful::nudge(fd, plan.nudge);
+            }
+            (true, r, err)
         }
         Fault::Delay(ns) => {
             raw::sleep_ns(ns);

@@ -221,6 +221,8 @@ pub struct Injection {
     pub fault: Fault,
     /// For `short`: how many bytes to let through.
     pub limit: usize,
+    /// The rule's `unfaithful`: no check that Linux could give the result.
+    pub unfaithful: bool,
     /// This call's number among the rule's matching calls.
     pub k: u64,
     /// The slot (0 or 1) and its sequence number when the rule fired, for `not_injected`.
@@ -459,6 +461,7 @@ fn triggered(slot: &Slot, i: usize, k: u64, requested: Request) -> Option<Inject
         rule: i + 1,
         fault: r.fault,
         limit,
+        unfaithful: r.unfaithful,
         k,
         slot: 0,
         seq: 0,

@@ -97,6 +97,9 @@ pub struct FaultRule {
     pub fd: FdFilter,
     pub port: Option<u16>,
     pub peer: Option<PeerFilter>,
+    /// `unfaithful`: inject wherever the rule matches, also where Linux never gives the
+    /// fault's result (`handle::faithful` says where it does).
+    pub unfaithful: bool,
 }
 
 impl FaultRule {
@@ -111,6 +114,7 @@ impl FaultRule {
         fd: FdFilter::Sock,
         port: None,
         peer: None,
+        unfaithful: false,
     };
 
     /// Whether the k-th matching call is injected (ignoring `max`, which needs a counter).
@@ -266,7 +270,18 @@ impl core::fmt::Display for FaultError {
 }
 
 const FAULT_WORDS: [&str; 5] = ["short", "delay", "reset", "eof", "ECONNRESET"];
-const OPTION_WORDS: [&str; 9] = ["p", "nth", "when", "after", "max", "fd", "port", "peer", "short"];
+const OPTION_WORDS: [&str; 10] = [
+    "p",
+    "nth",
+    "when",
+    "after",
+    "max",
+    "fd",
+    "port",
+    "peer",
+    "short",
+    "unfaithful",
+];
 
 fn err(rule: usize, text: &str, token: &str, problem: &'static str, suggestion: Option<&'static str>) -> FaultError {
     FaultError {
@@ -491,6 +506,7 @@ fn parse_rule(n: usize, text: &str) -> Result<FaultRule, FaultError> {
             "peer" => {
                 r.peer = Some(parse_peer(v).ok_or_else(|| err(n, text, v, "bad peer= (ADDR or ADDR/PREFIX)", None))?)
             }
+            "unfaithful" if v.is_empty() => r.unfaithful = true,
             "fd" => {
                 r.fd = match FdFilter::NAMES.iter().position(|&x| x == v) {
                     Some(i) => FdFilter::ALL[i],
@@ -534,6 +550,17 @@ fn parse_rule(n: usize, text: &str) -> Result<FaultRule, FaultError> {
             "short applies to the read and write families only, not"
         };
         return Err(err(n, text, c.name(), problem, None));
+    }
+    // Linux never cuts a datagram or a seqpacket message, and a unix stream read ends only
+    // where a write did: `short` acts on TCP (see `handle::faithful`).
+    if matches!(r.fault, Fault::Short(_)) && !r.unfaithful && matches!(r.fd, FdFilter::Udp | FdFilter::Unix) {
+        return Err(err(
+            n,
+            text,
+            text.find("fd=").map_or(text, |i| text[i..].split(':').next().unwrap_or(text)),
+            "short is refused (Linux never cuts a datagram or a seqpacket message, and a unix stream read ends only where a write ended; add :unfaithful to cut anyway) for",
+            None,
+        ));
     }
     Ok(r)
 }
@@ -606,6 +633,16 @@ pub fn explain(r: &FaultRule) -> String {
         Fault::Delay(ns) => format!("wait {} us, then perform it", ns / 1000),
         Fault::Reset => "abort the TCP connection (RST), then perform it".to_string(),
         Fault::Eof => "return 0 (end of file) without reading".to_string(),
+    };
+    let what = match (r.fault, r.unfaithful) {
+        (_, true) => format!("{what}, also where Linux never would (unfaithful)"),
+        (Fault::Short(_), false) => format!(
+            "{what}, where Linux could (TCP: reads while the peer can still send, non-blocking writes; the rest then wakes the program)"
+        ),
+        (Fault::Eof, false) => format!(
+            "{what}, where Linux could (a stream with nothing queued, made true with shutdown(SHUT_RD); a datagram call that asks for no address)"
+        ),
+        _ => what,
     };
     let mut when = Vec::new();
     if let Some(p) = r.p {
@@ -794,6 +831,24 @@ mod tests {
         }
         assert_eq!(child_stream(root, 2), b, "the same place, the same stream");
         assert_ne!(child_stream(43, 2), b);
+    }
+
+    #[test]
+    fn short_is_refused_where_linux_never_cuts() {
+        for spec in ["send:short:fd=udp", "read:short=10:fd=unix:p=0.5"] {
+            let e = parse(spec).unwrap_err();
+            assert!(e.token.as_str().starts_with("fd="), "{e}");
+            assert!(e.to_string().contains("never cuts a datagram"), "{e}");
+            assert!(e.to_string().contains("add :unfaithful"), "{e}");
+        }
+        let r = parse("send:short:fd=udp:unfaithful").unwrap();
+        assert!(r.rules()[0].unfaithful);
+        assert!(!parse("send:short").unwrap().rules()[0].unfaithful);
+        assert!(explain(&parse("send:short").unwrap().rules()[0]).contains("where Linux could"));
+        assert_eq!(
+            parse("send:EIO:unfaithful=1").unwrap_err().token.as_str(),
+            "unfaithful=1"
+        );
     }
 
     #[test]

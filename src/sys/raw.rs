@@ -272,6 +272,70 @@ pub fn getsockopt_int(fd: i32, level: i32, name: i32) -> Result<i32> {
     .map(|_| v)
 }
 
+/// `setsockopt(fd, level, name, &v, 4)`: only ever to write back the value just read, which
+/// the kernel takes as a nudge to re-check readiness (see `handle::faithful`).
+pub fn setsockopt_int(fd: i32, level: i32, name: i32, v: i32) -> Result<()> {
+    // SAFETY: v is valid for reading its size.
+    unsafe {
+        sc(
+            libc::SYS_setsockopt,
+            [
+                fd as usize,
+                level as usize,
+                name as usize,
+                p(&v),
+                core::mem::size_of::<i32>(),
+                0,
+            ],
+        )
+    }
+    .map(|_| ())
+}
+
+/// The file status flags of `fd` (`fcntl(F_GETFL)`: O_NONBLOCK and the like).
+pub fn status_flags(fd: i32) -> Result<i32> {
+    // SAFETY: plain integer arguments.
+    unsafe { sc(libc::SYS_fcntl, [fd as usize, libc::F_GETFL as usize, 0, 0, 0, 0]) }.map(|v| v as i32)
+}
+
+/// How many bytes are queued to read on a socket (`ioctl(FIONREAD)`, which consumes nothing).
+pub fn queued_to_read(fd: i32) -> Result<i32> {
+    let mut n: i32 = 0;
+    // SAFETY: n is valid for writing an int.
+    unsafe {
+        sc(
+            libc::SYS_ioctl,
+            [fd as usize, libc::FIONREAD as usize, pm(&mut n), 0, 0, 0],
+        )
+    }
+    .map(|_| n)
+}
+
+/// `shutdown(fd, how)`.
+pub fn shutdown(fd: i32, how: i32) -> Result<()> {
+    // SAFETY: plain integer arguments.
+    unsafe { sc(libc::SYS_shutdown, [fd as usize, how as usize, 0, 0, 0, 0]) }.map(|_| ())
+}
+
+/// The running kernel's (major, minor) from `uname`, or None.
+pub fn kernel_version() -> Option<(u32, u32)> {
+    // SAFETY: all-zero bytes are a valid utsname.
+    let mut u: libc::utsname = unsafe { core::mem::zeroed() };
+    // SAFETY: u is valid for writing.
+    unsafe { sc(libc::SYS_uname, [pm(&mut u), 0, 0, 0, 0, 0]) }.ok()?;
+    let rel = u.release.iter().take_while(|&&c| c != 0).map(|&c| c as u8);
+    let mut parts = [0u32; 2];
+    let mut i = 0;
+    for c in rel {
+        match c {
+            b'0'..=b'9' => parts[i] = parts[i].saturating_mul(10).saturating_add(u32::from(c - b'0')),
+            b'.' if i == 0 => i = 1,
+            _ => break,
+        }
+    }
+    (parts[0] > 0).then_some((parts[0], parts[1]))
+}
+
 /// `getsockname` (peer = false) or `getpeername` (peer = true) into `ss`; the length written.
 pub fn sockname(fd: i32, peer: bool, ss: &mut libc::sockaddr_storage) -> Result<usize> {
     let mut len = core::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;

@@ -1,0 +1,166 @@
+//! Kernel-faithful faults: where Linux itself could give a fault's result, and what errshim
+//! does so that the rest of what the program sees agrees with it. The README's fault table
+//! says the same per fault and socket kind; a rule with `unfaithful` skips all of this.
+//!
+//! Only reached when a rule fires (never on a call no rule matches); the system calls made
+//! here are errshim's own, gated like every other (`raw::allowed`), and leave errno alone.
+
+use crate::observe::sockinfo;
+use crate::policy::rules::Call;
+use crate::report::event::CallArgs;
+use crate::sys::raw;
+use crate::sys::socket::Kind;
+use core::sync::atomic::{AtomicU8, Ordering::Relaxed};
+
+/// TCP states (`TCP_INFO`'s `tcpi_state`).
+const ESTABLISHED: u8 = 1;
+const FIN_WAIT1: u8 = 4;
+const FIN_WAIT2: u8 = 5;
+const CLOSE_WAIT: u8 = 8;
+
+pub fn is_read(call: Call) -> bool {
+    matches!(
+        call,
+        Call::Read | Call::Readv | Call::Recv | Call::Recvfrom | Call::Recvmsg
+    )
+}
+
+/// How readiness is brought back in line after a cut transfer: the option and the value it
+/// had, written back unchanged (the kernel re-checks readiness and wakes waiters: an edge for
+/// edge-triggered epoll).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Nudge {
+    /// `SO_RCVLOWAT`: what is still queued wakes a reader (`tcp_set_rcvlowat`).
+    Readable(i32),
+    /// `TCP_NOTSENT_LOWAT`: free send space wakes a writer (`sk_write_space`).
+    Writable(i32),
+}
+
+/// A short transfer the kernel could have made.
+#[derive(Clone, Copy, Debug)]
+pub struct Short {
+    /// The least the kernel would have moved (a blocking read waits for `SO_RCVLOWAT` bytes).
+    pub floor: usize,
+    pub nudge: Nudge,
+}
+
+/// Whether the call does not wait: a non-blocking descriptor or `MSG_DONTWAIT`.
+fn nonblocking(args: &CallArgs) -> bool {
+    args.flags & libc::MSG_DONTWAIT != 0 || raw::status_flags(args.fd).is_ok_and(|f| f & libc::O_NONBLOCK != 0)
+}
+
+/// 0: not asked yet; 1: the kernel re-checks readiness when the options are set; 2: it may not.
+static NUDGES: AtomicU8 = AtomicU8::new(0);
+
+/// Whether setting `SO_RCVLOWAT` and `TCP_NOTSENT_LOWAT` wakes waiters on this kernel: Linux
+/// 5.10 and later (checked on 6.18; the readable nudge is older, 4.18). Asked once.
+fn kernel_nudges() -> bool {
+    match NUDGES.load(Relaxed) {
+        1 => true,
+        2 => false,
+        _ => {
+            let yes = raw::kernel_version().is_some_and(|v| v >= (5, 10));
+            NUDGES.store(if yes { 1 } else { 2 }, Relaxed);
+            yes
+        }
+    }
+}
+
+/// Where a short read or write is something Linux does, and how to keep it so:
+/// - TCP only: the kernel never cuts a datagram or a seqpacket message, and a unix stream read
+///   ends only where a write ended (errshim cannot see those boundaries);
+/// - a read: while the peer can still send (no FIN received: the rest of a stream could arrive
+///   later), not with `MSG_WAITALL`; at least `SO_RCVLOWAT` bytes on a blocking socket; what
+///   stays queued then wakes the reader as newly arrived data would;
+/// - a write: a non-blocking one (a blocking write is cut only by a signal or `SO_SNDTIMEO`),
+///   on a connection that can still send; the writer is then woken as by an ACK that freed
+///   space.
+pub fn short(call: Call, args: &CallArgs) -> Option<Short> {
+    let fd = args.fd;
+    if !raw::allowed() || !sockinfo::probe_kind(fd).is_tcp() {
+        return None;
+    }
+    let state = raw::tcp_info(fd)?.state;
+    let nonblocking = nonblocking(args);
+    if nonblocking && !kernel_nudges() {
+        return None;
+    }
+    if is_read(call) {
+        if !matches!(state, ESTABLISHED | FIN_WAIT1 | FIN_WAIT2) || args.flags & libc::MSG_WAITALL != 0 {
+            return None;
+        }
+        let lowat = raw::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVLOWAT).ok()?;
+        Some(Short {
+            floor: if nonblocking { 1 } else { lowat.max(1) as usize },
+            nudge: Nudge::Readable(lowat),
+        })
+    } else {
+        if !nonblocking || !matches!(state, ESTABLISHED | CLOSE_WAIT) {
+            return None;
+        }
+        let lowat = raw::getsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_NOTSENT_LOWAT).ok()?;
+        Some(Short {
+            floor: 1,
+            nudge: Nudge::Writable(lowat),
+        })
+    }
+}
+
+/// After a cut transfer: wake whoever waits for the rest (see `Nudge`).
+pub fn nudge(fd: i32, n: Nudge) {
+    let _ = match n {
+        Nudge::Readable(v) => raw::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVLOWAT, v),
+        Nudge::Writable(v) => raw::setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_NOTSENT_LOWAT, v),
+    };
+}
+
+/// How an end of file is made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Eof {
+    /// A stream: `shutdown(SHUT_RD)`, then the real call, which the kernel answers with 0 (and
+    /// every later read too, and readiness says readable, as after the peer's FIN).
+    ShutRead,
+    /// A datagram socket: 0 without reading, as for a zero-length datagram (the queued ones
+    /// stay).
+    EmptyDatagram,
+}
+
+/// Where an end of file is something Linux does:
+/// - a TCP or unix stream socket with nothing queued to read (the kernel gives queued data
+///   before an end of file), made true by `shutdown(SHUT_RD)` (on a unix stream the peer then
+///   sees its writes fail with EPIPE, as when a program shuts its reading down);
+/// - a datagram or seqpacket socket, on a call that asks for no sender address (a real
+///   zero-length datagram would have one).
+pub fn eof(call: Call, args: &CallArgs) -> Option<Eof> {
+    let fd = args.fd;
+    if !raw::allowed() {
+        return None;
+    }
+    match sockinfo::probe_kind(fd) {
+        k if k.is_tcp() || k == Kind::UnixStream => {
+            if args.flags & libc::MSG_PEEK != 0 || raw::queued_to_read(fd) != Ok(0) {
+                return None;
+            }
+            if k.is_tcp() && !matches!(raw::tcp_info(fd)?.state, ESTABLISHED | FIN_WAIT1 | FIN_WAIT2) {
+                return None;
+            }
+            Some(Eof::ShutRead)
+        }
+        Kind::Udp4 | Kind::Udp6 | Kind::UnixDgram | Kind::UnixSeqpacket => {
+            let asks_address = match (call, args.buffers) {
+                (Call::Recvfrom, _) => !args.addr.is_null(),
+                (Call::Recvmsg, crate::report::event::Buffers::Msg(m)) => {
+                    crate::sys::memory::read::<libc::msghdr>(m as usize).is_none_or(|h| !h.msg_name.is_null())
+                }
+                _ => false,
+            };
+            (!asks_address).then_some(Eof::EmptyDatagram)
+        }
+        _ => None,
+    }
+}
+
+/// Makes the stream's end of file true (see `Eof::ShutRead`).
+pub fn shut_read(fd: i32) -> bool {
+    raw::shutdown(fd, libc::SHUT_RD).is_ok()
+}
