@@ -232,14 +232,14 @@ fn triggers_hit_exactly_the_calls_they_name() {
 
 /// Every rule whose filters match a call counts it, even when an earlier rule injects; the first
 /// rule that triggers injects. Rule 1 hits calls 1, 4, 7, 10 (EIO); rule 2 hits odd k, and its
-/// k=1 and k=7 are taken by rule 1, so it injects at 3, 5, 9, 11 (ECONNRESET) with k = the call
+/// k=1 and k=7 are taken by rule 1, so it injects at 3, 5, 9, 11 (ENOBUFS) with k = the call
 /// number.
 #[test]
 fn every_matching_rule_counts_first_trigger_injects() {
-    let r = with_faults("send:EIO:when=1..10+3;send:ECONNRESET:when=1+2", &["sends", "12", "u"]);
+    let r = with_faults("send:EIO:when=1..10+3;send:ENOBUFS:when=1+2", &["sends", "12", "u"]);
     r.assert_ok();
     let got: Vec<(usize, i32)> = sent(&r).iter().filter(|s| s.ret < 0).map(|s| (s.i, s.errno)).collect();
-    let (eio, reset) = (EIO, libc::ECONNRESET);
+    let (eio, reset) = (EIO, libc::ENOBUFS);
     assert_eq!(
         got,
         vec![
@@ -705,19 +705,20 @@ fn short_n_caps_every_transfer() {
 
 // --- 4. what an injected fault does to the data ----------------------------------------------------
 
-/// On a TCP connection: an injected read error consumes nothing (the bytes stay queued and the
-/// next read returns them); an injected `eof` returns 0, consumes nothing and leaves errno; an
+/// On a TCP connection, errors that leave a socket as it was (EINTR of a blocking read, ENOBUFS,
+/// EINVAL): an injected read error consumes nothing (the bytes stay queued and the next read
+/// returns them); an injected `eof` returns 0 where nothing is queued and leaves errno; an
 /// injected write error sends nothing; an injected shutdown error does not shut down (the next
 /// write still works); an injected close error still releases the descriptor.
 #[test]
 fn injected_errors_consume_and_send_nothing() {
-    let spec = "read:ECONNRESET:nth=1;recv:eof:when=1..2;write:EPIPE:nth=3;shutdown:ENOTCONN:nth=1;close:EIO:nth=5";
+    let spec = "read:EINTR:nth=1;recv:eof:when=1..2;write:ENOBUFS:nth=3;shutdown:EINVAL:nth=1;close:EIO:nth=5";
     let r = with_faults(spec, &["consume"]);
     r.assert_ok();
     let data = |s: &str| field(step(&r, s), "data").to_string();
     assert_eq!(result(&r, "write_hello"), (5, libc::EILSEQ));
     assert_eq!(r.out_lines("queued_before_error=5").len(), 1, "{}", r.stdout);
-    assert_eq!(result(&r, "read_error"), (-1, libc::ECONNRESET));
+    assert_eq!(result(&r, "read_error"), (-1, libc::EINTR));
     assert_eq!(
         r.out_lines("queued_after_error=5").len(),
         1,
@@ -733,12 +734,8 @@ fn injected_errors_consume_and_send_nothing() {
     );
     assert_eq!(result(&r, "recv_eof"), (0, libc::EILSEQ), "eof leaves errno as it was");
     assert_eq!(result(&r, "recv_after_eof").0, 0, "and stays");
-    assert_eq!(result(&r, "write_lost"), (-1, libc::EPIPE));
-    assert_eq!(
-        result(&r, "shutdown_error"),
-        (-1, libc::ENOTCONN),
-        "an injected error is not suppressed by the default rules"
-    );
+    assert_eq!(result(&r, "write_lost"), (-1, libc::ENOBUFS));
+    assert_eq!(result(&r, "shutdown_error"), (-1, libc::EINVAL), "the injected error");
     assert_eq!(result(&r, "write_after"), (5, libc::EILSEQ), "no SHUT_WR was done");
     assert_eq!(result(&r, "shutdown_real"), (0, libc::EILSEQ));
     assert_eq!(
@@ -774,10 +771,10 @@ fn injected_errors_consume_and_send_nothing() {
     assert_eq!(
         summary,
         [
-            "read ECONNRESET rule=1 k=1",
+            "read EINTR rule=1 k=1",
             "recv eof rule=2 k=2",
-            "write EPIPE rule=3 k=3",
-            "shutdown ENOTCONN rule=4 k=1",
+            "write ENOBUFS rule=3 k=3",
+            "shutdown EINVAL rule=4 k=1",
             "close EIO rule=5 k=5"
         ],
         "{}",
@@ -799,6 +796,55 @@ fn injected_errors_consume_and_send_nothing() {
         "nothing else logged: {}",
         r.stderr
     );
+}
+
+/// Errors that end a connection end it for real, as Linux's do: after an injected ECONNRESET
+/// on a send, the peer got an RST, the next send fails with the kernel's EPIPE (no second
+/// error pending), and the shutdown with its ENOTCONN (suppressed by the default rule). An
+/// injected EPIPE raises SIGPIPE as the kernel's does (the fixture ignores it; with the default
+/// action the program dies of it), and EAGAIN is given only to a non-blocking call.
+#[test]
+fn errors_that_end_a_connection_end_it() {
+    let r = with_faults("send:ECONNRESET:nth=1", &["reset"]);
+    r.assert_ok();
+    assert_eq!(result(&r, "client_send"), (-1, libc::ECONNRESET), "{}", r.describe());
+    assert_eq!(result(&r, "server_read"), (-1, libc::ECONNRESET), "the peer got a RST");
+    assert_eq!(
+        result(&r, "client_send_again"),
+        (-1, libc::EPIPE),
+        "the kernel's, once dead"
+    );
+    assert_eq!(result(&r, "client_shutdown"), (0, libc::EILSEQ));
+    let ev = injections(&r.stderr);
+    assert_eq!(ev.len(), 1, "{}", r.stderr);
+    assert!(
+        ev[0].contains("-> inject ECONNRESET, returned -1 ECONNRESET"),
+        "{}",
+        ev[0]
+    );
+
+    // EPIPE with SIGPIPE at its default action: the program dies of it, as of the kernel's.
+    let py = "import signal, socket\n\
+              signal.signal(signal.SIGPIPE, signal.SIG_DFL)\n\
+              l = socket.socket(); l.bind(('127.0.0.1', 0)); l.listen(1)\n\
+              c = socket.create_connection(l.getsockname()); s, _ = l.accept()\n\
+              c.send(b'y')\n\
+              print('survived', flush=True)\n";
+    let bare = Cmd::new("python3").args(["-c", py]).run();
+    assert!(bare.stdout.contains("survived"), "{}", bare.describe());
+    let r = Cmd::new("python3")
+        .args(["-c", py])
+        .shim()
+        .env("ERRSHIM_FAULTS", "send:EPIPE:nth=1")
+        .run();
+    assert_eq!(r.signal, Some(libc::SIGPIPE), "{}", r.describe());
+    assert!(!r.stdout.contains("survived"), "{}", r.describe());
+
+    // EAGAIN: not on the blocking sends of this fixture.
+    let r = with_faults("send:EAGAIN", &["sends", "5", "t", "8"]);
+    r.assert_ok();
+    assert!(sent(&r).iter().all(|x| x.ret == 8), "{}", r.stdout);
+    assert_eq!(injections(&r.stderr).len(), 0, "{}", r.stderr);
 }
 
 // --- 5. reset ---------------------------------------------------------------------------------------
@@ -1231,10 +1277,10 @@ fn control_file_switches_faults_while_running() {
     // Another set, with comments and blank lines.
     write_control(
         &path,
-        "# a comment\n\nsend:ECONNRESET   # trailing comment\nrecv:EIO:fd=tcp\n",
+        "# a comment\n\nsend:ENOBUFS   # trailing comment\nrecv:EIO:fd=tcp\n",
     );
-    live.wait_out(wait, "sends failing with ECONNRESET", |l| {
-        l.starts_with(&format!("state errno={} ", libc::ECONNRESET))
+    live.wait_out(wait, "sends failing with ENOBUFS", |l| {
+        l.starts_with(&format!("state errno={} ", libc::ENOBUFS))
     });
 
     // Malformed: one error line, and the previous rules stay.
@@ -1254,7 +1300,7 @@ fn control_file_switches_faults_while_running() {
     // Keep calling for well over the polling interval: still the previous rules, no second line.
     let until = Instant::now() + Duration::from_millis(350);
     while Instant::now() < until {
-        assert_eq!(live.probe(), (-1, libc::ECONNRESET), "the previous rules stay");
+        assert_eq!(live.probe(), (-1, libc::ENOBUFS), "the previous rules stay");
     }
 
     // Empty: no faults.
@@ -1264,9 +1310,9 @@ fn control_file_switches_faults_while_running() {
     });
 
     // A new set counts from 1: nth=3 hits the third send after the change, once.
-    write_control(&path, "send:EPIPE:nth=3");
+    write_control(&path, "send:ENOMEM:nth=3");
     live.wait_out(wait, "the third send failing", |l| {
-        l.starts_with(&format!("state errno={} ", libc::EPIPE))
+        l.starts_with(&format!("state errno={} ", libc::ENOMEM))
     });
     live.wait_out(wait, "sends working after nth=3", |l| l.starts_with("state errno=0 "));
 
@@ -1295,10 +1341,10 @@ fn control_file_switches_faults_while_running() {
     );
     let ev = injections(&err_text);
     assert!(ev.iter().all(|e| field(e, "pid") == pid), "one process throughout");
-    for f in ["EIO", "ECONNRESET"] {
+    for f in ["EIO", "ENOBUFS"] {
         assert!(ev.iter().any(|e| e.contains(&format!("-> inject {f}, "))), "{f}");
     }
-    let epipe: Vec<&&str> = ev.iter().filter(|e| e.contains("-> inject EPIPE, ")).collect();
+    let epipe: Vec<&&str> = ev.iter().filter(|e| e.contains("-> inject ENOMEM, ")).collect();
     assert_eq!(epipe.len(), 1, "nth=3 injects once");
     assert!(epipe[0].contains(" fault_rule=1 k=3 "), "{}", epipe[0]);
     assert!(

@@ -873,6 +873,7 @@ fn inject_into(
     let mut inj = inj;
     let mut short_plan = None;
     let mut eof_plan = None;
+    let mut errno_plan = None;
     let unfaithful = inj.unfaithful;
     let not_injected = match inj.fault {
         Fault::Short(_) if unfaithful => !shortenable(&args),
@@ -896,7 +897,16 @@ fn inject_into(
         }
         Fault::Delay(_) => !raw::allowed(),
         Fault::Reset => !raw::allowed() || !reset_connection(&target, fd, inj.rule),
-        Fault::Errno(_) => false,
+        Fault::Errno(_) if unfaithful => false,
+        Fault::Errno(e) => {
+            errno_plan = faithful::errno(call, &args, e);
+            match errno_plan {
+                None => true,
+                // The connection ends for real first (see `faithful::Errno::Abort`).
+                Some(faithful::Errno::Abort) => !reset_connection(&target, fd, inj.rule),
+                Some(_) => false,
+            }
+        }
     };
     if not_injected {
         crate::handle::fault::not_injected(&inj);
@@ -910,6 +920,16 @@ fn inject_into(
             if call == Call::Close {
                 // Linux always releases the descriptor: close it, then report the error.
                 perform(usize::MAX);
+            }
+            match errno_plan {
+                Some(faithful::Errno::Abort) => {
+                    faithful::take_back_error(fd);
+                    if e == libc::EPIPE {
+                        faithful::sigpipe(call, &args);
+                    }
+                }
+                Some(faithful::Errno::Nudge(n)) => faithful::nudge(fd, n),
+                _ => {}
             }
             (false, -1, e)
         }

@@ -164,3 +164,104 @@ pub fn eof(call: Call, args: &CallArgs) -> Option<Eof> {
 pub fn shut_read(fd: i32) -> bool {
     raw::shutdown(fd, libc::SHUT_RD).is_ok()
 }
+
+/// How an injected errno is made one Linux could give.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Errno {
+    /// As it is: an error that leaves the socket as it was (ENOBUFS, a UDP socket's ICMP
+    /// errors, EINTR of a blocking call, a dead connection's errors).
+    AsIs,
+    /// EAGAIN of a non-blocking TCP call: readiness is then signalled again, as when data or
+    /// space came right after.
+    Nudge(Nudge),
+    /// An error that ends a TCP connection: the connection is aborted for real first (an RST,
+    /// as `reset`), the error that leaves pending is taken back, so that every later call sees
+    /// a dead connection (reads: ENOTCONN, where after a peer's RST Linux gives 0; writes:
+    /// EPIPE).
+    Abort,
+}
+
+/// Errors that end a connection.
+fn ends_connection(e: i32) -> bool {
+    matches!(
+        e,
+        libc::ECONNRESET
+            | libc::ETIMEDOUT
+            | libc::EPIPE
+            | libc::ENOTCONN
+            | libc::EHOSTUNREACH
+            | libc::ENETUNREACH
+            | libc::ECONNABORTED
+    )
+}
+
+/// Where Linux gives errno `e` to this call, and what keeps the rest true (`Errno`); None:
+/// nowhere here, so it is not injected:
+/// - EAGAIN/EWOULDBLOCK: a non-blocking call on TCP (on other kinds nothing could wake an
+///   edge-triggered program again);
+/// - EINTR: a blocking call (interrupted by a signal handler);
+/// - errors that end a connection: an established or closing TCP connection (made true:
+///   `Errno::Abort`), or one already dead (as it is); on UDP only ECONNREFUSED, EHOSTUNREACH
+///   and ENETUNREACH (an ICMP error, the socket unchanged); never on unix sockets, whose
+///   peer alone ends them;
+/// - `close`, and any other errno: as it is.
+pub fn errno(call: Call, args: &CallArgs, e: i32) -> Option<Errno> {
+    let fd = args.fd;
+    if call == Call::Close {
+        return Some(Errno::AsIs);
+    }
+    let again = e == libc::EAGAIN || e == libc::EWOULDBLOCK;
+    let udp_icmp = matches!(e, libc::ECONNREFUSED | libc::EHOSTUNREACH | libc::ENETUNREACH);
+    if !again && e != libc::EINTR && !ends_connection(e) && !udp_icmp {
+        return Some(Errno::AsIs);
+    }
+    if !raw::allowed() {
+        return None;
+    }
+    if e == libc::EINTR {
+        return (!nonblocking(args)).then_some(Errno::AsIs);
+    }
+    let kind = sockinfo::probe_kind(fd);
+    if kind.is_udp() {
+        return udp_icmp.then_some(Errno::AsIs);
+    }
+    if !kind.is_tcp() {
+        return None;
+    }
+    let state = raw::tcp_info(fd)?.state;
+    if again {
+        if !nonblocking(args) || !kernel_nudges() {
+            return None;
+        }
+        let nudge = if is_read(call) {
+            Nudge::Readable(raw::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVLOWAT).ok()?)
+        } else {
+            Nudge::Writable(raw::getsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_NOTSENT_LOWAT).ok()?)
+        };
+        return Some(Errno::Nudge(nudge));
+    }
+    if !ends_connection(e) {
+        return None;
+    }
+    const CLOSE: u8 = 7;
+    match state {
+        ESTABLISHED | FIN_WAIT1 | FIN_WAIT2 | CLOSE_WAIT => Some(Errno::Abort),
+        CLOSE => Some(Errno::AsIs),
+        _ => None,
+    }
+}
+
+/// After an abort made for an injected errno: the error it left pending (ECONNRESET) is
+/// errshim's, not the program's; taken back (`SO_ERROR`, read here only) so that the program's
+/// next call sees the dead connection, not a second error.
+pub fn take_back_error(fd: i32) {
+    let _ = raw::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_ERROR);
+}
+
+/// An injected EPIPE of the write family raises SIGPIPE, as the kernel's does, unless the
+/// call said `MSG_NOSIGNAL` (to this thread, as the kernel sends it).
+pub fn sigpipe(call: Call, args: &CallArgs) {
+    if !is_read(call) && call != Call::Shutdown && args.flags & libc::MSG_NOSIGNAL == 0 {
+        raw::raise_in_thread(libc::SIGPIPE);
+    }
+}

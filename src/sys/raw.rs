@@ -311,6 +311,17 @@ pub fn queued_to_read(fd: i32) -> Result<i32> {
     .map(|_| n)
 }
 
+/// Sends `sig` to the calling thread (`tgkill`), as the kernel sends SIGPIPE.
+pub fn raise_in_thread(sig: i32) {
+    // SAFETY: plain integer arguments.
+    let _ = unsafe {
+        sc(
+            libc::SYS_tgkill,
+            [getpid() as usize, gettid() as usize, sig as usize, 0, 0, 0],
+        )
+    };
+}
+
 /// `shutdown(fd, how)`.
 pub fn shutdown(fd: i32, how: i32) -> Result<()> {
     // SAFETY: plain integer arguments.
