@@ -1651,3 +1651,261 @@ fn events_and_summary_count_injections() {
         "{summary}"
     );
 }
+
+// --- connect, accept, sendfile, splice, the mmsg calls ------------------------------------------
+
+/// Runs `tests/fixtures/callfaults.c` with errshim, under the fault rules `spec` (none if empty).
+fn callfaults(spec: &str, args: &[&str]) -> Run {
+    let mut c = Cmd::new(program("callfaults"))
+        .args(args)
+        .shim()
+        .env("ERRSHIM_SEED", "1");
+    if !spec.is_empty() {
+        c = c.env("ERRSHIM_FAULTS", spec);
+    }
+    let r = c.run();
+    r.assert_ok();
+    r
+}
+
+/// The fixture's lines about the socket after its connect, the listener's left out.
+fn after_connect(r: &Run) -> Vec<&str> {
+    r.stdout.lines().filter(|l| !l.starts_with("listener ")).collect()
+}
+
+/// An injected ECONNREFUSED leaves the socket exactly as the kernel's own refusal does
+/// (compared with a connect to a port bound but not listening): a blocking connect fails with
+/// ECONNREFUSED; a non-blocking one says EINPROGRESS, then poll gives POLLOUT|POLLERR|POLLHUP
+/// and SO_ERROR ECONNREFUSED; the same local address (the wildcard after a blocking failure,
+/// loopback while a non-blocking one's error is pending), getpeername ENOTCONN, send EPIPE.
+/// No SYN reached the target: its listener's queue stays empty. One injection event, with the
+/// peer the program aimed at and the failed connect in the history, marked as injected.
+#[test]
+fn connect_refused_is_the_kernels_own_refusal_without_a_syn() {
+    for how in ["block", "nonblock"] {
+        for family in ["4", "6"] {
+            let args = ["connect", how, family];
+            let real = callfaults("", &["refused", how, family]);
+            let inj = callfaults("connect:ECONNREFUSED", &args);
+            let ctx = format!("{how} IPv{family}:\n{}\n{}", real.describe(), inj.describe());
+            let port = |r: &Run| num(step(r, "local"), "port=");
+            assert!(port(&real) > 0 && port(&inj) > 0, "{ctx}");
+            let same = |l: &str| !l.starts_with("local ");
+            let want: Vec<&str> = after_connect(&real).into_iter().filter(|l| same(l)).collect();
+            let got: Vec<&str> = after_connect(&inj).into_iter().filter(|l| same(l)).collect();
+            assert_eq!(got, want, "{ctx}");
+            assert_eq!(
+                field(step(&inj, "local"), "any"),
+                field(step(&real, "local"), "any"),
+                "{ctx}"
+            );
+            assert_eq!(step(&inj, "listener"), "listener queued=0", "no SYN reached it: {ctx}");
+            let (ret, errno) = result(&inj, "connect");
+            if how == "block" {
+                assert_eq!((ret, errno), (-1, libc::ECONNREFUSED), "{ctx}");
+            } else {
+                assert_eq!((ret, errno), (-1, libc::EINPROGRESS), "{ctx}");
+                assert_eq!(
+                    step(&inj, "poll"),
+                    "poll revents=0x1c",
+                    "POLLOUT|POLLERR|POLLHUP: {ctx}"
+                );
+                assert_eq!(step(&inj, "so_error"), "so_error 111", "{ctx}");
+            }
+            let evs = injections(&inj.stderr);
+            assert_eq!(evs.len(), 1, "{ctx}");
+            let returned = if how == "block" { "ECONNREFUSED" } else { "EINPROGRESS" };
+            let e = evs[0];
+            assert!(
+                e.contains(&format!(
+                    "= -1 ECONNREFUSED (INJECTED) -> inject ECONNREFUSED, returned -1 {returned} "
+                )) && e.contains(" fault_rule=1 k=1 ")
+                    && e.contains("history=")
+                    && e.contains("connect_failed,connect_injected")
+                    && e.contains("cause=injected"),
+                "{ctx}"
+            );
+            let target = if family == "4" {
+                "peer=127.0.0.1:"
+            } else {
+                "peer=[::1]:"
+            };
+            assert!(e.contains(target), "{ctx}");
+            // Nothing else is reported: not the send's EPIPE (no rule logs it), not SO_ERROR.
+            assert_eq!(events_but_startup(&inj.stderr).len(), 1, "{ctx}");
+        }
+    }
+}
+
+/// ETIMEDOUT: a blocking connect fails after the wait given (as after the kernel's SYN
+/// retries), the socket left as a timed-out connect leaves it, no SYN sent; a non-blocking one
+/// is not injected (its timeout needs a SYN that goes unanswered): the real connect is made.
+/// ENETUNREACH and EHOSTUNREACH come at once, blocking or not, the socket untouched (no port).
+/// `delay=` makes the real connect, late.
+#[test]
+fn connect_timeouts_unreachables_and_delays() {
+    let r = callfaults("connect:ETIMEDOUT:delay=30ms", &["connect", "block", "4"]);
+    assert_eq!(result(&r, "connect"), (-1, libc::ETIMEDOUT), "{}", r.describe());
+    assert_eq!(step(&r, "listener"), "listener queued=0");
+    assert_eq!(field(step(&r, "local"), "any"), "1");
+    let evs = injections(&r.stderr);
+    assert!(
+        evs.len() == 1 && evs[0].contains("-> inject ETIMEDOUT, returned -1 ETIMEDOUT"),
+        "{}",
+        r.stderr
+    );
+    let age = num(evs[0], "age_ms=");
+    assert!(age >= 25, "waited first: {}", evs[0]);
+
+    let r = callfaults("connect:ETIMEDOUT:delay=30ms", &["connect", "nonblock", "4"]);
+    assert_eq!(result(&r, "connect"), (-1, libc::EINPROGRESS), "{}", r.describe());
+    assert_eq!(step(&r, "so_error"), "so_error 0", "connected for real");
+    assert_eq!(step(&r, "listener"), "listener queued=1");
+    assert!(injections(&r.stderr).is_empty(), "{}", r.stderr);
+
+    for (e, name) in [(libc::ENETUNREACH, "ENETUNREACH"), (libc::EHOSTUNREACH, "EHOSTUNREACH")] {
+        for how in ["block", "nonblock"] {
+            let r = callfaults(&format!("connect:{name}"), &["connect", how, "6"]);
+            assert_eq!(result(&r, "connect"), (-1, e), "{name} {how}: {}", r.describe());
+            assert_eq!(step(&r, "local"), "local port=0 any=1", "untouched");
+            assert_eq!(step(&r, "listener"), "listener queued=0");
+            assert!(!r.stdout.contains("so_error 111"));
+            let evs = injections(&r.stderr);
+            assert!(evs.len() == 1 && evs[0].contains(&format!("-> inject {name}, returned -1 {name}")));
+        }
+    }
+
+    let r = callfaults("connect:delay=20ms", &["connect", "block", "4"]);
+    assert_eq!(result(&r, "connect"), (0, libc::EILSEQ), "{}", r.describe());
+    assert_eq!(step(&r, "listener"), "listener queued=1");
+    let evs = injections(&r.stderr);
+    assert!(
+        evs.len() == 1 && evs[0].contains(") = 0 (INJECTED) -> inject delay=20ms, returned 0"),
+        "{}",
+        r.stderr
+    );
+}
+
+/// An injected accept failure does not accept: the connection stays queued, and the next
+/// accept returns that very connection (its peer is the client's address). accept4 alike.
+#[test]
+fn accept_faults_leave_the_connection_queued() {
+    for (errno, name) in [
+        (libc::ECONNABORTED, "ECONNABORTED"),
+        (libc::EMFILE, "EMFILE"),
+        (libc::ENFILE, "ENFILE"),
+        (libc::ENOBUFS, "ENOBUFS"),
+    ] {
+        for (flavour, entry) in [("0", "accept"), ("4", "accept4")] {
+            let r = callfaults(&format!("accept:{name}:nth=1"), &["accept", flavour]);
+            let ctx = format!("{entry} {name}: {}", r.describe());
+            assert_eq!(result(&r, "accept1"), (-1, errno), "{ctx}");
+            let second = step(&r, "accept2");
+            assert!(num(second, "ret=") >= 0 && second.ends_with("same=1"), "{ctx}");
+            let evs = injections(&r.stderr);
+            assert_eq!(evs.len(), 1, "{ctx}");
+            assert!(
+                evs[0].contains(&format!(" {entry}(fd="))
+                    && evs[0].contains(&format!("-> inject {name}, returned -1 {name}"))
+                    && evs[0].contains("state=LISTEN"),
+                "{ctx}"
+            );
+        }
+    }
+    // A delayed accept accepts (late); the second fails at once, accepting nothing.
+    let r = callfaults("accept:delay=10ms:nth=1;accept:EMFILE:nth=2", &["accept", "4"]);
+    assert!(num(step(&r, "accept1"), "ret=") >= 0, "{}", r.describe());
+    assert_eq!(step(&r, "accept2"), "accept2 ret=-1 errno=24 same=0");
+    let evs = injections(&r.stderr);
+    assert!(evs.len() == 2 && evs[0].contains("inject delay=10ms") && evs[1].contains("fault_rule=2 k=2"));
+}
+
+/// sendfile, splice (about its socket end) and the mmsg calls: an injected errno moves
+/// nothing; EAGAIN only where the call would not wait (on a blocking socket the rule does not
+/// inject and the data goes); a delay moves all of it, late; a reset aborts the connection.
+#[test]
+fn sendfile_splice_and_mmsg_faults() {
+    // (rules, mode, the calls' (name, ret, errno), bytes the peer got (MAX: not asked), event)
+    type Case<'a> = (&'a str, &'a str, &'a [(&'a str, i64, i32)], usize, &'a str);
+    let cases: [Case; 7] = [
+        (
+            "sendfile:EPIPE",
+            "sendfile",
+            &[("sendfile", -1, libc::EPIPE)],
+            0,
+            "inject EPIPE",
+        ),
+        ("sendfile64:EAGAIN", "sendfile", &[("sendfile", 5, libc::EILSEQ)], 5, ""),
+        (
+            "sendfile:reset",
+            "sendfile",
+            &[("sendfile", -1, libc::ECONNRESET)],
+            0,
+            "inject reset",
+        ),
+        (
+            "splice:ECONNRESET",
+            "splice",
+            &[("splice", -1, libc::ECONNRESET)],
+            0,
+            "splice(fd=",
+        ),
+        (
+            "splice:delay=1ms",
+            "splice",
+            &[("splice", 5, libc::EILSEQ)],
+            5,
+            "inject delay=1ms",
+        ),
+        (
+            "sendmmsg:ENOBUFS:nth=1",
+            "mmsg",
+            &[("sendmmsg", -1, libc::ENOBUFS), ("recvmmsg", -1, libc::EAGAIN)],
+            usize::MAX,
+            "sendmmsg(fd=",
+        ),
+        (
+            "recvmmsg:ECONNREFUSED",
+            "mmsg",
+            &[("sendmmsg", 3, libc::EILSEQ), ("recvmmsg", -1, libc::ECONNREFUSED)],
+            usize::MAX,
+            "recvmmsg(fd=",
+        ),
+    ];
+    for (spec, mode, steps, received, event) in cases {
+        let r = callfaults(spec, &[mode]);
+        let ctx = format!("{spec}: {}", r.describe());
+        for &(name, ret, errno) in steps {
+            assert_eq!(result(&r, name), (ret, errno), "{name} {ctx}");
+        }
+        if received != usize::MAX {
+            assert_eq!(step(&r, "received"), format!("received n={received}"), "{ctx}");
+        }
+        let evs = injections(&r.stderr);
+        if event.is_empty() {
+            assert!(evs.is_empty(), "not injected: {ctx}");
+        } else {
+            assert!(evs.len() == 1 && evs[0].contains(event), "{ctx}");
+        }
+    }
+}
+
+/// The grammar refuses what Linux cannot return on these calls, naming the rule and the token.
+#[test]
+fn errnos_these_calls_cannot_return_are_refused() {
+    for (spec, want) in [
+        (
+            "connect:EIO",
+            "connect cannot return this errno as a fault (only ECONNREFUSED, ETIMEDOUT, ENETUNREACH, EHOSTUNREACH, EADDRNOTAVAIL) 'EIO' in rule 1 of ERRSHIM_FAULTS ('connect:EIO')",
+        ),
+        ("send:EIO;accept4:EPIPE", "accept cannot return this errno as a fault (only ECONNABORTED, EMFILE, ENFILE, ENOBUFS, ENOMEM) 'EPIPE' in rule 2"),
+        ("sendfile:EBADF", "sendfile cannot return this errno"),
+        ("connect:reset", "reset needs a connection; connect and accept take an errno or delay= only, not 'connect' in rule 1"),
+        ("sendmmsg:short", "short is not made on connect, accept, sendfile, splice or the mmsg calls, not 'sendmmsg'"),
+    ] {
+        let r = callfaults(spec, &["mmsg"]);
+        assert!(r.stderr.contains(want), "{spec}: expected '{want}' in\n{}", r.stderr);
+        assert!(r.stderr.contains("; injecting no faults"), "{spec}");
+        assert_eq!(result(&r, "sendmmsg"), (3, libc::EILSEQ), "{spec}: no faults");
+    }
+}

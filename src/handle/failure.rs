@@ -395,16 +395,8 @@ fn proven_addr(addr: *const libc::sockaddr, len: usize, room: usize) -> Option<A
     if addr.is_null() || n < core::mem::size_of::<libc::sa_family_t>() {
         return None;
     }
-    // SAFETY: an all-zero sockaddr_storage is valid.
-    let mut ss: libc::sockaddr_storage = unsafe { core::mem::zeroed() };
     // SAFETY: the kernel has just read or written these `n` bytes of the caller's buffer.
-    unsafe {
-        core::ptr::copy_nonoverlapping(
-            addr.cast::<u8>(),
-            (&mut ss as *mut libc::sockaddr_storage).cast::<u8>(),
-            n,
-        )
-    };
+    let ss = unsafe { storage_copy(addr, n) };
     Addr::from_storage(&ss, n)
 }
 
@@ -897,15 +889,17 @@ fn inject_into(
         }
         Fault::Delay(_) => !raw::allowed(),
         Fault::Reset => !raw::allowed() || !reset_connection(&target, fd, inj.rule),
-        Fault::Errno(_) if unfaithful => false,
+        Fault::Errno(_) if unfaithful => inj.wait > 0 && !raw::allowed(),
         Fault::Errno(e) => {
             errno_plan = faithful::errno(call, &args, e);
-            match errno_plan {
-                None => true,
-                // The connection ends for real first (see `faithful::Errno::Abort`).
-                Some(faithful::Errno::Abort) => !reset_connection(&target, fd, inj.rule),
-                Some(_) => false,
-            }
+            (inj.wait > 0 && !raw::allowed())
+                || !errno_fits(call, &args, e)
+                || match errno_plan {
+                    None => true,
+                    // The connection ends for real first (see `faithful::Errno::Abort`).
+                    Some(faithful::Errno::Abort) => !reset_connection(&target, fd, inj.rule),
+                    Some(_) => false,
+                }
         }
     };
     if not_injected {
@@ -917,6 +911,9 @@ fn inject_into(
     // What the call gives back: performed or not, and its result.
     let (performed, ret, err) = match inj.fault {
         Fault::Errno(e) => {
+            if inj.wait > 0 {
+                raw::sleep_ns(inj.wait);
+            }
             if call == Call::Close {
                 // Linux always releases the descriptor: close it, then report the error.
                 perform(usize::MAX);
@@ -973,44 +970,13 @@ fn inject_into(
         crate::handle::fault::not_injected(&inj);
         return account(call, entry, args, target, ret, err, errno_before);
     }
-    let report_injection = || {
-        let Some(cfg) = handle::config().filter(|_| raw::allowed()) else {
-            return;
-        };
-        let _ = guarded(|| {
-            let mut kind = LazyKind {
-                fd,
-                target: &target,
-                err,
-                kind: None,
-            };
-            let outcome = Outcome {
-                ret,
-                err,
-                returned: ret,
-                returned_errno: err,
-            };
-            let inj_ev = Injected {
-                fault: inj.fault,
-                k: inj.k,
-            };
-            // The fault mode's startup line, where a rule acts: before the first injection.
-            if cfg.log != crate::policy::config::LogDest::Off {
-                crate::handle::fault::say_startup(cfg);
-            }
-            report(
-                cfg,
-                call,
-                entry,
-                &args,
-                &mut kind,
-                outcome,
-                Action::Log,
-                inj.rule,
-                Some(inj_ev),
-            );
-        });
+    let outcome = Outcome {
+        ret,
+        err,
+        returned: ret,
+        returned_errno: err,
     };
+    let report_injection = || report_injected(call, entry, &args, &target, &inj, outcome);
     if performed && ret < 0 {
         // A call that failed after a reset: the injection's doing, reported as the injection
         // and kept in the history; no rule suppresses or maps it (as no injected errno) and
@@ -1027,6 +993,41 @@ fn inject_into(
         return ret;
     }
     account(call, entry, args, target, ret, err, errno_before)
+}
+
+/// Reports an injection: its event (what the call gave, `o`), and the fault mode's startup line
+/// before the first.
+fn report_injected(call: Call, entry: &'static str, args: &CallArgs, target: &Target, inj: &Injection, o: Outcome) {
+    let Some(cfg) = handle::config().filter(|_| raw::allowed()) else {
+        return;
+    };
+    let _ = guarded(|| {
+        let mut kind = LazyKind {
+            fd: args.fd,
+            target,
+            err: o.err,
+            kind: None,
+        };
+        let inj_ev = Injected {
+            fault: inj.fault,
+            k: inj.k,
+        };
+        // The fault mode's startup line, where a rule acts: before the first injection.
+        if cfg.log != crate::policy::config::LogDest::Off {
+            crate::handle::fault::say_startup(cfg);
+        }
+        report(
+            cfg,
+            call,
+            entry,
+            args,
+            &mut kind,
+            o,
+            Action::Log,
+            inj.rule,
+            Some(inj_ev),
+        );
+    });
 }
 
 /// `reset`: aborts the TCP connection behind `fd` for real (`connect(AF_UNSPEC)`: the kernel
@@ -1057,6 +1058,251 @@ fn reset_connection(target: &Target, fd: i32, rule: usize) -> bool {
     raw::abort_connection(fd).is_ok()
 }
 
+/// Whether Linux could fail this call with `e` where errshim fails it: EAGAIN on sendfile,
+/// splice and the mmsg calls only where the call would not wait (a non-blocking socket,
+/// `MSG_DONTWAIT`, `SPLICE_F_NONBLOCK`); asked of the kernel, so not under a seccomp filter.
+/// Any other errno of `faults::call_errnos`, and any for the other calls, as it is.
+fn errno_fits(call: Call, args: &CallArgs, e: i32) -> bool {
+    if e != libc::EAGAIN || !matches!(call, Call::Sendfile | Call::Splice | Call::Sendmmsg | Call::Recvmmsg) {
+        return true;
+    }
+    let dontwait = match call {
+        Call::Sendmmsg | Call::Recvmmsg => args.flags & libc::MSG_DONTWAIT != 0,
+        Call::Splice => args.flags & libc::SPLICE_F_NONBLOCK as i32 != 0,
+        _ => false,
+    };
+    dontwait || (raw::allowed() && raw::status_flags(args.fd).is_ok_and(|f| f & libc::O_NONBLOCK != 0))
+}
+
+/// `connect` or `accept` (`entry`: the symbol) on `fd`: fault rule `inj` chose the call.
+/// `perform` is the hook's own way of the call (the real function once, its bookkeeping, its
+/// failure through the rules); `target`, connect's address and length as the caller passed
+/// them (not read unless probed). Returns what the hook returns, errno set.
+///
+/// - `delay`: waits, then performs; an injection unless the real call then fails for real
+///   (`Call::fails_for_real`: its failure is the kernel's, reported by `perform`).
+/// - An errno (after `delay=`'s wait): made only where Linux itself could return it, else the
+///   call is performed as if no rule had fired (`connect_fault`, `accept_fault`).
+#[cold]
+#[inline(never)]
+pub fn injected_attempt(
+    call: Call,
+    entry: &'static str,
+    fd: i32,
+    target: (*const libc::sockaddr, libc::socklen_t),
+    inj: Injection,
+    errno_before: i32,
+    perform: &mut dyn FnMut() -> isize,
+) -> isize {
+    let args = CallArgs::fd(fd);
+    let performed = |perform: &mut dyn FnMut() -> isize| {
+        crate::handle::fault::not_injected(&inj);
+        errno::set(errno_before);
+        perform()
+    };
+    // Every fault here needs system calls of errshim's (a wait, a look at the socket).
+    if !raw::allowed() {
+        return performed(perform);
+    }
+    let (ret, err, returned_errno) = match inj.fault {
+        Fault::Delay(ns) => {
+            raw::sleep_ns(ns);
+            errno::set(errno_before);
+            let r = perform();
+            let err = errno::get();
+            if r < 0 && call.fails_for_real(err) {
+                crate::handle::fault::not_injected(&inj);
+                errno::set(err);
+                return r;
+            }
+            (r, err, err)
+        }
+        Fault::Errno(e) => {
+            let made = match call {
+                Call::Connect => connect_fault(fd, target, &inj, e),
+                _ => accept_fault(fd, &inj, e),
+            };
+            match made {
+                Some(returned) => (-1, e, returned),
+                None => return performed(perform),
+            }
+        }
+        // The grammar gives these calls no other fault.
+        Fault::Short(_) | Fault::Eof | Fault::Reset => return performed(perform),
+    };
+    let outcome = Outcome {
+        ret,
+        err,
+        returned: ret,
+        returned_errno,
+    };
+    report_injected(call, entry, &args, &Target::Open, &inj, outcome);
+    errno::set(if ret < 0 { returned_errno } else { errno_before });
+    ret
+}
+
+/// accept's errno `e`, without accepting: the connection stays queued for the next accept.
+/// Only on a listener (SO_ACCEPTCONN), where Linux gives these errnos (the descriptor and the
+/// socket are allocated before the queue is looked at; ECONNABORTED: a queued connection was
+/// aborted, and the next one is this one). The errno the program sees, or None: not made.
+fn accept_fault(fd: i32, inj: &Injection, e: i32) -> Option<i32> {
+    if raw::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_ACCEPTCONN) != Ok(1) {
+        return None;
+    }
+    if inj.wait > 0 {
+        raw::sleep_ns(inj.wait);
+    }
+    Some(e)
+}
+
+/// connect's errno `e` on a TCP socket that is not connected (TCP_INFO says CLOSE, and no
+/// connect of its own is pending), at an address the socket's family takes (probed, copied),
+/// without a SYN to it. What the program sees, or None (nothing changed: the call is made):
+/// - ECONNREFUSED: the kernel refuses a connect of the socket itself, to a port on the local
+///   address it would send from that errshim holds bound but not listening
+///   (`refused_locally`): a blocking connect fails with ECONNREFUSED; a non-blocking one says
+///   EINPROGRESS and then has SO_ERROR ECONNREFUSED and POLLOUT|POLLERR|POLLHUP, as Linux.
+/// - ETIMEDOUT (blocking sockets only: a non-blocking connect's timeout needs a SYN that goes
+///   unanswered, so none is made): the wait (the SYN retries), then the same refusal,
+///   returned as ETIMEDOUT; the socket is left as a timed-out connect leaves it.
+/// - ENETUNREACH, EHOSTUNREACH (no route, an unreachable route), EADDRNOTAVAIL (no free local
+///   port): Linux returns them at once, blocking or not, before the socket changes: so does
+///   errshim, without connecting.
+///
+/// The record then has the failed connect's history (its peer, `connect_errno`), marked
+/// `CONNECT_INJECTED` with the rule.
+fn connect_fault(fd: i32, target: (*const libc::sockaddr, libc::socklen_t), inj: &Injection, e: i32) -> Option<i32> {
+    let kind = sockinfo::probe_kind(fd);
+    let (ss, len) = probed_address(target)?;
+    let peer = Addr::from_storage(&ss, len)?;
+    let fits = matches!((kind, peer), (Kind::Tcp4, Addr::V4(..)) | (Kind::Tcp6, Addr::V6(..)));
+    if !fits || raw::tcp_info(fd).map(|t| t.state) != Some(TCP_CLOSE) {
+        return None;
+    }
+    let rec = conntable::checked(fd, kind, sockinfo::local_addr(fd).as_ref());
+    // A non-blocking connect that failed or is failing leaves the socket "connecting": Linux
+    // then answers its next connect from that (its error, or ECONNABORTED), never anew.
+    if rec.is_some_and(|r| r.history() & (hist::CONNECT_PENDING | hist::CONNECTED) != 0) {
+        return None;
+    }
+    let blocking = raw::status_flags(fd).ok()? & libc::O_NONBLOCK == 0;
+    if e == libc::ETIMEDOUT && !blocking {
+        return None;
+    }
+    if inj.wait > 0 {
+        raw::sleep_ns(inj.wait);
+    }
+    let returned = match e {
+        libc::ECONNREFUSED | libc::ETIMEDOUT => {
+            let want = if blocking {
+                libc::ECONNREFUSED
+            } else {
+                libc::EINPROGRESS
+            };
+            if refused_locally(fd, &ss, len)? != want {
+                return None;
+            }
+            if e == libc::ETIMEDOUT {
+                libc::ETIMEDOUT
+            } else {
+                want
+            }
+        }
+        other => other,
+    };
+    // A socket whose connect failed before makes a new attempt, with a new history (as in
+    // `after_connect`).
+    if conntable::get(fd).is_none_or(|r| !r.is_live() || r.history() & hist::CONNECT_FAILED != 0) {
+        conntable::start(fd, kind, 0, None);
+    }
+    if let Some(r) = conntable::get(fd).filter(|r| r.is_live()) {
+        r.note_connect_injected(r.gen(), inj.rule, e, Some(&peer), returned == libc::EINPROGRESS);
+    }
+    Some(returned)
+}
+
+/// A copy of connect's address, `len` bytes (an IP address's size at least, a
+/// sockaddr_storage's at most), if the kernel says the memory can be read.
+fn probed_address((addr, len): (*const libc::sockaddr, libc::socklen_t)) -> Option<(libc::sockaddr_storage, usize)> {
+    let len = len as usize;
+    let ip_sized = core::mem::size_of::<libc::sockaddr_in>()..=core::mem::size_of::<libc::sockaddr_storage>();
+    if addr.is_null() || !ip_sized.contains(&len) || !memory::readable(addr as usize, len) {
+        return None;
+    }
+    // SAFETY: just probed readable for `len` bytes, at most a sockaddr_storage.
+    Some((unsafe { storage_copy(addr, len) }, len))
+}
+
+/// The first `n` bytes (at most a sockaddr_storage's) of the address at `addr`, zero after.
+///
+/// # Safety
+/// `addr` is readable for `n` bytes.
+unsafe fn storage_copy(addr: *const libc::sockaddr, n: usize) -> libc::sockaddr_storage {
+    // SAFETY: an all-zero sockaddr_storage is valid.
+    let mut ss: libc::sockaddr_storage = unsafe { core::mem::zeroed() };
+    let n = n.min(core::mem::size_of::<libc::sockaddr_storage>());
+    // SAFETY: as the caller vouches; the copy holds n bytes.
+    unsafe {
+        core::ptr::copy_nonoverlapping(
+            addr.cast::<u8>(),
+            (&mut ss as *mut libc::sockaddr_storage).cast::<u8>(),
+            n,
+        )
+    };
+    ss
+}
+
+/// Connects `fd` (a TCP socket in CLOSE) to a port that refuses, so that the kernel itself
+/// fails it as a refused connect to `target`: a socket of errshim's (O_CLOEXEC, closed before
+/// returning) bound, not listening, to the local address the kernel would send from to
+/// `target` (a UDP socket's connect finds the route and sends nothing; loopback where there is
+/// none), so the socket's local address is the one a real attempt gives. No packet leaves the
+/// host. The raw connect's errno (0 if it connected, which a port no one listens on cannot),
+/// or None when the refuser could not be made.
+fn refused_locally(fd: i32, target: &libc::sockaddr_storage, len: usize) -> Option<i32> {
+    let family = i32::from(target.ss_family);
+    // SAFETY: an all-zero sockaddr_storage is valid.
+    let mut src: libc::sockaddr_storage = unsafe { core::mem::zeroed() };
+    let route = raw::socket(family, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC).ok()?;
+    let found = raw::connect(route, target, len).and_then(|_| raw::sockname(route, false, &mut src));
+    raw::close(route);
+    let slen = match found {
+        Ok(n) => n,
+        Err(_) => loopback(family, &mut src)?,
+    };
+    set_port(&mut src, 0);
+    let refuser = raw::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC).ok()?;
+    let mut at = src;
+    let refused = raw::bind(refuser, &src, slen)
+        .and_then(|_| raw::sockname(refuser, false, &mut at))
+        .map(|n| match raw::connect(fd, &at, n) {
+            Ok(()) => 0,
+            Err(e) => e,
+        });
+    raw::close(refuser);
+    refused.ok()
+}
+
+/// The loopback address of `family` into `ss`, and its length.
+fn loopback(family: i32, ss: &mut libc::sockaddr_storage) -> Option<usize> {
+    let a = match family {
+        libc::AF_INET => Addr::V4(core::net::Ipv4Addr::LOCALHOST, 0),
+        libc::AF_INET6 => Addr::V6(core::net::Ipv6Addr::LOCALHOST, 0),
+        _ => return None,
+    };
+    let (s, n) = a.to_storage()?;
+    *ss = s;
+    Some(n)
+}
+
+/// Sets the port of an IPv4 or IPv6 address.
+fn set_port(ss: &mut libc::sockaddr_storage, port: u16) {
+    let p = (ss as *mut libc::sockaddr_storage).cast::<u8>();
+    // sin_port and sin6_port both follow the 2-byte family, in network order.
+    // SAFETY: within the storage.
+    unsafe { core::ptr::copy_nonoverlapping(port.to_be_bytes().as_ptr(), p.add(2), 2) };
+}
+
 /// A call that really ran returned `ret` (errno `err`): account for it as the hook would have.
 fn account(
     call: Call,
@@ -1084,14 +1330,11 @@ fn account(
             conntable::count_out(fd, ret as u64, call)
         }
         Call::Shutdown => conntable::note_shutdown(fd, args.how),
-        // No fault reaches the others (`Call::takes_faults`).
-        Call::Close
-        | Call::Connect
-        | Call::Accept
-        | Call::Splice
-        | Call::Sendmmsg
-        | Call::Recvmmsg
-        | Call::Getpeername => {}
+        // A count of messages, not bytes: only the call is noted (as the hook notes it).
+        Call::Sendmmsg | Call::Recvmmsg => conntable::count_out(fd, 0, call),
+        // The splice hook counts both its ends; connect and accept have their own path
+        // (`injected_attempt`); no fault reaches getpeername (`Call::takes_faults`).
+        Call::Close | Call::Connect | Call::Accept | Call::Splice | Call::Getpeername => {}
     }
     errno::set(err);
     ret

@@ -207,7 +207,12 @@ fn ends_connection(e: i32) -> bool {
 /// - `close`, and any other errno: as it is.
 pub fn errno(call: Call, args: &CallArgs, e: i32) -> Option<Errno> {
     let fd = args.fd;
-    if call == Call::Close {
+    // connect, accept, splice and the mmsg calls have their own checks (`failure::errno_fits`,
+    // `injected_attempt`); sendfile is a write.
+    if matches!(
+        call,
+        Call::Close | Call::Connect | Call::Accept | Call::Splice | Call::Sendmmsg | Call::Recvmmsg
+    ) {
         return Some(Errno::AsIs);
     }
     let again = e == libc::EAGAIN || e == libc::EWOULDBLOCK;

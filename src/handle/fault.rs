@@ -69,7 +69,7 @@ struct Slot {
     /// Each rule's random key (`faults::rule_key`), computed when the set is installed.
     keys: [AtomicU64; MAX_RULES],
     /// Per `Call`, a bit per rule that names it.
-    by_call: [AtomicU32; 12],
+    by_call: [AtomicU32; Call::ALL.len()],
     matched: [AtomicU64; MAX_RULES],
     injected: [AtomicU64; MAX_RULES],
 }
@@ -223,6 +223,8 @@ pub struct Injection {
     pub limit: usize,
     /// The rule's `unfaithful`: no check that Linux could give the result.
     pub unfaithful: bool,
+    /// For an errno: nanoseconds to wait first (`FaultRule::wait`).
+    pub wait: u64,
     /// This call's number among the rule's matching calls.
     pub k: u64,
     /// The slot (0 or 1) and its sequence number when the rule fired, for `not_injected`.
@@ -462,6 +464,7 @@ fn triggered(slot: &Slot, i: usize, k: u64, requested: Request) -> Option<Inject
         fault: r.fault,
         limit,
         unfaithful: r.unfaithful,
+        wait: r.wait,
         k,
         slot: 0,
         seq: 0,

@@ -387,9 +387,32 @@ data_hook! {
 
 // `splice`: a pipe at one end at least, so its fd is not the first argument's alone (see
 // `failure::after_splice`). A success is 0 or more (0: the input ended).
+// A fault rule that names splice is about its socket end: `fd_in` where the table says it is a
+// socket, else `fd_out` (the rule's `fd=` filter then asks the kernel).
 hook!(fn splice(fd_in: c_int, off_in: *mut libc::loff_t, fd_out: c_int, off_out: *mut libc::loff_t, n: size_t, flags: c_uint) -> ssize_t; real SPLICE; |real| {
-    // SAFETY: the caller's own arguments.
-    let r = unsafe { real(fd_in, off_in, fd_out, off_out, n, flags) };
+    let injection = if armed::armed(Call::Splice) {
+        let socket_in = Kind::from_u8(conntable::live_kind(fd_in)).is_socket();
+        let fd = if socket_in { fd_in } else { fd_out };
+        fault::decide(Call::Splice, fd, Request::len(n)).map(|inj| (inj, fd))
+    } else {
+        None
+    };
+    let r = match injection {
+        Some((inj, fd)) => {
+            let errno_before = errno::get();
+            // SAFETY: the caller's own arguments (no fault of splice shortens it).
+            let mut perform = |_: usize| unsafe { real(fd_in, off_in, fd_out, off_out, n, flags) };
+            let args = CallArgs::buf(fd, n, flags as c_int);
+            let r = failure::injected(Call::Splice, "splice", args, inj, errno_before, &mut perform);
+            if r < 0 {
+                // Reported there, as an injection or through the rules.
+                return r;
+            }
+            r
+        }
+        // SAFETY: the caller's own arguments.
+        None => unsafe { real(fd_in, off_in, fd_out, off_out, n, flags) },
+    };
     if r >= 0 {
         if armed::armed(Call::Splice) {
             conntable::count_in(fd_in, r as u64, Call::Splice);
@@ -488,14 +511,36 @@ hook!(fn socketpair(domain: c_int, ty: c_int, protocol: c_int, sv: *mut c_int) -
 });
 
 hook!(fn connect(fd: c_int, addr: *const sockaddr, alen: socklen_t) -> c_int; real CONNECT; |real| {
+    /// Some fault rule names connect (see `data_hook!`).
+    #[cold]
+    #[inline(never)]
+    unsafe fn faulty(real: unsafe extern "C-unwind" fn(c_int, *const sockaddr, socklen_t) -> c_int, fd: c_int, addr: *const sockaddr, alen: socklen_t) -> c_int {
+        if let Some(inj) = fault::decide(Call::Connect, fd, Request::NONE) {
+            let errno_before = errno::get();
+            // SAFETY: the caller's own arguments.
+            let mut perform = || connect_done(unsafe { real(fd, addr, alen) }, fd, addr, alen) as isize;
+            return failure::injected_attempt(Call::Connect, "connect", fd, (addr, alen), inj, errno_before, &mut perform) as c_int;
+        }
+        // SAFETY: the caller's own arguments.
+        connect_done(unsafe { real(fd, addr, alen) }, fd, addr, alen)
+    }
+    if armed::armed(Call::Connect) {
+        // SAFETY: the caller's own arguments.
+        return unsafe { faulty(real, fd, addr, alen) };
+    }
     // SAFETY: the caller's own arguments.
-    let r = unsafe { real(fd, addr, alen) };
+    connect_done(unsafe { real(fd, addr, alen) }, fd, addr, alen)
+});
+
+/// The real connect returned `r`: its bookkeeping, and a failure through the rules.
+#[inline(always)]
+fn connect_done(r: c_int, fd: c_int, addr: *const sockaddr, alen: socklen_t) -> c_int {
     failure::after_connect(fd, addr, alen, r);
     if r < 0 {
         return failure::after_attempt_failed(Call::Connect, "connect", fd, r as isize) as c_int;
     }
     r
-});
+}
 
 // `getsockopt`: only `SOL_SOCKET`/`SO_ERROR` that returned a non-zero value is errshim's
 // business (one compare on every other call): the program has just learnt why its
@@ -610,12 +655,47 @@ fn accept_with(
     failure::after_attempt_failed(Call::Accept, entry, fd, new as isize) as c_int
 }
 
+/// Some fault rule names accept: `accept_with`, unless a rule fires (`failure::injected_attempt`).
+#[cold]
+#[inline(never)]
+fn accept_faulty(
+    entry: &'static str,
+    fd: c_int,
+    addr: *mut sockaddr,
+    alen: *mut socklen_t,
+    call: impl FnOnce(*mut sockaddr, *mut socklen_t) -> c_int,
+) -> c_int {
+    let Some(inj) = fault::decide(Call::Accept, fd, Request::NONE) else {
+        return accept_with(entry, fd, addr, alen, call);
+    };
+    let errno_before = errno::get();
+    let mut call = Some(call);
+    let mut perform = || call.take().map_or(-1, |c| accept_with(entry, fd, addr, alen, c)) as isize;
+    failure::injected_attempt(
+        Call::Accept,
+        entry,
+        fd,
+        (core::ptr::null(), 0),
+        inj,
+        errno_before,
+        &mut perform,
+    ) as c_int
+}
+
 hook!(fn accept(fd: c_int, addr: *mut sockaddr, alen: *mut socklen_t) -> c_int; real ACCEPT; |real| {
+    if armed::armed(Call::Accept) {
+        // SAFETY: as below.
+        return accept_faulty("accept", fd, addr, alen, |a, l| unsafe { real(fd, a, l) });
+    }
     // SAFETY: the caller's own arguments, or errshim's buffer for an address it did not want.
     accept_with("accept", fd, addr, alen, |a, l| unsafe { real(fd, a, l) })
 });
 
 hook!(fn accept4(fd: c_int, addr: *mut sockaddr, alen: *mut socklen_t, flags: c_int) -> c_int; real ACCEPT4; |real| {
+    if armed::armed(Call::Accept) {
+        // SAFETY: as for accept.
+        return accept_faulty("accept4", fd, addr, alen, |a, l| unsafe { real(fd, a, l, flags) });
+    }
     // SAFETY: as for accept.
     accept_with("accept4", fd, addr, alen, |a, l| unsafe { real(fd, a, l, flags) })
 });

@@ -49,6 +49,9 @@ pub mod hist {
     /// A `reset` fault of errshim's aborted the connection (the record keeps the rule and the
     /// byte counts from just before): what follows is the injection's doing, not the peer's.
     pub const RESET_INJECTED: u32 = 1 << 17;
+    /// A fault rule of errshim's failed its `connect` (no SYN reached the peer): what follows
+    /// is the injection's doing.
+    pub const CONNECT_INJECTED: u32 = 1 << 18;
 }
 
 /// The errnos that say the path could not reach the host (an ICMP error, or no route).
@@ -265,6 +268,9 @@ impl Cause {
             Cause::Injected if f.history & hist::RESET_INJECTED != 0 => {
                 RESET_BY_RULE.get(usize::from(f.reset_rule).wrapping_sub(1)).copied().unwrap_or(self.text())
             }
+            Cause::Injected if f.history & hist::CONNECT_INJECTED != 0 => {
+                CONNECT_BY_RULE.get(usize::from(f.reset_rule).wrapping_sub(1)).copied().unwrap_or(self.text())
+            }
             other => other.text_for(f.history, f.errno),
         }
     }
@@ -283,6 +289,20 @@ macro_rules! reset_texts {
 }
 
 const RESET_BY_RULE: [&str; crate::policy::faults::MAX_RULES] = reset_texts!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16);
+
+/// The same for a socket whose connect a fault rule failed.
+macro_rules! connect_texts {
+    ($($n:literal)*) => {
+        [$(concat!(
+            "errshim's fault rule ",
+            $n,
+            " failed this socket's connect earlier (no SYN reached the peer): this failure follows from the injection, not from the peer or the path"
+        )),*]
+    };
+}
+
+const CONNECT_BY_RULE: [&str; crate::policy::faults::MAX_RULES] =
+    connect_texts!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16);
 
 /// TCP states as `TCP_INFO` reports them (include/net/tcp_states.h).
 pub const TCP_CLOSE: u8 = 7;
@@ -327,7 +347,8 @@ pub struct Facts<'a> {
     pub bytes_received: Option<u64>,
     /// errno of the failed `connect` (0: none).
     pub connect_errno: i32,
-    /// The fault rule (1-based) whose `reset` aborted the connection (0: none).
+    /// The fault rule (1-based) whose `reset` aborted the connection or whose errno failed its
+    /// connect (0: none).
     pub reset_rule: u8,
 }
 
@@ -372,8 +393,9 @@ pub fn classify(f: &Facts) -> Cause {
         Some(Call::Accept) => return Cause::Unknown,
         _ => {}
     }
-    // errshim aborted this connection itself: ENOTCONN, EPIPE, ECONNRESET... are its doing.
-    if has(RESET_INJECTED) {
+    // errshim aborted this connection itself, or failed its connect: ENOTCONN, EPIPE,
+    // ECONNRESET... are its doing.
+    if has(RESET_INJECTED | CONNECT_INJECTED) {
         return Cause::Injected;
     }
     // A plain byte, 0 when unknown (TCP states start at 1): compared as an `Option<u8>`, the
@@ -436,7 +458,7 @@ pub fn classify(f: &Facts) -> Cause {
 /// Writes the history bits as `connect=ok,accepted,read_eof,shutdown=SHUT_WR,...`.
 pub fn write_history(h: u32, out: &mut impl core::fmt::Write) -> core::fmt::Result {
     use hist::*;
-    let names: [(u32, &str); 14] = [
+    let names: [(u32, &str); 15] = [
         (CONNECTED, "connected"),
         (CONNECT_PENDING, "connect_pending"),
         (CONNECT_FAILED, "connect_failed"),
@@ -449,6 +471,7 @@ pub fn write_history(h: u32, out: &mut impl core::fmt::Write) -> core::fmt::Resu
         (TIMEOUT_SEEN, "timeout_seen"),
         (UNREACH_SEEN, "unreachable_seen"),
         (RESET_INJECTED, "reset_injected"),
+        (CONNECT_INJECTED, "connect_injected"),
         (LATE, "seen_late"),
         (0, ""),
     ];

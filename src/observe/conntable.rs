@@ -54,7 +54,8 @@ pub struct Record {
     pub errors: AtomicU64,
     /// The local port, learnt when a fault rule first needed it (0: not yet).
     pub local_port: AtomicU16,
-    /// The fault rule whose `reset` aborted it (0: none; see `hist::RESET_INJECTED`).
+    /// The fault rule whose `reset` aborted it or whose errno failed its connect (0: none; see
+    /// `hist::RESET_INJECTED`, `hist::CONNECT_INJECTED`).
     pub reset_rule: AtomicU8,
     /// CLOCK_MONOTONIC milliseconds when it was created or accepted (0: unknown).
     pub created_ms: AtomicU64,
@@ -351,6 +352,20 @@ impl Record {
             a.store(v.unwrap_or(UNKNOWN), Relaxed);
         }
         self.add_history(hist::RESET_INJECTED, Some(gen));
+    }
+
+    /// Fault rule `rule` (1-based) failed a connect of this socket (of generation `gen`) with
+    /// `errno`, aimed at `peer`: the history of a failed connect (`pending`: one that said
+    /// EINPROGRESS and fails later, through SO_ERROR), marked as the injection's.
+    pub fn note_connect_injected(&self, gen: u32, rule: usize, errno: i32, peer: Option<&Addr>, pending: bool) {
+        if !process::may_write() || self.gen() != gen {
+            return;
+        }
+        self.store_peer(peer);
+        self.connect_errno.store(errno as u16, Relaxed);
+        self.reset_rule.store(u8::try_from(rule).unwrap_or(0), Relaxed);
+        let pending = if pending { hist::CONNECT_PENDING } else { 0 };
+        self.add_history(hist::CONNECT_FAILED | hist::CONNECT_INJECTED | pending, Some(gen));
     }
 
     /// Notes the hooked call made on it (with `ERRSHIM_COUNT=1` only: without it the read and

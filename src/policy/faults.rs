@@ -100,6 +100,9 @@ pub struct FaultRule {
     /// `unfaithful`: inject wherever the rule matches, also where Linux never gives the
     /// fault's result (`handle::faithful` says where it does).
     pub unfaithful: bool,
+    /// `delay=` after an errno: nanoseconds to wait before failing (0: at once). connect's
+    /// ETIMEDOUT waits `SYN_TIMEOUT_NS` unless told.
+    pub wait: u64,
 }
 
 impl FaultRule {
@@ -115,6 +118,7 @@ impl FaultRule {
         port: None,
         peer: None,
         unfaithful: false,
+        wait: 0,
     };
 
     /// Whether the k-th matching call is injected (ignoring `max`, which needs a counter).
@@ -269,8 +273,47 @@ impl core::fmt::Display for FaultError {
     }
 }
 
+/// How long a blocking connect takes to fail with ETIMEDOUT on Linux by default: the SYN and
+/// its 6 retransmissions (net.ipv4.tcp_syn_retries = 6), 1 + 2 + 4 + ... + 64 s.
+pub const SYN_TIMEOUT_NS: u64 = 127_000_000_000;
+
+/// The errnos a fault may give each call that takes only some (the others take any): those
+/// Linux returns from it where errshim can leave the state it leaves (connect(2), accept(2),
+/// sendfile(2), splice(2), sendmmsg(2), recvmmsg(2), and the socket's own errors on a transfer),
+/// with the refusal's text. The read and write families, shutdown and close take any errno.
+pub fn call_errnos(c: Call) -> Option<(&'static [i32], &'static str)> {
+    use libc::*;
+    Some(match c {
+        Call::Connect => (
+            &[ECONNREFUSED, ETIMEDOUT, ENETUNREACH, EHOSTUNREACH, EADDRNOTAVAIL],
+            "connect cannot return this errno as a fault (only ECONNREFUSED, ETIMEDOUT, ENETUNREACH, EHOSTUNREACH, EADDRNOTAVAIL)",
+        ),
+        Call::Accept => (
+            &[ECONNABORTED, EMFILE, ENFILE, ENOBUFS, ENOMEM],
+            "accept cannot return this errno as a fault (only ECONNABORTED, EMFILE, ENFILE, ENOBUFS, ENOMEM)",
+        ),
+        Call::Sendfile => (
+            &[EAGAIN, EPIPE, ECONNRESET, ETIMEDOUT, EHOSTUNREACH, EIO, ENOMEM],
+            "sendfile cannot return this errno as a fault (only EAGAIN, EPIPE, ECONNRESET, ETIMEDOUT, EHOSTUNREACH, EIO, ENOMEM)",
+        ),
+        Call::Splice => (
+            &[EAGAIN, EPIPE, ECONNRESET, ETIMEDOUT, EHOSTUNREACH, ENOMEM],
+            "splice cannot return this errno as a fault (only EAGAIN, EPIPE, ECONNRESET, ETIMEDOUT, EHOSTUNREACH, ENOMEM)",
+        ),
+        Call::Sendmmsg => (
+            &[EAGAIN, EPIPE, ECONNRESET, ECONNREFUSED, ETIMEDOUT, EHOSTUNREACH, ENETUNREACH, ENOBUFS, ENOMEM],
+            "sendmmsg cannot return this errno as a fault (only EAGAIN, EPIPE, ECONNRESET, ECONNREFUSED, ETIMEDOUT, EHOSTUNREACH, ENETUNREACH, ENOBUFS, ENOMEM)",
+        ),
+        Call::Recvmmsg => (
+            &[EAGAIN, ECONNRESET, ECONNREFUSED, ETIMEDOUT, EHOSTUNREACH, ENETUNREACH, ENOMEM],
+            "recvmmsg cannot return this errno as a fault (only EAGAIN, ECONNRESET, ECONNREFUSED, ETIMEDOUT, EHOSTUNREACH, ENETUNREACH, ENOMEM)",
+        ),
+        _ => return None,
+    })
+}
+
 const FAULT_WORDS: [&str; 5] = ["short", "delay", "reset", "eof", "ECONNRESET"];
-const OPTION_WORDS: [&str; 10] = [
+const OPTION_WORDS: [&str; 11] = [
     "p",
     "nth",
     "when",
@@ -281,6 +324,7 @@ const OPTION_WORDS: [&str; 10] = [
     "peer",
     "short",
     "unfaithful",
+    "delay",
 ];
 
 fn err(rule: usize, text: &str, token: &str, problem: &'static str, suggestion: Option<&'static str>) -> FaultError {
@@ -476,6 +520,7 @@ fn parse_rule(n: usize, text: &str) -> Result<FaultRule, FaultError> {
         ..FaultRule::NONE
     };
     let options = Options { rest: fields.next() };
+    let mut wait_given = false;
     for opt in options {
         let (k, v) = opt.split_once('=').unwrap_or((opt, ""));
         match k {
@@ -503,6 +548,20 @@ fn parse_rule(n: usize, text: &str) -> Result<FaultRule, FaultError> {
                 let p = num(n, text, v, 1)?;
                 r.port = Some(u16::try_from(p).map_err(|_| err(n, text, v, "bad port", None))?);
             }
+            "delay" => {
+                if !matches!(r.fault, Fault::Errno(_)) {
+                    return Err(err(
+                        n,
+                        text,
+                        opt,
+                        "delay= as an option only follows an errno (wait, then fail)",
+                        None,
+                    ));
+                }
+                r.wait =
+                    parse_duration(v).ok_or_else(|| err(n, text, v, "bad duration (e.g. 250us, 20ms, 1s)", None))?;
+                wait_given = true;
+            }
             "peer" => {
                 r.peer = Some(parse_peer(v).ok_or_else(|| err(n, text, v, "bad peer= (ADDR or ADDR/PREFIX)", None))?)
             }
@@ -521,7 +580,7 @@ fn parse_rule(n: usize, text: &str) -> Result<FaultRule, FaultError> {
     if calls_field.trim() == "*" {
         r.calls = Call::ALL
             .iter()
-            .filter(|c| c.takes_faults())
+            .filter(|c| c.in_fault_star())
             .filter(|c| match r.fault {
                 Fault::Eof => is_read_family(**c),
                 Fault::Short(_) => !matches!(c, Call::Shutdown | Call::Close),
@@ -534,22 +593,67 @@ fn parse_rule(n: usize, text: &str) -> Result<FaultRule, FaultError> {
             n,
             text,
             c.name(),
-            "faults on this call are not supported yet (connect, accept, sendfile, splice, sendmmsg, recvmmsg, getpeername)",
+            "faults on this call are not supported (getpeername)",
             None,
         ));
     }
+    let attempt = |c: &Call| matches!(c, Call::Connect | Call::Accept);
     let bad_call = match r.fault {
-        Fault::Eof => r.calls.iter().find(|c| !is_read_family(*c)),
-        Fault::Short(_) => r.calls.iter().find(|c| matches!(c, Call::Shutdown | Call::Close)),
-        _ => None,
+        Fault::Eof => r.calls.iter().find(|c| !is_read_family(*c)).map(|c| {
+            (
+                c,
+                "eof applies to the read family only (read, readv, recv, recvfrom, recvmsg), not",
+            )
+        }),
+        Fault::Short(_) => r
+            .calls
+            .iter()
+            .find(|c| !c.in_fault_star() || *c == Call::Shutdown || *c == Call::Close)
+            .map(|c| {
+                let problem = if matches!(c, Call::Shutdown | Call::Close) {
+                    "short applies to the read and write families only, not"
+                } else {
+                    // Where the kernel may move less (a non-blocking sendfile) needs the
+                    // readiness of the read and write families' short; a datagram is never cut.
+                    "short is not made on connect, accept, sendfile, splice or the mmsg calls, not"
+                };
+                (c, problem)
+            }),
+        Fault::Reset => r.calls.iter().find(attempt).map(|c| {
+            (
+                c,
+                "reset needs a connection; connect and accept take an errno or delay= only, not",
+            )
+        }),
+        Fault::Errno(e) => r.calls.iter().find_map(|c| {
+            call_errnos(c)
+                .filter(|(ok, _)| !ok.contains(&e))
+                .map(|(_, why)| (c, why))
+        }),
+        Fault::Delay(_) => None,
     };
-    if let Some(c) = bad_call {
-        let problem = if r.fault == Fault::Eof {
-            "eof applies to the read family only (read, readv, recv, recvfrom, recvmsg), not"
+    if let Some((c, problem)) = bad_call {
+        // An errno refused names the errno; a fault refused names the call.
+        let token = if matches!(r.fault, Fault::Errno(_)) {
+            f
         } else {
-            "short applies to the read and write families only, not"
+            c.name()
         };
-        return Err(err(n, text, c.name(), problem, None));
+        return Err(err(n, text, token, problem, None));
+    }
+    if r.fault == Fault::Errno(libc::ETIMEDOUT) && r.calls.contains(Call::Connect) && !wait_given {
+        // A blocking connect times out only after the SYN retries: Linux's default, unless
+        // told; a rule that names other calls too must say how long.
+        if r.calls != CallSet::EMPTY.with(Call::Connect) {
+            return Err(err(
+                n,
+                text,
+                f,
+                "connect's ETIMEDOUT comes after the SYN retries: with other calls in the rule, give delay= (e.g. delay=127s)",
+                None,
+            ));
+        }
+        r.wait = SYN_TIMEOUT_NS;
     }
     // Linux never cuts a datagram or a seqpacket message, and a unix stream read ends only
     // where a write did: `short` acts on TCP (see `handle::faithful`).
@@ -627,6 +731,11 @@ pub fn explain(r: &FaultRule) -> String {
         calls.join(",")
     };
     let what = match r.fault {
+        Fault::Errno(e) if r.wait > 0 => format!(
+            "wait {} ms, then fail with {} without performing it",
+            r.wait / 1_000_000,
+            errno::Name(e)
+        ),
         Fault::Errno(e) => format!("fail with {} without performing it", errno::Name(e)),
         Fault::Short(0) => "transfer a random number of bytes from 1 to len-1".to_string(),
         Fault::Short(n) => format!("transfer at most {n} bytes"),
@@ -701,35 +810,65 @@ pub fn describe(f: Fault, out: &mut impl core::fmt::Write) -> core::fmt::Result 
 mod tests {
 
     #[test]
-    fn faults_on_connect_and_accept_are_refused_and_star_leaves_them_out() {
-        for (spec, token) in [
-            ("connect:ECONNREFUSED", "connect"),
-            ("accept4:EMFILE", "accept"),
-            ("read,accept:EIO", "accept"),
-            ("sendfile64:EPIPE", "sendfile"),
-            ("splice:delay=1ms", "splice"),
-            ("sendmmsg,recvmmsg:EIO", "sendmmsg"),
-            ("getpeername:ENOTCONN", "getpeername"),
+    fn faults_on_connect_accept_sendfile_splice_mmsg_are_named_and_star_leaves_them_out() {
+        use super::Call;
+        let calls = |spec: &str| super::parse(spec).unwrap_or_else(|e| panic!("{spec}: {e}")).rules[0].calls;
+        for (spec, c) in [
+            ("connect:ECONNREFUSED", Call::Connect),
+            ("accept4:EMFILE", Call::Accept),
+            ("accept:ECONNABORTED:nth=1", Call::Accept),
+            ("sendfile64:EPIPE", Call::Sendfile),
+            ("splice:delay=1ms", Call::Splice),
+            ("sendmmsg,recvmmsg:ECONNREFUSED", Call::Recvmmsg),
+            ("sendfile,splice,sendmmsg,recvmmsg:reset", Call::Splice),
+            ("connect,accept:delay=20ms", Call::Connect),
+        ] {
+            assert!(calls(spec).contains(c), "{spec}");
+        }
+        // connect's ETIMEDOUT waits as long as Linux's SYN retries, unless told.
+        assert_eq!(one("connect:ETIMEDOUT").wait, SYN_TIMEOUT_NS);
+        assert_eq!(one("connect:ETIMEDOUT:delay=20ms").wait, 20_000_000);
+        assert_eq!(one("connect:ECONNREFUSED").wait, 0);
+        assert_eq!(one("read:ECONNRESET:delay=1ms").wait, 1_000_000);
+        for (spec, token, problem) in [
+            ("connect:EIO", "EIO", "connect cannot return this errno"),
+            ("connect:EINPROGRESS", "EINPROGRESS", "connect cannot return"),
+            ("read,accept:EPIPE", "EPIPE", "accept cannot return"),
+            ("accept:EAGAIN", "EAGAIN", "accept cannot return"),
+            ("sendfile:ENOTCONN", "ENOTCONN", "sendfile cannot return"),
+            ("splice:EBADF", "EBADF", "splice cannot return"),
+            ("sendmmsg:EIO", "EIO", "sendmmsg cannot return"),
+            ("recvmmsg:EPIPE", "EPIPE", "recvmmsg cannot return"),
+            ("connect:reset", "connect", "reset needs a connection"),
+            ("accept:reset", "accept", "reset needs a connection"),
+            ("connect:short", "connect", "short is not made"),
+            ("sendfile:short", "sendfile", "short is not made"),
+            ("sendmmsg:short=1", "sendmmsg", "short is not made"),
+            ("splice:eof", "splice", "eof applies"),
+            ("getpeername:ENOTCONN", "getpeername", "not supported"),
+            (
+                "read:delay=1ms:delay=2ms",
+                "delay=2ms",
+                "delay= as an option only follows an errno",
+            ),
+            ("connect:ETIMEDOUT:delay=soon", "soon", "bad duration"),
+            ("connect,send:ETIMEDOUT", "ETIMEDOUT", "give delay="),
         ] {
             let e = super::parse(spec).unwrap_err();
             assert!(
-                e.to_string().contains("faults on this call are not supported yet") && e.token.as_str() == token,
+                e.to_string().contains(problem) && e.token.as_str() == token && e.rule == 1,
                 "{spec}: {e}"
             );
         }
-        let set = super::parse("*:EIO").unwrap();
-        let calls = set.rules[0].calls;
-        assert!(!calls.contains(super::Call::Connect) && !calls.contains(super::Call::Accept));
-        for c in [
-            super::Call::Sendfile,
-            super::Call::Splice,
-            super::Call::Sendmmsg,
-            super::Call::Recvmmsg,
-            super::Call::Getpeername,
-        ] {
-            assert!(!calls.contains(c), "{c:?}: * in faults leaves it out");
-        }
-        assert!(calls.contains(super::Call::Read) && calls.contains(super::Call::Close));
+        let star = calls("*:EIO");
+        let named_only = Call::ALL.iter().filter(|c| !star.contains(**c)).count();
+        assert_eq!(
+            named_only, 7,
+            "* leaves out connect, accept, sendfile, splice, the mmsg calls, getpeername"
+        );
+        assert!(!star.contains(Call::Connect) && !star.contains(Call::Sendmmsg));
+        assert!(star.contains(Call::Read) && star.contains(Call::Close));
+        assert!(!calls("*:delay=1ms").contains(Call::Connect) && !calls("*:short").contains(Call::Sendfile));
     }
 
     #[test]
@@ -872,7 +1011,7 @@ mod tests {
         let r = one("*:eof");
         assert!(r.calls.contains(Call::Read) && r.calls.contains(Call::Recvfrom) && !r.calls.contains(Call::Send));
         let every = one("*:EIO").calls;
-        assert!(Call::ALL.iter().all(|c| every.contains(*c) == c.takes_faults()));
+        assert!(Call::ALL.iter().all(|c| every.contains(*c) == c.in_fault_star()));
         let e = parse("read:EIO;read:delay=5parsecs").unwrap_err();
         assert_eq!(e.rule, 2);
         assert!(parse("read").is_err());

@@ -133,8 +133,17 @@ impl Call {
         matches!(self, Call::Connect | Call::Accept | Call::Recvmmsg | Call::Getpeername)
     }
 
-    /// Calls the fault engine can act on (`ERRSHIM_FAULTS`; `*` there means these).
+    /// Calls the fault engine can act on when a rule names them (`ERRSHIM_FAULTS`): all but
+    /// `getpeername`, a question rather than a transfer.
     pub fn takes_faults(self) -> bool {
+        self != Call::Getpeername
+    }
+
+    /// The calls `*` means in `ERRSHIM_FAULTS`: the read and write families, `shutdown` and
+    /// `close`, as before `connect`, `accept`, `sendfile`, `splice` and the mmsg calls took
+    /// faults (their faults are narrower: `policy::faults::call_errnos`), so an existing
+    /// `*:EIO` keeps its meaning. They are named.
+    pub fn in_fault_star(self) -> bool {
         !self.has_no_success_to_give() && !matches!(self, Call::Sendfile | Call::Splice | Call::Sendmmsg)
     }
 
@@ -702,7 +711,7 @@ mod tests {
         assert_eq!(Call::from_name("sendfile64"), Some(Call::Sendfile));
         for c in [Call::Sendfile, Call::Splice, Call::Sendmmsg, Call::Recvmmsg] {
             assert!(CallSet::ANY.contains(c), "{c:?} in *");
-            assert!(!c.takes_faults(), "{c:?}");
+            assert!(c.takes_faults() && !c.in_fault_star(), "{c:?}");
         }
         assert!(
             !CallSet::ANY.contains(Call::Getpeername),

@@ -364,6 +364,26 @@ pub fn socket(domain: i32, ty: i32) -> Result<i32> {
     unsafe { sc(libc::SYS_socket, [domain as usize, ty as usize, 0, 0, 0, 0]) }.map(|v| v as i32)
 }
 
+/// `bind(fd, addr)`: the first `len` bytes of `ss`.
+pub fn bind(fd: i32, ss: &libc::sockaddr_storage, len: usize) -> Result<()> {
+    with_address(libc::SYS_bind, fd, ss, len)
+}
+
+/// `connect(fd, addr)`: the first `len` bytes of `ss`.
+pub fn connect(fd: i32, ss: &libc::sockaddr_storage, len: usize) -> Result<()> {
+    with_address(libc::SYS_connect, fd, ss, len)
+}
+
+/// A system call `nr(fd, addr, len)` that reads an address.
+fn with_address(nr: c_long, fd: i32, ss: &libc::sockaddr_storage, len: usize) -> Result<()> {
+    // SAFETY: ss is valid for reading its size, and len is at most that.
+    unsafe { sc(nr, [fd as usize, p(ss), len.min(size_of_storage()), 0, 0, 0]) }.map(|_| ())
+}
+
+fn size_of_storage() -> usize {
+    core::mem::size_of::<libc::sockaddr_storage>()
+}
+
 /// What `fstat` says of a descriptor (or `stat` of a path): enough to tell one file from
 /// another and what kind of file it is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
