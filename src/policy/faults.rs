@@ -97,7 +97,22 @@ pub struct FaultRule {
     pub fd: FdFilter,
     pub port: Option<u16>,
     pub peer: Option<PeerFilter>,
+    /// `conn=N`: only on the process's N-th connection (see `conntable::Record::conn_no`).
+    pub conn: Option<u64>,
+    /// `conn_nth=N`: only the N-th matching call on each connection.
+    pub conn_nth: Option<u64>,
+    /// `after_bytes=N`: only once N bytes (in and out) have moved on the connection.
+    pub after_bytes: Option<u64>,
+    /// `from=`, `for=`: only from this many ms after errshim's start, for this long.
+    pub from_ms: u64,
+    pub for_ms: Option<u64>,
+    /// `delay=D~J`: the delay is uniform in [D-J, D+J] (ns; 0: exactly D).
+    pub jitter: u64,
 }
+
+/// How many rules of a set may use `conn_nth=` (each keeps a counter in every connection's
+/// record).
+pub const MAX_CONN_COUNTED: usize = 4;
 
 impl FaultRule {
     const NONE: FaultRule = FaultRule {
@@ -111,7 +126,23 @@ impl FaultRule {
         fd: FdFilter::Sock,
         port: None,
         peer: None,
+        conn: None,
+        conn_nth: None,
+        after_bytes: None,
+        from_ms: 0,
+        for_ms: None,
+        jitter: 0,
     };
+
+    /// Whether `from=` or `for=` limits the rule to a time window.
+    pub fn windowed(&self) -> bool {
+        self.from_ms > 0 || self.for_ms.is_some()
+    }
+
+    /// Whether the window of `from=` and `for=` holds `ms` after errshim's start.
+    pub fn in_window(&self, ms: u64) -> bool {
+        ms >= self.from_ms && self.for_ms.is_none_or(|f| ms - self.from_ms < f)
+    }
 
     /// Whether the k-th matching call is injected (ignoring `max`, which needs a counter).
     #[cfg(test)]
@@ -158,7 +189,12 @@ impl Triggers {
         if let Some(w) = r.when {
             (lo, hi) = (lo.max(w.first), hi.min(w.last));
         }
-        let (lo, span) = if lo <= hi { (lo, hi - lo) } else { (0, 0) };
+        // `for=0`: a window that holds no call.
+        let (lo, span) = if lo <= hi && r.for_ms != Some(0) {
+            (lo, hi - lo)
+        } else {
+            (0, 0)
+        };
         Triggers {
             lo,
             span,
@@ -266,7 +302,22 @@ impl core::fmt::Display for FaultError {
 }
 
 const FAULT_WORDS: [&str; 5] = ["short", "delay", "reset", "eof", "ECONNRESET"];
-const OPTION_WORDS: [&str; 9] = ["p", "nth", "when", "after", "max", "fd", "port", "peer", "short"];
+const OPTION_WORDS: [&str; 14] = [
+    "p",
+    "nth",
+    "when",
+    "after",
+    "max",
+    "fd",
+    "port",
+    "peer",
+    "short",
+    "conn",
+    "conn_nth",
+    "after_bytes",
+    "from",
+    "for",
+];
 
 fn err(rule: usize, text: &str, token: &str, problem: &'static str, suggestion: Option<&'static str>) -> FaultError {
     FaultError {
@@ -317,6 +368,58 @@ pub fn parse_duration(s: &str) -> Option<u64> {
     ];
     let v = scaled(s, &units)?;
     (0.0..3.6e12).contains(&v).then_some(v as u64)
+}
+
+/// A time window's bound: `500ms`, `5s`, `2m`, `1h` (also `us`, `ns`). Returns milliseconds
+/// (the coarse clock's unit), rounded down.
+pub fn parse_span_ms(s: &str) -> Option<u64> {
+    let units = [
+        ("ns", 1e-6),
+        ("us", 1e-3),
+        ("ms", 1.0),
+        ("s", 1e3),
+        ("m", 60e3),
+        ("h", 3.6e6),
+    ];
+    let v = scaled(s, &units)?;
+    (0.0..9.0e15).contains(&v).then_some(v as u64)
+}
+
+/// `delay=D` or `delay=D~J`: (D, J) in nanoseconds, J at most D (a delay is never negative) and
+/// D+J under an hour.
+fn parse_delay(rule: usize, text: &str, v: &str) -> Result<(u64, u64), FaultError> {
+    let bad = |t: &str| err(rule, text, t, "bad duration (e.g. 250us, 20ms, 1s)", None);
+    let (d, j) = v.split_once('~').unwrap_or((v, "0s"));
+    let d = parse_duration(d).ok_or_else(|| bad(d))?;
+    let j = parse_duration(j).ok_or_else(|| err(rule, text, j, "bad jitter (e.g. delay=20ms~5ms)", None))?;
+    if j > d {
+        return Err(err(
+            rule,
+            text,
+            v,
+            "jitter larger than the delay (the delay would be negative)",
+            None,
+        ));
+    }
+    if d + j >= 3_600_000_000_000 {
+        return Err(bad(v));
+    }
+    Ok((d, j))
+}
+
+/// A `delay=D~J` rule's delay for its k-th matching call: uniform in [D-J, D+J], drawn from the
+/// rule's key and k (whole microseconds when D and J are).
+pub fn jittered(d: u64, j: u64, key: u64, k: u64) -> u64 {
+    if j == 0 {
+        return d;
+    }
+    let unit = if d.is_multiple_of(1000) && j.is_multiple_of(1000) {
+        1000
+    } else {
+        1
+    };
+    let (lo, width) = ((d - j) / unit, 2 * j / unit + 1);
+    (lo + draw_keyed(key, k, 2) % width) * unit
 }
 
 /// `A`, `A+`, `A+S`, `A..B`, `A..B+S` (strace's syntax).
@@ -431,15 +534,17 @@ fn parse_rule(n: usize, text: &str) -> Result<FaultRule, FaultError> {
         set
     };
     let f = fault_field.trim();
+    let mut jitter = 0;
     let fault = match f {
         "reset" => Fault::Reset,
         "eof" => Fault::Eof,
         "short" => Fault::Short(0),
         _ if f.starts_with("short=") => Fault::Short(num(n, text, &f[6..], 1)?),
-        _ if f.starts_with("delay=") => Fault::Delay(
-            parse_duration(&f[6..])
-                .ok_or_else(|| err(n, text, &f[6..], "bad duration (e.g. 250us, 20ms, 1s)", None))?,
-        ),
+        _ if f.starts_with("delay=") => {
+            let (d, j) = parse_delay(n, text, &f[6..])?;
+            jitter = j;
+            Fault::Delay(d)
+        }
         _ => match errno::parse(f) {
             Some(e) => Fault::Errno(e),
             None => {
@@ -458,6 +563,7 @@ fn parse_rule(n: usize, text: &str) -> Result<FaultRule, FaultError> {
     let mut r = FaultRule {
         calls,
         fault,
+        jitter,
         ..FaultRule::NONE
     };
     let options = Options { rest: fields.next() };
@@ -490,6 +596,18 @@ fn parse_rule(n: usize, text: &str) -> Result<FaultRule, FaultError> {
             }
             "peer" => {
                 r.peer = Some(parse_peer(v).ok_or_else(|| err(n, text, v, "bad peer= (ADDR or ADDR/PREFIX)", None))?)
+            }
+            "conn" => r.conn = Some(num(n, text, v, 1)?),
+            "conn_nth" => r.conn_nth = Some(num(n, text, v, 1)?),
+            "after_bytes" => r.after_bytes = Some(num(n, text, v, 0)?),
+            "from" | "for" => {
+                let ms =
+                    parse_span_ms(v).ok_or_else(|| err(n, text, v, "bad duration (e.g. 500ms, 5s, 2m, 1h)", None))?;
+                if k == "from" {
+                    r.from_ms = ms;
+                } else {
+                    r.for_ms = Some(ms);
+                }
             }
             "fd" => {
                 r.fd = match FdFilter::NAMES.iter().position(|&x| x == v) {
@@ -547,6 +665,15 @@ pub fn parse(spec: &str) -> Result<FaultSet, FaultError> {
         }
         set.rules[i] = parse_rule(i + 1, text)?;
         set.n = i + 1;
+        if set.rules().iter().filter(|r| r.conn_nth.is_some()).count() > MAX_CONN_COUNTED {
+            return Err(err(
+                i + 1,
+                text,
+                "conn_nth",
+                "too many rules with conn_nth (at most 4 in a set)",
+                None,
+            ));
+        }
     }
     Ok(set)
 }
@@ -603,6 +730,11 @@ pub fn explain(r: &FaultRule) -> String {
         Fault::Errno(e) => format!("fail with {} without performing it", errno::Name(e)),
         Fault::Short(0) => "transfer a random number of bytes from 1 to len-1".to_string(),
         Fault::Short(n) => format!("transfer at most {n} bytes"),
+        Fault::Delay(ns) if r.jitter > 0 => format!(
+            "wait {} to {} us (uniform), then perform it",
+            (ns - r.jitter) / 1000,
+            (ns + r.jitter) / 1000
+        ),
         Fault::Delay(ns) => format!("wait {} us, then perform it", ns / 1000),
         Fault::Reset => "abort the TCP connection (RST), then perform it".to_string(),
         Fault::Eof => "return 0 (end of file) without reading".to_string(),
@@ -636,6 +768,21 @@ pub fn explain(r: &FaultRule) -> String {
     }
     if let Some(p) = r.peer {
         when.push(format!("peer in {}/{}", p.ip, p.prefix));
+    }
+    if let Some(c) = r.conn {
+        when.push(format!("only on connection number {c}"));
+    }
+    if let Some(c) = r.conn_nth {
+        when.push(format!("only matching call number {c} of each connection"));
+    }
+    if let Some(b) = r.after_bytes {
+        when.push(format!("once {b} bytes have moved on the connection"));
+    }
+    if r.windowed() {
+        let end = r
+            .for_ms
+            .map_or("on".to_string(), |f| format!("to {} ms", r.from_ms.saturating_add(f)));
+        when.push(format!("from {} ms after errshim's start {end}", r.from_ms));
     }
     let when = if when.is_empty() {
         "every matching call".to_string()
@@ -823,6 +970,78 @@ mod tests {
         assert!(parse("read").is_err());
         let too_many = vec!["read:EIO"; 17].join(";");
         assert!(parse(&too_many).is_err());
+    }
+
+    #[test]
+    fn connection_byte_and_time_options() {
+        let r = one("write:reset:conn=2:conn_nth=3:after_bytes=100000:from=1.5s:for=2m");
+        assert_eq!((r.conn, r.conn_nth, r.after_bytes), (Some(2), Some(3), Some(100_000)));
+        assert_eq!((r.from_ms, r.for_ms), (1500, Some(120_000)));
+        assert!(!r.in_window(1499) && r.in_window(1500) && r.in_window(121_499) && !r.in_window(121_500));
+        let open = one("read:EIO:from=1h");
+        assert!(open.windowed() && !open.in_window(3_599_999) && open.in_window(u64::MAX));
+        assert!(!one("read:EIO").windowed() && one("read:EIO").in_window(0));
+        assert_eq!(one("read:EIO:after_bytes=0").after_bytes, Some(0));
+        // A window of no time can never fire: the rule is dropped like `p=0`.
+        assert!(!Triggers::of(&one("read:EIO:for=0s")).can_fire());
+        assert!(Triggers::of(&one("read:EIO:for=1ms")).can_fire());
+        for (spec, token, suggestion) in [
+            ("read:EIO:conn_nht=2", "conn_nht=2", Some("conn_nth")),
+            ("read:EIO:after_byte=9", "after_byte=9", Some("after_bytes")),
+            ("read:EIO:fro=1s", "fro=1s", Some("from")),
+            ("read:EIO:conn=0", "0", None),
+            ("read:EIO:conn_nth=x", "x", None),
+            ("read:EIO:from=5", "5", None),
+            ("read:EIO:for=-1s", "-1s", None),
+        ] {
+            let e = parse(spec).unwrap_err();
+            assert_eq!((e.token.as_str(), e.suggestion), (token, suggestion), "{spec}: {e}");
+        }
+        let five = ["read:EIO:conn_nth=1"; 5].join(";");
+        let e = parse(&five).unwrap_err();
+        assert_eq!((e.rule, e.token.as_str()), (5, "conn_nth"), "{e}");
+        assert!(parse(&["read:EIO:conn_nth=1"; 4].join(";")).is_ok());
+    }
+
+    #[test]
+    fn delay_jitter() {
+        let r = one("send:delay=20ms~5ms");
+        assert_eq!((r.fault, r.jitter), (Fault::Delay(20_000_000), 5_000_000));
+        assert_eq!(one("send:delay=1ms~1ms").jitter, 1_000_000, "down to no delay at all");
+        let e = parse("send:delay=1ms~2ms").unwrap_err();
+        assert!(e.problem.contains("jitter larger"), "{e}");
+        assert_eq!(parse("send:delay=20ms~5x").unwrap_err().token.as_str(), "5x");
+        assert!(parse("send:delay=59m~2m").is_err(), "under an hour in all");
+        let key = rule_key(7, 1);
+        let ds: Vec<u64> = (1..=2000).map(|k| jittered(20_000_000, 5_000_000, key, k)).collect();
+        assert!(ds
+            .iter()
+            .all(|d| (15_000_000..=25_000_000).contains(d) && d % 1000 == 0));
+        assert!(
+            ds.iter().any(|&d| d < 16_000_000) && ds.iter().any(|&d| d > 24_000_000),
+            "spread"
+        );
+        let mean = ds.iter().sum::<u64>() / ds.len() as u64;
+        assert!((19_500_000..20_500_000).contains(&mean), "{mean}");
+        assert_eq!(
+            ds,
+            (1..=2000)
+                .map(|k| jittered(20_000_000, 5_000_000, key, k))
+                .collect::<Vec<_>>()
+        );
+        assert_ne!(
+            ds[..20],
+            (1..=20)
+                .map(|k| jittered(20_000_000, 5_000_000, rule_key(8, 1), k))
+                .collect::<Vec<_>>()[..]
+        );
+        assert_eq!(jittered(20_000_000, 0, key, 3), 20_000_000);
+        assert!((1..500).all(|k| jittered(1000, 1000, key, k) <= 2000));
+        assert!(
+            (1..500).all(|k| jittered(7, 3, key, k).abs_diff(7) <= 3),
+            "odd nanoseconds"
+        );
+        assert!(explain(&r).contains("wait 15000 to 25000 us"), "{}", explain(&r));
     }
 
     #[test]
