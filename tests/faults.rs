@@ -1702,3 +1702,89 @@ fn delay_with_jitter() {
     let r = with_faults("send:delay=2ms~3ms", &["sends", "1", "u"]);
     assert!(r.stderr.contains("jitter larger than the delay"), "{}", r.stderr);
 }
+
+/// The proof of what each rule did: per rule in force, the calls it matched and the faults it
+/// injected, in the exit summary (text and JSON) and the metrics, also for a process whose
+/// rules matched without injecting.
+#[test]
+fn summary_and_metrics_count_each_rules_matches_and_injections() {
+    let dir = TempDir::new("rule-counts");
+    let metrics = dir.path("m.prom");
+    let spec = "send:EIO:max=2;read:EIO:port=1;send:EIO:nth=1000";
+    let env = |format: &'static str| {
+        [
+            ("ERRSHIM_FAULTS", spec),
+            ("ERRSHIM_SEED", "1"),
+            ("ERRSHIM_SUMMARY", "1"),
+            ("ERRSHIM_FORMAT", format),
+        ]
+    };
+    let mut e = env("text").to_vec();
+    let m = metrics.to_str().unwrap().to_string();
+    e.push(("ERRSHIM_METRICS", &m));
+    let r = run(&["sends", "5", "u"], &e);
+    r.assert_ok();
+    assert_eq!(failed(&r), [1, 2]);
+    let rows: Vec<&str> = r
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("errshim summary fault_rule="))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            "errshim summary fault_rule=1 matched=5 fired=2",
+            "errshim summary fault_rule=2 matched=0 fired=0",
+            "errshim summary fault_rule=3 matched=5 fired=0",
+        ],
+        "{}",
+        r.stderr
+    );
+    let prom = std::fs::read_to_string(&metrics).unwrap();
+    for want in [
+        "errshim_fault_matched_total{comm=\"faults\",pid=",
+        "\",rule=\"1\"} 5\n",
+        "\",rule=\"3\"} 5\n",
+        "# TYPE errshim_fault_fired_total counter\n",
+    ] {
+        assert!(prom.contains(want), "{want:?} in\n{prom}");
+    }
+    let fired: Vec<&str> = prom
+        .lines()
+        .filter(|l| l.starts_with("errshim_fault_fired_total{"))
+        .collect();
+    assert!(
+        fired[0].ends_with("rule=\"1\"} 2") && fired[1].ends_with("rule=\"2\"} 0"),
+        "{fired:?}"
+    );
+
+    let r = run(&["sends", "5", "u"], &env("json"));
+    let summary = json_lines(&r)
+        .into_iter()
+        .find(|v| v.get("summary").is_some())
+        .expect("summary");
+    let rules = &summary["summary"]["fault_rules"];
+    assert_eq!(
+        rules[0],
+        serde_json::json!({"rule": 1, "matched": 5, "fired": 2}),
+        "{summary}"
+    );
+    assert_eq!(rules[2], serde_json::json!({"rule": 3, "matched": 5, "fired": 0}));
+
+    // Matches without any injection (so without events) are still worth a summary.
+    let r = run(
+        &["sends", "3", "u"],
+        &[("ERRSHIM_FAULTS", "send:EIO:nth=1000"), ("ERRSHIM_SUMMARY", "1")],
+    );
+    let head = r
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("errshim summary pid="))
+        .expect("summary");
+    assert_eq!(num(head, " events="), 0, "{head}");
+    assert!(
+        r.stderr.contains("errshim summary fault_rule=1 matched=3 fired=0"),
+        "{}",
+        r.stderr
+    );
+}

@@ -253,8 +253,27 @@ fn data_calls() -> u32 {
         .fold(0, |m, c| m | c.bit())
 }
 
+/// Each rule in force: (rule, matching calls, injections), since the rules were installed in
+/// this process (`summary::RuleCounts`).
+fn rule_counts(each: &mut dyn FnMut(usize, u64, u64)) {
+    // SAFETY: ACTIVE_SLOT is null or points into SLOTS, which live forever.
+    let Some(slot) = (unsafe { ACTIVE_SLOT.load(Acquire).as_ref() }) else {
+        return;
+    };
+    let seq = slot.seq.load(Acquire);
+    if seq & 1 != 0 {
+        return;
+    }
+    // SAFETY: the active slot, completely written (seq even), is not written while active.
+    let n = unsafe { (*slot.set.get()).assume_init_ref().n }.min(MAX_RULES);
+    for i in 0..n {
+        each(i + 1, slot.matched[i].load(Relaxed), slot.injected[i].load(Relaxed));
+    }
+}
+
 /// Sets the seed and the startup rules.
 pub fn init(set: &FaultSet, seed: u64) {
+    crate::report::summary::set_rule_counts(rule_counts);
     SEED.store(seed, Relaxed);
     STREAM.store(seed, Relaxed);
     START_MS.store(raw::coarse_ms(), Relaxed);
@@ -563,10 +582,12 @@ fn triggered(slot: &Slot, i: usize, k: u64, requested: Request) -> Option<Inject
         Fault::Delay(ns) if r.jitter > 0 => Fault::Delay(faults::jittered(ns, r.jitter, key, k)),
         f => f,
     };
-    let done = slot.injected.get(i)?.fetch_add(1, Relaxed);
-    if r.max.is_some_and(|m| done >= m) {
-        return None;
-    }
+    // Counted only while under `max`: the count is the rule's injections (`rule_counts`).
+    let max = r.max.unwrap_or(u64::MAX);
+    slot.injected
+        .get(i)?
+        .fetch_update(Relaxed, Relaxed, |n| (n < max).then_some(n + 1))
+        .ok()?;
     Some(Injection {
         rule: i + 1,
         fault,
