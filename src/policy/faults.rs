@@ -792,6 +792,191 @@ pub fn explain(r: &FaultRule) -> String {
     format!("{calls} on fd={}: {what}; {when}", r.fd.name())
 }
 
+/// A call described for `errshim --check --call`: what each fault rule would do with it.
+/// `CALL [fd=KIND] [port=N] [peer=ADDR] [conn=N] [conn_k=N] [k=N] [bytes=N] [at=DURATION]`:
+/// the descriptor's kind (`tcp`, `udp`, `unix`, `file`, or an event's kind: `tcp6`,
+/// `unix-dgram`, ...; default `tcp`), a local or peer port and the peer's address (none by
+/// default), the connection's number (1) and the call's number on it (1), the call's number
+/// among the rule's matching calls (1), the bytes moved on the connection before it (0) and
+/// the time since errshim's start (0s). Configuration time only.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CallProbe {
+    pub call: Call,
+    pub kind: crate::sys::socket::Kind,
+    pub port: Option<u16>,
+    pub peer: Option<IpAddr>,
+    pub conn: u64,
+    pub conn_k: u64,
+    pub k: u64,
+    pub bytes: u64,
+    pub at_ms: u64,
+}
+
+const PROBE_WORDS: [&str; 8] = ["fd", "port", "peer", "conn", "conn_k", "k", "bytes", "at"];
+
+/// What is wrong in a call description: the problem, the token, a suggestion.
+pub type ProbeError = (&'static str, String, Option<&'static str>);
+
+/// Parses a call description (see `CallProbe`).
+pub fn parse_probe(s: &str) -> Result<CallProbe, ProbeError> {
+    use crate::sys::socket::Kind;
+    let mut words = s.split_whitespace();
+    let name = words.next().ok_or((
+        "empty call description (e.g. 'read fd=tcp port=80')",
+        String::new(),
+        None,
+    ))?;
+    let call = Call::from_name(name).ok_or_else(|| {
+        let names = Call::ALL.iter().map(|c| c.name());
+        ("unknown call", name.to_string(), suggest::closest(name, names))
+    })?;
+    let mut p = CallProbe {
+        call,
+        kind: Kind::Tcp4,
+        port: None,
+        peer: None,
+        conn: 1,
+        conn_k: 1,
+        k: 1,
+        bytes: 0,
+        at_ms: 0,
+    };
+    let kinds = (0..=10u8).map(Kind::from_u8).filter(|k| *k != Kind::Unknown);
+    for w in words {
+        let (key, v) = w.split_once('=').unwrap_or((w, ""));
+        let bad = |problem: &'static str| (problem, w.to_string(), None);
+        let n = |min: u64| {
+            v.parse::<u64>().ok().filter(|&n| n >= min).ok_or_else(|| {
+                bad(if min > 0 {
+                    "expected a whole number >= 1"
+                } else {
+                    "expected a whole number"
+                })
+            })
+        };
+        match key {
+            "fd" => {
+                p.kind = match v {
+                    "tcp" => Kind::Tcp4,
+                    "udp" => Kind::Udp4,
+                    "unix" => Kind::UnixStream,
+                    "file" => Kind::NotSocket,
+                    _ => kinds.clone().find(|k| k.name() == v).ok_or_else(|| {
+                        let names = ["tcp", "udp", "unix", "file"]
+                            .into_iter()
+                            .chain(kinds.clone().map(Kind::name));
+                        ("unknown fd kind", w.to_string(), suggest::closest(v, names))
+                    })?,
+                }
+            }
+            "port" => p.port = Some(u16::try_from(n(1)?).map_err(|_| bad("bad port"))?),
+            "peer" => {
+                let a = v.trim_start_matches('[').trim_end_matches(']');
+                p.peer = Some(a.parse().map_err(|_| bad("bad peer address"))?);
+            }
+            "conn" => p.conn = n(1)?,
+            "conn_k" => p.conn_k = n(1)?,
+            "k" => p.k = n(1)?,
+            "bytes" => p.bytes = n(0)?,
+            "at" => p.at_ms = parse_span_ms(v).ok_or_else(|| bad("bad duration (e.g. at=5s)"))?,
+            _ => {
+                return Err((
+                    "unknown word in the call description",
+                    w.to_string(),
+                    suggest::closest(key, PROBE_WORDS),
+                ))
+            }
+        }
+    }
+    Ok(p)
+}
+
+/// What rule `r` does with the described call: that it fires (or may, with `p=`), or the
+/// first of its options that excludes the call, in the order the fault engine asks them
+/// (configuration time only).
+pub fn verdict(r: &FaultRule, c: &CallProbe) -> String {
+    let ip = c.kind.is_tcp() || c.kind.is_udp();
+    let excluded = |why: String| format!("not injected: {why}");
+    if !r.calls.contains(c.call) {
+        return excluded(format!("{} is not one of its calls", c.call.name()));
+    }
+    if !r.fd.matches(c.kind) {
+        return excluded(format!("fd={} leaves out {}", r.fd.name(), c.kind.name()));
+    }
+    if !ip && (r.port.is_some() || r.peer.is_some()) {
+        return excluded(format!(
+            "port= and peer= need a TCP or UDP socket, not {}",
+            c.kind.name()
+        ));
+    }
+    if let Some(port) = r.port {
+        if c.port != Some(port) {
+            return excluded(format!(
+                "port={port} (the call's port: {})",
+                c.port.map_or("none".to_string(), |p| p.to_string())
+            ));
+        }
+    }
+    if let Some(pf) = r.peer {
+        if !c.peer.is_some_and(|a| pf.matches(a)) {
+            return excluded(format!(
+                "peer={}/{} (the call's peer: {})",
+                pf.ip,
+                pf.prefix,
+                c.peer.map_or("none".to_string(), |a| a.to_string())
+            ));
+        }
+    }
+    if r.conn.is_some_and(|n| n != c.conn) {
+        return excluded(format!(
+            "conn={} (the call is on connection {})",
+            r.conn.unwrap_or(0),
+            c.conn
+        ));
+    }
+    let matched = format!("matches (k={})", c.k);
+    let t = Triggers::of(r);
+    if !t.can_fire() {
+        return format!("{matched}, not injected: the rule can never fire (dropped)");
+    }
+    let but = |why: String| format!("{matched}, not injected: {why}");
+    if c.k <= r.after {
+        return but(format!("after={} spares it", r.after));
+    }
+    if r.nth.is_some_and(|n| n != c.k) {
+        return but(format!("nth={}", r.nth.unwrap_or(0)));
+    }
+    if let Some(w) = r.when {
+        if c.k < w.first || c.k > w.last || !(c.k - w.first).is_multiple_of(w.step) {
+            return but("its when= leaves out this k".to_string());
+        }
+    }
+    if r.conn_nth.is_some_and(|n| n != c.conn_k) {
+        return but(format!(
+            "conn_nth={} (the call is number {} on its connection)",
+            r.conn_nth.unwrap_or(0),
+            c.conn_k
+        ));
+    }
+    if r.after_bytes.is_some_and(|n| c.bytes < n) {
+        return but(format!(
+            "after_bytes={} (bytes={} before it)",
+            r.after_bytes.unwrap_or(0),
+            c.bytes
+        ));
+    }
+    if !r.in_window(c.at_ms) {
+        return but(format!("from= and for= leave out at={}ms", c.at_ms));
+    }
+    match r.p {
+        Some(p) => format!(
+            "{matched}, injected with probability {:.4}",
+            p as f64 / 18_446_744_073_709_551_616.0
+        ),
+        None => format!("{matched}, injected"),
+    }
+}
+
 /// The fault as text for events: `ECONNRESET`, `short=17`, `delay=20ms`, `reset`, `eof`.
 pub fn describe(f: Fault, out: &mut impl core::fmt::Write) -> core::fmt::Result {
     match f {
@@ -1042,6 +1227,68 @@ mod tests {
             "odd nanoseconds"
         );
         assert!(explain(&r).contains("wait 15000 to 25000 us"), "{}", explain(&r));
+    }
+
+    #[test]
+    fn call_checks_name_the_option_that_excludes() {
+        let call = |s: &str| parse_probe(s).unwrap();
+        let v = |rule: &str, c: &str| verdict(&one(rule), &call(c));
+        assert_eq!(v("read:EIO", "read"), "matches (k=1), injected");
+        assert_eq!(v("read:EIO", "write"), "not injected: write is not one of its calls");
+        assert_eq!(
+            v("read:EIO:fd=unix", "read fd=tcp6"),
+            "not injected: fd=unix leaves out tcp6"
+        );
+        assert_eq!(v("read:EIO:fd=any", "read fd=file"), "matches (k=1), injected");
+        assert_eq!(
+            v("read:EIO:port=80", "read"),
+            "not injected: port=80 (the call's port: none)"
+        );
+        assert_eq!(
+            v("read:EIO:port=80", "read port=80 fd=unix"),
+            "not injected: port= and peer= need a TCP or UDP socket, not unix-stream"
+        );
+        assert_eq!(
+            v("read:EIO:peer=10.0.0.0/8", "read peer=10.1.1.1"),
+            "matches (k=1), injected"
+        );
+        assert!(v("read:EIO:peer=10.0.0.0/8", "read peer=[::1]").starts_with("not injected: peer=10.0.0.0/8"));
+        assert_eq!(
+            v("read:EIO:conn=2", "read conn=3"),
+            "not injected: conn=2 (the call is on connection 3)"
+        );
+        assert_eq!(
+            v("read:EIO:after=2", "read k=2"),
+            "matches (k=2), not injected: after=2 spares it"
+        );
+        assert_eq!(v("read:EIO:nth=2", "read k=3"), "matches (k=3), not injected: nth=2");
+        assert_eq!(
+            v("read:EIO:when=2..9+3", "read k=4"),
+            "matches (k=4), not injected: its when= leaves out this k"
+        );
+        assert_eq!(v("read:EIO:when=2..9+3", "read k=5"), "matches (k=5), injected");
+        assert!(v("read:EIO:conn_nth=2", "read").contains("conn_nth=2 (the call is number 1 on its connection)"));
+        assert_eq!(v("read:EIO:conn_nth=2", "read conn_k=2"), "matches (k=1), injected");
+        assert!(v("read:EIO:after_bytes=10", "read bytes=9").ends_with("after_bytes=10 (bytes=9 before it)"));
+        assert!(v("read:EIO:from=5s:for=1s", "read at=6s").ends_with("from= and for= leave out at=6000ms"));
+        assert_eq!(v("read:EIO:from=5s:for=1s", "read at=5.5s"), "matches (k=1), injected");
+        assert!(v("read:EIO:p=0", "read").ends_with("the rule can never fire (dropped)"));
+        assert_eq!(
+            v("read:EIO:p=0.5", "read"),
+            "matches (k=1), injected with probability 0.5000"
+        );
+        for (bad, token, suggestion) in [
+            ("raed", "raed", Some("read")),
+            ("read fd=tpc", "fd=tpc", Some("tcp")),
+            ("read prot=80", "prot=80", Some("port")),
+            ("read port=0", "port=0", None),
+            ("read peer=x", "peer=x", None),
+            ("read at=5", "at=5", None),
+            ("", "", None),
+        ] {
+            let (_, t, s) = parse_probe(bad).unwrap_err();
+            assert_eq!((t.as_str(), s), (token, suggestion), "{bad}");
+        }
     }
 
     #[test]
