@@ -167,29 +167,29 @@ impl Errors {
     }
 }
 
-/// Whether `ERRSHIM_COUNT=1` asked for byte counts and the last call (set by the constructor).
-static COUNTING: AtomicBool = AtomicBool::new(false);
-/// Whether a fault rule (`after_bytes=`) needs the byte counts, without the rest of
-/// `ERRSHIM_COUNT=1` (set when such a rule is installed, never cleared).
-static COUNTING_BYTES: AtomicBool = AtomicBool::new(false);
+/// What the hooks count: `COUNT_ALL` (`ERRSHIM_COUNT=1`: bytes and the last call, set by the
+/// constructor) and `COUNT_BYTES` (a fault rule with `after_bytes=`: the bytes, set when such a
+/// rule is installed, never cleared). One word, so that a count asks one load.
+static COUNTING: AtomicU8 = AtomicU8::new(0);
+const COUNT_ALL: u8 = 1;
+const COUNT_BYTES: u8 = 2;
 
 pub fn set_counting(on: bool) {
-    COUNTING.store(on, Relaxed);
+    if on {
+        COUNTING.fetch_or(COUNT_ALL, Relaxed);
+    } else {
+        COUNTING.fetch_and(!COUNT_ALL, Relaxed);
+    }
 }
 
 /// Whether the hooks count bytes and note the last call (`ERRSHIM_COUNT=1`).
 pub fn counting() -> bool {
-    COUNTING.load(Relaxed)
+    COUNTING.load(Relaxed) & COUNT_ALL != 0
 }
 
 /// Counts bytes from now on, for fault rules (the calls that move data must be armed).
 pub fn count_bytes() {
-    COUNTING_BYTES.store(true, Relaxed);
-}
-
-#[inline(always)]
-fn counting_bytes() -> bool {
-    counting() || COUNTING_BYTES.load(Relaxed)
+    COUNTING.fetch_or(COUNT_BYTES, Relaxed);
 }
 
 /// Whether connections get numbers (`Record::conn_no`): on in fault mode, set by the constructor.
@@ -626,24 +626,30 @@ pub fn start(fd: i32, kind: Kind, history: u32, peer: Option<&Addr>) {
 /// an `after_bytes=` fault rule).
 #[inline(always)]
 pub fn count_in(fd: i32, n: u64, call: Call) {
-    if !counting_bytes() {
+    let what = COUNTING.load(Relaxed);
+    if what == 0 {
         return;
     }
     if let Some(r) = writable(fd) {
         r.bytes_in.fetch_add(n, Relaxed);
-        r.note_call(call);
+        if what & COUNT_ALL != 0 {
+            r.note_call(call);
+        }
     }
 }
 
 /// A successful write-family call moved `n` bytes out (counted as `count_in`).
 #[inline(always)]
 pub fn count_out(fd: i32, n: u64, call: Call) {
-    if !counting_bytes() {
+    let what = COUNTING.load(Relaxed);
+    if what == 0 {
         return;
     }
     if let Some(r) = writable(fd) {
         r.bytes_out.fetch_add(n, Relaxed);
-        r.note_call(call);
+        if what & COUNT_ALL != 0 {
+            r.note_call(call);
+        }
     }
 }
 
