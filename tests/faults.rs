@@ -665,6 +665,41 @@ fn intact_stream(mode: &str, spec: &str) -> (Run, Side, Side) {
     (r, w, rd)
 }
 
+/// `rate=`: 2 MiB through TCP at 4 MiB/s takes at least half a second (without errshim, a few
+/// milliseconds), and arrives intact: paced, nothing lost. On the edge-triggered fixture too,
+/// where the transfers are also cut to a tenth of a second's worth and nothing stalls.
+#[test]
+fn rate_paces_a_connection_and_loses_nothing() {
+    for mode in ["stream", "etstream"] {
+        let bytes = (2 << 20).to_string();
+        let bare = Cmd::new(fixture()).args([mode, &bytes]).run();
+        let start = Instant::now();
+        let r = Cmd::new(fixture())
+            .args([mode, &bytes])
+            .shim()
+            .env("ERRSHIM_FAULTS", "*:rate=4MiB/s:fd=tcp")
+            .env("ERRSHIM_LOG", "off")
+            .timeout(Duration::from_secs(60))
+            .run();
+        let took = start.elapsed();
+        r.assert_ok();
+        let (w, rd) = (side(&r, "writer"), side(&r, "reader"));
+        assert_eq!(
+            (w.3.as_str(), rd.3.as_str()),
+            (side(&bare, "writer").3.as_str(), w.3.as_str())
+        );
+        assert!(took >= Duration::from_millis(450), "{mode}: {took:?}");
+        if mode == "etstream" {
+            assert!(
+                w.1 >= (2 << 20) / (400 << 10),
+                "{mode}: writes cut to 0.1 s: {}",
+                r.stdout
+            );
+        }
+        eprintln!("{mode}: 2 MiB at 4 MiB/s in {took:?}");
+    }
+}
+
 /// Blocking sockets: a read is cut (the kernel returns what has arrived), a write never is
 /// (Linux cuts a blocking write only when a signal interrupts it or SO_SNDTIMEO expires).
 #[test]

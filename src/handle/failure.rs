@@ -867,6 +867,7 @@ fn inject_into(
     let mut short_plan = None;
     let mut eof_plan = None;
     let mut errno_plan = None;
+    let mut rate_wait = 0;
     let unfaithful = inj.unfaithful;
     let not_injected = match inj.fault {
         Fault::Short(_) if unfaithful => !shortenable(&args),
@@ -889,6 +890,21 @@ fn inject_into(
             }
         }
         Fault::Delay(_) => !raw::allowed(),
+        Fault::Rate(_) if !raw::allowed() => true,
+        Fault::Rate(bps) => {
+            // Wait until the connection's direction is back under the rate; move at most a
+            // tenth of a second's worth where Linux could cut (as `short`).
+            rate_wait = pace_wait_ns(call, fd, bps);
+            short_plan = if unfaithful { None } else { faithful::short(call, &args) };
+            let cut = short_plan.is_some_and(|plan| {
+                inj.limit = inj.limit.max(plan.floor);
+                args.request().bytes().is_some_and(|n| inj.limit < n) && shortenable(&args)
+            });
+            if !cut {
+                (inj.limit, short_plan) = (usize::MAX, None);
+            }
+            rate_wait == 0 && !cut
+        }
         Fault::Reset => !raw::allowed() || !reset_connection(&target, fd, inj.rule),
         Fault::Errno(_) if unfaithful => inj.wait > 0 && !raw::allowed(),
         Fault::Errno(e) => {
@@ -938,7 +954,11 @@ fn inject_into(
             (true, r, errno::get())
         }
         Fault::Eof => (false, 0, errno_before),
-        Fault::Short(_) => {
+        Fault::Short(_) | Fault::Rate(_) => {
+            if rate_wait > 0 {
+                raw::sleep_ns(rate_wait);
+                errno::set(errno_before);
+            }
             let r = perform(inj.limit);
             let err = errno::get();
             // What stays queued (or the space left) wakes the program as the kernel would.
@@ -967,7 +987,8 @@ fn inject_into(
         call,
         Call::Read | Call::Readv | Call::Recv | Call::Recvfrom | Call::Recvmsg
     );
-    if matches!(inj.fault, Fault::Short(_) | Fault::Delay(_)) && (ret < 0 || (ret == 0 && read_family)) {
+    if matches!(inj.fault, Fault::Short(_) | Fault::Delay(_) | Fault::Rate(_)) && (ret < 0 || (ret == 0 && read_family))
+    {
         crate::handle::fault::not_injected(&inj);
         return account(call, entry, args, target, ret, err, errno_before);
     }
@@ -1029,6 +1050,23 @@ fn report_injected(call: Call, entry: &'static str, args: &CallArgs, target: &Ta
             Some(inj_ev),
         );
     });
+}
+
+/// `rate=`: how long to wait before this call so that its direction of the connection (bytes
+/// in for reads, out for writes) stays at most `bps` since the connection began; 0: under it.
+fn pace_wait_ns(call: Call, fd: i32, bps: u64) -> u64 {
+    let Some(rec) = conntable::get(fd).filter(|r| r.is_live()) else {
+        return 0;
+    };
+    let moved = if faithful::is_read(call) {
+        &rec.bytes_in
+    } else {
+        &rec.bytes_out
+    }
+    .load(Relaxed);
+    let age_ms = conntable::now_ms().saturating_sub(rec.created_ms.load(Relaxed));
+    let due_ms = moved.saturating_mul(1000) / bps.max(1);
+    due_ms.saturating_sub(age_ms).saturating_mul(1_000_000)
 }
 
 /// `reset`: aborts the TCP connection behind `fd` for real (`connect(AF_UNSPEC)`: the kernel
@@ -1129,7 +1167,7 @@ pub fn injected_attempt(
             }
         }
         // The grammar gives these calls no other fault.
-        Fault::Short(_) | Fault::Eof | Fault::Reset => return performed(perform),
+        Fault::Short(_) | Fault::Eof | Fault::Reset | Fault::Rate(_) => return performed(perform),
     };
     let outcome = Outcome {
         ret,

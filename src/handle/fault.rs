@@ -210,7 +210,11 @@ pub fn install(set: &FaultSet) {
         }
     }
     // `after_bytes=` needs every transfer counted, on calls no rule names too.
-    if set.rules().iter().any(|r| r.after_bytes.is_some()) {
+    if set
+        .rules()
+        .iter()
+        .any(|r| r.after_bytes.is_some() || matches!(r.fault, Fault::Rate(_)))
+    {
         conntable::count_bytes();
         calls |= data_calls();
     }
@@ -580,6 +584,7 @@ fn triggered(slot: &Slot, i: usize, k: u64, requested: Request) -> Option<Inject
     let key = slot.keys.get(i)?.load(Relaxed);
     let limit = match r.fault {
         Fault::Short(n) => faults::short_limit_keyed(n, requested.bytes()?, key, k)?,
+        Fault::Rate(bps) => (bps / 10).clamp(1, usize::MAX as u64) as usize,
         _ => usize::MAX,
     };
     let fault = match r.fault {

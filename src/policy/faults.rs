@@ -28,6 +28,9 @@ pub enum Fault {
     Reset,
     /// Return 0 (end of file) without reading.
     Eof,
+    /// `rate=`: pace the connection's reads (bytes in) and writes (bytes out), each at most
+    /// this many bytes per second since the connection began; nothing is lost.
+    Rate(u64),
 }
 
 /// `when=A..B+S`: calls A through B (inclusive), every S-th.
@@ -348,7 +351,7 @@ pub fn call_errnos(c: Call) -> Option<(&'static [i32], &'static str)> {
     })
 }
 
-const FAULT_WORDS: [&str; 5] = ["short", "delay", "reset", "eof", "ECONNRESET"];
+const FAULT_WORDS: [&str; 6] = ["short", "delay", "reset", "eof", "rate", "ECONNRESET"];
 const OPTION_WORDS: [&str; 16] = [
     "p",
     "nth",
@@ -471,6 +474,21 @@ pub fn jittered(d: u64, j: u64, key: u64, k: u64) -> u64 {
     (lo + draw_keyed(key, k, 2) % width) * unit
 }
 
+/// `200KiB/s`, `1MB/s`, `500B/s`, `2MiB/s`: bytes per second (at least 1).
+pub fn parse_rate(s: &str) -> Option<u64> {
+    let units = [
+        ("B/s", 1.0),
+        ("KB/s", 1e3),
+        ("MB/s", 1e6),
+        ("GB/s", 1e9),
+        ("KiB/s", 1024.0),
+        ("MiB/s", 1_048_576.0),
+        ("GiB/s", 1_073_741_824.0),
+    ];
+    let v = scaled(s, &units)?;
+    (1.0..1.0e15).contains(&v).then_some(v as u64)
+}
+
 /// `A`, `A+`, `A+S`, `A..B`, `A..B+S` (strace's syntax).
 pub fn parse_when(s: &str) -> Option<When> {
     let (range, step) = match s.split_once('+') {
@@ -589,6 +607,10 @@ fn parse_rule(n: usize, text: &str) -> Result<FaultRule, FaultError> {
         "eof" => Fault::Eof,
         "short" => Fault::Short(0),
         _ if f.starts_with("short=") => Fault::Short(num(n, text, &f[6..], 1)?),
+        _ if f.starts_with("rate=") => Fault::Rate(
+            parse_rate(&f[5..])
+                .ok_or_else(|| err(n, text, &f[5..], "bad rate (e.g. rate=200KiB/s, rate=1MB/s)", None))?,
+        ),
         _ if f.starts_with("delay=") => {
             let (d, j) = parse_delay(n, text, &f[6..])?;
             jitter = j;
@@ -603,7 +625,7 @@ fn parse_rule(n: usize, text: &str) -> Result<FaultRule, FaultError> {
                     n,
                     text,
                     f,
-                    "unknown fault (an errno name, short[=N], delay=DURATION, reset, eof)",
+                    "unknown fault (an errno name, short[=N], delay=DURATION, reset, eof, rate=RATE)",
                     word_hint.or(upper_hint),
                 ));
             }
@@ -691,7 +713,7 @@ fn parse_rule(n: usize, text: &str) -> Result<FaultRule, FaultError> {
             .filter(|c| c.in_fault_star())
             .filter(|c| match r.fault {
                 Fault::Eof => is_read_family(**c),
-                Fault::Short(_) => !matches!(c, Call::Shutdown | Call::Close),
+                Fault::Short(_) | Fault::Rate(_) => !matches!(c, Call::Shutdown | Call::Close),
                 _ => true,
             })
             .fold(CallSet::EMPTY, |s, c| s.with(*c));
@@ -739,6 +761,11 @@ fn parse_rule(n: usize, text: &str) -> Result<FaultRule, FaultError> {
                 .map(|(_, why)| (c, why))
         }),
         Fault::Delay(_) => None,
+        Fault::Rate(_) => r
+            .calls
+            .iter()
+            .find(|c| !c.in_fault_star() || *c == Call::Shutdown || *c == Call::Close)
+            .map(|c| (c, "rate paces the read and write families only, not")),
     };
     if let Some((c, problem)) = bad_call {
         // An errno refused names the errno; a fault refused names the call.
@@ -862,6 +889,7 @@ pub fn explain(r: &FaultRule) -> String {
             (ns + r.jitter) / 1000
         ),
         Fault::Delay(ns) => format!("wait {} us, then perform it", ns / 1000),
+        Fault::Rate(bps) => format!("pace each direction of the connection to {bps} bytes/s (wait, and move at most a tenth of a second's worth where Linux could cut)"),
         Fault::Reset => "abort the TCP connection (RST), then perform it".to_string(),
         Fault::Eof => "return 0 (end of file) without reading".to_string(),
     };
@@ -1137,6 +1165,7 @@ pub fn describe(f: Fault, out: &mut impl core::fmt::Write) -> core::fmt::Result 
         Fault::Delay(ns) if ns % 1_000_000 == 0 => write!(out, "delay={}ms", ns / 1_000_000),
         Fault::Delay(ns) if ns % 1_000 == 0 => write!(out, "delay={}us", ns / 1_000),
         Fault::Delay(ns) => write!(out, "delay={ns}ns"),
+        Fault::Rate(bps) => write!(out, "rate={bps}B/s"),
         Fault::Reset => out.write_str("reset"),
         Fault::Eof => out.write_str("eof"),
     }
@@ -1306,6 +1335,23 @@ mod tests {
         }
         assert_eq!(child_stream(root, 2), b, "the same place, the same stream");
         assert_ne!(child_stream(43, 2), b);
+    }
+
+    #[test]
+    fn rate_parses_units_and_applies_to_transfers() {
+        assert_eq!(parse_rate("200KiB/s"), Some(204_800));
+        assert_eq!(parse_rate("1MB/s"), Some(1_000_000));
+        assert_eq!(parse_rate("1.5MiB/s"), Some(1_572_864));
+        assert_eq!(parse_rate("0B/s"), None);
+        assert_eq!(parse_rate("200KiB"), None);
+        let set = parse("*:rate=1MB/s").unwrap();
+        assert_eq!(set.rules()[0].fault, Fault::Rate(1_000_000));
+        assert!(!set.rules()[0].calls.contains(Call::Close));
+        assert!(parse("shutdown:rate=1MB/s")
+            .unwrap_err()
+            .to_string()
+            .contains("rate paces"));
+        assert!(parse("read:rate=fast").unwrap_err().to_string().contains("bad rate"));
     }
 
     #[test]

@@ -401,7 +401,7 @@ fn check_fault_set(s: &str, set: &faults::FaultSet) {
                 )),
                 "{s:?}: {r:?}"
             ),
-            Fault::Short(_) => assert!(
+            Fault::Short(_) | Fault::Rate(_) => assert!(
                 !r.calls.contains(Call::Shutdown) && !r.calls.contains(Call::Close),
                 "{s:?}: {r:?}"
             ),
