@@ -640,7 +640,8 @@ fn short_transfers_keep_the_stream_intact() {
         .env("ERRSHIM_LOG", "off")
         .timeout(Duration::from_secs(60))
         .run();
-    assert_eq!(r.code, Some(4), "{}", r.stdout);
+    // (The writer may die first, of the broken connection its stalled reader left: 99.)
+    assert!(matches!(r.code, Some(4 | 99)), "{}", r.describe());
     assert!(r.stdout.contains("stalled "), "{}", r.stdout);
 }
 
@@ -1455,6 +1456,11 @@ fn config_errors_name_rule_and_token() {
             "unknown option 'nht=2' in rule 2 of ERRSHIM_FAULTS ('recv:EIO:nht=2'); did you mean nth?",
         ),
         (
+            "send:EIO:conn_nht=2",
+            "unknown option 'conn_nht=2' in rule 1 of ERRSHIM_FAULTS ('send:EIO:conn_nht=2'); did you mean conn_nth?",
+        ),
+        ("send:delay=5ms~1x", "bad jitter (e.g. delay=20ms~5ms) '1x' in rule 1"),
+        (
             "sned:EIO",
             "unknown call 'sned' in rule 1 of ERRSHIM_FAULTS ('sned:EIO'); did you mean send?",
         ),
@@ -1908,4 +1914,238 @@ fn errnos_these_calls_cannot_return_are_refused() {
         assert!(r.stderr.contains("; injecting no faults"), "{spec}");
         assert_eq!(result(&r, "sendmmsg"), (3, libc::EILSEQ), "{spec}: no faults");
     }
+}
+
+// --- 11. per-connection, byte and time triggers ---------------------------------------------------
+
+/// `faults conns N M LEN` under `spec`: per connection, the numbers of its sends that failed,
+/// with their errno (every one must be the rule's).
+const NONE: Vec<usize> = Vec::new();
+
+fn conn_failures(spec: &str, n: usize, m: usize, len: usize) -> (Run, Vec<Vec<usize>>) {
+    let r = with_faults(spec, &["conns", &n.to_string(), &m.to_string(), &len.to_string()]);
+    r.assert_ok();
+    let mut per = vec![Vec::new(); n];
+    for l in r.out_lines("send ") {
+        let w: Vec<&str> = l.split(' ').collect();
+        let (c, j): (usize, usize) = (w[1].parse().unwrap(), w[2].parse().unwrap());
+        if num(l, "ret=") < 0 {
+            assert_eq!(num(l, "errno=") as i32, EIO, "{l}");
+            per[c - 1].push(j);
+        }
+    }
+    (r, per)
+}
+
+/// `conn_nth=N` counts each connection's matching calls from 1, also when the next connection
+/// gets the same descriptor numbers; `after`, `max` and the process-wide k still apply.
+#[test]
+fn conn_nth_hits_the_nth_call_of_every_connection() {
+    let (_, per) = conn_failures("send:EIO:conn_nth=2:fd=tcp", 3, 4, 10);
+    assert_eq!(per, [vec![2], vec![2], vec![2]]);
+    let (_, per) = conn_failures("send:EIO:conn_nth=3:max=2", 3, 4, 10);
+    assert_eq!(per, [vec![3], vec![3], NONE], "max= over the process");
+    // The process-wide count: calls 1 to 6 spared, so connection 1's third is not hit.
+    let (r, per) = conn_failures("send:EIO:conn_nth=3:after=6", 3, 4, 10);
+    assert_eq!(per, [NONE, vec![3], vec![3]]);
+    let ks: Vec<i64> = injections(&r.stderr).iter().map(|e| num(e, " k=")).collect();
+    assert_eq!(ks, [7, 11], "k stays the rule's count over the process");
+    // A filter that excludes a call keeps it out of the connection's count too: the reads of
+    // the accepted end are not sends.
+    let (_, per) = conn_failures("send,read:EIO:conn_nth=2:fd=tcp:port=1", 2, 3, 10);
+    assert_eq!(per, [NONE; 2], "port=1 matches nothing");
+}
+
+/// `conn=N`: connections are numbered as errshim sees them connect or accepted (the fixture's
+/// connecting end, then its accepted end: 1 and 2 for its first connection, 3 and 4 for the
+/// second); the listener and the socketpairs have no number.
+#[test]
+fn conn_picks_one_connection_of_the_process() {
+    let (_, per) = conn_failures("send:EIO:conn=3", 3, 3, 10);
+    assert_eq!(per, [NONE, vec![1, 2, 3], NONE]);
+    let (_, per) = conn_failures("send:EIO:conn=5:nth=2", 3, 3, 10);
+    assert_eq!(
+        per,
+        [NONE, NONE, vec![2]],
+        "nth= counts among the calls conn= lets through"
+    );
+    let (_, per) = conn_failures("send:EIO:conn=2", 3, 3, 10);
+    assert_eq!(per, [NONE; 3], "the accepted end sends nothing");
+    let r = with_faults("send:EIO:conn=1", &["sends", "3", "u"]);
+    assert!(
+        failed(&r).is_empty(),
+        "a socketpair is no numbered connection: {}",
+        r.stdout
+    );
+}
+
+/// `after_bytes=N`: from the first call that starts with at least N bytes moved on its
+/// connection (in and out, counted by the hooks), on each connection anew.
+#[test]
+fn after_bytes_waits_for_the_connections_bytes() {
+    let (r, per) = conn_failures("send:EIO:after_bytes=2500", 2, 5, 1000);
+    assert_eq!(per, [vec![4, 5], vec![4, 5]], "3000 bytes sent before the 4th");
+    assert_eq!(r.out_lines("read 1 ")[0], "read 1 count=3000");
+    let (_, per) = conn_failures("send:EIO:after_bytes=2500:max=1", 2, 5, 1000);
+    assert_eq!(per, [vec![4], NONE]);
+    let (_, per) = conn_failures("send:EIO:after_bytes=0", 1, 2, 1000);
+    assert_eq!(per, [vec![1, 2]], "0: from the first call");
+    // A reset mid-stream: the data already sent arrived, the rest never went.
+    let r = with_faults("send:reset:after_bytes=2000:max=1:fd=tcp", &["conns", "1", "4", "1000"]);
+    let rets: Vec<i64> = r.out_lines("send 1 ").iter().map(|l| num(l, "ret=")).collect();
+    assert_eq!(rets[..2], [1000, 1000], "{}", r.describe());
+    assert!(rets[2] < 0, "the reset connection refuses the third: {}", r.describe());
+    assert_eq!(
+        r.out_lines("read 1 ")[0],
+        "read 1 count=2000",
+        "what was sent before arrived"
+    );
+    assert_eq!(injections(&r.stderr).len(), 1, "{}", r.stderr);
+}
+
+/// `from=` and `for=`: a window measured from errshim's start in the process (the fixture
+/// times its sends from its own `main`, a little later): calls well inside fail, calls well
+/// outside do not.
+#[test]
+fn time_windows_from_and_for() {
+    let r = with_faults("send:EIO:from=150ms:for=150ms", &["paced", "40", "10"]);
+    r.assert_ok();
+    let mut inside = 0;
+    for l in r.out_lines("send ") {
+        let ms: f64 = field(l, "ms").parse().unwrap();
+        let failed = num(l, "ret=") < 0;
+        if !(120.0..=305.0).contains(&ms) {
+            assert!(!failed, "outside the window: {l}\n{}", r.stdout);
+        } else if (155.0..270.0).contains(&ms) {
+            assert!(failed, "inside the window: {l}\n{}", r.stdout);
+            inside += 1;
+        }
+    }
+    assert!(inside >= 3, "{}", r.stdout);
+    let r = with_faults("send:EIO:from=1h", &["sends", "5", "u"]);
+    assert!(failed(&r).is_empty());
+    let r = with_faults("send:EIO:for=1h", &["sends", "5", "u"]);
+    assert_eq!(failed(&r), [1, 2, 3, 4, 5]);
+    let r = with_faults("send:EIO:for=0s", &["sends", "5", "u"]);
+    assert!(failed(&r).is_empty(), "a window of no time never fires");
+}
+
+/// `delay=D~J`: each delay drawn uniformly in [D-J, D+J], the same for the same seed, named in
+/// the event as the delay waited.
+#[test]
+fn delay_with_jitter() {
+    let spec = "send:delay=6ms~4ms";
+    let delays = |seed: &str| {
+        let r = run(
+            &["sends", "12", "u"],
+            &[("ERRSHIM_FAULTS", spec), ("ERRSHIM_SEED", seed)],
+        );
+        r.assert_ok();
+        assert_eq!(received(&r, 'u').len(), 12, "every byte sent");
+        injections(&r.stderr)
+            .iter()
+            .map(|e| {
+                let d = e.split("inject delay=").nth(1).unwrap().split(',').next().unwrap();
+                let us: u64 = match d.strip_suffix("ms") {
+                    Some(ms) => ms.parse::<u64>().unwrap() * 1000,
+                    None => d.strip_suffix("us").unwrap().parse().unwrap(),
+                };
+                us
+            })
+            .collect::<Vec<u64>>()
+    };
+    let a = delays("1");
+    assert_eq!(a.len(), 12);
+    assert!(a.iter().all(|us| (2000..=10_000).contains(us)), "{a:?}");
+    assert!(a.iter().any(|&us| us != a[0]), "jitter varies: {a:?}");
+    assert_eq!(a, delays("1"), "reproducible");
+    assert_ne!(a, delays("2"));
+    let r = with_faults("send:delay=2ms~3ms", &["sends", "1", "u"]);
+    assert!(r.stderr.contains("jitter larger than the delay"), "{}", r.stderr);
+}
+
+/// The proof of what each rule did: per rule in force, the calls it matched and the faults it
+/// injected, in the exit summary (text and JSON) and the metrics, also for a process whose
+/// rules matched without injecting.
+#[test]
+fn summary_and_metrics_count_each_rules_matches_and_injections() {
+    let dir = TempDir::new("rule-counts");
+    let metrics = dir.path("m.prom");
+    let spec = "send:EIO:max=2;read:EIO:port=1;send:EIO:nth=1000";
+    let env = |format: &'static str| {
+        [
+            ("ERRSHIM_FAULTS", spec),
+            ("ERRSHIM_SEED", "1"),
+            ("ERRSHIM_SUMMARY", "1"),
+            ("ERRSHIM_FORMAT", format),
+        ]
+    };
+    let mut e = env("text").to_vec();
+    let m = metrics.to_str().unwrap().to_string();
+    e.push(("ERRSHIM_METRICS", &m));
+    let r = run(&["sends", "5", "u"], &e);
+    r.assert_ok();
+    assert_eq!(failed(&r), [1, 2]);
+    let rows: Vec<&str> = r
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("errshim summary fault_rule="))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            "errshim summary fault_rule=1 matched=5 fired=2",
+            "errshim summary fault_rule=2 matched=0 fired=0",
+            "errshim summary fault_rule=3 matched=5 fired=0",
+        ],
+        "{}",
+        r.stderr
+    );
+    let prom = std::fs::read_to_string(&metrics).unwrap();
+    for want in [
+        "errshim_fault_matched_total{comm=\"faults\",pid=",
+        "\",rule=\"1\"} 5\n",
+        "\",rule=\"3\"} 5\n",
+        "# TYPE errshim_fault_fired_total counter\n",
+    ] {
+        assert!(prom.contains(want), "{want:?} in\n{prom}");
+    }
+    let fired: Vec<&str> = prom
+        .lines()
+        .filter(|l| l.starts_with("errshim_fault_fired_total{"))
+        .collect();
+    assert!(
+        fired[0].ends_with("rule=\"1\"} 2") && fired[1].ends_with("rule=\"2\"} 0"),
+        "{fired:?}"
+    );
+
+    let r = run(&["sends", "5", "u"], &env("json"));
+    let summary = json_lines(&r)
+        .into_iter()
+        .find(|v| v.get("summary").is_some())
+        .expect("summary");
+    let rules = &summary["summary"]["fault_rules"];
+    assert_eq!(
+        rules[0],
+        serde_json::json!({"rule": 1, "matched": 5, "fired": 2}),
+        "{summary}"
+    );
+    assert_eq!(rules[2], serde_json::json!({"rule": 3, "matched": 5, "fired": 0}));
+
+    // Matches without any injection (so without events) are still worth a summary.
+    let r = run(
+        &["sends", "3", "u"],
+        &[("ERRSHIM_FAULTS", "send:EIO:nth=1000"), ("ERRSHIM_SUMMARY", "1")],
+    );
+    let head = r
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("errshim summary pid="))
+        .expect("summary");
+    assert_eq!(num(head, " events="), 0, "{head}");
+    assert!(
+        r.stderr.contains("errshim summary fault_rule=1 matched=3 fired=0"),
+        "{}",
+        r.stderr
+    );
 }

@@ -21,6 +21,7 @@ fn help_documents_every_option() {
         "--strict",
         "--lib PATH",
         "--check",
+        "--call DESC",
         "demo",
         "explain [--json] [--top N]",
         "ERRSHIM_LOG_LEVEL",
@@ -121,12 +122,12 @@ fn check_explains_fault_rules_and_fault_options_reach_the_program() {
     let all = format!("{}{}", r.stdout, r.stderr);
     assert!(
         all.contains(
-            "fault rule 1: send on fd=sock: fail with ECONNRESET without performing it; only matching call number 3"
+            "fault rule 1: send on fd=sock: fail with ECONNRESET without performing it, where Linux could (a TCP connection, aborted for real first; UDP for ICMP errors; not unix sockets); only matching call number 3"
         ),
         "{all}"
     );
     assert!(
-        all.contains("fault rule 2: read on fd=sock: transfer at most 10 bytes; with probability 0.5000"),
+        all.contains("fault rule 2: read on fd=sock: transfer at most 10 bytes, where Linux could (TCP: reads while the peer can still send, non-blocking writes; the rest then wakes the program); with probability 0.5000"),
         "{all}"
     );
     assert!(all.contains("seed: 7"), "{all}");
@@ -291,4 +292,42 @@ fn check_names_the_socket_calls_errshim_does_not_see() {
         "{}",
         r.describe()
     );
+}
+
+/// `--check --call DESC`: per fault rule, whether it injects into the described call, or the
+/// first of its options that excludes it; a bad description is a configuration error.
+#[test]
+fn check_call_says_which_option_excludes_a_call() {
+    let faults = "write:reset:after_bytes=100000:port=80;read:EIO:fd=udp;write:EIO:conn=2:nth=3;write:EIO:p=0.25";
+    let check = |call: &str| {
+        let r = wrapper()
+            .args(["--lib", &lib_arg(), "--check", "--faults", faults, "--call", call])
+            .run();
+        (r.code, format!("{}{}", r.stdout, r.stderr))
+    };
+    let (code, all) = check("write fd=tcp port=80 bytes=150000");
+    assert_eq!(code, Some(0), "{all}");
+    let d = "'write fd=tcp port=80 bytes=150000'";
+    for want in [
+        format!("fault rule 1 on {d}: matches (k=1), injected"),
+        format!("fault rule 2 on {d}: not injected: write is not one of its calls"),
+        format!("fault rule 3 on {d}: not injected: conn=2 (the call is on connection 1)"),
+        format!("fault rule 4 on {d}: matches (k=1), injected with probability 0.2500"),
+    ] {
+        assert!(all.contains(&want), "{want}\nin\n{all}");
+    }
+    let (_, all) = check("write fd=tcp port=80 bytes=10 conn=2 k=3");
+    assert!(all.contains("fault rule 1 on 'write fd=tcp port=80 bytes=10 conn=2 k=3': matches (k=3), not injected: after_bytes=100000 (bytes=10 before it)"), "{all}");
+    assert!(
+        all.contains("fault rule 3 on 'write fd=tcp port=80 bytes=10 conn=2 k=3': matches (k=3), injected"),
+        "{all}"
+    );
+    let (code, all) = check("write fd=tpc");
+    assert_eq!(code, Some(1), "{all}");
+    assert!(
+        all.contains("unknown fd kind 'fd=tpc' in ERRSHIM_CHECK_CALL; did you mean tcp?"),
+        "{all}"
+    );
+    let r = wrapper().args(["--lib", &lib_arg(), "--call", "read", "true"]).run();
+    assert_eq!(r.code, Some(2), "--call without --check: {}", r.describe());
 }

@@ -341,6 +341,7 @@ pub fn after_connect(fd: i32, addr: *const libc::sockaddr, alen: libc::socklen_t
     if !rec.is_live() || rec.history() & hist::CONNECT_FAILED != 0 {
         conntable::start(fd, if rec.is_live() { kind } else { Kind::Unknown }, 0, None);
     }
+    rec.number_connection();
     // An unspecified address (0.0.0.0, ::) is the kernel's way to this host; where it really
     // went is not that address, so it is not remembered (getpeername says it while it can).
     let unspecified = match &peer {

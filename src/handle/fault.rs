@@ -28,17 +28,30 @@ use core::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicU64,
 struct Hot {
     /// A bit per `Kind` value the rule's `fd=` filter admits; ALL_KINDS: no lookup needed.
     kinds: u16,
-    /// A `port=` or `peer=` filter.
-    addr: bool,
+    /// The filters that ask more of the descriptor (`ADDR`, `CONN`, `CONN_NTH`); 0: none, the
+    /// one test a rule without them pays.
+    filters: u8,
+    /// `after_bytes=`, `from=` or `for=`: asked only of a call the triggers let through.
+    late: bool,
+    /// The counter of a `conn_nth=` rule in a connection's record (`Record::conn_calls`).
+    conn_slot: u8,
     triggers: faults::Triggers,
 }
 
 const ALL_KINDS: u16 = u16::MAX;
+/// `Hot::filters`: a `port=` or `peer=` filter.
+const ADDR: u8 = 1;
+/// `conn=`.
+const CONN: u8 = 2;
+/// `conn_nth=`.
+const CONN_NTH: u8 = 4;
 
 impl Hot {
     const NONE: Hot = Hot {
         kinds: 0,
-        addr: false,
+        filters: 0,
+        late: false,
+        conn_slot: 0,
         triggers: faults::Triggers::NONE,
     };
 
@@ -50,9 +63,14 @@ impl Hot {
                 .filter(|&k| f.matches(Kind::from_u8(k)))
                 .fold(0u16, |m, k| m | 1 << k),
         };
+        let filters = if r.port.is_some() || r.peer.is_some() { ADDR } else { 0 }
+            | if r.conn.is_some() { CONN } else { 0 }
+            | if r.conn_nth.is_some() { CONN_NTH } else { 0 };
         Hot {
             kinds,
-            addr: r.port.is_some() || r.peer.is_some(),
+            filters,
+            late: r.after_bytes.is_some() || r.windowed(),
+            conn_slot: 0,
             triggers: faults::Triggers::of(r),
         }
     }
@@ -72,6 +90,9 @@ struct Slot {
     by_call: [AtomicU32; Call::ALL.len()],
     matched: [AtomicU64; MAX_RULES],
     injected: [AtomicU64; MAX_RULES],
+    /// Tags the `conn_nth=` counts in connections' records as this set's, in this process
+    /// (new at every `rekey`; never 0).
+    epoch: AtomicU32,
 }
 
 // SAFETY: `set` is only written by the single thread that holds RELOADING, into the slot that
@@ -97,6 +118,8 @@ impl Slot {
         for (i, k) in self.keys.iter().enumerate() {
             k.store(faults::rule_key(stream, i + 1), Relaxed);
         }
+        self.epoch
+            .store(EPOCHS.fetch_add(1, Relaxed).wrapping_add(1).max(1), Relaxed);
     }
 
     /// Rule `i`. Safety: as for `hot`.
@@ -144,6 +167,11 @@ static FORKS: AtomicU64 = AtomicU64::new(0);
 static RELOADING: AtomicI32 = AtomicI32::new(0);
 /// Whether a control file is watched.
 static WATCHING: AtomicBool = AtomicBool::new(false);
+/// The last `Slot::epoch` given.
+static EPOCHS: AtomicU32 = AtomicU32::new(0);
+/// When errshim started in this process (coarse monotonic ms), which `from=` and `for=` count
+/// from; a forked child keeps its parent's.
+static START_MS: AtomicU64 = AtomicU64::new(0);
 
 /// Installs a rule set (startup, or a changed control file) into the inactive slot.
 pub fn install(set: &FaultSet) {
@@ -171,16 +199,26 @@ pub fn install(set: &FaultSet) {
     slot.seq.store(seq, Release);
     // SAFETY: this thread holds RELOADING and `next` is not the active slot (see Slot).
     unsafe { (*slot.set.get()).write(*set) };
+    let mut calls = 0u32;
     let mut hot = [Hot::NONE; MAX_RULES];
+    let mut conn_slots = 0u8;
     for (h, r) in hot.iter_mut().zip(set.rules()) {
         *h = Hot::of(r);
+        if h.filters & CONN_NTH != 0 {
+            h.conn_slot = conn_slots;
+            conn_slots += 1;
+        }
+    }
+    // `after_bytes=` needs every transfer counted, on calls no rule names too.
+    if set.rules().iter().any(|r| r.after_bytes.is_some()) {
+        conntable::count_bytes();
+        calls |= data_calls();
     }
     // SAFETY: as above.
     unsafe { (*slot.hot.get()).write(hot) };
     slot.rekey(STREAM.load(Relaxed));
     // The calls some rule that can fire names; a rule that can never fire is not consulted
     // (and so not counted).
-    let mut calls = 0u32;
     for (c, mask) in Call::ALL.iter().zip(&slot.by_call) {
         let bits = set
             .rules()
@@ -202,10 +240,44 @@ pub fn install(set: &FaultSet) {
     RELOADING.store(0, Release);
 }
 
+/// The calls that move data, whose bytes `conntable::count_in` and `count_out` count.
+fn data_calls() -> u32 {
+    Call::ALL
+        .iter()
+        .filter(|c| {
+            !matches!(
+                c,
+                Call::Shutdown | Call::Close | Call::Connect | Call::Accept | Call::Getpeername
+            )
+        })
+        .fold(0, |m, c| m | c.bit())
+}
+
+/// Each rule in force: (rule, matching calls, injections), since the rules were installed in
+/// this process (`summary::RuleCounts`).
+fn rule_counts(each: &mut dyn FnMut(usize, u64, u64)) {
+    // SAFETY: ACTIVE_SLOT is null or points into SLOTS, which live forever.
+    let Some(slot) = (unsafe { ACTIVE_SLOT.load(Acquire).as_ref() }) else {
+        return;
+    };
+    let seq = slot.seq.load(Acquire);
+    if seq & 1 != 0 {
+        return;
+    }
+    // SAFETY: the active slot, completely written (seq even), is not written while active.
+    let n = unsafe { (*slot.set.get()).assume_init_ref().n }.min(MAX_RULES);
+    for i in 0..n {
+        each(i + 1, slot.matched[i].load(Relaxed), slot.injected[i].load(Relaxed));
+    }
+}
+
 /// Sets the seed and the startup rules.
 pub fn init(set: &FaultSet, seed: u64) {
+    crate::report::summary::set_rule_counts(rule_counts);
     SEED.store(seed, Relaxed);
     STREAM.store(seed, Relaxed);
+    START_MS.store(raw::coarse_ms(), Relaxed);
+    conntable::set_numbering();
     if !make_slots() {
         log::warn!("no memory for the fault rules; injecting no faults");
         return;
@@ -348,7 +420,7 @@ pub fn decide(call: Call, fd: i32, requested: Request) -> Option<Injection> {
         if let Some(k) = slot.count(i, fd, &mut kind) {
             // SAFETY: the active slot is not written while active (see Slot); i < MAX_RULES.
             let (h, key) = unsafe { (slot.hot(i), slot.keys.get_unchecked(i)) };
-            if h.triggers.fire(key.load(Relaxed), k) {
+            if h.triggers.fire(key.load(Relaxed), k) && (!h.late || late_triggers_hold(slot, i, fd)) {
                 return fired(slot, seq, i, k, rules, fd, requested, kind);
             }
         }
@@ -374,13 +446,63 @@ impl Slot {
                 return None;
             }
         }
-        // SAFETY: as above.
-        if h.addr && !address_filters_pass(unsafe { self.rule(i) }, fd) {
-            return None;
+        let mut on_nth = true;
+        if h.filters != 0 {
+            on_nth = self.connection_filters(i, fd, h)?;
         }
         // A matching call: every matching rule counts it, whichever injects.
         // SAFETY: as above.
-        Some(unsafe { self.matched.get_unchecked(i) }.fetch_add(1, Relaxed) + 1)
+        let k = unsafe { self.matched.get_unchecked(i) }.fetch_add(1, Relaxed) + 1;
+        on_nth.then_some(k)
+    }
+
+    /// Rule `i`'s filters beyond the kind (`Hot::filters`): None when the call does not match;
+    /// else whether it is the call a `conn_nth=` asks for (counted here), true without one.
+    #[cold]
+    #[inline(never)]
+    fn connection_filters(&self, i: usize, fd: i32, h: &Hot) -> Option<bool> {
+        // SAFETY: as for `count`.
+        let r = unsafe { self.rule(i) };
+        if h.filters & ADDR != 0 && !address_filters_pass(r, fd) {
+            return None;
+        }
+        if h.filters & (CONN | CONN_NTH) == 0 {
+            return Some(true);
+        }
+        let rec = live_record(fd)?;
+        if r.conn.is_some_and(|n| u64::from(rec.conn_no.load(Relaxed)) != n) {
+            return None;
+        }
+        Some(
+            r.conn_nth
+                .is_none_or(|n| rec.count_call(h.conn_slot as usize, self.epoch.load(Relaxed)) == n),
+        )
+    }
+}
+
+/// The record of `fd` if it describes an open descriptor (one it had not seen made is asked of
+/// the kernel and met late, as for the kind).
+fn live_record(fd: i32) -> Option<&'static conntable::Record> {
+    if conntable::live_kind(fd) == 0 {
+        probe_and_remember(fd);
+    }
+    conntable::get(fd).filter(|r| r.is_live())
+}
+
+/// Rule `i`'s triggers that are asked only of a call its other triggers let through: the time
+/// window (`from=`, `for=`: the coarse clock, no system call) and `after_bytes=` (the bytes
+/// the hooks counted on the connection before this call).
+#[cold]
+#[inline(never)]
+fn late_triggers_hold(slot: &Slot, i: usize, fd: i32) -> bool {
+    // SAFETY: the active slot (see decide); i < MAX_RULES.
+    let r = unsafe { slot.rule(i) };
+    if r.windowed() && !r.in_window(raw::coarse_ms().saturating_sub(START_MS.load(Relaxed))) {
+        return false;
+    }
+    match r.after_bytes {
+        Some(0) | None => true,
+        Some(n) => live_record(fd).is_some_and(|rec| rec.bytes_moved() >= n),
     }
 }
 
@@ -430,7 +552,7 @@ fn fired(
 fn confirmed(slot: &Slot, i: usize, fd: i32) -> bool {
     // SAFETY: the active slot (see decide); i < MAX_RULES.
     let h = unsafe { slot.hot(i) };
-    if h.kinds == ALL_KINDS && !h.addr {
+    if h.kinds == ALL_KINDS && h.filters == 0 {
         return true;
     }
     if !raw::allowed() {
@@ -441,7 +563,12 @@ fn confirmed(slot: &Slot, i: usize, fd: i32) -> bool {
     let _ = conntable::checked(fd, kind, sockinfo::local_addr(fd).as_ref());
     let kind_ok = h.kinds == ALL_KINDS || h.kinds & (1 << (kind as u8 & 15)) != 0;
     // SAFETY: as above.
-    kind_ok && (!h.addr || address_filters_pass(unsafe { slot.rule(i) }, fd))
+    let r = unsafe { slot.rule(i) };
+    // A record restarted by the check is another connection: it has no number (`conn=`).
+    let conn_ok = r.conn.is_none_or(|n| {
+        conntable::get(fd).is_some_and(|rec| rec.is_live() && u64::from(rec.conn_no.load(Relaxed)) == n)
+    });
+    kind_ok && conn_ok && (h.filters & ADDR == 0 || address_filters_pass(r, fd))
 }
 
 /// A rule's triggers held: apply `short`'s limit and `max`.
@@ -455,13 +582,19 @@ fn triggered(slot: &Slot, i: usize, k: u64, requested: Request) -> Option<Inject
         Fault::Short(n) => faults::short_limit_keyed(n, requested.bytes()?, key, k)?,
         _ => usize::MAX,
     };
-    let done = slot.injected.get(i)?.fetch_add(1, Relaxed);
-    if r.max.is_some_and(|m| done >= m) {
-        return None;
-    }
+    let fault = match r.fault {
+        Fault::Delay(ns) if r.jitter > 0 => Fault::Delay(faults::jittered(ns, r.jitter, key, k)),
+        f => f,
+    };
+    // Counted only while under `max`: the count is the rule's injections (`rule_counts`).
+    let max = r.max.unwrap_or(u64::MAX);
+    slot.injected
+        .get(i)?
+        .fetch_update(Relaxed, Relaxed, |n| (n < max).then_some(n + 1))
+        .ok()?;
     Some(Injection {
         rule: i + 1,
-        fault: r.fault,
+        fault,
         limit,
         unfaithful: r.unfaithful,
         wait: r.wait,

@@ -6,8 +6,9 @@
 //! Lock-free: one fixed record per descriptor number in an anonymous mapping sized from
 //! `RLIMIT_NOFILE` (pages are only backed once touched). Every field is an atomic. The read
 //! and write families' success path does not touch the table at all: byte counts come from
-//! `TCP_INFO` at event time. Only `ERRSHIM_COUNT=1` counts per call and notes the last call,
-//! and it arms those calls, so that the count runs on the careful path (see `handle::armed`).
+//! `TCP_INFO` at event time. Only `ERRSHIM_COUNT=1` (or a fault rule with `after_bytes=`, for
+//! the bytes alone) counts per call and notes the last call, and it arms those calls, so that
+//! the count runs on the careful path (see `handle::armed`).
 //!
 //! # When a record still describes the descriptor (one notion, used everywhere)
 //!
@@ -37,8 +38,8 @@ use crate::sys::process;
 use crate::sys::socket::{Addr, Kind};
 use core::net::{Ipv4Addr, Ipv6Addr};
 use core::sync::atomic::{
-    AtomicBool, AtomicPtr, AtomicU16, AtomicU64, AtomicU8, AtomicUsize, Ordering::Acquire, Ordering::Relaxed,
-    Ordering::Release,
+    AtomicBool, AtomicPtr, AtomicU16, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering::Acquire,
+    Ordering::Relaxed, Ordering::Release,
 };
 
 #[repr(C)]
@@ -70,6 +71,12 @@ pub struct Record {
     /// `TCP_INFO`'s bytes received, sent and retransmitted just before an injected reset
     /// (`connect(AF_UNSPEC)` zeroes them); `UNKNOWN` where the kernel did not say.
     pub reset_bytes: [AtomicU64; 3],
+    /// Its number among the process's connections, 1, 2, ... in the order of `accept` results
+    /// and first `connect` attempts, while fault mode numbers them (0: none; see `numbering`).
+    pub conn_no: AtomicU32,
+    /// The `conn_nth=` fault rules' matching calls on it: `epoch << 32 | count` per rule that
+    /// counts (see `count_call`); zero in every new generation.
+    pub conn_calls: [AtomicU64; 4],
 }
 
 /// A byte count the kernel did not give.
@@ -89,6 +96,7 @@ pub struct RecordCopy {
     pub last_call: u8,
     pub reset_rule: u8,
     pub reset_bytes: [u64; 3],
+    pub conn_no: u32,
 }
 
 impl RecordCopy {
@@ -160,16 +168,47 @@ impl Errors {
     }
 }
 
-/// Whether `ERRSHIM_COUNT=1` asked for byte counts and the last call (set by the constructor).
-static COUNTING: AtomicBool = AtomicBool::new(false);
+/// What the hooks count: `COUNT_ALL` (`ERRSHIM_COUNT=1`: bytes and the last call, set by the
+/// constructor) and `COUNT_BYTES` (a fault rule with `after_bytes=`: the bytes, set when such a
+/// rule is installed, never cleared). One word, so that a count asks one load.
+static COUNTING: AtomicU8 = AtomicU8::new(0);
+const COUNT_ALL: u8 = 1;
+const COUNT_BYTES: u8 = 2;
 
 pub fn set_counting(on: bool) {
-    COUNTING.store(on, Relaxed);
+    if on {
+        COUNTING.fetch_or(COUNT_ALL, Relaxed);
+    } else {
+        COUNTING.fetch_and(!COUNT_ALL, Relaxed);
+    }
 }
 
 /// Whether the hooks count bytes and note the last call (`ERRSHIM_COUNT=1`).
 pub fn counting() -> bool {
-    COUNTING.load(Relaxed)
+    COUNTING.load(Relaxed) & COUNT_ALL != 0
+}
+
+/// Counts bytes from now on, for fault rules (the calls that move data must be armed).
+pub fn count_bytes() {
+    COUNTING.fetch_or(COUNT_BYTES, Relaxed);
+}
+
+/// Whether connections get numbers (`Record::conn_no`): on in fault mode, set by the constructor.
+static NUMBERING: AtomicBool = AtomicBool::new(false);
+/// The last connection number given (a forked child goes on from its parent's).
+static LAST_CONN: AtomicU32 = AtomicU32::new(0);
+
+pub fn set_numbering() {
+    NUMBERING.store(true, Relaxed);
+}
+
+/// The next connection number, or 0 when connections are not numbered.
+#[inline(always)]
+fn next_conn_no() -> u32 {
+    if !NUMBERING.load(Relaxed) {
+        return 0;
+    }
+    LAST_CONN.fetch_add(1, Relaxed).wrapping_add(1)
 }
 
 static TABLE: AtomicPtr<Record> = AtomicPtr::new(core::ptr::null_mut());
@@ -289,6 +328,10 @@ impl Record {
         for (a, v) in self.reset_bytes.iter().zip(c.reset_bytes) {
             a.store(v, Relaxed);
         }
+        self.conn_no.store(c.conn_no, Relaxed);
+        for a in &self.conn_calls {
+            a.store(0, Relaxed);
+        }
         self.state.store(next << 32 | c.history as u64, Release);
         true
     }
@@ -325,7 +368,37 @@ impl Record {
             last_call: self.last_call.load(Relaxed),
             reset_rule: self.reset_rule.load(Relaxed),
             reset_bytes: self.reset_bytes.each_ref().map(|b| b.load(Relaxed)),
+            conn_no: self.conn_no.load(Relaxed),
         }
+    }
+
+    /// A `connect` was attempted on it: its connection's number, unless it has one.
+    pub fn number_connection(&self) {
+        if process::may_write() && self.conn_no.load(Relaxed) == 0 {
+            self.conn_no.store(next_conn_no(), Relaxed);
+        }
+    }
+
+    /// Counts a matching call of the `conn_nth=` rule whose counter is `slot` (below 4), for the
+    /// rule set of `epoch` (non-zero; counts of another epoch's rules start over): the call's
+    /// number on this connection.
+    pub fn count_call(&self, slot: usize, epoch: u32) -> u64 {
+        let Some(c) = self.conn_calls.get(slot) else {
+            return 0;
+        };
+        let step = |w: u64| {
+            let n = if (w >> 32) as u32 == epoch { w as u32 } else { 0 };
+            (epoch as u64) << 32 | n.saturating_add(1) as u64
+        };
+        match c.fetch_update(Relaxed, Relaxed, |w| Some(step(w))) {
+            Ok(w) => step(w) as u32 as u64,
+            Err(_) => 0,
+        }
+    }
+
+    /// Bytes moved through the hooks on it, in and out (counted while `counting_bytes`).
+    pub fn bytes_moved(&self) -> u64 {
+        self.bytes_in.load(Relaxed).saturating_add(self.bytes_out.load(Relaxed))
     }
 
     /// Adds history bits, if the record is still of generation `gen` (None: whatever it is;
@@ -553,33 +626,45 @@ pub fn start(fd: i32, kind: Kind, history: u32, peer: Option<&Addr>) {
             kind: kind as u8,
             peer: pack_addr(peer),
             created_ms: now_ms(),
+            conn_no: if history & hist::ACCEPTED != 0 {
+                next_conn_no()
+            } else {
+                0
+            },
             ..RecordCopy::default()
         };
         r.publish(&c, (0, 0), 0, None);
     }
 }
 
-/// A successful read-family call moved `n` bytes in (counted with `ERRSHIM_COUNT=1`).
+/// A successful read-family call moved `n` bytes in (counted with `ERRSHIM_COUNT=1`, or for
+/// an `after_bytes=` fault rule).
 #[inline(always)]
 pub fn count_in(fd: i32, n: u64, call: Call) {
-    if !counting() {
+    let what = COUNTING.load(Relaxed);
+    if what == 0 {
         return;
     }
     if let Some(r) = writable(fd) {
         r.bytes_in.fetch_add(n, Relaxed);
-        r.note_call(call);
+        if what & COUNT_ALL != 0 {
+            r.note_call(call);
+        }
     }
 }
 
-/// A successful write-family call moved `n` bytes out (counted with `ERRSHIM_COUNT=1`).
+/// A successful write-family call moved `n` bytes out (counted as `count_in`).
 #[inline(always)]
 pub fn count_out(fd: i32, n: u64, call: Call) {
-    if !counting() {
+    let what = COUNTING.load(Relaxed);
+    if what == 0 {
         return;
     }
     if let Some(r) = writable(fd) {
         r.bytes_out.fetch_add(n, Relaxed);
-        r.note_call(call);
+        if what & COUNT_ALL != 0 {
+            r.note_call(call);
+        }
     }
 }
 

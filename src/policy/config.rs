@@ -61,6 +61,11 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
     ),
     ("ERRSHIM_CONTROL", "", "a file of fault rules, re-read when it changes"),
     (
+        "ERRSHIM_CHECK_CALL",
+        "",
+        "errshim --check --call: a call to say each fault rule's verdict on, 'read fd=tcp port=80'",
+    ),
+    (
         "ERRSHIM_ONLY_CMDS",
         "",
         "comma list of program names: errshim acts only in these",
@@ -187,6 +192,8 @@ pub struct Config {
     pub seed: Option<u64>,
     /// The control file's path, as bytes.
     pub control: Option<Vec<u8>>,
+    /// `ERRSHIM_CHECK_CALL` (`errshim --check --call`): the description, and the call.
+    pub check_call: Option<(String, crate::policy::faults::CallProbe)>,
     pub strict: bool,
     pub level: LevelFilter,
     /// `ERRSHIM_SECCOMP=trust`.
@@ -407,6 +414,7 @@ impl Config {
             faults: None,
             seed: None,
             control: None,
+            check_call: None,
             strict: false,
             level: LevelFilter::Warn,
             trust_seccomp: false,
@@ -529,6 +537,15 @@ pub fn from_lookup(get: Lookup, set_names: &[Vec<u8>]) -> (Config, Vec<ConfigErr
         }
     });
     let control = get("ERRSHIM_CONTROL").filter(|v| !v.trim_ascii().is_empty());
+    let check_call =
+        text(get, "ERRSHIM_CHECK_CALL", &mut errors).and_then(|v| match crate::policy::faults::parse_probe(&v) {
+            Ok(p) => Some((v.trim().to_string(), p)),
+            Err((problem, token, suggestion)) => {
+                let e = ConfigError::new("ERRSHIM_CHECK_CALL", &token, problem, "saying no verdict");
+                errors.push(e.suggest(suggestion));
+                None
+            }
+        });
 
     let format = match text(get, "ERRSHIM_FORMAT", &mut errors).as_deref().map(str::trim) {
         None | Some("") | Some("text") => Format::Text,
@@ -579,6 +596,7 @@ pub fn from_lookup(get: Lookup, set_names: &[Vec<u8>]) -> (Config, Vec<ConfigErr
             faults,
             seed,
             control,
+            check_call,
             strict,
             level,
             trust_seccomp,
@@ -683,6 +701,12 @@ impl Config {
         }
         for (i, r) in self.fault_set().rules().iter().enumerate() {
             out.push(format!("fault rule {}: {}", i + 1, crate::policy::faults::explain(r)));
+        }
+        if let Some((text, call)) = &self.check_call {
+            for (i, r) in self.fault_set().rules().iter().enumerate() {
+                let verdict = crate::policy::faults::verdict(r, call);
+                out.push(format!("fault rule {} on '{}': {verdict}", i + 1, esc(text)));
+            }
         }
         if let Some(c) = &self.control {
             out.push(format!(

@@ -103,7 +103,22 @@ pub struct FaultRule {
     /// `delay=` after an errno: nanoseconds to wait before failing (0: at once). connect's
     /// ETIMEDOUT waits `SYN_TIMEOUT_NS` unless told.
     pub wait: u64,
+    /// `conn=N`: only on the process's N-th connection (see `conntable::Record::conn_no`).
+    pub conn: Option<u64>,
+    /// `conn_nth=N`: only the N-th matching call on each connection.
+    pub conn_nth: Option<u64>,
+    /// `after_bytes=N`: only once N bytes (in and out) have moved on the connection.
+    pub after_bytes: Option<u64>,
+    /// `from=`, `for=`: only from this many ms after errshim's start, for this long.
+    pub from_ms: u64,
+    pub for_ms: Option<u64>,
+    /// `delay=D~J`: the delay is uniform in [D-J, D+J] (ns; 0: exactly D).
+    pub jitter: u64,
 }
+
+/// How many rules of a set may use `conn_nth=` (each keeps a counter in every connection's
+/// record).
+pub const MAX_CONN_COUNTED: usize = 4;
 
 impl FaultRule {
     const NONE: FaultRule = FaultRule {
@@ -119,7 +134,23 @@ impl FaultRule {
         peer: None,
         unfaithful: false,
         wait: 0,
+        conn: None,
+        conn_nth: None,
+        after_bytes: None,
+        from_ms: 0,
+        for_ms: None,
+        jitter: 0,
     };
+
+    /// Whether `from=` or `for=` limits the rule to a time window.
+    pub fn windowed(&self) -> bool {
+        self.from_ms > 0 || self.for_ms.is_some()
+    }
+
+    /// Whether the window of `from=` and `for=` holds `ms` after errshim's start.
+    pub fn in_window(&self, ms: u64) -> bool {
+        ms >= self.from_ms && self.for_ms.is_none_or(|f| ms - self.from_ms < f)
+    }
 
     /// Whether the k-th matching call is injected (ignoring `max`, which needs a counter).
     #[cfg(test)]
@@ -166,7 +197,12 @@ impl Triggers {
         if let Some(w) = r.when {
             (lo, hi) = (lo.max(w.first), hi.min(w.last));
         }
-        let (lo, span) = if lo <= hi { (lo, hi - lo) } else { (0, 0) };
+        // `for=0`: a window that holds no call.
+        let (lo, span) = if lo <= hi && r.for_ms != Some(0) {
+            (lo, hi - lo)
+        } else {
+            (0, 0)
+        };
         Triggers {
             lo,
             span,
@@ -313,7 +349,7 @@ pub fn call_errnos(c: Call) -> Option<(&'static [i32], &'static str)> {
 }
 
 const FAULT_WORDS: [&str; 5] = ["short", "delay", "reset", "eof", "ECONNRESET"];
-const OPTION_WORDS: [&str; 11] = [
+const OPTION_WORDS: [&str; 16] = [
     "p",
     "nth",
     "when",
@@ -325,6 +361,11 @@ const OPTION_WORDS: [&str; 11] = [
     "short",
     "unfaithful",
     "delay",
+    "conn",
+    "conn_nth",
+    "after_bytes",
+    "from",
+    "for",
 ];
 
 fn err(rule: usize, text: &str, token: &str, problem: &'static str, suggestion: Option<&'static str>) -> FaultError {
@@ -376,6 +417,58 @@ pub fn parse_duration(s: &str) -> Option<u64> {
     ];
     let v = scaled(s, &units)?;
     (0.0..3.6e12).contains(&v).then_some(v as u64)
+}
+
+/// A time window's bound: `500ms`, `5s`, `2m`, `1h` (also `us`, `ns`). Returns milliseconds
+/// (the coarse clock's unit), rounded down.
+pub fn parse_span_ms(s: &str) -> Option<u64> {
+    let units = [
+        ("ns", 1e-6),
+        ("us", 1e-3),
+        ("ms", 1.0),
+        ("s", 1e3),
+        ("m", 60e3),
+        ("h", 3.6e6),
+    ];
+    let v = scaled(s, &units)?;
+    (0.0..9.0e15).contains(&v).then_some(v as u64)
+}
+
+/// `delay=D` or `delay=D~J`: (D, J) in nanoseconds, J at most D (a delay is never negative) and
+/// D+J under an hour.
+fn parse_delay(rule: usize, text: &str, v: &str) -> Result<(u64, u64), FaultError> {
+    let bad = |t: &str| err(rule, text, t, "bad duration (e.g. 250us, 20ms, 1s)", None);
+    let (d, j) = v.split_once('~').unwrap_or((v, "0s"));
+    let d = parse_duration(d).ok_or_else(|| bad(d))?;
+    let j = parse_duration(j).ok_or_else(|| err(rule, text, j, "bad jitter (e.g. delay=20ms~5ms)", None))?;
+    if j > d {
+        return Err(err(
+            rule,
+            text,
+            v,
+            "jitter larger than the delay (the delay would be negative)",
+            None,
+        ));
+    }
+    if d + j >= 3_600_000_000_000 {
+        return Err(bad(v));
+    }
+    Ok((d, j))
+}
+
+/// A `delay=D~J` rule's delay for its k-th matching call: uniform in [D-J, D+J], drawn from the
+/// rule's key and k (whole microseconds when D and J are).
+pub fn jittered(d: u64, j: u64, key: u64, k: u64) -> u64 {
+    if j == 0 {
+        return d;
+    }
+    let unit = if d.is_multiple_of(1000) && j.is_multiple_of(1000) {
+        1000
+    } else {
+        1
+    };
+    let (lo, width) = ((d - j) / unit, 2 * j / unit + 1);
+    (lo + draw_keyed(key, k, 2) % width) * unit
 }
 
 /// `A`, `A+`, `A+S`, `A..B`, `A..B+S` (strace's syntax).
@@ -490,15 +583,17 @@ fn parse_rule(n: usize, text: &str) -> Result<FaultRule, FaultError> {
         set
     };
     let f = fault_field.trim();
+    let mut jitter = 0;
     let fault = match f {
         "reset" => Fault::Reset,
         "eof" => Fault::Eof,
         "short" => Fault::Short(0),
         _ if f.starts_with("short=") => Fault::Short(num(n, text, &f[6..], 1)?),
-        _ if f.starts_with("delay=") => Fault::Delay(
-            parse_duration(&f[6..])
-                .ok_or_else(|| err(n, text, &f[6..], "bad duration (e.g. 250us, 20ms, 1s)", None))?,
-        ),
+        _ if f.starts_with("delay=") => {
+            let (d, j) = parse_delay(n, text, &f[6..])?;
+            jitter = j;
+            Fault::Delay(d)
+        }
         _ => match errno::parse(f) {
             Some(e) => Fault::Errno(e),
             None => {
@@ -517,6 +612,7 @@ fn parse_rule(n: usize, text: &str) -> Result<FaultRule, FaultError> {
     let mut r = FaultRule {
         calls,
         fault,
+        jitter,
         ..FaultRule::NONE
     };
     let options = Options { rest: fields.next() };
@@ -566,6 +662,18 @@ fn parse_rule(n: usize, text: &str) -> Result<FaultRule, FaultError> {
                 r.peer = Some(parse_peer(v).ok_or_else(|| err(n, text, v, "bad peer= (ADDR or ADDR/PREFIX)", None))?)
             }
             "unfaithful" if v.is_empty() => r.unfaithful = true,
+            "conn" => r.conn = Some(num(n, text, v, 1)?),
+            "conn_nth" => r.conn_nth = Some(num(n, text, v, 1)?),
+            "after_bytes" => r.after_bytes = Some(num(n, text, v, 0)?),
+            "from" | "for" => {
+                let ms =
+                    parse_span_ms(v).ok_or_else(|| err(n, text, v, "bad duration (e.g. 500ms, 5s, 2m, 1h)", None))?;
+                if k == "from" {
+                    r.from_ms = ms;
+                } else {
+                    r.for_ms = Some(ms);
+                }
+            }
             "fd" => {
                 r.fd = match FdFilter::NAMES.iter().position(|&x| x == v) {
                     Some(i) => FdFilter::ALL[i],
@@ -678,6 +786,15 @@ pub fn parse(spec: &str) -> Result<FaultSet, FaultError> {
         }
         set.rules[i] = parse_rule(i + 1, text)?;
         set.n = i + 1;
+        if set.rules().iter().filter(|r| r.conn_nth.is_some()).count() > MAX_CONN_COUNTED {
+            return Err(err(
+                i + 1,
+                text,
+                "conn_nth",
+                "too many rules with conn_nth (at most 4 in a set)",
+                None,
+            ));
+        }
     }
     Ok(set)
 }
@@ -739,6 +856,11 @@ pub fn explain(r: &FaultRule) -> String {
         Fault::Errno(e) => format!("fail with {} without performing it", errno::Name(e)),
         Fault::Short(0) => "transfer a random number of bytes from 1 to len-1".to_string(),
         Fault::Short(n) => format!("transfer at most {n} bytes"),
+        Fault::Delay(ns) if r.jitter > 0 => format!(
+            "wait {} to {} us (uniform), then perform it",
+            (ns - r.jitter) / 1000,
+            (ns + r.jitter) / 1000
+        ),
         Fault::Delay(ns) => format!("wait {} us, then perform it", ns / 1000),
         Fault::Reset => "abort the TCP connection (RST), then perform it".to_string(),
         Fault::Eof => "return 0 (end of file) without reading".to_string(),
@@ -748,6 +870,20 @@ pub fn explain(r: &FaultRule) -> String {
         (Fault::Short(_), false) => format!(
             "{what}, where Linux could (TCP: reads while the peer can still send, non-blocking writes; the rest then wakes the program)"
         ),
+        (Fault::Errno(e), false) => match e {
+            libc::EAGAIN => format!("{what}, where Linux could (non-blocking TCP calls; readiness then signalled again)"),
+            libc::EINTR => format!("{what}, where Linux could (blocking calls)"),
+            libc::ECONNRESET
+            | libc::ETIMEDOUT
+            | libc::EPIPE
+            | libc::ENOTCONN
+            | libc::EHOSTUNREACH
+            | libc::ENETUNREACH
+            | libc::ECONNABORTED => format!(
+                "{what}, where Linux could (a TCP connection, aborted for real first; UDP for ICMP errors; not unix sockets)"
+            ),
+            _ => what,
+        },
         (Fault::Eof, false) => format!(
             "{what}, where Linux could (a stream with nothing queued, made true with shutdown(SHUT_RD); a datagram call that asks for no address)"
         ),
@@ -783,12 +919,212 @@ pub fn explain(r: &FaultRule) -> String {
     if let Some(p) = r.peer {
         when.push(format!("peer in {}/{}", p.ip, p.prefix));
     }
+    if let Some(c) = r.conn {
+        when.push(format!("only on connection number {c}"));
+    }
+    if let Some(c) = r.conn_nth {
+        when.push(format!("only matching call number {c} of each connection"));
+    }
+    if let Some(b) = r.after_bytes {
+        when.push(format!("once {b} bytes have moved on the connection"));
+    }
+    if r.windowed() {
+        let end = r
+            .for_ms
+            .map_or("on".to_string(), |f| format!("to {} ms", r.from_ms.saturating_add(f)));
+        when.push(format!("from {} ms after errshim's start {end}", r.from_ms));
+    }
     let when = if when.is_empty() {
         "every matching call".to_string()
     } else {
         when.join(", ")
     };
     format!("{calls} on fd={}: {what}; {when}", r.fd.name())
+}
+
+/// A call described for `errshim --check --call`: what each fault rule would do with it.
+/// `CALL [fd=KIND] [port=N] [peer=ADDR] [conn=N] [conn_k=N] [k=N] [bytes=N] [at=DURATION]`:
+/// the descriptor's kind (`tcp`, `udp`, `unix`, `file`, or an event's kind: `tcp6`,
+/// `unix-dgram`, ...; default `tcp`), a local or peer port and the peer's address (none by
+/// default), the connection's number (1) and the call's number on it (1), the call's number
+/// among the rule's matching calls (1), the bytes moved on the connection before it (0) and
+/// the time since errshim's start (0s). Configuration time only.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CallProbe {
+    pub call: Call,
+    pub kind: crate::sys::socket::Kind,
+    pub port: Option<u16>,
+    pub peer: Option<IpAddr>,
+    pub conn: u64,
+    pub conn_k: u64,
+    pub k: u64,
+    pub bytes: u64,
+    pub at_ms: u64,
+}
+
+const PROBE_WORDS: [&str; 8] = ["fd", "port", "peer", "conn", "conn_k", "k", "bytes", "at"];
+
+/// What is wrong in a call description: the problem, the token, a suggestion.
+pub type ProbeError = (&'static str, String, Option<&'static str>);
+
+/// Parses a call description (see `CallProbe`).
+pub fn parse_probe(s: &str) -> Result<CallProbe, ProbeError> {
+    use crate::sys::socket::Kind;
+    let mut words = s.split_whitespace();
+    let name = words.next().ok_or((
+        "empty call description (e.g. 'read fd=tcp port=80')",
+        String::new(),
+        None,
+    ))?;
+    let call = Call::from_name(name).ok_or_else(|| {
+        let names = Call::ALL.iter().map(|c| c.name());
+        ("unknown call", name.to_string(), suggest::closest(name, names))
+    })?;
+    let mut p = CallProbe {
+        call,
+        kind: Kind::Tcp4,
+        port: None,
+        peer: None,
+        conn: 1,
+        conn_k: 1,
+        k: 1,
+        bytes: 0,
+        at_ms: 0,
+    };
+    let kinds = (0..=10u8).map(Kind::from_u8).filter(|k| *k != Kind::Unknown);
+    for w in words {
+        let (key, v) = w.split_once('=').unwrap_or((w, ""));
+        let bad = |problem: &'static str| (problem, w.to_string(), None);
+        let n = |min: u64| {
+            v.parse::<u64>().ok().filter(|&n| n >= min).ok_or_else(|| {
+                bad(if min > 0 {
+                    "expected a whole number >= 1"
+                } else {
+                    "expected a whole number"
+                })
+            })
+        };
+        match key {
+            "fd" => {
+                p.kind = match v {
+                    "tcp" => Kind::Tcp4,
+                    "udp" => Kind::Udp4,
+                    "unix" => Kind::UnixStream,
+                    "file" => Kind::NotSocket,
+                    _ => kinds.clone().find(|k| k.name() == v).ok_or_else(|| {
+                        let names = ["tcp", "udp", "unix", "file"]
+                            .into_iter()
+                            .chain(kinds.clone().map(Kind::name));
+                        ("unknown fd kind", w.to_string(), suggest::closest(v, names))
+                    })?,
+                }
+            }
+            "port" => p.port = Some(u16::try_from(n(1)?).map_err(|_| bad("bad port"))?),
+            "peer" => {
+                let a = v.trim_start_matches('[').trim_end_matches(']');
+                p.peer = Some(a.parse().map_err(|_| bad("bad peer address"))?);
+            }
+            "conn" => p.conn = n(1)?,
+            "conn_k" => p.conn_k = n(1)?,
+            "k" => p.k = n(1)?,
+            "bytes" => p.bytes = n(0)?,
+            "at" => p.at_ms = parse_span_ms(v).ok_or_else(|| bad("bad duration (e.g. at=5s)"))?,
+            _ => {
+                return Err((
+                    "unknown word in the call description",
+                    w.to_string(),
+                    suggest::closest(key, PROBE_WORDS),
+                ))
+            }
+        }
+    }
+    Ok(p)
+}
+
+/// What rule `r` does with the described call: that it fires (or may, with `p=`), or the
+/// first of its options that excludes the call, in the order the fault engine asks them
+/// (configuration time only).
+pub fn verdict(r: &FaultRule, c: &CallProbe) -> String {
+    let ip = c.kind.is_tcp() || c.kind.is_udp();
+    let excluded = |why: String| format!("not injected: {why}");
+    if !r.calls.contains(c.call) {
+        return excluded(format!("{} is not one of its calls", c.call.name()));
+    }
+    if !r.fd.matches(c.kind) {
+        return excluded(format!("fd={} leaves out {}", r.fd.name(), c.kind.name()));
+    }
+    if !ip && (r.port.is_some() || r.peer.is_some()) {
+        return excluded(format!(
+            "port= and peer= need a TCP or UDP socket, not {}",
+            c.kind.name()
+        ));
+    }
+    if let Some(port) = r.port {
+        if c.port != Some(port) {
+            return excluded(format!(
+                "port={port} (the call's port: {})",
+                c.port.map_or("none".to_string(), |p| p.to_string())
+            ));
+        }
+    }
+    if let Some(pf) = r.peer {
+        if !c.peer.is_some_and(|a| pf.matches(a)) {
+            return excluded(format!(
+                "peer={}/{} (the call's peer: {})",
+                pf.ip,
+                pf.prefix,
+                c.peer.map_or("none".to_string(), |a| a.to_string())
+            ));
+        }
+    }
+    if r.conn.is_some_and(|n| n != c.conn) {
+        return excluded(format!(
+            "conn={} (the call is on connection {})",
+            r.conn.unwrap_or(0),
+            c.conn
+        ));
+    }
+    let matched = format!("matches (k={})", c.k);
+    let t = Triggers::of(r);
+    if !t.can_fire() {
+        return format!("{matched}, not injected: the rule can never fire (dropped)");
+    }
+    let but = |why: String| format!("{matched}, not injected: {why}");
+    if c.k <= r.after {
+        return but(format!("after={} spares it", r.after));
+    }
+    if r.nth.is_some_and(|n| n != c.k) {
+        return but(format!("nth={}", r.nth.unwrap_or(0)));
+    }
+    if let Some(w) = r.when {
+        if c.k < w.first || c.k > w.last || !(c.k - w.first).is_multiple_of(w.step) {
+            return but("its when= leaves out this k".to_string());
+        }
+    }
+    if r.conn_nth.is_some_and(|n| n != c.conn_k) {
+        return but(format!(
+            "conn_nth={} (the call is number {} on its connection)",
+            r.conn_nth.unwrap_or(0),
+            c.conn_k
+        ));
+    }
+    if r.after_bytes.is_some_and(|n| c.bytes < n) {
+        return but(format!(
+            "after_bytes={} (bytes={} before it)",
+            r.after_bytes.unwrap_or(0),
+            c.bytes
+        ));
+    }
+    if !r.in_window(c.at_ms) {
+        return but(format!("from= and for= leave out at={}ms", c.at_ms));
+    }
+    match r.p {
+        Some(p) => format!(
+            "{matched}, injected with probability {:.4}",
+            p as f64 / 18_446_744_073_709_551_616.0
+        ),
+        None => format!("{matched}, injected"),
+    }
 }
 
 /// The fault as text for events: `ECONNRESET`, `short=17`, `delay=20ms`, `reset`, `eof`.
@@ -1017,6 +1353,140 @@ mod tests {
         assert!(parse("read").is_err());
         let too_many = vec!["read:EIO"; 17].join(";");
         assert!(parse(&too_many).is_err());
+    }
+
+    #[test]
+    fn connection_byte_and_time_options() {
+        let r = one("write:reset:conn=2:conn_nth=3:after_bytes=100000:from=1.5s:for=2m");
+        assert_eq!((r.conn, r.conn_nth, r.after_bytes), (Some(2), Some(3), Some(100_000)));
+        assert_eq!((r.from_ms, r.for_ms), (1500, Some(120_000)));
+        assert!(!r.in_window(1499) && r.in_window(1500) && r.in_window(121_499) && !r.in_window(121_500));
+        let open = one("read:EIO:from=1h");
+        assert!(open.windowed() && !open.in_window(3_599_999) && open.in_window(u64::MAX));
+        assert!(!one("read:EIO").windowed() && one("read:EIO").in_window(0));
+        assert_eq!(one("read:EIO:after_bytes=0").after_bytes, Some(0));
+        // A window of no time can never fire: the rule is dropped like `p=0`.
+        assert!(!Triggers::of(&one("read:EIO:for=0s")).can_fire());
+        assert!(Triggers::of(&one("read:EIO:for=1ms")).can_fire());
+        for (spec, token, suggestion) in [
+            ("read:EIO:conn_nht=2", "conn_nht=2", Some("conn_nth")),
+            ("read:EIO:after_byte=9", "after_byte=9", Some("after_bytes")),
+            ("read:EIO:fro=1s", "fro=1s", Some("from")),
+            ("read:EIO:conn=0", "0", None),
+            ("read:EIO:conn_nth=x", "x", None),
+            ("read:EIO:from=5", "5", None),
+            ("read:EIO:for=-1s", "-1s", None),
+        ] {
+            let e = parse(spec).unwrap_err();
+            assert_eq!((e.token.as_str(), e.suggestion), (token, suggestion), "{spec}: {e}");
+        }
+        let five = ["read:EIO:conn_nth=1"; 5].join(";");
+        let e = parse(&five).unwrap_err();
+        assert_eq!((e.rule, e.token.as_str()), (5, "conn_nth"), "{e}");
+        assert!(parse(&["read:EIO:conn_nth=1"; 4].join(";")).is_ok());
+    }
+
+    #[test]
+    fn delay_jitter() {
+        let r = one("send:delay=20ms~5ms");
+        assert_eq!((r.fault, r.jitter), (Fault::Delay(20_000_000), 5_000_000));
+        assert_eq!(one("send:delay=1ms~1ms").jitter, 1_000_000, "down to no delay at all");
+        let e = parse("send:delay=1ms~2ms").unwrap_err();
+        assert!(e.problem.contains("jitter larger"), "{e}");
+        assert_eq!(parse("send:delay=20ms~5x").unwrap_err().token.as_str(), "5x");
+        assert!(parse("send:delay=59m~2m").is_err(), "under an hour in all");
+        let key = rule_key(7, 1);
+        let ds: Vec<u64> = (1..=2000).map(|k| jittered(20_000_000, 5_000_000, key, k)).collect();
+        assert!(ds
+            .iter()
+            .all(|d| (15_000_000..=25_000_000).contains(d) && d % 1000 == 0));
+        assert!(
+            ds.iter().any(|&d| d < 16_000_000) && ds.iter().any(|&d| d > 24_000_000),
+            "spread"
+        );
+        let mean = ds.iter().sum::<u64>() / ds.len() as u64;
+        assert!((19_500_000..20_500_000).contains(&mean), "{mean}");
+        assert_eq!(
+            ds,
+            (1..=2000)
+                .map(|k| jittered(20_000_000, 5_000_000, key, k))
+                .collect::<Vec<_>>()
+        );
+        assert_ne!(
+            ds[..20],
+            (1..=20)
+                .map(|k| jittered(20_000_000, 5_000_000, rule_key(8, 1), k))
+                .collect::<Vec<_>>()[..]
+        );
+        assert_eq!(jittered(20_000_000, 0, key, 3), 20_000_000);
+        assert!((1..500).all(|k| jittered(1000, 1000, key, k) <= 2000));
+        assert!(
+            (1..500).all(|k| jittered(7, 3, key, k).abs_diff(7) <= 3),
+            "odd nanoseconds"
+        );
+        assert!(explain(&r).contains("wait 15000 to 25000 us"), "{}", explain(&r));
+    }
+
+    #[test]
+    fn call_checks_name_the_option_that_excludes() {
+        let call = |s: &str| parse_probe(s).unwrap();
+        let v = |rule: &str, c: &str| verdict(&one(rule), &call(c));
+        assert_eq!(v("read:EIO", "read"), "matches (k=1), injected");
+        assert_eq!(v("read:EIO", "write"), "not injected: write is not one of its calls");
+        assert_eq!(
+            v("read:EIO:fd=unix", "read fd=tcp6"),
+            "not injected: fd=unix leaves out tcp6"
+        );
+        assert_eq!(v("read:EIO:fd=any", "read fd=file"), "matches (k=1), injected");
+        assert_eq!(
+            v("read:EIO:port=80", "read"),
+            "not injected: port=80 (the call's port: none)"
+        );
+        assert_eq!(
+            v("read:EIO:port=80", "read port=80 fd=unix"),
+            "not injected: port= and peer= need a TCP or UDP socket, not unix-stream"
+        );
+        assert_eq!(
+            v("read:EIO:peer=10.0.0.0/8", "read peer=10.1.1.1"),
+            "matches (k=1), injected"
+        );
+        assert!(v("read:EIO:peer=10.0.0.0/8", "read peer=[::1]").starts_with("not injected: peer=10.0.0.0/8"));
+        assert_eq!(
+            v("read:EIO:conn=2", "read conn=3"),
+            "not injected: conn=2 (the call is on connection 3)"
+        );
+        assert_eq!(
+            v("read:EIO:after=2", "read k=2"),
+            "matches (k=2), not injected: after=2 spares it"
+        );
+        assert_eq!(v("read:EIO:nth=2", "read k=3"), "matches (k=3), not injected: nth=2");
+        assert_eq!(
+            v("read:EIO:when=2..9+3", "read k=4"),
+            "matches (k=4), not injected: its when= leaves out this k"
+        );
+        assert_eq!(v("read:EIO:when=2..9+3", "read k=5"), "matches (k=5), injected");
+        assert!(v("read:EIO:conn_nth=2", "read").contains("conn_nth=2 (the call is number 1 on its connection)"));
+        assert_eq!(v("read:EIO:conn_nth=2", "read conn_k=2"), "matches (k=1), injected");
+        assert!(v("read:EIO:after_bytes=10", "read bytes=9").ends_with("after_bytes=10 (bytes=9 before it)"));
+        assert!(v("read:EIO:from=5s:for=1s", "read at=6s").ends_with("from= and for= leave out at=6000ms"));
+        assert_eq!(v("read:EIO:from=5s:for=1s", "read at=5.5s"), "matches (k=1), injected");
+        assert!(v("read:EIO:p=0", "read").ends_with("the rule can never fire (dropped)"));
+        assert_eq!(
+            v("read:EIO:p=0.5", "read"),
+            "matches (k=1), injected with probability 0.5000"
+        );
+        for (bad, token, suggestion) in [
+            ("raed", "raed", Some("read")),
+            ("read fd=tpc", "fd=tpc", Some("tcp")),
+            ("read prot=80", "prot=80", Some("port")),
+            ("read port=0", "port=0", None),
+            ("read peer=x", "peer=x", None),
+            ("read at=5", "at=5", None),
+            ("", "", None),
+        ] {
+            let (_, t, s) = parse_probe(bad).unwrap_err();
+            assert_eq!((t.as_str(), s), (token, suggestion), "{bad}");
+        }
     }
 
     #[test]

@@ -85,6 +85,7 @@ const FAULT_SEEDS: &[&str] = &[
     "*:delay=250us:p=0.001",
     "send,recv:ECONNRESET:p=0.01;writev,readv:EINTR:p=0.01:fd=tcp",
     "sendto,recvfrom:reset:when=1..3:fd=udp:peer=192.168.0.1/24",
+    "write:reset:after_bytes=100000:conn=2;read:EIO:conn_nth=3:from=5s:for=10s;send:delay=20ms~5ms",
 ];
 
 const CONTROL_SEEDS: &[&str] = &[
@@ -171,6 +172,12 @@ const PIECES: &[&str] = &[
     "max=",
     "port=",
     "peer=",
+    "conn=",
+    "conn_nth=",
+    "after_bytes=",
+    "from=",
+    "for=",
+    "~",
     "short=",
     "delay=",
     "map=",
@@ -399,7 +406,7 @@ fn check_fault_set(s: &str, set: &faults::FaultSet) {
                 "{s:?}: {r:?}"
             ),
             Fault::Errno(e) => assert!((1..4096).contains(&e), "{s:?}"),
-            Fault::Delay(ns) => assert!(ns < 3_600_000_000_000, "{s:?}"),
+            Fault::Delay(ns) => assert!(ns + r.jitter < 3_600_000_000_000 && r.jitter <= ns, "{s:?}"),
             Fault::Reset => {}
         }
         if let Some(w) = r.when {

@@ -4,7 +4,8 @@
 //! process writes its own file, with `comm` and `pid` labels.
 //!
 //! Counters (all `_total`): `errshim_events_total` by call, errno, action and cause;
-//! `errshim_injections_total` by fault rule; `errshim_dropped_lines_total`;
+//! `errshim_injections_total` by fault rule; `errshim_fault_matched_total` and
+//! `errshim_fault_fired_total` by rule of the fault rules in force; `errshim_dropped_lines_total`;
 //! `errshim_held_lines_total` (held back by `ERRSHIM_LOG_RATE`).
 
 use crate::report::{logger, rate, summary};
@@ -106,6 +107,28 @@ pub fn text(out: &mut StackBuf<MAX>) {
         let _ = writeln!(l, ",rule=\"{rule}\"}} {n}");
         append(out, &l);
     });
+    let mut per_rule = |name: &str, help: &str, pick: fn(u64, u64) -> u64| {
+        let _ = write!(line, "# HELP {name} {help}\n# TYPE {name} counter\n");
+        append(out, &line);
+        line = StackBuf::new();
+        summary::rule_counts(&mut |rule, matched, fired| {
+            let mut l = StackBuf::<LINE>::new();
+            let _ = write!(l, "{name}{{");
+            labels(&mut l);
+            let _ = writeln!(l, ",rule=\"{rule}\"}} {}", pick(matched, fired));
+            append(out, &l);
+        });
+    };
+    per_rule(
+        "errshim_fault_matched_total",
+        "Calls each fault rule in force matched (its filters held), since it was installed.",
+        |m, _| m,
+    );
+    per_rule(
+        "errshim_fault_fired_total",
+        "Faults each fault rule in force injected, since it was installed.",
+        |_, f| f,
+    );
 }
 
 /// Rewrites the metrics file of `template` (`%p`: the pid): the text into a temporary file of

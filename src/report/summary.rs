@@ -241,6 +241,35 @@ pub fn count_injection(rule: usize) {
     }
 }
 
+/// Each fault rule's counts, (rule, matching calls, injections), of the rules in force (since
+/// they were installed, in this process); given by the fault engine, a layer above, which
+/// registers it (`set_rule_counts`).
+pub type RuleCounts = fn(&mut dyn FnMut(usize, u64, u64));
+
+static RULE_COUNTS: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
+
+/// Registers where the fault rules' counts come from (from the constructor, in fault mode).
+pub fn set_rule_counts(f: RuleCounts) {
+    RULE_COUNTS.store(f as *mut (), Release);
+}
+
+/// The fault rules' counts (see `RuleCounts`): nothing outside fault mode.
+pub fn rule_counts(each: &mut dyn FnMut(usize, u64, u64)) {
+    let p = RULE_COUNTS.load(Acquire);
+    if !p.is_null() {
+        // SAFETY: only `set_rule_counts` stores here, a `RuleCounts`.
+        let f: RuleCounts = unsafe { core::mem::transmute::<*mut (), RuleCounts>(p) };
+        f(each);
+    }
+}
+
+/// Whether some fault rule matched a call.
+fn rules_matched() -> bool {
+    let mut any = false;
+    rule_counts(&mut |_, matched, _| any |= matched > 0);
+    any
+}
+
 /// The injections by fault rule: (rule, count) for each rule that injected.
 pub fn injections(mut each: impl FnMut(usize, u64)) {
     let Some(t) = tables() else { return };
@@ -317,9 +346,9 @@ impl core::fmt::Display for ErrnoOrNone {
     }
 }
 
-/// Whether there is anything to report.
+/// Whether there is anything to report: an event, or a fault rule that matched a call.
 pub fn any() -> bool {
-    COUNTED.load(Relaxed) && tables().is_some_and(|t| t.by_kind.total() > 0)
+    tables().is_some_and(|t| (COUNTED.load(Relaxed) && t.by_kind.total() > 0) || rules_matched())
 }
 
 /// Writes the exit summary to the log destination: text lines, or one JSON object; nothing when
@@ -339,7 +368,7 @@ pub fn report(format: crate::policy::config::Format, comm: &[u8], interval_ms: O
     let total = t.by_kind.total();
     // A process with nothing to report writes nothing (a server forking a worker per
     // connection would otherwise leave a file per connection).
-    if total == 0 {
+    if total == 0 && !rules_matched() {
         return;
     }
     let pid = crate::sys::process::pid();
@@ -387,6 +416,11 @@ pub fn report(format: crate::policy::config::Format, comm: &[u8], interval_ms: O
                 let _ = write!(b, " count={c}");
                 crate::report::logger::event(b.finish_line());
             }
+            rule_counts(&mut |rule, matched, fired| {
+                let mut b = StackBuf::<512>::new();
+                let _ = write!(b, "errshim summary fault_rule={rule} matched={matched} fired={fired}");
+                crate::report::logger::event(b.finish_line());
+            });
         }
         crate::policy::config::Format::Json => {
             let mut b = StackBuf::<16384>::new();
@@ -430,6 +464,13 @@ pub fn report(format: crate::policy::config::Format, comm: &[u8], interval_ms: O
                 }
                 let _ = write!(b, "\",\"count\":{c}}}");
             }
+            b.push(b"],\"fault_rules\":[");
+            let mut first = true;
+            rule_counts(&mut |rule, matched, fired| {
+                let sep = if first { "" } else { "," };
+                first = false;
+                let _ = write!(b, "{sep}{{\"rule\":{rule},\"matched\":{matched},\"fired\":{fired}}}");
+            });
             b.push(b"]}}");
             crate::report::logger::event(b.finish_line());
         }
