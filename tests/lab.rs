@@ -7,7 +7,7 @@
 mod common;
 
 use common::*;
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::process::Command;
 use std::sync::Mutex;
 
@@ -377,4 +377,86 @@ fn text_lines_and_the_failing_read() {
     assert_eq!(ev[0]["cause"], "timeout_keepalive", "{:#}", ev[0]);
     assert_eq!(ev[0]["keepalive"], "1/1/1");
     assert_eq!(ev[1]["cause"], "timeout_keepalive", "{:#}", ev[1]);
+}
+
+/// `errshim replay` (issue 17, item 5): a run where the kernel produced the failures (a
+/// middlebox's RST, a black hole, ICMP port unreachable, a full accept queue) is recorded with
+/// JSON events, the log turned into fault rules, and the same client run again against the
+/// same server over a plain loopback (`--plain`: no middlebox, no condition) under those rules:
+/// the program gets the same errno from the same call, errshim injected it (the path did
+/// nothing), and the reset is a real RST.
+#[test]
+fn replayed_failures_are_the_same_over_loopback() {
+    if !lab_ready() {
+        return;
+    }
+    let lib = lib().to_string_lossy().into_owned();
+    // (scenario, rules to record with, the failing call, its errno, the fault replay gives)
+    let cases: [(&str, &str, &str, &str, &str); 4] = [
+        // The default rules: the recv's failure is only in the suppressed shutdown's history.
+        ("middlebox-rst", "", "recv", "ECONNRESET", "reset"),
+        // The failing recv logged itself, and the shutdown after it.
+        ("blackhole", "+recv:*:log", "recv", "ETIMEDOUT", "ETIMEDOUT"),
+        ("icmp-port", "", "connect", "ECONNREFUSED", "ECONNREFUSED"),
+        ("backlog", "", "connect", "ETIMEDOUT", "ETIMEDOUT"),
+    ];
+    let dir = TempDir::new("lab-replay");
+    std::thread::scope(|s| {
+        for (name, rules, call, errno, fault) in cases {
+            let (lib, dir) = (&lib, &dir);
+            s.spawn(move || {
+                let extra: &[&str] = if rules.is_empty() { &[] } else { &["--rules", rules] };
+                let rec = run_lab(name, 4, Some(lib), extra);
+                assert_eq!(rec["program"][call], errno, "{name}: the kernel's failure: {rec:#}");
+                let log = dir.path(&format!("{name}.log"));
+                let lines: Vec<&str> = rec["lines"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|l| l.as_str().unwrap())
+                    .collect();
+                std::fs::write(&log, lines.join("\n") + "\n").unwrap();
+                let r = Cmd::new(manifest_dir().join("scripts/errshim"))
+                    .args(["--lib", lib, "replay"])
+                    .arg_path(&log)
+                    .run();
+                r.assert_ok();
+                let faults = r.stdout.trim();
+                assert!(
+                    faults.starts_with(&format!("{call}:{fault}:fd=tcp:")),
+                    "{name}: {}",
+                    r.describe()
+                );
+                if call == "recv" {
+                    // hello and the 1000 bytes out, welcome in: the recv after them, on port 8080.
+                    assert!(faults.contains(":port=8080:after_bytes=1014:"), "{name}: {faults}");
+                }
+                let again = run_lab(name, 4, Some(lib), &["--plain", "--faults", faults]);
+                assert_eq!(
+                    again["program"], rec["program"],
+                    "{name}: replayed with {faults}: {again:#}\nrecorded: {rec:#}"
+                );
+                let ev = again["events"].as_array().unwrap();
+                let injected: Vec<&Value> = ev.iter().filter(|e| e["injected"] == true).collect();
+                assert_eq!(injected.len(), 1, "{name}: {again:#}");
+                let inj = injected[0];
+                assert_eq!(
+                    (&inj["call"], &inj["errno"], &inj["fault"]),
+                    (&json!(call), &json!(errno), &json!(fault)),
+                    "{name}: {inj:#}"
+                );
+                assert_eq!(inj["peer"], "127.0.0.1:8080", "{name}: over loopback: {inj:#}");
+                if call == "recv" {
+                    // The client's second recv, as when the path failed it (the first read the welcome).
+                    assert_eq!(inj["k"], 2, "{name}: {inj:#}");
+                }
+                if fault == "reset" {
+                    assert!(
+                        inj["history"].as_array().unwrap().iter().any(|h| h == "reset_injected"),
+                        "{inj:#}"
+                    );
+                }
+            });
+        }
+    });
 }

@@ -437,6 +437,7 @@ fn deb_installs_runs_and_removes_cleanly_in_debian_11() {
         "/usr/bin/errshim",
         "/usr/lib/errshim/liberrshim.so",
         "/usr/lib/errshim/errshim-explain",
+        "/usr/lib/errshim/errshim-replay",
         "/usr/share/man/man1/errshim.1.gz",
     ] {
         assert!(listed.iter().any(|l| l == f), "{f} not installed: {listed:?}");
@@ -534,6 +535,7 @@ fn tarball_works_unpacked_anywhere() {
         "bin/errshim",
         "lib/errshim/liberrshim.so",
         "lib/errshim/errshim-explain",
+        "lib/errshim/errshim-replay",
         "share/man/man1/errshim.1.gz",
         "share/doc/errshim/README.md",
         "share/doc/errshim/LICENSE-MIT",

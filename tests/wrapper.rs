@@ -24,6 +24,7 @@ fn help_documents_every_option() {
         "--call DESC",
         "demo",
         "explain [--json] [--top N]",
+        "replay [--control FILE] [--all]",
         "ERRSHIM_LOG_LEVEL",
     ] {
         assert!(r.stdout.contains(opt), "--help must mention {opt}");

@@ -7,6 +7,10 @@ client under errshim, and prints what the client saw and what errshim logged, as
 
     netlab.py list
     netlab.py run SCENARIO [--family 4|6] [--lib PATH] [--rules RULES] [--keep]
+                  [--plain] [--faults SPEC]
+
+--plain runs the same programs without the path's condition: server and client in one
+namespace, over its loopback (errshim replay's test: --faults makes the failures instead).
 
 Needs root (namespaces), iproute2, nftables, conntrack. Nothing leaves the namespaces: the
 addresses are private (10.231.0.0/16, fd00:e5::/32) and only exist inside them.
@@ -118,6 +122,10 @@ class Fatal(Exception):
     pass
 
 
+# Where the plain lab's server listens: the namespace's own loopback.
+PLAIN_ADDR = {4: "127.0.0.1", 6: "::1"}
+
+
 def sh(argv, check=True, ns=None, **kw):
     if ns:
         argv = ["ip", "netns", "exec", ns] + argv
@@ -222,6 +230,23 @@ class Lab:
             sh(["ip", "netns", "del", self.made.pop()], check=False)
 
 
+class PlainLab(Lab):
+    """One namespace, its loopback up: the client and the server with nothing between them."""
+
+    def __init__(self, family):
+        self.family = family
+        self.a = {"server": PLAIN_ADDR[family]}
+        n = "eslp%x%x" % (os.getpid() & 0xFFFF, int(time.monotonic() * 1000) & 0xFFF)
+        self.ns = {"c": n, "m": n, "s": n}
+        self.made = []
+
+    def __enter__(self):
+        sh(["ip", "netns", "add", self.ns["c"]])
+        self.made.append(self.ns["c"])
+        sh(["ip", "link", "set", "lo", "up"], ns=self.ns["c"])
+        return self
+
+
 def read_line(p, what, deadline):
     """The next line of a child's stdout, or Fatal when it ends or the deadline passes."""
     import select
@@ -249,15 +274,19 @@ def wait_queue_full(lab, deadline):
     raise Fatal("the accept queue did not fill")
 
 
-def run(name, family=4, lib=None, rules=None, keep=False, fmt="json"):
+def run(name, family=4, lib=None, rules=None, keep=False, fmt="json", plain=False, faults=None):
     sc = SCENARIOS[name]
+    if plain:
+        # The program's own options stay; the path's and the server's conditions go.
+        sc = {"about": sc["about"] + " (plain: without the condition)", "expect": sc["expect"],
+              "client": sc["client"]}
     tmp = tempfile.mkdtemp(prefix="errshim-lab-")
     log = os.path.join(tmp, "errshim.json")
     py = sys.executable or "python3"
     deadline = time.monotonic() + 60
     procs = []
     try:
-        with Lab(family) as lab:
+        with (PlainLab if plain else Lab)(family) as lab:
             a = lab.a
             if sc.get("nat"):
                 lab.nat()
@@ -284,6 +313,8 @@ def run(name, family=4, lib=None, rules=None, keep=False, fmt="json"):
                 env["ERRSHIM_FORMAT"] = fmt
                 env["ERRSHIM_LOG"] = log
                 env["ERRSHIM_LOG_RATE"] = "0"
+                if faults:
+                    env["ERRSHIM_FAULTS"] = faults
                 if rules:
                     env["ERRSHIM_RULES"] = rules
                 else:
@@ -375,6 +406,8 @@ def main():
     r.add_argument("--format", choices=("json", "text"), default="json", help="ERRSHIM_FORMAT (text: the lines only)")
     r.add_argument("--keep", action="store_true", help="keep the temporary directory with errshim's log")
     r.add_argument("--check", action="store_true", help="exit 1 unless the result is what the scenario expects")
+    r.add_argument("--plain", action="store_true", help="without the condition: one namespace, over loopback")
+    r.add_argument("--faults", help="ERRSHIM_FAULTS for the client")
     args = ap.parse_args()
     if args.cmd == "list":
         for n in sorted(SCENARIOS):
@@ -391,7 +424,8 @@ def main():
         print("netlab: missing %s (apt-get install iproute2 nftables conntrack)" % ", ".join(miss), file=sys.stderr)
         return 2
     try:
-        res = run(args.scenario, args.family, args.lib or None, args.rules, args.keep, args.format)
+        res = run(args.scenario, args.family, args.lib or None, args.rules, args.keep, args.format,
+                  args.plain, args.faults)
     except Fatal as e:
         print("netlab: %s" % e, file=sys.stderr)
         return 2
