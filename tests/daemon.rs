@@ -238,7 +238,7 @@ fn metrics_file_is_prometheus_text_with_exact_counters() {
     let template = t.0.join("errshim-%p.prom");
     let r = storm(250, 0, 0)
         .env("ERRSHIM_METRICS", &template)
-        .env("ERRSHIM_FAULTS", "shutdown:EPIPE:nth=3")
+        .env("ERRSHIM_FAULTS", "shutdown:ENOTCONN:nth=3")
         .env("ERRSHIM_SEED", "1")
         .timeout(Duration::from_secs(60))
         .run();
@@ -345,7 +345,7 @@ fn fault_startup_line_only_where_a_rule_acts() {
                   python3 -c 'import socket; s = socket.socket(); s.shutdown(socket.SHUT_WR)' || true";
     let r = Cmd::new("sh")
         .args(["-c", script])
-        .env("ERRSHIM_FAULTS", "shutdown:EPIPE")
+        .env("ERRSHIM_FAULTS", "shutdown:ENOTCONN")
         .env("ERRSHIM_SEED", "9")
         .shim()
         .run();
@@ -364,7 +364,7 @@ fn fault_startup_line_only_where_a_rule_acts() {
     // Without any injection, nothing is said at all.
     let r = Cmd::new("sh")
         .args(["-c", "/bin/true; /bin/true"])
-        .env("ERRSHIM_FAULTS", "shutdown:EPIPE")
+        .env("ERRSHIM_FAULTS", "shutdown:ENOTCONN")
         .shim()
         .run();
     r.assert_ok();

@@ -439,11 +439,11 @@ fn decisions_depend_on_k_only() {
     assert_eq!(a, m);
 }
 
-/// `faults tree N K HOW` under `recv:ECONNRESET:p=0.5:fd=tcp` (each connection's one recv is
+/// `faults tree N K HOW` under `recv:ENOBUFS:p=0.5:fd=tcp` (each connection's one recv is
 /// a coin toss): each process's injected connections, by who it is in the tree.
 fn tree(n: usize, k: usize, how: &str, seed: Option<&str>) -> (Run, BTreeMap<String, Vec<usize>>) {
     let (n, k) = (n.to_string(), k.to_string());
-    let r = p_run("recv:ECONNRESET:p=0.5:fd=tcp", &["tree", &n, &k, how], seed);
+    let r = p_run("recv:ENOBUFS:p=0.5:fd=tcp", &["tree", &n, &k, how], seed);
     let mut by_who: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     for l in r.out_lines("process ") {
         by_who.insert(l.split(' ').nth(1).unwrap().to_string(), Vec::new());
@@ -451,7 +451,7 @@ fn tree(n: usize, k: usize, how: &str, seed: Option<&str>) -> (Run, BTreeMap<Str
     for l in r.out_lines("conn ") {
         let w: Vec<&str> = l.split(' ').collect();
         if num(l, "ret=") < 0 {
-            assert_eq!(num(l, "errno="), libc::ECONNRESET as i64, "{l}");
+            assert_eq!(num(l, "errno="), libc::ENOBUFS as i64, "{l}");
             by_who.get_mut(w[1]).unwrap().push(w[2].parse().unwrap());
         }
     }
@@ -741,20 +741,20 @@ fn short_n_caps_every_transfer() {
 
 // --- 4. what an injected fault does to the data ----------------------------------------------------
 
-/// On a TCP connection, errors that leave a socket as it was (EINTR of a blocking read, ENOBUFS,
+/// On a TCP connection, errors that leave a socket as it was (ENOMEM, ENOBUFS,
 /// EINVAL): an injected read error consumes nothing (the bytes stay queued and the next read
 /// returns them); an injected `eof` returns 0 where nothing is queued and leaves errno; an
 /// injected write error sends nothing; an injected shutdown error does not shut down (the next
 /// write still works); an injected close error still releases the descriptor.
 #[test]
 fn injected_errors_consume_and_send_nothing() {
-    let spec = "read:EINTR:nth=1;recv:eof:when=1..2;write:ENOBUFS:nth=3;shutdown:EINVAL:nth=1;close:EIO:nth=5";
+    let spec = "read:ENOMEM:nth=1;recv:eof:when=1..2;write:ENOBUFS:nth=3;shutdown:EINVAL:nth=1;close:EIO:nth=5";
     let r = with_faults(spec, &["consume"]);
     r.assert_ok();
     let data = |s: &str| field(step(&r, s), "data").to_string();
     assert_eq!(result(&r, "write_hello"), (5, libc::EILSEQ));
     assert_eq!(r.out_lines("queued_before_error=5").len(), 1, "{}", r.stdout);
-    assert_eq!(result(&r, "read_error"), (-1, libc::EINTR));
+    assert_eq!(result(&r, "read_error"), (-1, libc::ENOMEM));
     assert_eq!(
         r.out_lines("queued_after_error=5").len(),
         1,
@@ -807,7 +807,7 @@ fn injected_errors_consume_and_send_nothing() {
     assert_eq!(
         summary,
         [
-            "read EINTR rule=1 k=1",
+            "read ENOMEM rule=1 k=1",
             "recv eof rule=2 k=2",
             "write ENOBUFS rule=3 k=3",
             "shutdown EINVAL rule=4 k=1",
@@ -1484,7 +1484,7 @@ fn config_errors_name_rule_and_token() {
     let cases = [
         (
             "send:ECONNRESTE",
-            "unknown fault (an errno name, short[=N], delay=DURATION, reset, eof) 'ECONNRESTE' in rule 1 of ERRSHIM_FAULTS ('send:ECONNRESTE'); did you mean ECONNRESET?",
+            "unknown fault (an errno name, short[=N], delay=DURATION, reset, eof, rate=RATE) 'ECONNRESTE' in rule 1 of ERRSHIM_FAULTS ('send:ECONNRESTE'); did you mean ECONNRESET?",
         ),
         (
             "send:EIO;recv:EIO:nht=2",

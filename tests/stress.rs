@@ -248,7 +248,7 @@ fn eight_threads_injected_faults_summary_equals_log() {
         .shim()
         .env(
             "ERRSHIM_FAULTS",
-            "send,recv:ECONNRESET:p=0.01;writev,readv:EINTR:p=0.01:fd=tcp",
+            "send,recv:ECONNRESET:p=0.01:unfaithful;writev,readv:EINTR:p=0.01:fd=tcp:unfaithful",
         )
         .env("ERRSHIM_SUMMARY", "1")
         .env("ERRSHIM_SEED", "7")
@@ -347,8 +347,9 @@ fn injection_entries(text: &str) -> (usize, BTreeSet<String>) {
 }
 
 /// A threaded echo server and 16 concurrent clients, each in its own process under errshim with
-/// the default rules plus `*:short:fd=tcp`: every read and write family call on both sides is cut
-/// to a random length. The clients move 100 MiB in total (`STRESS_ECHO_BYTES` sets another
+/// the default rules plus `*:short:fd=tcp:unfaithful`: every read and write family call on both
+/// sides is cut to a random length, blocking writes too (which Linux cuts only on a signal: the
+/// faithful cuts are tested in faults.rs and servers.rs). The clients move 100 MiB in total (`STRESS_ECHO_BYTES` sets another
 /// size); each stream comes back intact: byte for byte against the generated stream, the
 /// SHA-256 of what was received equals that of what was sent, the server echoed every byte.
 #[test]
@@ -374,7 +375,7 @@ fn echo_under_load_every_stream_intact_with_short_transfers() {
     }
     cmd.env("LD_PRELOAD", lib())
         .env("ERRSHIM_LOG_RATE", "0")
-        .env("ERRSHIM_FAULTS", "*:short:fd=tcp")
+        .env("ERRSHIM_FAULTS", "*:short:fd=tcp:unfaithful")
         .env("ERRSHIM_SEED", "5")
         .env("ERRSHIM_LOG", dir.path("server-%p.log"))
         .stdin(Stdio::null())
@@ -402,7 +403,7 @@ fn echo_under_load_every_stream_intact_with_short_transfers() {
     let r = Cmd::new(&bin)
         .args(["clients", &port, &clients.to_string(), &total.to_string()])
         .shim()
-        .env("ERRSHIM_FAULTS", "*:short:fd=tcp")
+        .env("ERRSHIM_FAULTS", "*:short:fd=tcp:unfaithful")
         .env("ERRSHIM_SEED", "6")
         .env("ERRSHIM_LOG", dir.path("clients-%p.log"))
         .timeout(Duration::from_secs(150))
@@ -819,7 +820,7 @@ fn memcheck_fixtures_under_errshim() {
             vec![
                 (
                     "ERRSHIM_FAULTS",
-                    "send:EIO:p=0.3;send:short:p=0.3;recv:ECONNRESET:p=0.1",
+                    "send:EIO:p=0.3:unfaithful;send:short:p=0.3:unfaithful;recv:ECONNRESET:p=0.1:unfaithful",
                 ),
                 ("ERRSHIM_SUMMARY", "1"),
             ],
@@ -838,7 +839,7 @@ fn memcheck_fixtures_under_errshim() {
             vec!["consume"],
             vec![(
                 "ERRSHIM_FAULTS",
-                "read:ECONNRESET:nth=1;recv:eof:nth=1;write:EPIPE:nth=3;shutdown:ENOTCONN:nth=1;close:EIO:nth=2",
+                "read:ECONNRESET:nth=1:unfaithful;recv:eof:nth=1:unfaithful;write:EPIPE:nth=3:unfaithful;shutdown:ENOTCONN:nth=1:unfaithful;close:EIO:nth=2:unfaithful",
             )],
             None,
         ),
@@ -865,7 +866,7 @@ fn memcheck_fixtures_under_errshim() {
             vec![
                 (
                     "ERRSHIM_FAULTS",
-                    "send,recv:ECONNRESET:p=0.01;writev,readv:EINTR:p=0.01:fd=tcp",
+                    "send,recv:ECONNRESET:p=0.01:unfaithful;writev,readv:EINTR:p=0.01:fd=tcp:unfaithful",
                 ),
                 ("ERRSHIM_SUMMARY", "1"),
             ],

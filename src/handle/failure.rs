@@ -208,8 +208,8 @@ pub fn after_splice(fd_in: i32, fd_out: i32, len: usize, flags: u32, r: isize) -
 /// notes the failed connect, as a failed blocking connect does, and the failure goes through
 /// the rules as `connect`'s, at the entry point `getsockopt`; the program keeps its result,
 /// its value and its errno. An established connection's error is kept in its history (the
-/// program consumed it here). errshim never reads SO_ERROR itself (it clears the error): only
-/// what the program read.
+/// program consumed it here). What is reported is only what the program read (errshim reads
+/// SO_ERROR itself only to take back the error its own abort left, `faithful`).
 #[cold]
 #[inline(never)]
 pub fn after_so_error(fd: i32, val: *mut libc::c_void, len: *mut libc::socklen_t) {
@@ -868,6 +868,7 @@ fn inject_into(
     let mut eof_plan = None;
     let mut errno_plan = None;
     let mut rate_wait = 0;
+    let mut raise_sigpipe = false;
     let unfaithful = inj.unfaithful;
     let not_injected = match inj.fault {
         Fault::Short(_) if unfaithful => !shortenable(&args),
@@ -909,14 +910,7 @@ fn inject_into(
         Fault::Errno(_) if unfaithful => inj.wait > 0 && !raw::allowed(),
         Fault::Errno(e) => {
             errno_plan = faithful::errno(call, &args, e);
-            (inj.wait > 0 && !raw::allowed())
-                || !errno_fits(call, &args, e)
-                || match errno_plan {
-                    None => true,
-                    // The connection ends for real first (see `faithful::Errno::Abort`).
-                    Some(faithful::Errno::Abort) => !reset_connection(&target, fd, inj.rule),
-                    Some(_) => false,
-                }
+            (inj.wait > 0 && !raw::allowed()) || !errno_fits(call, &args, e) || errno_plan.is_none()
         }
     };
     if not_injected {
@@ -936,15 +930,17 @@ fn inject_into(
                 perform(usize::MAX);
             }
             match errno_plan {
-                Some(faithful::Errno::Abort) => {
+                // The connection ends for real (after the wait, see `faithful::Errno::Abort`),
+                // and the error the abort left pending is taken back at once.
+                Some(faithful::Errno::Abort) if reset_connection(&target, fd, inj.rule) => {
                     faithful::take_back_error(fd);
-                    if e == libc::EPIPE {
-                        faithful::sigpipe(call, &args);
-                    }
                 }
                 Some(faithful::Errno::Nudge(n)) => faithful::nudge(fd, n),
                 _ => {}
             }
+            // An EPIPE of the write family raises SIGPIPE, as the kernel's does: after the
+            // injection is reported (the signal may end the program).
+            raise_sigpipe = e == libc::EPIPE && errno_plan.is_some();
             (false, -1, e)
         }
         Fault::Eof if eof_plan == Some(faithful::Eof::ShutRead) => {
@@ -1011,6 +1007,9 @@ fn inject_into(
     }
     report_injection();
     if !performed {
+        if raise_sigpipe {
+            faithful::sigpipe(call, &args);
+        }
         errno::set(if ret < 0 { err } else { errno_before });
         return ret;
     }
@@ -1094,7 +1093,11 @@ fn reset_connection(target: &Target, fd: i32, rule: usize) -> bool {
             rec.note_reset_injected(rec.gen(), rule, bytes);
         }
     }
-    raw::abort_connection(fd).is_ok()
+    let aborted = raw::abort_connection(fd).is_ok();
+    if aborted {
+        faithful::settle_as_reset(fd);
+    }
+    aborted
 }
 
 /// Whether Linux could fail this call with `e` where errshim fails it: EAGAIN on sendfile,

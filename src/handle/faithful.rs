@@ -31,9 +31,9 @@ pub fn is_read(call: Call) -> bool {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Nudge {
     /// `SO_RCVLOWAT`: what is still queued wakes a reader (`tcp_set_rcvlowat`).
-    Readable(i32),
+    Readable,
     /// `TCP_NOTSENT_LOWAT`: free send space wakes a writer (`sk_write_space`).
-    Writable(i32),
+    Writable,
 }
 
 /// A short transfer the kernel could have made.
@@ -92,26 +92,35 @@ pub fn short(call: Call, args: &CallArgs) -> Option<Short> {
         let lowat = raw::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVLOWAT).ok()?;
         Some(Short {
             floor: if nonblocking { 1 } else { lowat.max(1) as usize },
-            nudge: Nudge::Readable(lowat),
+            nudge: Nudge::Readable,
         })
     } else {
         if !nonblocking || !matches!(state, ESTABLISHED | CLOSE_WAIT) {
             return None;
         }
-        let lowat = raw::getsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_NOTSENT_LOWAT).ok()?;
         Some(Short {
             floor: 1,
-            nudge: Nudge::Writable(lowat),
+            nudge: Nudge::Writable,
         })
     }
 }
 
 /// After a cut transfer: wake whoever waits for the rest (see `Nudge`).
+/// The value is read again just before it is written back (the program may have set it since
+/// the plan was made). A writer is also looked at with a zero-timeout poll first: a socket
+/// that is not writable is then marked as waiting for space, as the kernel marks it when it
+/// cuts a write itself, so that the ACK that frees space wakes the writer.
 pub fn nudge(fd: i32, n: Nudge) {
-    let _ = match n {
-        Nudge::Readable(v) => raw::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVLOWAT, v),
-        Nudge::Writable(v) => raw::setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_NOTSENT_LOWAT, v),
+    let (level, name) = match n {
+        Nudge::Readable => (libc::SOL_SOCKET, libc::SO_RCVLOWAT),
+        Nudge::Writable => {
+            raw::poll_writable(fd);
+            (libc::IPPROTO_TCP, libc::TCP_NOTSENT_LOWAT)
+        }
     };
+    if let Ok(v) = raw::getsockopt_int(fd, level, name) {
+        let _ = raw::setsockopt_int(fd, level, name, v);
+    }
 }
 
 /// How an end of file is made.
@@ -128,7 +137,8 @@ pub enum Eof {
 /// Where an end of file is something Linux does:
 /// - a TCP or unix stream socket with nothing queued to read (the kernel gives queued data
 ///   before an end of file), made true by `shutdown(SHUT_RD)` (on a unix stream the peer then
-///   sees its writes fail with EPIPE, as when a program shuts its reading down);
+///   sees its writes fail with EPIPE, as when a program shuts its reading down); on TCP only
+///   while established. What the peer sends later is still read, as Linux does after SHUT_RD;
 /// - a datagram or seqpacket socket, on a call that asks for no sender address (a real
 ///   zero-length datagram would have one).
 pub fn eof(call: Call, args: &CallArgs) -> Option<Eof> {
@@ -141,7 +151,9 @@ pub fn eof(call: Call, args: &CallArgs) -> Option<Eof> {
             if args.flags & libc::MSG_PEEK != 0 || raw::queued_to_read(fd) != Ok(0) {
                 return None;
             }
-            if k.is_tcp() && !matches!(raw::tcp_info(fd)?.state, ESTABLISHED | FIN_WAIT1 | FIN_WAIT2) {
+            // Not once this side has sent its FIN (FIN_WAIT1/2): the peer's kernel would answer
+            // the data it then sends with an RST after SHUT_RD.
+            if k.is_tcp() && raw::tcp_info(fd)?.state != ESTABLISHED {
                 return None;
             }
             Some(Eof::ShutRead)
@@ -174,10 +186,9 @@ pub enum Errno {
     /// EAGAIN of a non-blocking TCP call: readiness is then signalled again, as when data or
     /// space came right after.
     Nudge(Nudge),
-    /// An error that ends a TCP connection: the connection is aborted for real first (an RST,
-    /// as `reset`), the error that leaves pending is taken back, so that every later call sees
-    /// a dead connection (reads: ENOTCONN, where after a peer's RST Linux gives 0; writes:
-    /// EPIPE).
+    /// An error that ends a TCP connection: the connection is aborted for real (an RST, as
+    /// `reset`), the error that leaves pending is taken back at once, so that every later call
+    /// sees a connection reset and done with (reads: 0; writes: EPIPE; see `settle_as_reset`).
     Abort,
 }
 
@@ -224,7 +235,9 @@ pub fn errno(call: Call, args: &CallArgs, e: i32) -> Option<Errno> {
         return None;
     }
     if e == libc::EINTR {
-        return (!nonblocking(args)).then_some(Errno::AsIs);
+        // A blocking read is interrupted only while it waits: with nothing queued.
+        let waits = !is_read(call) || sockinfo::probe_kind(fd) == Kind::NotSocket || raw::queued_to_read(fd) == Ok(0);
+        return (!nonblocking(args) && waits).then_some(Errno::AsIs);
     }
     let kind = sockinfo::probe_kind(fd);
     if kind.is_udp() {
@@ -234,22 +247,46 @@ pub fn errno(call: Call, args: &CallArgs, e: i32) -> Option<Errno> {
         return None;
     }
     let state = raw::tcp_info(fd)?.state;
+    let read = is_read(call);
+    // A zero-length read returns 0 whatever the socket's state (sock_read_iter).
+    if read && args.request().bytes() == Some(0) && !matches!(call, Call::Recv | Call::Recvfrom | Call::Recvmsg) {
+        return None;
+    }
     if again {
-        if !nonblocking(args) || !kernel_nudges() {
+        let live = if read {
+            matches!(state, ESTABLISHED | FIN_WAIT1 | FIN_WAIT2)
+        } else {
+            matches!(state, ESTABLISHED | CLOSE_WAIT)
+        };
+        if !live || !nonblocking(args) || !kernel_nudges() || (read && raw::queued_to_read(fd) != Ok(0)) {
             return None;
         }
         let nudge = if is_read(call) {
-            Nudge::Readable(raw::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVLOWAT).ok()?)
+            Nudge::Readable
         } else {
-            Nudge::Writable(raw::getsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_NOTSENT_LOWAT).ok()?)
+            Nudge::Writable
         };
         return Some(Errno::Nudge(nudge));
     }
     if !ends_connection(e) {
         return None;
     }
+    // Per call family: a read never gets EPIPE, a write on a dead connection gets EPIPE (not
+    // ENOTCONN), shutdown only ENOTCONN.
+    let fits = match call {
+        Call::Shutdown => e == libc::ENOTCONN,
+        _ if read => e != libc::EPIPE,
+        _ => e != libc::ENOTCONN,
+    };
+    if !fits {
+        return None;
+    }
     const CLOSE: u8 = 7;
     match state {
+        // A read: not past the peer's FIN (Linux then gives 0, even after an RST), and not with
+        // data queued (Linux gives it before the error; the abort would drop it).
+        CLOSE_WAIT if read => None,
+        _ if read && raw::queued_to_read(fd) != Ok(0) => None,
         ESTABLISHED | FIN_WAIT1 | FIN_WAIT2 | CLOSE_WAIT => Some(Errno::Abort),
         CLOSE => Some(Errno::AsIs),
         _ => None,
@@ -263,10 +300,17 @@ pub fn take_back_error(fd: i32) {
     let _ = raw::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_ERROR);
 }
 
+/// After an abort: `shutdown(SHUT_RDWR)` (which answers ENOTCONN but marks both directions
+/// shut), so that reads give 0 and poll says IN|OUT|HUP|RDHUP, as after a peer's RST (an
+/// aborted socket would read ENOTCONN and poll OUT|HUP).
+pub fn settle_as_reset(fd: i32) {
+    let _ = raw::shutdown(fd, libc::SHUT_RDWR);
+}
+
 /// An injected EPIPE of the write family raises SIGPIPE, as the kernel's does, unless the
 /// call said `MSG_NOSIGNAL` (to this thread, as the kernel sends it).
 pub fn sigpipe(call: Call, args: &CallArgs) {
-    if !is_read(call) && call != Call::Shutdown && args.flags & libc::MSG_NOSIGNAL == 0 {
+    if !is_read(call) && !matches!(call, Call::Shutdown | Call::Close) && args.flags & libc::MSG_NOSIGNAL == 0 {
         raw::raise_in_thread(libc::SIGPIPE);
     }
 }

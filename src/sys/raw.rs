@@ -742,17 +742,26 @@ pub fn tcp_timeouts(fd: i32) -> Timeouts {
     }
 }
 
-/// Whether an error is pending on `fd` (POLLERR), without consuming it as SO_ERROR would.
-pub fn poll_error(fd: i32) -> Option<bool> {
-    let mut pfd = libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    };
+/// A zero-timeout `ppoll` of `fd` for `events`: its revents, or None when it failed.
+fn poll_now(fd: i32, events: i16) -> Option<i16> {
+    let mut pfd = libc::pollfd { fd, events, revents: 0 };
     let zero = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: one valid pollfd, a zero timeout, no signal mask.
     let r = unsafe { sc(libc::SYS_ppoll, [pm(&mut pfd), 1, p(&zero), 0, 8, 0]) };
-    (r.is_ok() && pfd.revents & libc::POLLNVAL == 0).then_some(pfd.revents & libc::POLLERR != 0)
+    r.is_ok().then_some(pfd.revents)
+}
+
+/// Whether an error is pending on `fd` (POLLERR), without consuming it as SO_ERROR would.
+pub fn poll_error(fd: i32) -> Option<bool> {
+    poll_now(fd, libc::POLLIN)
+        .filter(|r| r & libc::POLLNVAL == 0)
+        .map(|r| r & libc::POLLERR != 0)
+}
+
+/// A zero-timeout look at whether `fd` is writable. On TCP the kernel marks a socket that is
+/// not as waiting for space (SOCK_NOSPACE), so that a later ACK wakes its writers.
+pub fn poll_writable(fd: i32) {
+    let _ = poll_now(fd, libc::POLLOUT);
 }
 
 /// 64 random bits from the kernel (`getrandom`), if it gives them.
