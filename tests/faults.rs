@@ -876,6 +876,23 @@ fn errors_that_end_a_connection_end_it() {
     assert_eq!(r.signal, Some(libc::SIGPIPE), "{}", r.describe());
     assert!(!r.stdout.contains("survived"), "{}", r.describe());
 
+    // UDP: an ICMP error reaches a connected socket only.
+    let udp = "import socket\n\
+               a = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); a.bind(('127.0.0.1', 0))\n\
+               b = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); b.bind(('127.0.0.1', 0))\n\
+               b.sendto(b'x', a.getsockname()); b.sendto(b'y', a.getsockname())\n\
+               print('unconnected', a.recvfrom(10)[0])\n\
+               a.connect(b.getsockname())\n\
+               try: print('connected', a.recv(10))\n\
+               except OSError as e: print('connected', e.errno)\n";
+    let r = Cmd::new("python3")
+        .args(["-c", udp])
+        .shim()
+        .env("ERRSHIM_FAULTS", "recvfrom,recv:ECONNREFUSED")
+        .run();
+    r.assert_ok();
+    assert_eq!(r.stdout, "unconnected b'x'\nconnected 111\n", "{}", r.describe());
+
     // EAGAIN: not on the blocking sends of this fixture.
     let r = with_faults("send:EAGAIN", &["sends", "5", "t", "8"]);
     r.assert_ok();

@@ -213,7 +213,8 @@ fn ends_connection(e: i32) -> bool {
 /// - EINTR: a blocking call (interrupted by a signal handler);
 /// - errors that end a connection: an established or closing TCP connection (made true:
 ///   `Errno::Abort`), or one already dead (as it is); on UDP only ECONNREFUSED, EHOSTUNREACH
-///   and ENETUNREACH (an ICMP error, the socket unchanged); never on unix sockets, whose
+///   and ENETUNREACH (an ICMP error, the socket unchanged: on a connected socket, or a send's
+///   lack of a route); never on unix sockets, whose
 ///   peer alone ends them;
 /// - `close`, and any other errno: as it is.
 pub fn errno(call: Call, args: &CallArgs, e: i32) -> Option<Errno> {
@@ -241,7 +242,10 @@ pub fn errno(call: Call, args: &CallArgs, e: i32) -> Option<Errno> {
     }
     let kind = sockinfo::probe_kind(fd);
     if kind.is_udp() {
-        return udp_icmp.then_some(Errno::AsIs);
+        // An ICMP error reaches only a connected socket (without IP_RECVERR); a sendto's
+        // routing errors (no route) come to any.
+        let routing = !is_read(call) && e != libc::ECONNREFUSED;
+        return (udp_icmp && (routing || sockinfo::peer_addr(fd).is_some())).then_some(Errno::AsIs);
     }
     if !kind.is_tcp() {
         return None;
