@@ -171,7 +171,9 @@ impl<const N: usize> StackBuf<N> {
     }
 
     /// Appends the last `width` decimal digits of `v` (at most 20), leading zeros included:
-    /// for fields of a fixed width, without counting digits first.
+    /// for fields of a fixed width, without counting digits first. Inline: its widths are
+    /// constants where it is called (timestamps), which the digit loop is unrolled for.
+    #[inline(always)]
     pub fn fixed(&mut self, v: u64, width: usize) {
         let width = width.min(20);
         if !self.digits_in_place(v, width) {
