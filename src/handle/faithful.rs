@@ -6,6 +6,7 @@
 //! here are errshim's own, gated like every other (`raw::allowed`), and leave errno alone.
 
 use crate::observe::sockinfo;
+use crate::policy::faults::ends_connection;
 use crate::policy::rules::Call;
 use crate::report::event::CallArgs;
 use crate::sys::raw;
@@ -190,20 +191,6 @@ pub enum Errno {
     /// `reset`), the error that leaves pending is taken back at once, so that every later call
     /// sees a connection reset and done with (reads: 0; writes: EPIPE; see `settle_as_reset`).
     Abort,
-}
-
-/// Errors that end a connection.
-fn ends_connection(e: i32) -> bool {
-    matches!(
-        e,
-        libc::ECONNRESET
-            | libc::ETIMEDOUT
-            | libc::EPIPE
-            | libc::ENOTCONN
-            | libc::EHOSTUNREACH
-            | libc::ENETUNREACH
-            | libc::ECONNABORTED
-    )
 }
 
 /// Where Linux gives errno `e` to this call, and what keeps the rest true (`Errno`); None:

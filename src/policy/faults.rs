@@ -866,6 +866,20 @@ pub fn short_limit_keyed(fault_n: u64, len: usize, key: u64, k: u64) -> Option<u
     Some(1 + (draw_keyed(key, k, 1) % (len as u64 - 1)) as usize)
 }
 
+/// The errnos that end a connection (which a faithful injection makes true, `handle::faithful`).
+pub fn ends_connection(e: i32) -> bool {
+    matches!(
+        e,
+        libc::ECONNRESET
+            | libc::ETIMEDOUT
+            | libc::EPIPE
+            | libc::ENOTCONN
+            | libc::EHOSTUNREACH
+            | libc::ENETUNREACH
+            | libc::ECONNABORTED
+    )
+}
+
 /// One rule in words, for `--check` and `ERRSHIM_LOG_LEVEL=info` (configuration time only).
 pub fn explain(r: &FaultRule) -> String {
     let calls: Vec<&str> = r.calls.iter().map(|c| c.name()).collect();
@@ -901,13 +915,7 @@ pub fn explain(r: &FaultRule) -> String {
         (Fault::Errno(e), false) => match e {
             libc::EAGAIN => format!("{what}, where Linux could (non-blocking TCP calls; readiness then signalled again)"),
             libc::EINTR => format!("{what}, where Linux could (blocking calls)"),
-            libc::ECONNRESET
-            | libc::ETIMEDOUT
-            | libc::EPIPE
-            | libc::ENOTCONN
-            | libc::EHOSTUNREACH
-            | libc::ENETUNREACH
-            | libc::ECONNABORTED => format!(
+            _ if ends_connection(e) => format!(
                 "{what}, where Linux could (a TCP connection, aborted for real first; UDP for ICMP errors; not unix sockets)"
             ),
             _ => what,
