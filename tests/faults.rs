@@ -2201,3 +2201,193 @@ fn summary_and_metrics_count_each_rules_matches_and_injections() {
         r.stderr
     );
 }
+
+// --- 12. stall and slow close ------------------------------------------------------------------
+
+/// Runs a Python program under errshim with `faults`; its last stdout line is JSON.
+fn python_json(py: &str, faults: Option<&str>) -> (Run, serde_json::Value) {
+    let mut c = Cmd::new("python3").args(["-c", py]);
+    if let Some(f) = faults {
+        c = c.shim().env("ERRSHIM_FAULTS", f).env("ERRSHIM_SEED", "1");
+    }
+    let r = c.run();
+    r.assert_ok();
+    let last = r.stdout.lines().last().unwrap_or("").to_string();
+    let v = serde_json::from_str(&last).unwrap_or_else(|e| panic!("{e}: {}", r.describe()));
+    (r, v)
+}
+
+/// One process, both ends on loopback: the client (connection 1, numbered at its connect) and
+/// the accepted end (connection 2), served by a thread that reads whatever arrives.
+const STALL_PRELUDE: &str = "import socket, threading, time, json, select, struct, errno
+l = socket.socket(); l.bind(('127.0.0.1', 0)); l.listen(1)
+c = socket.create_connection(l.getsockname()); s, _ = l.accept()
+out = {}
+def serve(t0):
+    got = b''
+    try:
+        while True:
+            d = s.recv(100)
+            if not d: out['server'] = ['eof', got.decode(), time.monotonic() - t0]; return
+            got += d
+    except OSError as e: out['server'] = ['err', e.errno, got.decode(), time.monotonic() - t0]
+s.sendall(b'hello')
+select.select([c], [], [])\n";
+
+/// `stall=D` on a blocking connection: the read that starts it gets what was already queued,
+/// nothing sent afterwards arrives (a read with SO_RCVTIMEO gives the kernel's EAGAIN after
+/// its timeout), a send waits out the stall, and the stall ends as a retransmission timeout
+/// does: ETIMEDOUT, the peer reset, then the kernel's end of file. Each end is an injection.
+#[test]
+fn a_stall_holds_both_directions_then_times_out() {
+    let py = format!(
+        "{STALL_PRELUDE}\
+t0 = time.monotonic()
+out['first'] = [c.recv(100).decode(), time.monotonic() - t0]
+th = threading.Thread(target=serve, args=(t0,)); th.start()
+s.sendall(b'during')
+c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack('ll', 0, 200000))
+t = time.monotonic()
+try: out['timeo'] = ['data', c.recv(100).decode()]
+except OSError as e: out['timeo'] = [e.errno, time.monotonic() - t]
+try: c.send(b'x'); out['send'] = ['sent']
+except OSError as e: out['send'] = [e.errno, time.monotonic() - t0]
+out['after'] = c.recv(100).decode()
+th.join(); print(json.dumps(out))\n"
+    );
+    let rule = "recv:stall=800ms:conn=1:max=1";
+    let (r, v) = python_json(&py, Some(rule));
+    let ctx = r.describe();
+    assert_eq!(v["first"][0], "hello", "what was queued is read at once: {ctx}");
+    assert!(v["first"][1].as_f64().unwrap() < 0.3, "{ctx}");
+    assert_eq!(v["timeo"][0], libc::EAGAIN, "'during' is held back; SO_RCVTIMEO: {ctx}");
+    let timeo = v["timeo"][1].as_f64().unwrap();
+    assert!((0.19..0.6).contains(&timeo), "the socket's own timeout, {timeo}: {ctx}");
+    assert_eq!(v["send"][0], libc::ETIMEDOUT, "{ctx}");
+    let end = v["send"][1].as_f64().unwrap();
+    assert!(
+        (0.78..2.0).contains(&end),
+        "the send waited out the stall, {end}: {ctx}"
+    );
+    assert_eq!(v["after"], "", "the kernel's end of file after the abort: {ctx}");
+    assert_eq!(v["server"][0], "err", "{ctx}");
+    assert_eq!(v["server"][1], libc::ECONNRESET, "the peer is reset at the end: {ctx}");
+    assert_eq!(v["server"][2], "", "nothing of the send reached the peer: {ctx}");
+    assert!(v["server"][3].as_f64().unwrap() >= 0.75, "{ctx}");
+    let inj = injections(&r.stderr);
+    assert_eq!(inj.len(), 2, "{}", r.stderr);
+    assert!(inj[0].contains("-> inject stall=800ms, returned 5"), "{}", inj[0]);
+    assert!(
+        inj[1].contains("send(") && inj[1].contains("returned -1 ETIMEDOUT"),
+        "{}",
+        inj[1]
+    );
+
+    // Without errshim: everything arrives, at once.
+    let (_, bare) = python_json(
+        &py.replace("out['after'] = c.recv(100).decode()\n", "c.close()\n"),
+        None,
+    );
+    assert_eq!(bare["timeo"][0], "data", "{bare}");
+    assert_eq!(bare["send"][0], "sent", "{bare}");
+    assert_eq!(bare["server"][0], "eof", "{bare}");
+}
+
+/// The same stall on a non-blocking socket, ending with `then=reset`: reads and writes fail
+/// with EAGAIN while it lasts (what the peer sent meanwhile never arrives), then the read that
+/// meets its end fails with ECONNRESET, as at the peer's RST, and the peer is reset too.
+#[test]
+fn a_stall_on_a_nonblocking_socket_ends_with_a_reset() {
+    let py = format!(
+        "{STALL_PRELUDE}\
+c.setblocking(False)
+t0 = time.monotonic()
+out['first'] = c.recv(100).decode()
+th = threading.Thread(target=serve, args=(t0,)); th.start()
+s.sendall(b'during')
+try: c.send(b'x'); out['send'] = 'sent'
+except OSError as e: out['send'] = e.errno
+seen, again = [], 0
+while time.monotonic() - t0 < 5:
+    select.select([c], [], [], 0.05)
+    try:
+        d = c.recv(100); seen.append(d.decode())
+        if not d: break
+    except BlockingIOError: again += 1; time.sleep(0.02)
+    except OSError as e: out['end'] = [e.errno, time.monotonic() - t0]; break
+out['seen'] = seen; out['again'] = again
+th.join(); print(json.dumps(out))\n"
+    );
+    let (r, v) = python_json(&py, Some("recv:stall=600ms:then=reset:conn=1:max=1"));
+    let ctx = r.describe();
+    assert_eq!(v["first"], "hello", "{ctx}");
+    assert_eq!(v["send"], libc::EAGAIN, "{ctx}");
+    assert_eq!(
+        v["seen"],
+        serde_json::json!([]),
+        "nothing sent during the stall arrives: {ctx}"
+    );
+    assert!(v["again"].as_u64().unwrap() >= 3, "{ctx}");
+    assert_eq!(v["end"][0], libc::ECONNRESET, "{ctx}");
+    assert!((0.58..2.0).contains(&v["end"][1].as_f64().unwrap()), "{ctx}");
+    assert_eq!(v["server"][1], libc::ECONNRESET, "{ctx}");
+    let inj = injections(&r.stderr);
+    assert_eq!(inj.len(), 2, "{}", r.stderr);
+    assert!(
+        inj[1].contains("stall=600ms:then=reset, returned -1 ECONNRESET"),
+        "{}",
+        inj[1]
+    );
+}
+
+#[test]
+fn stall_and_slow_close_are_refused_where_they_cannot_be() {
+    for (spec, token) in [
+        ("recv:stall=1s:fd=udp", "fd=udp"),
+        ("recv:stall=1s:fd=unix", "fd=unix"),
+        ("connect:stall=1s", "connect"),
+        ("recv:delay=1ms:then=reset", "then=reset"),
+        ("recv:stall=1s:then=rest", "rest"),
+        ("recv:stall=0s", "0s"),
+        ("read:slow_close=1s", "read"),
+    ] {
+        let r = Cmd::new("true")
+            .shim()
+            .env("ERRSHIM_FAULTS", spec)
+            .env("ERRSHIM_STRICT", "1")
+            .run();
+        assert_ne!(r.code, Some(0), "{spec}: {}", r.describe());
+        assert!(r.stderr.contains(&format!("'{token}'")), "{spec}: {}", r.stderr);
+    }
+}
+
+/// `slow_close=D`: the close returns at once and the peer reads its end of file D later (the
+/// program goes on with other calls meanwhile); without the rule, at once.
+#[test]
+fn a_slow_close_delays_the_peers_end_of_file() {
+    let py = "import socket, select, time, json
+l = socket.socket(); l.bind(('127.0.0.1', 0)); l.listen(1)
+c = socket.create_connection(l.getsockname()); s, _ = l.accept()
+c.send(b'bye'); t0 = time.monotonic(); c.close(); closed = time.monotonic() - t0
+got = s.recv(10)
+a, b = socket.socketpair()
+while time.monotonic() - t0 < 5:
+    if select.select([s], [], [], 0.05)[0]: eof = s.recv(10); break
+    a.send(b'.'); b.recv(1)
+print(json.dumps({'closed': closed, 'got': got.decode(), 'eof': eof.decode(), 'at': time.monotonic() - t0}))\n";
+    let (r, v) = python_json(py, Some("close:slow_close=700ms:conn=1"));
+    let ctx = r.describe();
+    assert!(v["closed"].as_f64().unwrap() < 0.1, "close returns at once: {ctx}");
+    assert_eq!((v["got"].as_str(), v["eof"].as_str()), (Some("bye"), Some("")), "{ctx}");
+    let at = v["at"].as_f64().unwrap();
+    assert!((0.69..1.5).contains(&at), "the FIN came {at} s later: {ctx}");
+    let inj = injections(&r.stderr);
+    assert_eq!(inj.len(), 1, "{}", r.stderr);
+    assert!(
+        inj[0].contains("close(fd=") && inj[0].contains("-> inject slow_close=700ms, returned 0"),
+        "{}",
+        inj[0]
+    );
+    let (_, bare) = python_json(py, None);
+    assert!(bare["at"].as_f64().unwrap() < 0.3, "{bare}");
+}

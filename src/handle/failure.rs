@@ -26,7 +26,7 @@ use crate::{
     sys::process, sys::raw,
 };
 use core::cell::Cell;
-use core::sync::atomic::Ordering::Relaxed;
+use core::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
 
 thread_local! {
     /// How deeply this thread is inside errshim's own code: 1 while handling a failure, 2 while
@@ -868,6 +868,7 @@ fn inject_into(
     let mut eof_plan = None;
     let mut errno_plan = None;
     let mut rate_wait = 0;
+    let mut stalled = None;
     let mut raise_sigpipe = false;
     let unfaithful = inj.unfaithful;
     let not_injected = match inj.fault {
@@ -907,6 +908,29 @@ fn inject_into(
             rate_wait == 0 && !cut
         }
         Fault::Reset => !raw::allowed() || !reset_connection(&target, fd, inj.rule),
+        Fault::Stall { ns, reset } => {
+            match stall_step(call, &args, &target, inj.rule, ns, reset, errno_before, perform) {
+                StallStep::NotMade => true,
+                // A call within a stall that began earlier: no event of its own.
+                StallStep::Within(r, e) if inj.k == 0 => {
+                    errno::set(if r < 0 { e } else { errno_before });
+                    return r;
+                }
+                StallStep::Within(r, e) => {
+                    stalled = Some((r, e));
+                    false
+                }
+                StallStep::Ended(e) => {
+                    stalled = Some((-1, e));
+                    false
+                }
+            }
+        }
+        Fault::SlowClose(ns) => {
+            !matches!(target, Target::Closed(c) if c.kind().is_tcp())
+                || !raw::allowed()
+                || !handle::slowclose::hold(fd, ns)
+        }
         Fault::Errno(_) if unfaithful => inj.wait > 0 && !raw::allowed(),
         Fault::Errno(e) => {
             errno_plan = faithful::errno(call, &args, e);
@@ -914,7 +938,10 @@ fn inject_into(
         }
     };
     if not_injected {
-        crate::handle::fault::not_injected(&inj);
+        // (k 0: a call within a stall, which took nothing of `max=`.)
+        if inj.k != 0 {
+            crate::handle::fault::not_injected(&inj);
+        }
         errno::set(errno_before);
         let r = perform(usize::MAX);
         return account(call, entry, args, target, r, errno::get(), errno_before);
@@ -969,11 +996,17 @@ fn inject_into(
             let r = perform(usize::MAX);
             (true, r, errno::get())
         }
-        Fault::Reset => {
+        Fault::Reset | Fault::SlowClose(_) => {
             errno::set(errno_before);
             let r = perform(usize::MAX);
             (true, r, errno::get())
         }
+        // What `stall_step` made: a read of what was queued before the stall, or the errno.
+        Fault::Stall { .. } => match stalled {
+            Some((r, e)) if r >= 0 => (true, r, e),
+            Some((r, e)) => (false, r, e),
+            None => (false, -1, libc::EAGAIN),
+        },
     };
     // A short transfer or a delay lets the real call happen, which failed or found end of
     // file: the cut or the wait changed nothing of that result, which is the kernel's and goes
@@ -1066,6 +1099,111 @@ fn pace_wait_ns(call: Call, fd: i32, bps: u64) -> u64 {
     let age_ms = conntable::now_ms().saturating_sub(rec.created_ms.load(Relaxed));
     let due_ms = moved.saturating_mul(1000) / bps.max(1);
     due_ms.saturating_sub(age_ms).saturating_mul(1_000_000)
+}
+
+/// What a `stall=` makes of a call on its connection (`stall_step`).
+enum StallStep {
+    /// Not a TCP connection that can stall, or its stall is over: the call as asked.
+    NotMade,
+    /// Within the stall: the result (a read of bytes queued before it began, or -1) and errno.
+    Within(isize, i32),
+    /// The stall's end, made true: the connection aborted, and the errno it ends with.
+    Ended(i32),
+}
+
+/// `stall=D` (rule `rule`) on `fd`'s TCP connection, from the call that fires it: for D no new
+/// data moves either way, as when the path drops every segment. A read gets what was queued
+/// when the stall began, then nothing; a write is taken by no buffer (as a full one). A call
+/// that does not wait fails with EAGAIN; one that waits waits, until the stall ends or the
+/// socket's SO_RCVTIMEO or SO_SNDTIMEO passes (EAGAIN, as the kernel's). At its end the
+/// connection is aborted for real, as a retransmission timeout (ETIMEDOUT) or the peer's RST
+/// (`reset`: ECONNRESET) would end it; the call that meets the end fails with that errno, and
+/// later ones get what the kernel then gives (reads 0, writes EPIPE).
+#[allow(clippy::too_many_arguments)]
+fn stall_step(
+    call: Call,
+    args: &CallArgs,
+    target: &Target,
+    rule: usize,
+    ns: u64,
+    reset: bool,
+    errno_before: i32,
+    perform: &mut dyn FnMut(usize) -> isize,
+) -> StallStep {
+    const ACTIVE: u64 = 1;
+    const ENDED: u64 = 2;
+    let fd = args.fd;
+    if !raw::allowed() || !matches!(target, Target::Open) {
+        return StallStep::NotMade;
+    }
+    let Some(rec) = conntable::get(fd).filter(|r| r.is_live()) else {
+        return StallStep::NotMade;
+    };
+    let gen = rec.gen();
+    let word = |phase: u64| (gen as u64) << 32 | (rule as u64 & 0xff) << 8 | phase;
+    let w = rec.stall[0].load(Acquire);
+    let end_ms = if w == word(ACTIVE) {
+        rec.stall[1].load(Relaxed)
+    } else if (w >> 32) as u32 == gen && w & 0xff == ENDED {
+        return StallStep::NotMade;
+    } else {
+        // Only a connection whose segments could go unanswered: a TCP socket connected to its
+        // peer, not yet closed.
+        const ESTABLISHED: u8 = 1;
+        const CLOSE_WAIT: u8 = 8;
+        let kind = sockinfo::probe_kind(fd);
+        let live = kind.is_tcp() && raw::tcp_info(fd).is_some_and(|i| matches!(i.state, ESTABLISHED | CLOSE_WAIT));
+        if !live {
+            return StallStep::NotMade;
+        }
+        let queued = raw::queued_to_read(fd).unwrap_or(0).max(0) as u64;
+        let end = conntable::now_ms().saturating_add(ns.div_ceil(1_000_000));
+        rec.stall[1].store(end, Relaxed);
+        rec.stall[2].store(queued, Relaxed);
+        if rec.stall[0]
+            .compare_exchange(w, word(ACTIVE), Release, Acquire)
+            .is_err()
+        {
+            // Another thread's call began (or ended) it first.
+            return StallStep::NotMade;
+        }
+        end
+    };
+    let read = faithful::is_read(call);
+    let now = conntable::now_ms();
+    if now < end_ms {
+        let queued = rec.stall[2].load(Relaxed);
+        if read && queued > 0 {
+            errno::set(errno_before);
+            let r = perform(queued.min(usize::MAX as u64) as usize);
+            let e = errno::get();
+            if r > 0 {
+                let _ = rec.stall[2].fetch_update(Relaxed, Relaxed, |q| Some(q.saturating_sub(r as u64)));
+            }
+            return StallStep::Within(r, e);
+        }
+        if faithful::nonblocking(args) {
+            return StallStep::Within(-1, libc::EAGAIN);
+        }
+        let left_ns = (end_ms - now).saturating_mul(1_000_000);
+        let timeout = raw::sock_timeout_ns(fd, if read { libc::SO_RCVTIMEO } else { libc::SO_SNDTIMEO });
+        if timeout > 0 && timeout < left_ns {
+            raw::sleep_ns(timeout);
+            return StallStep::Within(-1, libc::EAGAIN);
+        }
+        raw::sleep_ns(left_ns);
+    }
+    // The end, once: whichever call meets it first.
+    if rec.stall[0]
+        .compare_exchange(word(ACTIVE), word(ENDED), AcqRel, Relaxed)
+        .is_err()
+    {
+        return StallStep::NotMade;
+    }
+    if reset_connection(target, fd, rule) {
+        faithful::take_back_error(fd);
+    }
+    StallStep::Ended(if reset { libc::ECONNRESET } else { libc::ETIMEDOUT })
 }
 
 /// `reset`: aborts the TCP connection behind `fd` for real (`connect(AF_UNSPEC)`: the kernel
@@ -1170,7 +1308,9 @@ pub fn injected_attempt(
             }
         }
         // The grammar gives these calls no other fault.
-        Fault::Short(_) | Fault::Eof | Fault::Reset | Fault::Rate(_) => return performed(perform),
+        Fault::Short(_) | Fault::Eof | Fault::Reset | Fault::Rate(_) | Fault::Stall { .. } | Fault::SlowClose(_) => {
+            return performed(perform)
+        }
     };
     let outcome = Outcome {
         ret,

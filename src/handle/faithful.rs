@@ -46,7 +46,7 @@ pub struct Short {
 }
 
 /// Whether the call does not wait: a non-blocking descriptor or `MSG_DONTWAIT`.
-fn nonblocking(args: &CallArgs) -> bool {
+pub fn nonblocking(args: &CallArgs) -> bool {
     args.flags & libc::MSG_DONTWAIT != 0 || raw::status_flags(args.fd).is_ok_and(|f| f & libc::O_NONBLOCK != 0)
 }
 

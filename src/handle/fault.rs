@@ -20,7 +20,7 @@ use crate::{sys::errno, sys::process, sys::raw};
 use core::cell::UnsafeCell;
 use core::fmt::Write;
 use core::mem::MaybeUninit;
-use core::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
+use core::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering::*};
 
 /// A rule's hot fields, precomputed at install so the per-call decision reads one small
 /// struct and no `Option`s.
@@ -218,6 +218,18 @@ pub fn install(set: &FaultSet) {
         conntable::count_bytes();
         calls |= data_calls();
     }
+    // A stall holds every transfer of its connection, and a held close is released by the
+    // next call the engine is asked about: both need the read and write families armed.
+    let stalls = set.rules().iter().any(|r| matches!(r.fault, Fault::Stall { .. }));
+    let slow =
+        set.rules().iter().any(|r| matches!(r.fault, Fault::SlowClose(_))) || crate::handle::slowclose::holding();
+    if stalls || slow {
+        calls |= data_calls() | Call::Close.bit();
+    }
+    EXTRA.store(
+        if stalls { STALLS } else { 0 } | if slow { SLOW_CLOSES } else { 0 },
+        Relaxed,
+    );
     // SAFETY: as above.
     unsafe { (*slot.hot.get()).write(hot) };
     slot.rekey(STREAM.load(Relaxed));
@@ -416,6 +428,11 @@ pub fn decide(call: Call, fd: i32, requested: Request) -> Option<Injection> {
     // ACTIVE_SLOT only ever points at a completely written set; a reload that overtakes this
     // decision shows in `seq`, checked before an injection is returned.
     let seq = slot.seq.load(Acquire);
+    if EXTRA.load(Relaxed) != 0 {
+        if let Some(inj) = stalled_or_held(slot, seq, call, fd) {
+            return Some(inj);
+        }
+    }
     let mut rules = slot.by_call.get(call as usize).map_or(0, |m| m.load(Relaxed)) & RULE_BITS;
     let mut kind = 0u8;
     while rules != 0 {
@@ -433,6 +450,47 @@ pub fn decide(call: Call, fd: i32, requested: Request) -> Option<Injection> {
 }
 
 const RULE_BITS: u32 = (1 << MAX_RULES) - 1;
+
+/// Work beyond the rules: `STALLS` (the installed set has a `stall=` rule) and the sockets a
+/// `slow_close=` holds (`slowclose::holding`, asked on its own).
+static EXTRA: AtomicU8 = AtomicU8::new(0);
+const STALLS: u8 = 1;
+const SLOW_CLOSES: u8 = 2;
+
+/// Before the rules: releases the sockets a `slow_close=` held whose time has come, and a call
+/// on a connection a `stall=` holds belongs to that stall (`handle::failure::stall_step`),
+/// whatever the rules say (k 0: no new matching call of the rule, nothing of its `max=`).
+#[cold]
+#[inline(never)]
+fn stalled_or_held(slot: &Slot, seq: u64, call: Call, fd: i32) -> Option<Injection> {
+    if crate::handle::slowclose::holding() {
+        crate::handle::slowclose::release_due(false);
+    }
+    if EXTRA.load(Relaxed) & STALLS == 0 || data_calls() & call.bit() == 0 {
+        return None;
+    }
+    let w = conntable::get(fd).filter(|r| r.is_live())?.stall[0].load(Acquire);
+    let rule = (w >> 8 & 0xff) as usize;
+    let live = conntable::get(fd).is_some_and(|r| (w >> 32) as u32 == r.gen()) && w & 0xff == 1;
+    if !live || rule == 0 || rule > MAX_RULES {
+        return None;
+    }
+    // SAFETY: the active slot (see decide); rule - 1 < MAX_RULES.
+    let r = unsafe { slot.rule(rule - 1) };
+    let Fault::Stall { .. } = r.fault else {
+        return None;
+    };
+    (seq & 1 == 0).then_some(Injection {
+        rule,
+        fault: r.fault,
+        limit: usize::MAX,
+        unfaithful: r.unfaithful,
+        wait: 0,
+        k: 0,
+        slot: slots().map_or(0, |s| usize::from(core::ptr::eq(slot, &s[1]))),
+        seq,
+    })
+}
 
 impl Slot {
     /// If rule `i` (below MAX_RULES) matches the descriptor, counts the call and returns its

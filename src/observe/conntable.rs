@@ -77,6 +77,10 @@ pub struct Record {
     /// The `conn_nth=` fault rules' matching calls on it: `epoch << 32 | count` per rule that
     /// counts (see `count_call`); zero in every new generation.
     pub conn_calls: [AtomicU64; 4],
+    /// A `stall=` on the connection (`handle::failure::stall_step`): `generation << 32 |
+    /// rule << 8 | phase`, the end in `now_ms` milliseconds, and the bytes still to be read
+    /// that were queued when it began. Of another generation: no stall (never cleared).
+    pub stall: [AtomicU64; 3],
 }
 
 /// A byte count the kernel did not give.

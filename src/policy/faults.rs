@@ -31,6 +31,13 @@ pub enum Fault {
     /// `rate=`: pace the connection's reads (bytes in) and writes (bytes out), each at most
     /// this many bytes per second since the connection began; nothing is lost.
     Rate(u64),
+    /// `stall=D`: from the call it fires on, the TCP connection moves no new data either way
+    /// for this many nanoseconds; then it ends as a retransmission timeout ends one
+    /// (ETIMEDOUT), or with `then=reset` as the peer's RST does (ECONNRESET).
+    Stall { ns: u64, reset: bool },
+    /// `slow_close=D` (close only): the close returns at once, and the peer sees the FIN this
+    /// many nanoseconds later.
+    SlowClose(u64),
 }
 
 /// `when=A..B+S`: calls A through B (inclusive), every S-th.
@@ -351,9 +358,19 @@ pub fn call_errnos(c: Call) -> Option<(&'static [i32], &'static str)> {
     })
 }
 
-const FAULT_WORDS: [&str; 6] = ["short", "delay", "reset", "eof", "rate", "ECONNRESET"];
-const OPTION_WORDS: [&str; 16] = [
+const FAULT_WORDS: [&str; 8] = [
+    "short",
+    "delay",
+    "reset",
+    "eof",
+    "rate",
+    "stall",
+    "slow_close",
+    "ECONNRESET",
+];
+const OPTION_WORDS: [&str; 17] = [
     "p",
+    "then",
     "nth",
     "when",
     "after",
@@ -457,6 +474,20 @@ fn parse_delay(rule: usize, text: &str, v: &str) -> Result<(u64, u64), FaultErro
         return Err(bad(v));
     }
     Ok((d, j))
+}
+
+/// `stall=D`, `slow_close=D`: a duration above zero and under an hour.
+fn positive_duration(rule: usize, text: &str, v: &str) -> Result<u64, FaultError> {
+    match parse_duration(v) {
+        Some(d) if d > 0 && d < 3_600_000_000_000 => Ok(d),
+        _ => Err(err(
+            rule,
+            text,
+            v,
+            "bad duration (e.g. 500ms, 5s, 2m; above 0, under an hour)",
+            None,
+        )),
+    }
 }
 
 /// A `delay=D~J` rule's delay for its k-th matching call: uniform in [D-J, D+J], drawn from the
@@ -616,6 +647,11 @@ fn parse_rule(n: usize, text: &str) -> Result<FaultRule, FaultError> {
             jitter = j;
             Fault::Delay(d)
         }
+        _ if f.starts_with("stall=") => Fault::Stall {
+            ns: positive_duration(n, text, &f[6..])?,
+            reset: false,
+        },
+        _ if f.starts_with("slow_close=") => Fault::SlowClose(positive_duration(n, text, &f[11..])?),
         _ => match errno::parse(f) {
             Some(e) => Fault::Errno(e),
             None => {
@@ -625,7 +661,7 @@ fn parse_rule(n: usize, text: &str) -> Result<FaultRule, FaultError> {
                     n,
                     text,
                     f,
-                    "unknown fault (an errno name, short[=N], delay=DURATION, reset, eof, rate=RATE)",
+                    "unknown fault (an errno name, short[=N], delay=DURATION, reset, eof, rate=RATE, stall=DURATION, slow_close=DURATION)",
                     word_hint.or(upper_hint),
                 ));
             }
@@ -684,6 +720,25 @@ fn parse_rule(n: usize, text: &str) -> Result<FaultRule, FaultError> {
                 r.peer = Some(parse_peer(v).ok_or_else(|| err(n, text, v, "bad peer= (ADDR or ADDR/PREFIX)", None))?)
             }
             "unfaithful" if v.is_empty() => r.unfaithful = true,
+            "then" => {
+                let Fault::Stall { ns, .. } = r.fault else {
+                    return Err(err(n, text, opt, "then= only follows stall=DURATION", None));
+                };
+                let reset = match v {
+                    "timeout" => false,
+                    "reset" => true,
+                    _ => {
+                        return Err(err(
+                            n,
+                            text,
+                            v,
+                            "a stall ends with then=timeout (ETIMEDOUT) or then=reset (ECONNRESET)",
+                            suggest::closest(v, ["timeout", "reset"]),
+                        ))
+                    }
+                };
+                r.fault = Fault::Stall { ns, reset };
+            }
             "conn" => r.conn = Some(num(n, text, v, 1)?),
             "conn_nth" => r.conn_nth = Some(num(n, text, v, 1)?),
             "after_bytes" => r.after_bytes = Some(num(n, text, v, 0)?),
@@ -713,7 +768,8 @@ fn parse_rule(n: usize, text: &str) -> Result<FaultRule, FaultError> {
             .filter(|c| c.in_fault_star())
             .filter(|c| match r.fault {
                 Fault::Eof => is_read_family(**c),
-                Fault::Short(_) | Fault::Rate(_) => !matches!(c, Call::Shutdown | Call::Close),
+                Fault::Short(_) | Fault::Rate(_) | Fault::Stall { .. } => !matches!(c, Call::Shutdown | Call::Close),
+                Fault::SlowClose(_) => **c == Call::Close,
                 _ => true,
             })
             .fold(CallSet::EMPTY, |s, c| s.with(*c));
@@ -766,6 +822,16 @@ fn parse_rule(n: usize, text: &str) -> Result<FaultRule, FaultError> {
             .iter()
             .find(|c| !c.in_fault_star() || *c == Call::Shutdown || *c == Call::Close)
             .map(|c| (c, "rate paces the read and write families only, not")),
+        Fault::Stall { .. } => r
+            .calls
+            .iter()
+            .find(|c| !c.in_fault_star() || *c == Call::Shutdown || *c == Call::Close)
+            .map(|c| (c, "stall starts on the read and write families only, not")),
+        Fault::SlowClose(_) => r
+            .calls
+            .iter()
+            .find(|c| *c != Call::Close)
+            .map(|c| (c, "slow_close applies to close only, not")),
     };
     if let Some((c, problem)) = bad_call {
         // An errno refused names the errno; a fault refused names the call.
@@ -789,6 +855,17 @@ fn parse_rule(n: usize, text: &str) -> Result<FaultRule, FaultError> {
             ));
         }
         r.wait = SYN_TIMEOUT_NS;
+    }
+    // A stall is a TCP connection's (its segments go unanswered): a datagram is lost or not,
+    // and a unix socket has no path to stall.
+    if matches!(r.fault, Fault::Stall { .. }) && matches!(r.fd, FdFilter::Udp | FdFilter::Unix) {
+        return Err(err(
+            n,
+            text,
+            text.find("fd=").map_or(text, |i| text[i..].split(':').next().unwrap_or(text)),
+            "stall is refused (only a TCP connection stalls: a datagram is lost or not, and a unix socket has no network path) for",
+            None,
+        ));
     }
     // Linux never cuts a datagram or a seqpacket message, and a unix stream read ends only
     // where a write did: `short` acts on TCP (see `handle::faithful`).
@@ -904,6 +981,12 @@ pub fn explain(r: &FaultRule) -> String {
         ),
         Fault::Delay(ns) => format!("wait {} us, then perform it", ns / 1000),
         Fault::Rate(bps) => format!("pace each direction of the connection to {bps} bytes/s (wait, and move at most a tenth of a second's worth where Linux could cut)"),
+        Fault::Stall { ns, reset } => format!(
+            "stall the TCP connection for {} ms (no new data either way), then end it with {}",
+            ns / 1_000_000,
+            if reset { "ECONNRESET (the peer's RST)" } else { "ETIMEDOUT (a retransmission timeout)" }
+        ),
+        Fault::SlowClose(ns) => format!("close at once; the peer sees the FIN {} ms later", ns / 1_000_000),
         Fault::Reset => "abort the TCP connection (RST), then perform it".to_string(),
         Fault::Eof => "return 0 (end of file) without reading".to_string(),
     };
@@ -1169,13 +1252,32 @@ pub fn describe(f: Fault, out: &mut impl core::fmt::Write) -> core::fmt::Result 
         Fault::Errno(e) => write!(out, "{}", errno::Name(e)),
         Fault::Short(0) => out.write_str("short"),
         Fault::Short(n) => write!(out, "short={n}"),
-        Fault::Delay(ns) if ns % 1_000_000_000 == 0 => write!(out, "delay={}s", ns / 1_000_000_000),
-        Fault::Delay(ns) if ns % 1_000_000 == 0 => write!(out, "delay={}ms", ns / 1_000_000),
-        Fault::Delay(ns) if ns % 1_000 == 0 => write!(out, "delay={}us", ns / 1_000),
-        Fault::Delay(ns) => write!(out, "delay={ns}ns"),
+        Fault::Delay(ns) => {
+            out.write_str("delay=")?;
+            describe_ns(ns, out)
+        }
         Fault::Rate(bps) => write!(out, "rate={bps}B/s"),
         Fault::Reset => out.write_str("reset"),
         Fault::Eof => out.write_str("eof"),
+        Fault::Stall { ns, reset } => {
+            out.write_str("stall=")?;
+            describe_ns(ns, out)?;
+            out.write_str(if reset { ":then=reset" } else { "" })
+        }
+        Fault::SlowClose(ns) => {
+            out.write_str("slow_close=")?;
+            describe_ns(ns, out)
+        }
+    }
+}
+
+/// A duration as the grammar writes it: `20ms`, `1s`.
+fn describe_ns(ns: u64, out: &mut impl core::fmt::Write) -> core::fmt::Result {
+    match ns {
+        _ if ns.is_multiple_of(1_000_000_000) => write!(out, "{}s", ns / 1_000_000_000),
+        _ if ns.is_multiple_of(1_000_000) => write!(out, "{}ms", ns / 1_000_000),
+        _ if ns.is_multiple_of(1_000) => write!(out, "{}us", ns / 1_000),
+        _ => write!(out, "{ns}ns"),
     }
 }
 

@@ -17,7 +17,7 @@
 
 use crate::policy::config::{self, ConfigError};
 use crate::policy::faults::{self, Fault, MAX_RULES};
-use crate::policy::rules::{self, Action, Call, CallSet, ErrnoSet};
+use crate::policy::rules::{self, Action, Call, CallSet, ErrnoSet, FdFilter};
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -180,6 +180,10 @@ const PIECES: &[&str] = &[
     "~",
     "short=",
     "delay=",
+    "stall=",
+    "slow_close=",
+    "then=",
+    "timeout",
     "map=",
     "ignore",
     "quiet",
@@ -408,6 +412,17 @@ fn check_fault_set(s: &str, set: &faults::FaultSet) {
             Fault::Errno(e) => assert!((1..4096).contains(&e), "{s:?}"),
             Fault::Delay(ns) => assert!(ns + r.jitter < 3_600_000_000_000 && r.jitter <= ns, "{s:?}"),
             Fault::Reset => {}
+            Fault::Stall { ns, .. } => assert!(
+                (1..3_600_000_000_000).contains(&ns)
+                    && !r.calls.contains(Call::Shutdown)
+                    && !r.calls.contains(Call::Close)
+                    && !matches!(r.fd, FdFilter::Udp | FdFilter::Unix),
+                "{s:?}: {r:?}"
+            ),
+            Fault::SlowClose(ns) => assert!(
+                (1..3_600_000_000_000).contains(&ns) && r.calls.iter().all(|c| c == Call::Close),
+                "{s:?}: {r:?}"
+            ),
         }
         if let Some(w) = r.when {
             assert!(

@@ -272,6 +272,30 @@ pub fn getsockopt_int(fd: i32, level: i32, name: i32) -> Result<i32> {
     .map(|_| v)
 }
 
+/// `SO_RCVTIMEO` or `SO_SNDTIMEO` (`name`) of `fd` in nanoseconds; 0: none (waits for ever).
+pub fn sock_timeout_ns(fd: i32, name: i32) -> u64 {
+    let mut tv = libc::timeval { tv_sec: 0, tv_usec: 0 };
+    let mut len = core::mem::size_of::<libc::timeval>() as libc::socklen_t;
+    // SAFETY: tv and len are valid for writing.
+    let r = unsafe {
+        sc(
+            libc::SYS_getsockopt,
+            [
+                fd as usize,
+                libc::SOL_SOCKET as usize,
+                name as usize,
+                pm(&mut tv),
+                pm(&mut len),
+                0,
+            ],
+        )
+    };
+    match r {
+        Ok(_) => (tv.tv_sec.max(0) as u64).saturating_mul(1_000_000_000) + tv.tv_usec.max(0) as u64 * 1000,
+        Err(_) => 0,
+    }
+}
+
 /// `setsockopt(fd, level, name, &v, 4)`: only ever to write back the value just read, which
 /// the kernel takes as a nudge to re-check readiness (see `handle::faithful`).
 pub fn setsockopt_int(fd: i32, level: i32, name: i32, v: i32) -> Result<()> {
@@ -826,6 +850,11 @@ pub fn abort_connection(fd: i32) -> Result<()> {
 }
 
 /// The soft and hard `RLIMIT_NOFILE` (`prlimit64`, the call glibc's own start-up makes).
+/// The soft and hard `RLIMIT_NOFILE` (gated: for the fault engine).
+pub fn nofile_limit() -> (u64, u64) {
+    nofile_limit_with(sc)
+}
+
 fn nofile_limit_with(call: unsafe fn(c_long, [usize; 6]) -> Result<usize>) -> (u64, u64) {
     limit_with(libc::RLIMIT_NOFILE as usize, call, (1024, 1024))
 }
