@@ -1501,7 +1501,7 @@ fn config_errors_name_rule_and_token() {
     let cases = [
         (
             "send:ECONNRESTE",
-            "unknown fault (an errno name, short[=N], delay=DURATION, reset, eof, rate=RATE) 'ECONNRESTE' in rule 1 of ERRSHIM_FAULTS ('send:ECONNRESTE'); did you mean ECONNRESET?",
+            "unknown fault (an errno name, short[=N], delay=DURATION, reset, eof, rate=RATE, stall=DURATION, slow_close=DURATION) 'ECONNRESTE' in rule 1 of ERRSHIM_FAULTS ('send:ECONNRESTE'); did you mean ECONNRESET?",
         ),
         (
             "send:EIO;recv:EIO:nht=2",
@@ -2361,20 +2361,20 @@ fn stall_and_slow_close_are_refused_where_they_cannot_be() {
     }
 }
 
-/// `slow_close=D`: the close returns at once and the peer reads its end of file D later (the
-/// program goes on with other calls meanwhile); without the rule, at once.
+/// `slow_close=D`: the close returns at once and the peer reads its end of file D later, also
+/// while the program makes no call at all (errshim's timer sends the FIN); without the rule,
+/// at once.
 #[test]
 fn a_slow_close_delays_the_peers_end_of_file() {
-    let py = "import socket, select, time, json
+    let py = r#"import socket, select, time, json
 l = socket.socket(); l.bind(('127.0.0.1', 0)); l.listen(1)
 c = socket.create_connection(l.getsockname()); s, _ = l.accept()
 c.send(b'bye'); t0 = time.monotonic(); c.close(); closed = time.monotonic() - t0
 got = s.recv(10)
-a, b = socket.socketpair()
-while time.monotonic() - t0 < 5:
-    if select.select([s], [], [], 0.05)[0]: eof = s.recv(10); break
-    a.send(b'.'); b.recv(1)
-print(json.dumps({'closed': closed, 'got': got.decode(), 'eof': eof.decode(), 'at': time.monotonic() - t0}))\n";
+select.select([s], [], [], 5)
+eof = s.recv(10)
+print(json.dumps({'closed': closed, 'got': got.decode(), 'eof': eof.decode(), 'at': time.monotonic() - t0}))
+"#;
     let (r, v) = python_json(py, Some("close:slow_close=700ms:conn=1"));
     let ctx = r.describe();
     assert!(v["closed"].as_f64().unwrap() < 0.1, "close returns at once: {ctx}");
@@ -2390,4 +2390,44 @@ print(json.dumps({'closed': closed, 'got': got.decode(), 'eof': eof.decode(), 'a
     );
     let (_, bare) = python_json(py, None);
     assert!(bare["at"].as_f64().unwrap() < 0.3, "{bare}");
+}
+
+/// A program that waits in epoll (edge-triggered) or select while its connection stalls is
+/// woken when the stall ends, as by the kernel's own timeout or the peer's RST: errshim's timer
+/// aborts the connection on time. The read then gets the stall's errno.
+#[test]
+fn a_stall_wakes_a_waiting_program_when_it_ends() {
+    let py = format!(
+        "{STALL_PRELUDE}import sys
+c.setblocking(False)
+if sys.argv[1] == 'epoll':
+    ep = select.epoll(); ep.register(c.fileno(), select.EPOLLIN | select.EPOLLET | select.EPOLLRDHUP)
+    ep.poll(1)
+t0 = time.monotonic()
+out['first'] = c.recv(100).decode()
+if sys.argv[1] == 'epoll': ready = len(ep.poll(5))
+else: ready = len(select.select([c], [], [], 5)[0])
+out['woken'] = [ready, time.monotonic() - t0]
+try: c.recv(100); out['read'] = 'data'
+except OSError as e: out['read'] = e.errno
+print(json.dumps(out))\n"
+    );
+    for (mode, rule, errno) in [
+        ("epoll", "recv:stall=600ms:then=reset:conn=1:max=1", libc::ECONNRESET),
+        ("select", "recv:stall=600ms:conn=1:max=1", libc::ETIMEDOUT),
+    ] {
+        let r = Cmd::new("python3")
+            .args(["-c", &py, mode])
+            .shim()
+            .env("ERRSHIM_FAULTS", rule)
+            .run();
+        r.assert_ok();
+        let v: serde_json::Value = serde_json::from_str(r.stdout.lines().last().unwrap_or("")).unwrap();
+        let ctx = format!("{mode}: {}", r.describe());
+        assert_eq!(v["first"], "hello", "{ctx}");
+        assert_eq!(v["woken"][0], 1, "{ctx}");
+        let at = v["woken"][1].as_f64().unwrap();
+        assert!((0.58..1.5).contains(&at), "woken at {at} s: {ctx}");
+        assert_eq!(v["read"], errno, "{ctx}");
+    }
 }

@@ -929,7 +929,7 @@ fn inject_into(
         Fault::SlowClose(ns) => {
             !matches!(target, Target::Closed(c) if c.kind().is_tcp())
                 || !raw::allowed()
-                || !handle::slowclose::hold(fd, ns)
+                || !handle::timer::hold_close(fd, ns)
         }
         Fault::Errno(_) if unfaithful => inj.wait > 0 && !raw::allowed(),
         Fault::Errno(e) => {
@@ -1130,8 +1130,7 @@ fn stall_step(
     errno_before: i32,
     perform: &mut dyn FnMut(usize) -> isize,
 ) -> StallStep {
-    const ACTIVE: u64 = 1;
-    const ENDED: u64 = 2;
+    use handle::timer::{STALL_ACTIVE as ACTIVE, STALL_ENDED as ENDED, STALL_TIMED_OUT as TIMED_OUT};
     let fd = args.fd;
     if !raw::allowed() || !matches!(target, Target::Open) {
         return StallStep::NotMade;
@@ -1142,8 +1141,21 @@ fn stall_step(
     let gen = rec.gen();
     let word = |phase: u64| (gen as u64) << 32 | (rule as u64 & 0xff) << 8 | phase;
     let w = rec.stall[0].load(Acquire);
+    let errno = if reset { libc::ECONNRESET } else { libc::ETIMEDOUT };
+    // The timer ended it (the connection is aborted): this call gets its errno.
+    let timed_out = || {
+        rec.stall[0]
+            .compare_exchange(word(TIMED_OUT), word(ENDED), AcqRel, Relaxed)
+            .is_ok()
+    };
     let end_ms = if w == word(ACTIVE) {
         rec.stall[1].load(Relaxed)
+    } else if w == word(TIMED_OUT) {
+        return if timed_out() {
+            StallStep::Ended(errno)
+        } else {
+            StallStep::NotMade
+        };
     } else if (w >> 32) as u32 == gen && w & 0xff == ENDED {
         return StallStep::NotMade;
     } else {
@@ -1167,6 +1179,8 @@ fn stall_step(
             // Another thread's call began (or ended) it first.
             return StallStep::NotMade;
         }
+        // The timer ends it on time, also while the program waits in poll or epoll.
+        handle::timer::stall_began(fd, word(ACTIVE), end, reset);
         end
     };
     let read = faithful::is_read(call);
@@ -1193,17 +1207,21 @@ fn stall_step(
         }
         raw::sleep_ns(left_ns);
     }
-    // The end, once: whichever call meets it first.
+    // The end, once: whichever call (or the timer) meets it first.
     if rec.stall[0]
         .compare_exchange(word(ACTIVE), word(ENDED), AcqRel, Relaxed)
         .is_err()
     {
-        return StallStep::NotMade;
+        return if timed_out() {
+            StallStep::Ended(errno)
+        } else {
+            StallStep::NotMade
+        };
     }
     if reset_connection(target, fd, rule) {
         faithful::take_back_error(fd);
     }
-    StallStep::Ended(if reset { libc::ECONNRESET } else { libc::ETIMEDOUT })
+    StallStep::Ended(errno)
 }
 
 /// `reset`: aborts the TCP connection behind `fd` for real (`connect(AF_UNSPEC)`: the kernel

@@ -221,8 +221,7 @@ pub fn install(set: &FaultSet) {
     // A stall holds every transfer of its connection, and a held close is released by the
     // next call the engine is asked about: both need the read and write families armed.
     let stalls = set.rules().iter().any(|r| matches!(r.fault, Fault::Stall { .. }));
-    let slow =
-        set.rules().iter().any(|r| matches!(r.fault, Fault::SlowClose(_))) || crate::handle::slowclose::holding();
+    let slow = set.rules().iter().any(|r| matches!(r.fault, Fault::SlowClose(_))) || crate::handle::timer::pending();
     if stalls || slow {
         calls |= data_calls() | Call::Close.bit();
     }
@@ -452,7 +451,7 @@ pub fn decide(call: Call, fd: i32, requested: Request) -> Option<Injection> {
 const RULE_BITS: u32 = (1 << MAX_RULES) - 1;
 
 /// Work beyond the rules: `STALLS` (the installed set has a `stall=` rule) and the sockets a
-/// `slow_close=` holds (`slowclose::holding`, asked on its own).
+/// `slow_close=` holds (`timer::pending`).
 static EXTRA: AtomicU8 = AtomicU8::new(0);
 const STALLS: u8 = 1;
 const SLOW_CLOSES: u8 = 2;
@@ -463,15 +462,17 @@ const SLOW_CLOSES: u8 = 2;
 #[cold]
 #[inline(never)]
 fn stalled_or_held(slot: &Slot, seq: u64, call: Call, fd: i32) -> Option<Injection> {
-    if crate::handle::slowclose::holding() {
-        crate::handle::slowclose::release_due(false);
+    if crate::handle::timer::due_from_calls() {
+        crate::handle::timer::fire_due(conntable::now_ms(), false);
     }
     if EXTRA.load(Relaxed) & STALLS == 0 || data_calls() & call.bit() == 0 {
         return None;
     }
     let w = conntable::get(fd).filter(|r| r.is_live())?.stall[0].load(Acquire);
     let rule = (w >> 8 & 0xff) as usize;
-    let live = conntable::get(fd).is_some_and(|r| (w >> 32) as u32 == r.gen()) && w & 0xff == 1;
+    let phase = w & 0xff;
+    let live = conntable::get(fd).is_some_and(|r| (w >> 32) as u32 == r.gen())
+        && (phase == crate::handle::timer::STALL_ACTIVE || phase == crate::handle::timer::STALL_TIMED_OUT);
     if !live || rule == 0 || rule > MAX_RULES {
         return None;
     }
@@ -863,6 +864,7 @@ pub fn child_after_fork() {
     if let Some(slot) = unsafe { ACTIVE_SLOT.load(Acquire).as_ref() } {
         slot.rekey(stream);
     }
+    crate::handle::timer::child_after_fork();
 }
 
 /// Whether this process (or, before a fork, its parent, in the same log) said the startup line.

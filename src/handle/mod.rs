@@ -2,7 +2,7 @@
 //! Which calls take the careful path (`armed`); what happens after a call failed: the rule's
 //! decision, the event, errno (`failure`: `shutdown`'s ENOTCONN is handled there); the fault
 //! engine: the installed rule set, its counters, the control file, and whether a fault fires
-//! for one call (`fault`); where a fault is one Linux could produce (`faithful`); the sockets a `slow_close=` keeps open (`slowclose`); and the process's configuration, set once by the constructor (here).
+//! for one call (`fault`); where a fault is one Linux could produce (`faithful`); what a fault makes happen later: a stall's end, a slow close's FIN (`timer`); and the process's configuration, set once by the constructor (here).
 //!
 //! May use: `text`, `sys`, `policy`, `observe`, `report`.
 
@@ -15,7 +15,7 @@ pub mod failure;
 #[cfg(not(test))]
 pub mod faithful;
 pub mod fault;
-pub mod slowclose;
+pub mod timer;
 
 static CONFIG: SetOnce<Config> = SetOnce::new();
 

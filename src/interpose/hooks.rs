@@ -792,6 +792,9 @@ fn with_filter_install(install: bool, call: impl FnOnce() -> c_long) -> c_long {
     if !install {
         return call();
     }
+    // errshim's timer thread (if a fault started one) ends first: a filter given to every
+    // thread must never see one of its calls.
+    crate::handle::timer::stop();
     let before = raw::forbid();
     let r = call();
     if r < 0 {

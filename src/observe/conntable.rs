@@ -431,6 +431,22 @@ impl Record {
         self.add_history(hist::RESET_INJECTED, Some(gen));
     }
 
+    /// The same from errshim's timer thread (`handle::timer`), which must not ask whether it
+    /// is a vfork child (a thread-local): it never is.
+    pub fn note_reset_from_timer(&self, gen: u32, rule: usize, bytes: [Option<u64>; 3]) {
+        if self.gen() != gen {
+            return;
+        }
+        self.reset_rule.store(u8::try_from(rule).unwrap_or(0), Relaxed);
+        for (a, v) in self.reset_bytes.iter().zip(bytes) {
+            a.store(v.unwrap_or(UNKNOWN), Relaxed);
+        }
+        let bits = hist::RESET_INJECTED as u64;
+        let _ = self.state.fetch_update(Release, Acquire, |s| {
+            ((s >> 32) as u32 == gen && s & HIST_MASK != 0).then_some(s | bits)
+        });
+    }
+
     /// Fault rule `rule` (1-based) failed a connect of this socket (of generation `gen`) with
     /// `errno`, aimed at `peer`: the history of a failed connect (`pending`: one that said
     /// EINPROGRESS and fails later, through SO_ERROR), marked as the injection's.

@@ -272,6 +272,157 @@ pub fn getsockopt_int(fd: i32, level: i32, name: i32) -> Result<i32> {
     .map(|_| v)
 }
 
+/// CLOCK_MONOTONIC in milliseconds, by the system call itself (for errshim's timer thread,
+/// which runs no libc code: see `handle::timer`). The same clock as `conntable::now_ms`.
+pub fn monotonic_ms() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: ts is valid for writing.
+    let _ = unsafe {
+        sc(
+            libc::SYS_clock_gettime,
+            [libc::CLOCK_MONOTONIC as usize, pm(&mut ts), 0, 0, 0, 0],
+        )
+    };
+    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
+}
+
+/// `futex(FUTEX_WAIT_PRIVATE)`: sleeps while `*word == expected`, at most `timeout_ms` (None:
+/// until woken). Returns at a wake, a signal, the timeout, or at once if the word differs.
+pub fn futex_wait(word: &core::sync::atomic::AtomicU32, expected: u32, timeout_ms: Option<u64>) {
+    let ts = timeout_ms.map(|ms| libc::timespec {
+        tv_sec: (ms / 1000).min(i64::MAX as u64) as i64,
+        tv_nsec: (ms % 1000 * 1_000_000) as i64,
+    });
+    let tsp = ts.as_ref().map_or(0, |t| p(t));
+    // SAFETY: word is a valid u32 for the call's duration; ts lives until it returns.
+    let _ = unsafe {
+        sc(
+            libc::SYS_futex,
+            [
+                p(word.as_ptr()),
+                (libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG) as usize,
+                expected as usize,
+                tsp,
+                0,
+                0,
+            ],
+        )
+    };
+}
+
+/// `futex(FUTEX_WAKE_PRIVATE)`: wakes the waiters on `word`.
+pub fn futex_wake(word: &core::sync::atomic::AtomicU32) {
+    // SAFETY: plain arguments; word is valid.
+    let _ = unsafe {
+        sc(
+            libc::SYS_futex,
+            [
+                p(word.as_ptr()),
+                (libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG) as usize,
+                i32::MAX as usize,
+                0,
+                0,
+                0,
+            ],
+        )
+    };
+}
+
+/// Ends the calling thread (not the process): `exit`, ungated, which every seccomp filter
+/// allows (strict mode's four calls include it).
+pub fn exit_thread() -> ! {
+    loop {
+        // SAFETY: no arguments to check.
+        let _ = unsafe { ungated(libc::SYS_exit, [0; 6]) };
+    }
+}
+
+/// Starts a thread the kernel knows and libc does not: `clone` with the process's memory,
+/// descriptors and signal handlers, on `stack` (its top, 16-byte aligned), running `f(arg)`,
+/// which must never return, use thread-local storage (the new thread shares the calling
+/// thread's) or call into libc. Every signal is blocked in it (blocked around the `clone`, so
+/// the thread starts with all of them blocked; the caller's mask is then restored). `tid`
+/// holds the thread's id while it runs and 0 once it has exited (the kernel's
+/// CLONE_CHILD_SETTID and CLONE_CHILD_CLEARTID, with a futex wake). x86-64 only.
+///
+/// # Safety
+/// `stack` is the top of memory that stays mapped for the thread's life; `tid` lives forever.
+#[cfg(target_arch = "x86_64")]
+pub unsafe fn spawn_bare_thread(
+    stack: *mut u8,
+    f: extern "C" fn(usize) -> !,
+    arg: usize,
+    tid: &'static core::sync::atomic::AtomicI32,
+) -> Result<i32> {
+    let flags = (libc::CLONE_VM
+        | libc::CLONE_FS
+        | libc::CLONE_FILES
+        | libc::CLONE_SIGHAND
+        | libc::CLONE_THREAD
+        | libc::CLONE_SYSVSEM
+        | libc::CLONE_CHILD_SETTID
+        | libc::CLONE_CHILD_CLEARTID) as usize;
+    if !allowed() {
+        return Err(libc::EPERM);
+    }
+    let all: u64 = !0;
+    let mut old: u64 = 0;
+    // SAFETY: valid sigset pointers of the kernel's size (8 bytes).
+    unsafe {
+        sc(
+            libc::SYS_rt_sigprocmask,
+            [libc::SIG_SETMASK as usize, p(&all), pm(&mut old), 8, 0, 0],
+        )
+    }?;
+    let r: c_long;
+    // SAFETY: the child starts on its own stack and jumps straight into `f`, which never
+    // returns; the parent goes on as after any system call (rcx and r11 clobbered).
+    unsafe {
+        core::arch::asm!(
+            "syscall",
+            "test rax, rax",
+            "jnz 2f",
+            "xor ebp, ebp",
+            "mov rdi, r12",
+            "call r13",
+            "ud2",
+            "2:",
+            inlateout("rax") libc::SYS_clone => r,
+            in("rdi") flags,
+            in("rsi") stack as usize,
+            in("rdx") 0usize,
+            in("r10") tid.as_ptr() as usize,
+            in("r8") 0usize,
+            in("r12") arg,
+            in("r13") f as usize,
+            lateout("rcx") _, lateout("r11") _,
+            options(nostack),
+        );
+    }
+    // SAFETY: as above.
+    let _ = unsafe {
+        sc(
+            libc::SYS_rt_sigprocmask,
+            [libc::SIG_SETMASK as usize, p(&old), 0, 8, 0, 0],
+        )
+    };
+    if (-4095..0).contains(&r) {
+        Err(-r as i32)
+    } else {
+        Ok(r as i32)
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+pub unsafe fn spawn_bare_thread(
+    _stack: *mut u8,
+    _f: extern "C" fn(usize) -> !,
+    _arg: usize,
+    _tid: &'static core::sync::atomic::AtomicI32,
+) -> Result<i32> {
+    Err(libc::ENOSYS)
+}
+
 /// `SO_RCVTIMEO` or `SO_SNDTIMEO` (`name`) of `fd` in nanoseconds; 0: none (waits for ever).
 pub fn sock_timeout_ns(fd: i32, name: i32) -> u64 {
     let mut tv = libc::timeval { tv_sec: 0, tv_usec: 0 };
@@ -929,7 +1080,6 @@ pub fn unmap_page(page: *mut u8) {
 }
 
 /// A private anonymous mapping that reserves no swap (pages are backed once touched).
-#[cfg(test)]
 pub fn map_anonymous(bytes: usize) -> Result<*mut u8> {
     map_anonymous_with(bytes, sc)
 }
