@@ -900,6 +900,35 @@ fn errors_that_end_a_connection_end_it() {
     assert_eq!(injections(&r.stderr).len(), 0, "{}", r.stderr);
 }
 
+/// An injected EPIPE's SIGPIPE is the kernel's: SI_USER from this process and its user, not
+/// tgkill's SI_TKILL (seen with the signal blocked and taken by `sigtimedwait`).
+#[test]
+fn an_injected_epipe_raises_the_kernels_sigpipe() {
+    let py = r#"import signal, socket, os, sys, json
+signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGPIPE])
+l = socket.socket(); l.bind(('127.0.0.1', 0)); l.listen(1)
+c = socket.create_connection(l.getsockname()); s, _ = l.accept()
+if sys.argv[1] == 'kernel':
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b'\x01\0\0\0\0\0\0\0'); s.close()
+    try: c.send(b'y')
+    except OSError: pass
+try: c.send(b'y'); e = 0
+except OSError as x: e = x.errno
+i = signal.sigtimedwait([signal.SIGPIPE], 0)
+print(json.dumps([e, i.si_code, i.si_pid == os.getpid(), i.si_uid == os.getuid()] if i else [e]))
+"#;
+    let kernel = Cmd::new("python3").args(["-c", py, "kernel"]).run();
+    kernel.assert_ok();
+    assert_eq!(kernel.stdout.trim(), "[32, 0, true, true]", "{}", kernel.describe());
+    let r = Cmd::new("python3")
+        .args(["-c", py, "injected"])
+        .shim()
+        .env("ERRSHIM_FAULTS", "send:EPIPE:nth=1")
+        .run();
+    r.assert_ok();
+    assert_eq!(r.stdout.trim(), kernel.stdout.trim(), "{}", r.describe());
+}
+
 // --- 5. reset ---------------------------------------------------------------------------------------
 
 /// `reset` aborts the connection for real: the send then gets the kernel's own error, the peer's

@@ -329,6 +329,26 @@ fn seccomp_filtered_process_is_never_killed() {
     run(&["seccomp", "prctl"], false, &[]).assert_ok();
 }
 
+/// A stall's timer thread ends before the program installs a filter, also one given to every
+/// thread (TSYNC) that would kill the process for the timer's calls at the stall's end.
+#[test]
+fn a_stall_timer_is_gone_before_a_seccomp_filter() {
+    for how in ["prctl", "tsync"] {
+        let r = run(
+            &["stall_seccomp", how],
+            true,
+            &[("ERRSHIM_FAULTS", "recv:stall=300ms:conn=1:max=1")],
+        );
+        let what = format!("{how}\n{}", r.describe());
+        assert_eq!(r.signal, None, "killed (SIGSYS is 31): {what}");
+        r.assert_ok();
+        assert!(r.stdout.contains("threads=2"), "the timer ran: {what}");
+        assert!(r.stdout.contains("stall_seccomp done"), "{what}");
+        assert_eq!(results(&r)["recv"], (1, libc::EILSEQ), "{what}");
+        assert_eq!(results(&r)["wait"], (-1, libc::EAGAIN), "{what}");
+    }
+}
+
 /// The same with the filter inherited: the parent installs it and execs the program, which
 /// loads errshim under it. The filter allows what exec, the dynamic loader and the program
 /// itself call, and kills for anything else (getsockopt, poll, getpid, ...).

@@ -488,13 +488,36 @@ pub fn queued_to_read(fd: i32) -> Result<i32> {
 
 /// Sends `sig` to the calling thread (`tgkill`), as the kernel sends SIGPIPE.
 pub fn raise_in_thread(sig: i32) {
-    // SAFETY: plain integer arguments.
-    let _ = unsafe {
+    // The kernel's own (`send_sig(sig, current, 0)`) says SI_USER, with this process as the
+    // sender: `rt_tgsigqueueinfo` may say so to the calling thread itself (tgkill would say
+    // SI_TKILL). siginfo: si_signo, si_errno, si_code, padding, then si_pid and si_uid.
+    let mut info = [0i32; 32];
+    info[0] = sig;
+    info[4] = getpid();
+    info[5] = uids().0 as i32;
+    // SAFETY: a siginfo of the kernel's size (128 bytes), valid for reading.
+    let queued = unsafe {
         sc(
-            libc::SYS_tgkill,
-            [getpid() as usize, gettid() as usize, sig as usize, 0, 0, 0],
+            libc::SYS_rt_tgsigqueueinfo,
+            [
+                getpid() as usize,
+                gettid() as usize,
+                sig as usize,
+                p(info.as_ptr()),
+                0,
+                0,
+            ],
         )
     };
+    if queued.is_err() {
+        // SAFETY: plain integer arguments.
+        let _ = unsafe {
+            sc(
+                libc::SYS_tgkill,
+                [getpid() as usize, gettid() as usize, sig as usize, 0, 0, 0],
+            )
+        };
+    }
 }
 
 /// `shutdown(fd, how)`.
