@@ -135,7 +135,14 @@ fn check_explains_fault_rules_and_fault_options_reach_the_program() {
 
     let scen = program("scenarios");
     let r = wrapper()
-        .args(["--lib", &lib_arg(), "--faults", "shutdown:EIO:nth=1", "--seed", "3"])
+        .args([
+            "--lib",
+            &lib_arg(),
+            "--faults",
+            "shutdown:EIO:nth=1:unfaithful",
+            "--seed",
+            "3",
+        ])
         .arg_path(&scen)
         .args(["never_connected"])
         .run();

@@ -932,6 +932,16 @@ fn inject_into(
                 || !handle::timer::hold_close(fd, ns)
         }
         Fault::Errno(_) if unfaithful => inj.wait > 0 && !raw::allowed(),
+        Fault::Errno(e) if call == Call::Close => {
+            // What the descriptor is: the record taken at close, else the kernel's answer.
+            let kind = match &target {
+                Target::Closed(c) if c.is_live() => c.kind(),
+                _ if raw::allowed() => sockinfo::probe_kind(fd),
+                _ => Kind::Unknown,
+            };
+            errno_plan = faithful::close_errno(kind, e).then_some(faithful::Errno::AsIs);
+            errno_plan.is_none()
+        }
         Fault::Errno(e) => {
             errno_plan = faithful::errno(call, &args, e);
             (inj.wait > 0 && !raw::allowed()) || !errno_fits(call, &args, e) || errno_plan.is_none()

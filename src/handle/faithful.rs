@@ -193,6 +193,13 @@ pub enum Errno {
     Abort,
 }
 
+/// Whether Linux's `close` of a descriptor of this kind can fail with `e` (having closed it): a
+/// socket's never fails (`sock_close` has no error to give); a file's may, at its flush: EIO,
+/// ENOSPC, EDQUOT (NFS and the like write back there) or EINTR.
+pub fn close_errno(kind: Kind, e: i32) -> bool {
+    !kind.is_socket() && matches!(e, libc::EIO | libc::ENOSPC | libc::EDQUOT | libc::EINTR)
+}
+
 /// Where Linux gives errno `e` to this call, and what keeps the rest true (`Errno`); None:
 /// nowhere here, so it is not injected:
 /// - EAGAIN/EWOULDBLOCK: a non-blocking call on TCP (on other kinds nothing could wake an
@@ -203,9 +210,13 @@ pub enum Errno {
 ///   and ENETUNREACH (an ICMP error, the socket unchanged: on a connected socket, or a send's
 ///   lack of a route); never on unix sockets, whose
 ///   peer alone ends them;
-/// - `close`, and any other errno: as it is.
+/// - `shutdown`: only ENOTCONN (the one error of a socket that is one, with a valid `how`);
+/// - any other errno: as it is. (`close`: `close_errno`.)
 pub fn errno(call: Call, args: &CallArgs, e: i32) -> Option<Errno> {
     let fd = args.fd;
+    if call == Call::Shutdown && e != libc::ENOTCONN {
+        return None;
+    }
     // connect, accept, splice and the mmsg calls have their own checks (`failure::errno_fits`,
     // `injected_attempt`); sendfile is a write.
     if matches!(
