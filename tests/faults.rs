@@ -2022,6 +2022,56 @@ fn errnos_these_calls_cannot_return_are_refused() {
     }
 }
 
+/// `port=` and `peer=` select a connect by the address it is given: only the connect to that
+/// port (or peer) is refused, the others connect.
+#[test]
+fn port_and_peer_select_a_connect_by_its_target() {
+    let py = r#"import socket, sys
+a = socket.socket(); a.bind(('127.0.0.1', 0)); a.listen(4)
+b = socket.socket(); b.bind(('127.0.0.2', 0)); b.listen(4)
+print('ports', a.getsockname()[1], b.getsockname()[1], flush=True)
+for l in (a, b, a):
+    try: socket.create_connection(l.getsockname()).close(); print('connected')
+    except OSError as e: print(e.errno)
+"#;
+    let bare = Cmd::new("python3").args(["-c", py]).run();
+    bare.assert_ok();
+    let ports: Vec<u16> = bare
+        .stdout
+        .lines()
+        .next()
+        .unwrap()
+        .split(' ')
+        .skip(1)
+        .map(|p| p.parse().unwrap())
+        .collect();
+    assert_eq!(ports.len(), 2, "{}", bare.describe());
+    // The ports change from run to run: the rule names the second listener's address.
+    for rule in [
+        "connect:ECONNREFUSED:peer=127.0.0.2",
+        "connect:ECONNREFUSED:peer=127.0.0.2/32:max=1",
+    ] {
+        let r = Cmd::new("python3")
+            .args(["-c", py])
+            .shim()
+            .env("ERRSHIM_FAULTS", rule)
+            .run();
+        r.assert_ok();
+        let got: Vec<&str> = r.stdout.lines().skip(1).collect();
+        assert_eq!(got, ["connected", "111", "connected"], "{rule}: {}", r.describe());
+    }
+    let py_port = py.replace("a.bind(('127.0.0.1', 0))", "a.bind(('127.0.0.1', int(sys.argv[1])))");
+    let port = free_port();
+    let r = Cmd::new("python3")
+        .args(["-c", &py_port, &port.to_string()])
+        .shim()
+        .env("ERRSHIM_FAULTS", format!("connect:ECONNREFUSED:port={port}"))
+        .run();
+    r.assert_ok();
+    let got: Vec<&str> = r.stdout.lines().skip(1).collect();
+    assert_eq!(got, ["111", "connected", "111"], "{}", r.describe());
+}
+
 // --- 11. per-connection, byte and time triggers ---------------------------------------------------
 
 /// `faults conns N M LEN` under `spec`: per connection, the numbers of its sends that failed,

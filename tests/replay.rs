@@ -129,12 +129,9 @@ fn a_connect_failure_takes_as_long_as_it_took() {
                                "history": ["connect_failed", "first_error=connect:ECONNREFUSED"]}),
     );
     let (rules, err) = rules_of(&[timed_out, refused], &[]);
+    // port=: the connect's target (the library selects a connect by the address it is given).
     assert_eq!(
-        rules, "connect:ETIMEDOUT:fd=tcp:delay=3050ms:max=1;connect:ECONNREFUSED:fd=tcp:max=1",
-        "{err}"
-    );
-    assert!(
-        err.contains("any port: port= does not select a connect yet (was 8080)"),
+        rules, "connect:ETIMEDOUT:fd=tcp:port=8080:delay=3050ms:max=1;connect:ECONNREFUSED:fd=tcp:port=8080:max=1",
         "{err}"
     );
 }
@@ -145,10 +142,10 @@ fn what_the_library_refuses_is_dropped_and_said() {
     let ev = event(json!({"cause": "unreachable", "history": ["connect_failed", "first_error=connect:EACCES"]}));
     let r = replay(std::slice::from_ref(&ev), &[]);
     assert_eq!(r.code, Some(1), "{}", r.describe());
-    assert!(r.stderr.contains("dropped, the library refuses it: connect:EACCES:fd=tcp:max=1 (errshim: config error: connect cannot return this errno"), "{}", r.describe());
+    assert!(r.stderr.contains("dropped, the library refuses it: connect:EACCES:fd=tcp:port=8080:max=1 (errshim: config error: connect cannot return this errno"), "{}", r.describe());
     // Unchecked, it stays.
     let (rules, _) = rules_of(&[ev], &["--no-check"]);
-    assert_eq!(rules, "connect:EACCES:fd=tcp:max=1");
+    assert_eq!(rules, "connect:EACCES:fd=tcp:port=8080:max=1");
 }
 
 #[test]

@@ -401,6 +401,31 @@ fn proven_addr(addr: *const libc::sockaddr, len: usize, room: usize) -> Option<A
     Addr::from_storage(&ss, n)
 }
 
+/// A connect fault rule filters on `port=` or `peer=`: the address `fd` is about to be
+/// connected to becomes its record's peer before the rules are asked (what `after_connect`
+/// does after the call), so that the filters select the connect by its target. The caller's
+/// buffer is read only after the kernel reported every byte of it readable (`memory`); under a
+/// seccomp filter, where nothing is probed, such rules do not fire anyway.
+#[cold]
+#[inline(never)]
+pub fn note_connect_target(fd: i32, addr: *const libc::sockaddr, alen: libc::socklen_t) {
+    let n = (alen as usize).min(core::mem::size_of::<libc::sockaddr_storage>());
+    if !raw::allowed() || !process::may_write() || n < 2 || !memory::readable(addr as usize, n) {
+        return;
+    }
+    // SAFETY: the kernel has just reported these n bytes readable.
+    let ss = unsafe { storage_copy(addr, n) };
+    let peer = Addr::from_storage(&ss, n);
+    let ip = match &peer {
+        Some(Addr::V4(ip, _)) => !ip.is_unspecified(),
+        Some(Addr::V6(ip, _)) => !ip.is_unspecified(),
+        _ => false,
+    };
+    if let Some(rec) = conntable::get(fd).filter(|r| r.is_live() && ip) {
+        rec.set_peer(peer.as_ref());
+    }
+}
+
 /// `accept`/`accept4` on `listener` returned `new`: a connection errshim has seen from its
 /// start, with the peer the kernel handed back (valid even when it was reset before accept).
 /// The kernel wrote `*alen` (the address's full length) and min(`room`, that length) bytes of

@@ -229,6 +229,12 @@ pub fn install(set: &FaultSet) {
         if stalls { STALLS } else { 0 } | if slow { SLOW_CLOSES } else { 0 },
         Relaxed,
     );
+    CONNECT_ADDR.store(
+        set.rules()
+            .iter()
+            .any(|r| r.calls.contains(Call::Connect) && (r.port.is_some() || r.peer.is_some())),
+        Relaxed,
+    );
     // SAFETY: as above.
     unsafe { (*slot.hot.get()).write(hot) };
     slot.rekey(STREAM.load(Relaxed));
@@ -453,6 +459,14 @@ const RULE_BITS: u32 = (1 << MAX_RULES) - 1;
 /// Work beyond the rules: `STALLS` (the installed set has a `stall=` rule) and the sockets a
 /// `slow_close=` holds (`timer::pending`).
 static EXTRA: AtomicU8 = AtomicU8::new(0);
+/// Some rule that names connect filters on `port=` or `peer=`: the hook tells the engine the
+/// address a connect is given before asking it (`failure::note_connect_target`).
+static CONNECT_ADDR: AtomicBool = AtomicBool::new(false);
+
+/// Whether a connect's target must be known before the rules are asked (see CONNECT_ADDR).
+pub fn connect_filters_address() -> bool {
+    CONNECT_ADDR.load(Relaxed)
+}
 const STALLS: u8 = 1;
 const SLOW_CLOSES: u8 = 2;
 

@@ -515,6 +515,9 @@ hook!(fn connect(fd: c_int, addr: *const sockaddr, alen: socklen_t) -> c_int; re
     #[cold]
     #[inline(never)]
     unsafe fn faulty(real: unsafe extern "C-unwind" fn(c_int, *const sockaddr, socklen_t) -> c_int, fd: c_int, addr: *const sockaddr, alen: socklen_t) -> c_int {
+        if fault::connect_filters_address() {
+            failure::note_connect_target(fd, addr, alen);
+        }
         if let Some(inj) = fault::decide(Call::Connect, fd, Request::NONE) {
             let errno_before = errno::get();
             // SAFETY: the caller's own arguments.
