@@ -70,6 +70,24 @@ fn the_first_failure_of_a_connection_is_replayed_what_follows_is_not() {
     );
 }
 
+/// A transfer's ETIMEDOUT with the kernel's evidence of how long the path had been silent (its
+/// last ACK) is replayed as a stall that long, which ends in ETIMEDOUT as the real one did; a
+/// library without stall= gets the errno.
+#[test]
+fn a_timeout_with_its_silence_is_a_stall_as_long() {
+    let recv = event(
+        json!({"call": "recv", "errno": "ETIMEDOUT", "action": "log", "cause": "timeout_user",
+                            "history": ["connected", "timeout_seen"], "last_ack_recv_ms": 1388}),
+    );
+    let (rules, err) = rules_of(std::slice::from_ref(&recv), &[]);
+    assert_eq!(
+        rules, "recv:stall=1388ms:fd=tcp:port=8080:after_bytes=1014:max=1",
+        "{err}"
+    );
+    let (rules, err) = rules_of(&[recv], &["--without", "stall"]);
+    assert_eq!(rules, "recv:ETIMEDOUT:fd=tcp:port=8080:after_bytes=1014:max=1", "{err}");
+}
+
 #[test]
 fn an_accepted_connection_is_selected_by_its_local_port_and_equal_failures_are_one_rule() {
     let evs: Vec<Value> = (0..3)
