@@ -794,14 +794,14 @@ fn parse_rule(n: usize, text: &str) -> Result<FaultRule, FaultError> {
         Fault::Short(_) => r
             .calls
             .iter()
-            .find(|c| !c.in_fault_star() || *c == Call::Shutdown || *c == Call::Close)
+            .find(|c| !(c.in_fault_star() || *c == Call::Sendfile) || *c == Call::Shutdown || *c == Call::Close)
             .map(|c| {
                 let problem = if matches!(c, Call::Shutdown | Call::Close) {
                     "short applies to the read and write families only, not"
                 } else {
-                    // Where the kernel may move less (a non-blocking sendfile) needs the
-                    // readiness of the read and write families' short; a datagram is never cut.
-                    "short is not made on connect, accept, sendfile, splice or the mmsg calls, not"
+                    // sendfile is a write (its socket end cut as a write is); splice's socket
+                    // may be either end, and the mmsg calls count messages, not bytes.
+                    "short is not made on connect, accept, splice or the mmsg calls, not"
                 };
                 (c, problem)
             }),
@@ -820,7 +820,7 @@ fn parse_rule(n: usize, text: &str) -> Result<FaultRule, FaultError> {
         Fault::Rate(_) => r
             .calls
             .iter()
-            .find(|c| !c.in_fault_star() || *c == Call::Shutdown || *c == Call::Close)
+            .find(|c| !(c.in_fault_star() || *c == Call::Sendfile) || *c == Call::Shutdown || *c == Call::Close)
             .map(|c| (c, "rate paces the read and write families only, not")),
         Fault::Stall { .. } => r
             .calls
@@ -1317,7 +1317,7 @@ mod tests {
             ("connect:reset", "connect", "reset needs a connection"),
             ("accept:reset", "accept", "reset needs a connection"),
             ("connect:short", "connect", "short is not made"),
-            ("sendfile:short", "sendfile", "short is not made"),
+            ("splice:short", "splice", "short is not made"),
             ("sendmmsg:short=1", "sendmmsg", "short is not made"),
             ("splice:eof", "splice", "eof applies"),
             ("getpeername:ENOTCONN", "getpeername", "not supported"),
