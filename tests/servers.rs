@@ -959,6 +959,61 @@ fn nginx_serves_every_byte_under_faithful_short_and_delay() {
     }
 }
 
+/// nginx (edge-triggered epoll) with one connection stalled at its response (`stall=800ms`): the client gets
+/// nothing, then its connection ends at the stall's end, when errshim's timer aborts it and so
+/// wakes nginx, which fails the call it makes then with the stall's errno (its log says which)
+/// and closes; the next connection is served as usual.
+#[test]
+fn nginx_is_woken_when_a_stalled_connection_ends() {
+    let Some(nginx) = tool("/usr/sbin/nginx") else {
+        return;
+    };
+    for (then, said) in [
+        ("reset", "(104: Connection reset by peer)"),
+        ("timeout", "(110: Connection timed out)"),
+    ] {
+        let dir = TempDir::new("nginx-stall");
+        // On the response (the test's port probe before it makes no write).
+        let spec = format!("writev:stall=800ms:then={then}:max=1");
+        let env = [("ERRSHIM_FAULTS", spec.as_str()), ("ERRSHIM_SEED", "7")];
+        let (mut server, port) = start_nginx(&nginx, &dir, true, false, &env);
+        let path = format!("/{}", FILES[0].0);
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let start = Instant::now();
+        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        let mut got = Vec::new();
+        let end = s.read_to_end(&mut got);
+        let at = start.elapsed();
+        let what = format!(
+            "then={then}: {end:?} after {at:?}, {} bytes\n{}",
+            got.len(),
+            server.describe()
+        );
+        assert!(got.is_empty(), "{what}");
+        assert_eq!(
+            end.err().map(|e| e.kind()),
+            Some(std::io::ErrorKind::ConnectionReset),
+            "{what}"
+        );
+        assert!(
+            at >= Duration::from_millis(780) && at < Duration::from_secs(5),
+            "{what}"
+        );
+        let load = nginx_client(port, 0, 3);
+        assert!(
+            load.failures.is_empty() && load.correct == load.complete,
+            "{what}: {load:?}"
+        );
+        server.assert_alive();
+        let log = std::fs::read_to_string(dir.path("error.log")).unwrap();
+        assert!(log.contains(said), "{what}\n{log}");
+        // SAFETY: signals the nginx master this test started.
+        unsafe { libc::kill(server.pid(), libc::SIGQUIT) };
+        assert!(server.wait_exit(Duration::from_secs(30)).success(), "{what}");
+    }
+}
+
 /// haproxy (HTTP mode, logging each request to a UDP syslog socket of the test's) in front of
 /// an nginx without errshim, under each FAITHFUL rule set: every complete response is the
 /// file, byte for byte (2 MB ones included); every log datagram arrives whole (Linux never cuts

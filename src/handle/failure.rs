@@ -227,6 +227,17 @@ pub fn after_so_error(fd: i32, val: *mut libc::c_void, len: *mut libc::socklen_t
         return;
     };
     let gen = rec.gen();
+    // The error a stall's end left pending (errshim's abort: ECONNRESET) is the stall's:
+    // ETIMEDOUT for one that ends as a timeout. Taken, as the kernel's would be.
+    let w = rec.stall[0].load(Acquire);
+    if (w >> 32) as u32 == gen && w & 0xff == handle::timer::STALL_TIMED_OUT {
+        let ended = w & !0xff | handle::timer::STALL_ENDED;
+        if rec.stall[0].compare_exchange(w, ended, AcqRel, Relaxed).is_ok() && w >> 16 & 1 == 0 {
+            // SAFETY: the kernel has just written these 4 bytes (see above).
+            unsafe { val.cast::<i32>().write_unaligned(libc::ETIMEDOUT) };
+        }
+        return;
+    }
     let h = rec.history();
     let pending = h & hist::CONNECT_PENDING != 0 && h & (hist::CONNECTED | hist::CONNECT_FAILED) == 0;
     // The error of a connection that was established (a reset, a timeout of the path, which
@@ -1174,14 +1185,20 @@ fn stall_step(
         return StallStep::NotMade;
     };
     let gen = rec.gen();
-    let word = |phase: u64| (gen as u64) << 32 | (rule as u64 & 0xff) << 8 | phase;
+    // The stall's word: its generation, how it ends (bit 16), its rule, its phase.
+    let word = |phase: u64| (gen as u64) << 32 | (reset as u64) << 16 | (rule as u64 & 0xff) << 8 | phase;
     let w = rec.stall[0].load(Acquire);
     let errno = if reset { libc::ECONNRESET } else { libc::ETIMEDOUT };
-    // The timer ended it (the connection is aborted): this call gets its errno.
+    // The timer ended it (the connection is aborted, its error pending, as after a real RST
+    // or timeout): this call gets the stall's errno, which it takes, as the kernel's would.
     let timed_out = || {
-        rec.stall[0]
+        let took = rec.stall[0]
             .compare_exchange(word(TIMED_OUT), word(ENDED), AcqRel, Relaxed)
-            .is_ok()
+            .is_ok();
+        if took {
+            faithful::take_back_error(fd);
+        }
+        took
     };
     let end_ms = if w == word(ACTIVE) {
         rec.stall[1].load(Relaxed)

@@ -164,8 +164,8 @@ pub fn fire_due(now_ms: u64, all: bool) -> u64 {
 }
 
 /// A stall's time has come: unless the program's own call ended it first, the connection is
-/// aborted for real (an RST to the peer; reads then give 0, poll IN|OUT|HUP|RDHUP), which wakes
-/// a program waiting on it, and its record says the program's next call gets the errno.
+/// aborted for real (an RST to the peer; poll then says IN|OUT|ERR|HUP|RDHUP), which wakes a
+/// program waiting on it, and its record says the program's next call gets the errno.
 fn end_stall(t: &Timer, copy: i32) {
     let expect = t.expect.load(Relaxed);
     let Some(rec) = conntable::get(t.fd.load(Relaxed)) else {
@@ -192,9 +192,10 @@ fn end_stall(t: &Timer, copy: i32) {
         }
     }
     if raw::abort_connection(copy).is_ok() {
+        // Reads then give 0, as after a peer's RST; the abort's error stays pending (poll says
+        // ERR too, as after a real RST or timeout) until the program's next call takes it as
+        // the stall's errno (`stall_step`, or SO_ERROR: `after_so_error`).
         let _ = raw::shutdown(copy, libc::SHUT_RDWR);
-        // The error the abort left pending is the stall's errno, given by errshim.
-        let _ = raw::getsockopt_int(copy, libc::SOL_SOCKET, libc::SO_ERROR);
     }
 }
 
