@@ -243,8 +243,13 @@ pub fn get(fd: i32) -> Option<&'static Record> {
     if (fd as u32 as usize) >= LEN.load(Acquire) {
         return None;
     }
-    // SAFETY: LEN is only set after TABLE points at LEN records, which live forever.
-    Some(unsafe { &*TABLE.load(Relaxed).add(fd as usize) })
+    let table = TABLE.load(Relaxed);
+    // SAFETY: LEN is only set after TABLE points at LEN records, which live forever (and the
+    // compiler told so asks no null check); fd is below LEN.
+    Some(unsafe {
+        core::hint::assert_unchecked(!table.is_null());
+        &*table.add(fd as u32 as usize)
+    })
 }
 
 /// The record for `fd`, to be written by a hook: None in a vfork child or out of range.
