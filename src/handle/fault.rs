@@ -1,6 +1,8 @@
 //! Fault injection at run time: which rules are active, how many matching calls each has
 //! seen, and the decision for one call. The hooks test `armed(call)` (one relaxed load) and
-//! call `decide` only when some rule names the call.
+//! ask only when some rule names the call: the read and write families first `consulted`, the
+//! quick consultation of a call's one rule that does not fire, then `decide`, which decides
+//! everything.
 //!
 //! Two rule slots: `ERRSHIM_FAULTS` fills one at startup; a changed control file is parsed
 //! into the other, whose counters are reset, and then becomes the active one. A reader checks
@@ -76,6 +78,25 @@ impl Hot {
     }
 }
 
+/// The one rule that names a call, for the hooks' quick consultation (`consulted`): kept per
+/// call, so that its fields are read at offsets fixed when the hook is compiled.
+#[derive(Clone, Copy)]
+struct Quick {
+    /// As the rule's `Hot`.
+    kinds: u16,
+    /// The rule's index (below MAX_RULES).
+    rule: u8,
+    triggers: faults::Triggers,
+}
+
+impl Quick {
+    const NONE: Quick = Quick {
+        kinds: 0,
+        rule: 0,
+        triggers: faults::Triggers::NONE,
+    };
+}
+
 struct Slot {
     /// Odd while being written.
     seq: AtomicU64,
@@ -84,6 +105,9 @@ struct Slot {
     /// `install` writes every rule first.
     set: UnsafeCell<MaybeUninit<FaultSet>>,
     hot: UnsafeCell<MaybeUninit<[Hot; MAX_RULES]>>,
+    /// Per `Call`, the one rule that names it, where QUICK has this slot for the call; written
+    /// with `hot`.
+    quick: UnsafeCell<MaybeUninit<[Quick; Call::ALL.len()]>>,
     /// Each rule's random key (`faults::rule_key`), computed when the set is installed.
     keys: [AtomicU64; MAX_RULES],
     /// Per `Call`, a bit per rule that names it.
@@ -122,6 +146,15 @@ impl Slot {
             .store(EPOCHS.fetch_add(1, Relaxed).wrapping_add(1).max(1), Relaxed);
     }
 
+    /// What `consulted` reads for `call`.
+    ///
+    /// # Safety
+    /// QUICK has this slot for `call` (or had: the slot may be overtaken, as for `hot`).
+    #[inline(always)]
+    unsafe fn quick(&self, call: Call) -> &Quick {
+        (*self.quick.get()).assume_init_ref().get_unchecked(call as usize)
+    }
+
     /// Rule `i`. Safety: as for `hot`.
     #[inline(always)]
     unsafe fn rule(&self, i: usize) -> &faults::FaultRule {
@@ -131,11 +164,18 @@ impl Slot {
 
 /// The two slots, made by `interpose::init` when fault rules or a control file are configured
 /// (fresh zero pages from the kernel: all-zero slots are valid and empty). A process without faults
-/// has none, and neither its start nor its forks touch their 7 KiB.
+/// has none, and neither its start nor its forks touch their 12 KiB.
 static SLOTS: AtomicPtr<[Slot; 2]> = AtomicPtr::new(core::ptr::null_mut());
 static ACTIVE: AtomicUsize = AtomicUsize::new(0);
 /// `&SLOTS[ACTIVE]`, for one load on the hot path (null until a rule set is installed).
 static ACTIVE_SLOT: AtomicPtr<Slot> = AtomicPtr::new(core::ptr::null_mut());
+/// Per `Call`, the active slot where the hooks may consult its rule quickly (`consulted`), else
+/// null. Only where the careful path is there for that rule alone, and `consulted` can decide
+/// all that `decide` would when the rule does not fire: exactly one rule names the call, it
+/// filters on the descriptor's kind at most, no control file is watched, the call's real
+/// function is resolved, no `ERRSHIM_RULES` rule turns its failure into a success (errno from
+/// before the call is not needed) and no byte is counted (`ERRSHIM_COUNT`, `after_bytes=`).
+static QUICK: [AtomicPtr<Slot>; Call::ALL.len()] = [const { AtomicPtr::new(core::ptr::null_mut()) }; Call::ALL.len()];
 
 fn slots() -> Option<&'static [Slot; 2]> {
     // SAFETY: SLOTS is null or points at a mapping made by `make_slots`, never unmapped.
@@ -200,6 +240,8 @@ pub fn install(set: &FaultSet) {
     // SAFETY: this thread holds RELOADING and `next` is not the active slot (see Slot).
     unsafe { (*slot.set.get()).write(*set) };
     let mut calls = 0u32;
+    let mut quick_calls = 0u32;
+    let mut quick = [Quick::NONE; Call::ALL.len()];
     let mut hot = [Hot::NONE; MAX_RULES];
     let mut conn_slots = 0u8;
     for (h, r) in hot.iter_mut().zip(set.rules()) {
@@ -223,6 +265,7 @@ pub fn install(set: &FaultSet) {
     slot.rekey(STREAM.load(Relaxed));
     // The calls some rule that can fire names; a rule that can never fire is not consulted
     // (and so not counted).
+    let beyond_faults = armed::careful_beyond_faults();
     for (c, mask) in Call::ALL.iter().zip(&slot.by_call) {
         let bits = set
             .rules()
@@ -235,13 +278,37 @@ pub fn install(set: &FaultSet) {
         if bits != 0 {
             calls |= c.bit();
         }
+        let i = bits.trailing_zeros() as usize;
+        if bits.count_ones() == 1 && hot[i].filters == 0 && beyond_faults & c.bit() == 0 {
+            let (kinds, triggers) = (hot[i].kinds, hot[i].triggers);
+            quick[*c as usize] = Quick {
+                kinds,
+                rule: i as u8,
+                triggers,
+            };
+            quick_calls |= c.bit();
+        }
     }
+    // SAFETY: as above.
+    unsafe { (*slot.quick.get()).write(quick) };
     slot.seq.store(seq + 1, Release);
     ACTIVE.store(next, Release);
     ACTIVE_SLOT.store(slot as *const Slot as *mut Slot, Release);
     let watching = WATCHING.load(Relaxed);
+    if watching || conntable::counts_bytes() {
+        quick_calls = 0;
+    }
+    set_quick(slot, quick_calls);
     armed::set_fault_calls(if watching { u32::MAX } else { calls });
     RELOADING.store(0, Release);
+}
+
+/// The calls whose bit `calls` has consult `slot` quickly (see QUICK); the others do not.
+fn set_quick(slot: *const Slot, calls: u32) {
+    for (c, q) in Call::ALL.iter().zip(&QUICK) {
+        let to = if calls & c.bit() != 0 { slot } else { core::ptr::null() };
+        q.store(to as *mut Slot, Release);
+    }
 }
 
 /// The calls that move data, whose bytes `conntable::count_in` and `count_out` count.
@@ -433,6 +500,49 @@ pub fn decide(call: Call, fd: i32, requested: Request) -> Option<Injection> {
 }
 
 const RULE_BITS: u32 = (1 << MAX_RULES) - 1;
+
+/// The hooks' quick consultation of the one rule that names `call` (see QUICK), made inline in
+/// the exported function before its real call, so it makes no call and takes no stack. True:
+/// `decide` would have said no injection and the call has been counted where the rule matches,
+/// so the hook goes on as on its plain path. False: nothing was done (no count), and the
+/// careful path decides: the slot is not quick for the call, a vfork is in progress, the
+/// descriptor's kind is not in the table yet, the rule may fire, or another thread counted it
+/// meanwhile. The call's number is taken with a compare-and-swap only once it is known not to
+/// fire, so a call that fires is numbered and decided by `decide` alone.
+#[inline(always)]
+pub fn consulted(call: Call, fd: i32) -> bool {
+    // SAFETY: QUICK's entries are null or point into SLOTS, which live forever.
+    let Some(slot) = (unsafe { QUICK.get_unchecked(call as usize).load(Acquire).as_ref() }) else {
+        return false;
+    };
+    // A vfork child counts nothing; `decide` knows which thread is one.
+    if process::vfork_in_progress() {
+        return false;
+    }
+    // SAFETY: QUICK has this slot for the call.
+    let q = unsafe { slot.quick(call) };
+    if q.kinds != ALL_KINDS {
+        let kind = conntable::live_kind(fd);
+        if kind == 0 {
+            return false;
+        }
+        if q.kinds & (1 << (kind & 15)) == 0 {
+            return true;
+        }
+    }
+    let i = usize::from(q.rule & (MAX_RULES as u8 - 1));
+    // SAFETY: i < MAX_RULES.
+    let (matched, key) = unsafe { (slot.matched.get_unchecked(i), slot.keys.get_unchecked(i)) };
+    // The number the call would take, counted only if it does not fire and no other thread
+    // counted meanwhile (a loop that asked again would keep its constants in registers the
+    // hook has not saved).
+    let before = matched.load(Relaxed);
+    let k = before.wrapping_add(1);
+    if q.triggers.may_fire(|| key.load(Relaxed), k) {
+        return false;
+    }
+    matched.compare_exchange(before, k, Relaxed, Relaxed).is_ok()
+}
 
 impl Slot {
     /// If rule `i` (below MAX_RULES) matches the descriptor, counts the call and returns its
@@ -645,6 +755,7 @@ pub fn watch(path: &[u8]) {
     p.push(0);
     let _ = CONTROL.set(p.into_boxed_slice());
     WATCHING.store(true, Release);
+    set_quick(core::ptr::null(), 0);
     armed::set_fault_calls(u32::MAX);
     LAST_POLL_MS.store(0, Relaxed);
     control_reload(true);
@@ -911,5 +1022,72 @@ mod tests {
         assert_eq!(slots[next].seq.load(Relaxed) % 2, 0, "complete again");
         child_after_fork();
         install(&FaultSet::EMPTY);
+
+        quick_consultation_agrees_with_decide();
+    }
+
+    /// `consulted` (the hooks' quick path) counts what `decide` would count and leaves every
+    /// call that fires, or that it cannot decide, to `decide`, having counted nothing.
+    fn quick_consultation_agrees_with_decide() {
+        let matched = |i: usize| active_slot().matched[i].load(Relaxed);
+        // nth: the calls before and after the one that fires are counted quickly.
+        install(&faults::parse("read:EIO:nth=3:fd=any").unwrap());
+        assert!(consulted(Call::Read, 0) && consulted(Call::Read, 0));
+        assert!(!consulted(Call::Read, 0), "the third call fires");
+        assert_eq!(matched(0), 2, "and was not counted");
+        assert_eq!(decide(Call::Read, 0, Request::len(1)).map(|i| i.k), Some(3));
+        assert!(consulted(Call::Read, 0) && matched(0) == 4);
+        assert!(!consulted(Call::Write, 0), "no rule names write");
+        process::vfork_begin();
+        assert!(!consulted(Call::Read, 0) && matched(0) == 4, "a vfork in progress");
+        process::vfork_end();
+
+        // p: where the quick path gives up, the draw fires; elsewhere it does not.
+        install(&faults::parse("read:EIO:p=0.5:fd=any").unwrap());
+        let mut fired = 0;
+        for k in 1..=64 {
+            if consulted(Call::Read, 0) {
+                assert_eq!(matched(0), k);
+            } else {
+                assert_eq!(decide(Call::Read, 0, Request::len(1)).map(|i| i.k), Some(k));
+                fired += 1;
+            }
+        }
+        assert!(fired > 10 && fired < 54, "{fired} of 64 fired");
+
+        // A `when=` step is left to `decide`, on the step or not.
+        install(&faults::parse("read:EIO:when=2+3:fd=any").unwrap());
+        assert!(consulted(Call::Read, 0), "before the range");
+        assert!(!consulted(Call::Read, 0) && matched(0) == 1);
+        assert_eq!(decide(Call::Read, 0, Request::len(1)).map(|i| i.k), Some(2));
+        assert!(!consulted(Call::Read, 0) && matched(0) == 2);
+        assert!(decide(Call::Read, 0, Request::len(1)).is_none() && matched(0) == 3);
+
+        // Descriptors of a kind the table does not know yet (no table in this test) are
+        // decided by `decide`; so are calls that two rules name, calls a rule filters by their
+        // connection, and calls a rule may turn into a success (errno from before the call is
+        // needed).
+        for (spec, why) in [
+            ("read:EIO:nth=5", "the kind is not known"),
+            ("read:EIO:nth=5:fd=any;read:EPIPE:nth=9:fd=any", "two rules"),
+            ("read:EIO:nth=5:fd=any:conn=1", "a connection filter"),
+        ] {
+            install(&faults::parse(spec).unwrap());
+            assert!(!consulted(Call::Read, 0), "{spec}: {why}");
+            assert_eq!(matched(0), 0, "{spec}: nothing counted");
+        }
+        set_config_calls(Call::Read.bit());
+        install(&faults::parse("read:EIO:nth=5:fd=any").unwrap());
+        assert!(!consulted(Call::Read, 0), "errno from before the call is needed");
+        set_config_calls(0);
+        install(&faults::parse("read:EIO:nth=5:fd=any").unwrap());
+        assert!(consulted(Call::Read, 0));
+        install(&FaultSet::EMPTY);
+        assert!(!consulted(Call::Read, 0));
+    }
+
+    fn active_slot() -> &'static Slot {
+        // SAFETY: installed above; SLOTS live forever.
+        unsafe { &*ACTIVE_SLOT.load(Acquire) }
     }
 }

@@ -118,8 +118,11 @@ fn no_real_function() -> c_int {
 ///   inline; a success returns at once. No errno read, no check of the address, no count,
 ///   nothing on the stack: the only cost is the armed test. Anything else jumps to `failed`.
 /// - Armed (some fault rule names the call, a rule may turn its failure into a success,
-///   `ERRSHIM_COUNT=1`, or the real function is not resolved yet): `careful`, which asks the
-///   fault engine first, then makes the real call with errno from before it kept, and counts.
+///   `ERRSHIM_COUNT=1`, or the real function is not resolved yet): first the fault engine's
+///   quick consultation (`fault::consulted`), inline and without a call: where the call is
+///   armed for one fault rule alone and that rule does not fire, it counts the call and the
+///   hook goes on as not armed. Otherwise `careful`, which asks the fault engine first, then
+///   makes the real call with errno from before it kept, and counts.
 ///
 /// `failed` and `careful` are functions of their own that take the caller's raw arguments in
 /// registers (the optimiser drops those they do not use), so the hook itself needs no stack
@@ -188,19 +191,26 @@ macro_rules! data_hook {
             }
 
             if armed::armed(Call::$call) {
-                // SAFETY: the caller's own arguments.
-                return unsafe { careful($fd, $($a),*) };
+                // Laid out away from the plain path, which then falls through as it does with
+                // no consultation to make.
+                core::hint::cold_path();
+                if !fault::consulted(Call::$call, $fd) {
+                    // SAFETY: the caller's own arguments.
+                    return unsafe { careful($fd, $($a),*) };
+                }
             }
             // SAFETY: not armed, so the constructor resolved this symbol to a non-zero address
-            // (`armed` pairs with the store that said so); `Real` is its signature.
+            // (`armed` pairs with the store that said so), or armed for the one fault rule that
+            // `consulted` has just asked, which it asks only of resolved calls (its slot was
+            // published after the constructor resolved them); `Real` is its signature.
             let real = unsafe { real::$real.loaded_unchecked::<Real>() };
             // SAFETY: the caller's own arguments, passed on unchanged.
             let r = unsafe { real($fd, $($a),*) };
             if $family::succeeded(r as isize) {
                 return r;
             }
-            // No rule turns this call's failure into a success (it would be armed), so errno
-            // from before the call is not needed.
+            // No rule turns this call's failure into a success (it would be armed, and not
+            // consulted quickly), so errno from before the call is not needed.
             failed(r, $fd, $($a,)* failure::ERRNO_UNKNOWN)
         }
     };

@@ -188,6 +188,11 @@ pub fn counting() -> bool {
     COUNTING.load(Relaxed) & COUNT_ALL != 0
 }
 
+/// Whether the hooks count anything (`ERRSHIM_COUNT=1`, or an `after_bytes=` rule was installed).
+pub fn counts_bytes() -> bool {
+    COUNTING.load(Relaxed) != 0
+}
+
 /// Counts bytes from now on, for fault rules (the calls that move data must be armed).
 pub fn count_bytes() {
     COUNTING.fetch_or(COUNT_BYTES, Relaxed);
