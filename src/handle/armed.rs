@@ -9,7 +9,7 @@
 //! - some active fault rule names the call, or a control file is watched (`handle::fault`).
 //!
 //! A read- or write-family call armed for the third reason alone is first consulted quickly
-//! (`handle::fault::consulted`), and goes on as not armed when no rule fires: the fault engine
+//! (`handle::fault::consult`), and goes on as not armed when no rule fires: the fault engine
 //! learns which calls have no other reason from `careful_beyond_faults`.
 //!
 //! May use: `policy` (for `Call`).

@@ -238,7 +238,7 @@ impl Triggers {
     }
 
     /// Whether the k-th matching call may fire, for a caller that makes no call and keeps few
-    /// registers (the hooks' quick consultation, `handle::fault::consulted`): false only where
+    /// registers (the hooks' quick consultation, `handle::fault::consult`): false only where
     /// `fire` is false. The `p` draw is inline and asks for the key only then (no draw is
     /// below a `p` of 0); a `when=` step is left to `fire`.
     #[inline(always)]
