@@ -8,6 +8,10 @@
 //!   (`interpose::init`),
 //! - some active fault rule names the call, or a control file is watched (`handle::fault`).
 //!
+//! A read- or write-family call armed for the third reason alone is first consulted quickly
+//! (`handle::fault::consult`), and goes on as not armed when no rule fires: the fault engine
+//! learns which calls have no other reason from `careful_beyond_faults`.
+//!
 //! May use: `policy` (for `Call`).
 
 use crate::policy::rules::Call;
@@ -55,6 +59,13 @@ pub fn set_config_calls(calls: u32) {
 pub fn set_fault_calls(calls: u32) {
     FAULT_CALLS.store(calls, Relaxed);
     rearm();
+}
+
+/// The calls that take the careful path whatever the fault rules say: their failure may turn
+/// into a success, they count bytes, or a real function is not resolved (`handle::fault` reads
+/// it when it installs a rule set, after the constructor has set both).
+pub fn careful_beyond_faults() -> u32 {
+    CONFIG_CALLS.load(Relaxed) | UNRESOLVED_CALLS.load(Relaxed)
 }
 
 fn rearm() {

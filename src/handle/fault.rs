@@ -1,6 +1,8 @@
 //! Fault injection at run time: which rules are active, how many matching calls each has
 //! seen, and the decision for one call. The hooks test `armed(call)` (one relaxed load) and
-//! call `decide` only when some rule names the call.
+//! ask only when some rule names the call: the read and write families first `consult`, which
+//! knows whether a rule names the call and consults a call's one rule quickly, then `decide`,
+//! which decides everything.
 //!
 //! Two rule slots: `ERRSHIM_FAULTS` fills one at startup; a changed control file is parsed
 //! into the other, whose counters are reset, and then becomes the active one. A reader checks
@@ -76,6 +78,25 @@ impl Hot {
     }
 }
 
+/// The one rule that names a call, for the hooks' quick consultation (`consult`): kept per
+/// call, so that its fields are read at offsets fixed when the hook is compiled.
+#[derive(Clone, Copy)]
+struct Quick {
+    /// As the rule's `Hot`.
+    kinds: u16,
+    /// The rule's index (below MAX_RULES).
+    rule: u8,
+    triggers: faults::Triggers,
+}
+
+impl Quick {
+    const NONE: Quick = Quick {
+        kinds: 0,
+        rule: 0,
+        triggers: faults::Triggers::NONE,
+    };
+}
+
 struct Slot {
     /// Odd while being written.
     seq: AtomicU64,
@@ -84,6 +105,9 @@ struct Slot {
     /// `install` writes every rule first.
     set: UnsafeCell<MaybeUninit<FaultSet>>,
     hot: UnsafeCell<MaybeUninit<[Hot; MAX_RULES]>>,
+    /// Per `Call`, the one rule that names it, where QUICK has this slot for the call; written
+    /// with `hot`.
+    quick: UnsafeCell<MaybeUninit<[Quick; Call::ALL.len()]>>,
     /// Each rule's random key (`faults::rule_key`), computed when the set is installed.
     keys: [AtomicU64; MAX_RULES],
     /// Per `Call`, a bit per rule that names it.
@@ -122,6 +146,15 @@ impl Slot {
             .store(EPOCHS.fetch_add(1, Relaxed).wrapping_add(1).max(1), Relaxed);
     }
 
+    /// What `consult` reads for `call`.
+    ///
+    /// # Safety
+    /// QUICK has this slot for `call` (or had: the slot may be overtaken, as for `hot`).
+    #[inline(always)]
+    unsafe fn quick(&self, call: Call) -> &Quick {
+        (*self.quick.get()).assume_init_ref().get_unchecked(call as usize)
+    }
+
     /// Rule `i`. Safety: as for `hot`.
     #[inline(always)]
     unsafe fn rule(&self, i: usize) -> &faults::FaultRule {
@@ -131,11 +164,23 @@ impl Slot {
 
 /// The two slots, made by `interpose::init` when fault rules or a control file are configured
 /// (fresh zero pages from the kernel: all-zero slots are valid and empty). A process without faults
-/// has none, and neither its start nor its forks touch their 7 KiB.
+/// has none, and neither its start nor its forks touch their 12 KiB.
 static SLOTS: AtomicPtr<[Slot; 2]> = AtomicPtr::new(core::ptr::null_mut());
 static ACTIVE: AtomicUsize = AtomicUsize::new(0);
 /// `&SLOTS[ACTIVE]`, for one load on the hot path (null until a rule set is installed).
 static ACTIVE_SLOT: AtomicPtr<Slot> = AtomicPtr::new(core::ptr::null_mut());
+/// Per `Call`, what a read- or write-family hook asks of the fault engine (`consult`), in one
+/// load: null where `decide` has nothing to say (no rule names the call, no control file is
+/// watched), DECIDE where `decide` must be asked, and the active slot where the hook may
+/// consult the call's rule quickly. Quickly only where the careful path is there for that rule
+/// alone, and `consult` can decide all that `decide` would when the rule does not fire: exactly
+/// one rule names the call, it filters on the descriptor's kind at most, no control file is
+/// watched, the call's real function is resolved, no `ERRSHIM_RULES` rule turns its failure
+/// into a success (errno from before the call is not needed) and no byte is counted
+/// (`ERRSHIM_COUNT`, `after_bytes=`).
+static QUICK: [AtomicPtr<Slot>; Call::ALL.len()] = [const { AtomicPtr::new(core::ptr::null_mut()) }; Call::ALL.len()];
+/// QUICK's word for a call that `decide` must decide.
+const DECIDE: *mut Slot = core::ptr::without_provenance_mut(1);
 
 fn slots() -> Option<&'static [Slot; 2]> {
     // SAFETY: SLOTS is null or points at a mapping made by `make_slots`, never unmapped.
@@ -200,6 +245,9 @@ pub fn install(set: &FaultSet) {
     // SAFETY: this thread holds RELOADING and `next` is not the active slot (see Slot).
     unsafe { (*slot.set.get()).write(*set) };
     let mut calls = 0u32;
+    let mut named = 0u32;
+    let mut quick_calls = 0u32;
+    let mut quick = [Quick::NONE; Call::ALL.len()];
     let mut hot = [Hot::NONE; MAX_RULES];
     let mut conn_slots = 0u8;
     for (h, r) in hot.iter_mut().zip(set.rules()) {
@@ -240,6 +288,7 @@ pub fn install(set: &FaultSet) {
     slot.rekey(STREAM.load(Relaxed));
     // The calls some rule that can fire names; a rule that can never fire is not consulted
     // (and so not counted).
+    let beyond_faults = armed::careful_beyond_faults();
     for (c, mask) in Call::ALL.iter().zip(&slot.by_call) {
         let bits = set
             .rules()
@@ -251,14 +300,54 @@ pub fn install(set: &FaultSet) {
         mask.store(bits, Relaxed);
         if bits != 0 {
             calls |= c.bit();
+            named |= c.bit();
+        }
+        let i = bits.trailing_zeros() as usize;
+        if bits.count_ones() == 1 && hot[i].filters == 0 && beyond_faults & c.bit() == 0 {
+            let (kinds, triggers) = (hot[i].kinds, hot[i].triggers);
+            quick[*c as usize] = Quick {
+                kinds,
+                rule: i as u8,
+                triggers,
+            };
+            quick_calls |= c.bit();
         }
     }
+    // SAFETY: as above.
+    unsafe { (*slot.quick.get()).write(quick) };
     slot.seq.store(seq + 1, Release);
     ACTIVE.store(next, Release);
     ACTIVE_SLOT.store(slot as *const Slot as *mut Slot, Release);
     let watching = WATCHING.load(Relaxed);
+    if conntable::counts_bytes() {
+        quick_calls = 0;
+    }
+    // Every transfer must reach `decide` (its stall check, the timer's fallback), whichever
+    // calls the rules name.
+    if stalls || slow {
+        named |= data_calls() | Call::Close.bit();
+        quick_calls = 0;
+    }
+    if watching {
+        set_consult(slot, 0, u32::MAX);
+    } else {
+        set_consult(slot, quick_calls, named);
+    }
     armed::set_fault_calls(if watching { u32::MAX } else { calls });
     RELOADING.store(0, Release);
+}
+
+/// What the hooks ask of the fault engine (see QUICK): the calls whose bit `quick` has consult
+/// `slot` quickly, the others of `named` ask `decide`, the rest nothing.
+fn set_consult(slot: *const Slot, quick: u32, named: u32) {
+    for (c, q) in Call::ALL.iter().zip(&QUICK) {
+        let to = match (quick & c.bit() != 0, named & c.bit() != 0) {
+            (true, _) => slot.cast_mut(),
+            (false, true) => DECIDE,
+            (false, false) => core::ptr::null_mut(),
+        };
+        q.store(to, Release);
+    }
 }
 
 /// The calls that move data, whose bytes `conntable::count_in` and `count_out` count.
@@ -507,6 +596,70 @@ fn stalled_or_held(slot: &Slot, seq: u64, call: Call, fd: i32) -> Option<Injecti
     })
 }
 
+/// What a read- or write-family hook does about the fault rules (`consult`).
+pub enum Consult {
+    /// No rule names the call: nothing to ask (`decide` would say no injection and count
+    /// nothing).
+    Nothing,
+    /// The call's one rule was asked quickly: it does not fire, and the call is counted where
+    /// the rule matches. The hook goes on as on its plain path.
+    Counted,
+    /// `decide` decides; nothing has been counted.
+    Decide,
+}
+
+/// Asks QUICK what the fault rules want of a read- or write-family call, and makes the quick
+/// consultation of the call's one rule where QUICK has the slot for it: inline in the exported
+/// function before its real call, so it makes no call and takes no stack. The slot leaves the
+/// call to `decide` (`Consult::Decide`, nothing counted) where a vfork is in progress, the
+/// descriptor's kind is not in the table yet, the rule may fire, or another thread counted the
+/// rule meanwhile. The call's number is taken with a compare-and-swap only once it is known
+/// not to fire, so a call that fires is numbered and decided by `decide` alone.
+#[inline(always)]
+pub fn consult(call: Call, fd: i32) -> Consult {
+    // SAFETY: in bounds (one entry per Call).
+    let slot = unsafe { QUICK.get_unchecked(call as usize) }.load(Acquire);
+    // One compare on the way to the slot.
+    if slot as usize <= DECIDE as usize {
+        return if slot.is_null() {
+            Consult::Nothing
+        } else {
+            Consult::Decide
+        };
+    }
+    // A vfork child counts nothing; `decide` knows which thread is one.
+    if process::vfork_in_progress() {
+        return Consult::Decide;
+    }
+    // SAFETY: QUICK's other words point into SLOTS, which live forever; QUICK has this slot
+    // for the call.
+    let (slot, q) = unsafe { (&*slot, (*slot).quick(call)) };
+    if q.kinds != ALL_KINDS {
+        let kind = conntable::live_kind(fd);
+        if kind == 0 {
+            return Consult::Decide;
+        }
+        if q.kinds & (1 << (kind & 15)) == 0 {
+            return Consult::Counted;
+        }
+    }
+    let i = usize::from(q.rule & (MAX_RULES as u8 - 1));
+    // SAFETY: i < MAX_RULES.
+    let (matched, key) = unsafe { (slot.matched.get_unchecked(i), slot.keys.get_unchecked(i)) };
+    // The number the call would take, counted only if it does not fire and no other thread
+    // counted meanwhile (a loop that asked again would keep its constants in registers the
+    // hook has not saved).
+    let before = matched.load(Relaxed);
+    let k = before.wrapping_add(1);
+    if q.triggers.may_fire(|| key.load(Relaxed), k) {
+        return Consult::Decide;
+    }
+    match matched.compare_exchange(before, k, Relaxed, Relaxed) {
+        Ok(_) => Consult::Counted,
+        Err(_) => Consult::Decide,
+    }
+}
+
 impl Slot {
     /// If rule `i` (below MAX_RULES) matches the descriptor, counts the call and returns its
     /// number among the rule's matching calls. `kind` caches the descriptor's kind byte
@@ -718,6 +871,7 @@ pub fn watch(path: &[u8]) {
     p.push(0);
     let _ = CONTROL.set(p.into_boxed_slice());
     WATCHING.store(true, Release);
+    set_consult(core::ptr::null(), 0, u32::MAX);
     armed::set_fault_calls(u32::MAX);
     LAST_POLL_MS.store(0, Relaxed);
     control_reload(true);
@@ -985,5 +1139,80 @@ mod tests {
         assert_eq!(slots[next].seq.load(Relaxed) % 2, 0, "complete again");
         child_after_fork();
         install(&FaultSet::EMPTY);
+
+        quick_consultation_agrees_with_decide();
+    }
+
+    /// `consult` (the hooks' quick path) counts what `decide` would count and leaves every call
+    /// that fires, or that it cannot decide, to `decide`, having counted nothing.
+    fn quick_consultation_agrees_with_decide() {
+        let matched = |i: usize| active_slot().matched[i].load(Relaxed);
+        let consulted = |c: Call| match consult(c, 0) {
+            Consult::Counted => true,
+            Consult::Decide => false,
+            Consult::Nothing => panic!("{c:?}: no rule named"),
+        };
+        // nth: the calls before and after the one that fires are counted quickly.
+        install(&faults::parse("read:EIO:nth=3:fd=any").unwrap());
+        assert!(consulted(Call::Read) && consulted(Call::Read));
+        assert!(!consulted(Call::Read), "the third call fires");
+        assert_eq!(matched(0), 2, "and was not counted");
+        assert_eq!(decide(Call::Read, 0, Request::len(1)).map(|i| i.k), Some(3));
+        assert!(consulted(Call::Read) && matched(0) == 4);
+        assert!(
+            matches!(consult(Call::Write, 0), Consult::Nothing),
+            "no rule names write"
+        );
+        process::vfork_begin();
+        assert!(!consulted(Call::Read) && matched(0) == 4, "a vfork in progress");
+        process::vfork_end();
+
+        // p: where the quick path gives up, the draw fires; elsewhere it does not.
+        install(&faults::parse("read:EIO:p=0.5:fd=any").unwrap());
+        let mut fired = 0;
+        for k in 1..=64 {
+            if consulted(Call::Read) {
+                assert_eq!(matched(0), k);
+            } else {
+                assert_eq!(decide(Call::Read, 0, Request::len(1)).map(|i| i.k), Some(k));
+                fired += 1;
+            }
+        }
+        assert!(fired > 10 && fired < 54, "{fired} of 64 fired");
+
+        // A `when=` step is left to `decide`, on the step or not.
+        install(&faults::parse("read:EIO:when=2+3:fd=any").unwrap());
+        assert!(consulted(Call::Read), "before the range");
+        assert!(!consulted(Call::Read) && matched(0) == 1);
+        assert_eq!(decide(Call::Read, 0, Request::len(1)).map(|i| i.k), Some(2));
+        assert!(!consulted(Call::Read) && matched(0) == 2);
+        assert!(decide(Call::Read, 0, Request::len(1)).is_none() && matched(0) == 3);
+
+        // Descriptors of a kind the table does not know yet (no table in this test) are
+        // decided by `decide`; so are calls that two rules name, calls a rule filters by their
+        // connection, and calls a rule may turn into a success (errno from before the call is
+        // needed).
+        for (spec, why) in [
+            ("read:EIO:nth=5", "the kind is not known"),
+            ("read:EIO:nth=5:fd=any;read:EPIPE:nth=9:fd=any", "two rules"),
+            ("read:EIO:nth=5:fd=any:conn=1", "a connection filter"),
+        ] {
+            install(&faults::parse(spec).unwrap());
+            assert!(!consulted(Call::Read), "{spec}: {why}");
+            assert_eq!(matched(0), 0, "{spec}: nothing counted");
+        }
+        set_config_calls(Call::Read.bit());
+        install(&faults::parse("read:EIO:nth=5:fd=any").unwrap());
+        assert!(!consulted(Call::Read), "errno from before the call is needed");
+        set_config_calls(0);
+        install(&faults::parse("read:EIO:nth=5:fd=any").unwrap());
+        assert!(consulted(Call::Read));
+        install(&FaultSet::EMPTY);
+        assert!(matches!(consult(Call::Read, 0), Consult::Nothing));
+    }
+
+    fn active_slot() -> &'static Slot {
+        // SAFETY: installed above; SLOTS live forever.
+        unsafe { &*ACTIVE_SLOT.load(Acquire) }
     }
 }

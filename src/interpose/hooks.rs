@@ -118,13 +118,17 @@ fn no_real_function() -> c_int {
 ///   inline; a success returns at once. No errno read, no check of the address, no count,
 ///   nothing on the stack: the only cost is the armed test. Anything else jumps to `failed`.
 /// - Armed (some fault rule names the call, a rule may turn its failure into a success,
-///   `ERRSHIM_COUNT=1`, or the real function is not resolved yet): `careful`, which asks the
-///   fault engine first, then makes the real call with errno from before it kept, and counts.
+///   `ERRSHIM_COUNT=1`, or the real function is not resolved yet): first `fault::consult`,
+///   inline and without a call, whose first load says whether a fault rule names the call.
+///   Where the call is armed for one fault rule alone and that rule does not fire, it counts
+///   the call and the hook goes on as not armed. Otherwise the careful path: `faulty` where a
+///   fault rule names the call (the fault engine decides first), else `careful`; both make the
+///   real call with errno from before it kept, and count.
 ///
-/// `failed` and `careful` are functions of their own that take the caller's raw arguments in
-/// registers (the optimiser drops those they do not use), so the hook itself needs no stack
-/// frame. Inline rather than behind a trampoline: on a VM whose syscalls refill the return
-/// stack buffer, every frame around the real call costs a mispredicted return.
+/// `failed`, `careful` and `faulty` are functions of their own that take the caller's raw
+/// arguments in registers (the optimiser drops those they do not use), so the hook itself
+/// needs no stack frame. Inline rather than behind a trampoline: on a VM whose syscalls refill
+/// the return stack buffer, every frame around the real call costs a mispredicted return.
 macro_rules! data_hook {
     (
         fn $name:ident($fd:ident: c_int $(, $a:ident: $t:ty)*) -> $ret:ty;
@@ -145,10 +149,38 @@ macro_rules! data_hook {
                 $family::failed(Call::$call, stringify!($name), args, r as isize, errno_before) as $ret
             }
 
-            /// The careful path.
+            /// The careful path where no fault rule names the call (so `fault::decide` has
+            /// nothing to say): the real call alone, in a frame of its own size.
             #[cold]
             #[inline(never)]
             unsafe fn careful($fd: c_int, $($a: $t),*) -> $ret {
+                // SAFETY: the caller's own arguments.
+                unsafe { counted($fd, $($a),*) }
+            }
+
+            /// The real call on the careful path, with errno from before it kept (a rule may
+            /// turn its failure into a success), and counted.
+            #[inline(always)]
+            unsafe fn counted($fd: c_int, $($a: $t),*) -> $ret {
+                let errno_before = errno::get();
+                // SAFETY: `Real` is this symbol's signature.
+                let Some(real) = (unsafe { real::$real.resolved::<Real>() }) else {
+                    return no_real_function() as $ret;
+                };
+                // SAFETY: the caller's own arguments, passed on unchanged.
+                let r = unsafe { real($fd, $($a),*) };
+                if $family::succeeded(r as isize) {
+                    $family::count($fd, r as u64, Call::$call);
+                    return r;
+                }
+                failed(r, $fd, $($a,)* errno_before)
+            }
+
+            /// The careful path where the fault engine decides (`fault::decide`) first, while
+            /// only the arguments are live; `decide` leaves errno as it was.
+            #[cold]
+            #[inline(never)]
+            unsafe fn faulty($fd: c_int, $($a: $t),*) -> $ret {
                 /// A fault fires: the fault engine makes (or skips) the real call. Out of line,
                 /// so that the arguments stay in registers on the way to the real call when
                 /// none does.
@@ -167,40 +199,39 @@ macro_rules! data_hook {
                     let args = CallArgs::$ctor($($x),*)$(.$with($($y),*))?;
                     failure::injected(Call::$call, stringify!($name), args, inj, errno_before, &mut perform) as $ret
                 }
-                // First, while only the arguments are live; `decide` leaves errno as it was.
                 let request = CallArgs::$ctor($($x),*)$(.$with($($y),*))?.request();
                 if let Some(inj) = fault::decide(Call::$call, $fd, request) {
                     // SAFETY: the caller's own arguments.
                     return unsafe { inject(inj, $fd, $($a),*) };
                 }
-                let errno_before = errno::get();
-                // SAFETY: `Real` is this symbol's signature.
-                let Some(real) = (unsafe { real::$real.resolved::<Real>() }) else {
-                    return no_real_function() as $ret;
-                };
-                // SAFETY: the caller's own arguments, passed on unchanged.
-                let r = unsafe { real($fd, $($a),*) };
-                if $family::succeeded(r as isize) {
-                    $family::count($fd, r as u64, Call::$call);
-                    return r;
-                }
-                failed(r, $fd, $($a,)* errno_before)
+                // SAFETY: the caller's own arguments.
+                unsafe { counted($fd, $($a),*) }
             }
 
             if armed::armed(Call::$call) {
-                // SAFETY: the caller's own arguments.
-                return unsafe { careful($fd, $($a),*) };
+                // Laid out away from the plain path, which then falls through as it does with
+                // no consultation to make.
+                core::hint::cold_path();
+                match fault::consult(Call::$call, $fd) {
+                    fault::Consult::Counted => {}
+                    // SAFETY: the caller's own arguments.
+                    fault::Consult::Decide => return unsafe { faulty($fd, $($a),*) },
+                    // SAFETY: the caller's own arguments.
+                    fault::Consult::Nothing => return unsafe { careful($fd, $($a),*) },
+                }
             }
             // SAFETY: not armed, so the constructor resolved this symbol to a non-zero address
-            // (`armed` pairs with the store that said so); `Real` is its signature.
+            // (`armed` pairs with the store that said so), or armed for the one fault rule that
+            // `consult` has just asked, which it asks only of resolved calls (its slot was
+            // published after the constructor resolved them); `Real` is its signature.
             let real = unsafe { real::$real.loaded_unchecked::<Real>() };
             // SAFETY: the caller's own arguments, passed on unchanged.
             let r = unsafe { real($fd, $($a),*) };
             if $family::succeeded(r as isize) {
                 return r;
             }
-            // No rule turns this call's failure into a success (it would be armed), so errno
-            // from before the call is not needed.
+            // No rule turns this call's failure into a success (it would be armed, and not
+            // consulted quickly), so errno from before the call is not needed.
             failed(r, $fd, $($a,)* failure::ERRNO_UNKNOWN)
         }
     };

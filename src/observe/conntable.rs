@@ -192,6 +192,11 @@ pub fn counting() -> bool {
     COUNTING.load(Relaxed) & COUNT_ALL != 0
 }
 
+/// Whether the hooks count anything (`ERRSHIM_COUNT=1`, or an `after_bytes=` rule was installed).
+pub fn counts_bytes() -> bool {
+    COUNTING.load(Relaxed) != 0
+}
+
 /// Counts bytes from now on, for fault rules (the calls that move data must be armed).
 pub fn count_bytes() {
     COUNTING.fetch_or(COUNT_BYTES, Relaxed);
@@ -247,8 +252,13 @@ pub fn get(fd: i32) -> Option<&'static Record> {
     if (fd as u32 as usize) >= LEN.load(Acquire) {
         return None;
     }
-    // SAFETY: LEN is only set after TABLE points at LEN records, which live forever.
-    Some(unsafe { &*TABLE.load(Relaxed).add(fd as usize) })
+    let table = TABLE.load(Relaxed);
+    // SAFETY: LEN is only set after TABLE points at LEN records, which live forever (and the
+    // compiler told so asks no null check); fd is below LEN.
+    Some(unsafe {
+        core::hint::assert_unchecked(!table.is_null());
+        &*table.add(fd as u32 as usize)
+    })
 }
 
 /// The record for `fd`, to be written by a hook: None in a vfork child or out of range.

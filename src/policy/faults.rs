@@ -239,9 +239,24 @@ impl Triggers {
     /// the range costs one compare.
     #[inline(always)]
     pub fn fire(&self, key: u64, k: u64) -> bool {
-        k.wrapping_sub(self.lo) <= self.span
+        self.in_range(k)
             && (self.wstep == 1 || (k - self.wfirst).is_multiple_of(self.wstep))
             && (self.always || (self.p != 0 && draw_below(key, k, self.p)))
+    }
+
+    /// Whether the k-th matching call may fire, for a caller that makes no call and keeps few
+    /// registers (the hooks' quick consultation, `handle::fault::consult`): false only where
+    /// `fire` is false. The `p` draw is inline and asks for the key only then (no draw is
+    /// below a `p` of 0); a `when=` step is left to `fire`.
+    #[inline(always)]
+    pub fn may_fire(&self, key: impl FnOnce() -> u64, k: u64) -> bool {
+        self.in_range(k) && (self.wstep != 1 || self.always || draw_keyed(key(), k, 0) < self.p)
+    }
+
+    /// Whether k is among the calls `after`, `nth` and the bounds of `when` allow.
+    #[inline(always)]
+    fn in_range(&self, k: u64) -> bool {
+        k.wrapping_sub(self.lo) <= self.span
     }
 }
 

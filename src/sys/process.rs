@@ -127,6 +127,13 @@ pub fn may_write() -> bool {
     VFORKING.load(Relaxed) == 0 || !in_vfork_child()
 }
 
+/// Whether some thread of this process is inside a vfork (one load; `may_write` says whether it
+/// is this one's child).
+#[inline(always)]
+pub fn vfork_in_progress() -> bool {
+    VFORKING.load(Relaxed) != 0
+}
+
 #[cold]
 #[inline(never)]
 fn in_vfork_child() -> bool {
