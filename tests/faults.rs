@@ -2398,7 +2398,8 @@ th.join(); print(json.dumps(out))\n"
 }
 
 /// The same stall on a non-blocking socket, ending with `then=reset`: reads and writes fail
-/// with EAGAIN while it lasts (what the peer sent meanwhile never arrives), then the read that
+/// with EAGAIN while it lasts (what the peer sent meanwhile never arrives, nor makes the socket
+/// readable), then the read that
 /// meets its end fails with ECONNRESET, as at the peer's RST, and the peer is reset too.
 #[test]
 fn a_stall_on_a_nonblocking_socket_ends_with_a_reset() {
@@ -2411,15 +2412,15 @@ th = threading.Thread(target=serve, args=(t0,)); th.start()
 s.sendall(b'during')
 try: c.send(b'x'); out['send'] = 'sent'
 except OSError as e: out['send'] = e.errno
-seen, again = [], 0
+seen, again, ready = [], 0, 0
 while time.monotonic() - t0 < 5:
-    select.select([c], [], [], 0.05)
+    ready += len(select.select([c], [], [], 0.05)[0])
     try:
         d = c.recv(100); seen.append(d.decode())
         if not d: break
     except BlockingIOError: again += 1; time.sleep(0.02)
     except OSError as e: out['end'] = [e.errno, time.monotonic() - t0]; break
-out['seen'] = seen; out['again'] = again
+out['seen'] = seen; out['again'] = again; out['ready'] = ready
 th.join(); print(json.dumps(out))\n"
     );
     let (r, v) = python_json(&py, Some("recv:stall=600ms:then=reset:conn=1:max=1"));
@@ -2432,6 +2433,9 @@ th.join(); print(json.dumps(out))\n"
         "nothing sent during the stall arrives: {ctx}"
     );
     assert!(v["again"].as_u64().unwrap() >= 3, "{ctx}");
+    // What the peer sent during the stall makes the socket readable to no select: only its
+    // end does (a level-triggered program does not spin on EAGAIN).
+    assert_eq!(v["ready"], 1, "{ctx}");
     assert_eq!(v["end"][0], libc::ECONNRESET, "{ctx}");
     assert!((0.58..2.0).contains(&v["end"][1].as_f64().unwrap()), "{ctx}");
     assert_eq!(v["server"][1], libc::ECONNRESET, "{ctx}");

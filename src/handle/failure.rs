@@ -1233,6 +1233,9 @@ fn stall_step(
         }
         // The timer ends it on time, also while the program waits in poll or epoll.
         handle::timer::stall_began(fd, word(ACTIVE), end, reset);
+        if queued == 0 {
+            hide_arrivals(fd);
+        }
         end
     };
     let read = faithful::is_read(call);
@@ -1243,8 +1246,12 @@ fn stall_step(
             errno::set(errno_before);
             let r = perform(queued.min(usize::MAX as u64) as usize);
             let e = errno::get();
-            if r > 0 {
-                let _ = rec.stall[2].fetch_update(Relaxed, Relaxed, |q| Some(q.saturating_sub(r as u64)));
+            if r > 0 && args.flags & libc::MSG_PEEK == 0 {
+                let took = |q: u64| q.saturating_sub(r as u64);
+                let before = rec.stall[2].fetch_update(Relaxed, Relaxed, |q| Some(took(q)));
+                if before.is_ok_and(|q| took(q) == 0) {
+                    hide_arrivals(fd);
+                }
             }
             return StallStep::Within(r, e);
         }
@@ -1274,6 +1281,14 @@ fn stall_step(
         faithful::take_back_error(fd);
     }
     StallStep::Ended(errno)
+}
+
+/// Within a stall, once what was queued when it began is read: what arrives afterwards makes
+/// the socket readable to no poll, select or epoll, as if it had not arrived (SO_RCVLOWAT as
+/// high as the kernel takes it; the stall ends with the connection aborted, so it is never
+/// set back). Without it a level-triggered program would be told readable and get EAGAIN.
+fn hide_arrivals(fd: i32) {
+    let _ = raw::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVLOWAT, i32::MAX);
 }
 
 /// `reset`: aborts the TCP connection behind `fd` for real (`connect(AF_UNSPEC)`: the kernel

@@ -447,8 +447,8 @@ pub fn sock_timeout_ns(fd: i32, name: i32) -> u64 {
     }
 }
 
-/// `setsockopt(fd, level, name, &v, 4)`: only ever to write back the value just read, which
-/// the kernel takes as a nudge to re-check readiness (see `handle::faithful`).
+/// `setsockopt(fd, level, name, &v, 4)`: to write back the value just read, which the kernel
+/// takes as a nudge to re-check readiness (see `handle::faithful`), or a stall's SO_RCVLOWAT.
 pub fn setsockopt_int(fd: i32, level: i32, name: i32, v: i32) -> Result<()> {
     // SAFETY: v is valid for reading its size.
     unsafe {
