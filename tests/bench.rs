@@ -117,7 +117,7 @@ fn expected_rows(with_macro: bool) -> Vec<Want> {
             needs: Some(if mode == "libfiu" { "fiu-run" } else { "valgrind" }),
             target: match mode {
                 "default" => Some(40.0),
-                "faults" | "faults-eval" => Some(120.0),
+                "faults" | "faults-eval" => Some(60.0),
                 _ => None,
             },
         });

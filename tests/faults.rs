@@ -2448,6 +2448,50 @@ th.join(); print(json.dumps(out))\n"
     );
 }
 
+/// A call waiting out a stall waits as a blocking call would (found by review): another
+/// thread's `shutdown` ends it with the kernel's end of file, a signal handler without
+/// SA_RESTART interrupts it, and a descriptor closed and its number reused meanwhile leaves the
+/// new connection untouched. A listener's close is never held by `slow_close`.
+#[test]
+fn a_stalled_wait_ends_as_a_blocking_calls_would() {
+    let prelude = "import socket, threading, signal, time, json, errno
+l = socket.socket(); l.bind(('127.0.0.1', 0)); l.listen(8)
+c = socket.create_connection(l.getsockname()); s, _ = l.accept()
+out = {}
+t0 = time.monotonic()
+def reader():
+    try: out['A'] = repr(c.recv(100))
+    except OSError as e: out['A'] = errno.errorcode[e.errno]
+    out['at'] = time.monotonic() - t0
+";
+    let cases = [
+        // The program's own pause, so that the reader waits first; either way it ends early.
+        // (The third reader waits out the stall on the old socket, as a real recv would.)
+        ("t = threading.Thread(target=reader); t.start(); time.sleep(0.3)\nc.shutdown(socket.SHUT_RDWR); t.join()", "A", "b''"),
+        ("class Alarm(Exception): pass\ndef h(*a): raise Alarm\nsignal.signal(signal.SIGALRM, h); signal.alarm(1)\ntry: reader()\nexcept Alarm: out['A'] = 'alarm'; out['at'] = time.monotonic() - t0", "A", "alarm"),
+        ("t = threading.Thread(target=reader); t.start(); time.sleep(0.3)\nc.close(); c2 = socket.create_connection(l.getsockname()); s2, _ = l.accept()\nc2.send(b'ping'); out['new'] = repr(s2.recv(10)); t.join(); out['at'] = 0", "new", "b'ping'"),
+    ];
+    for (body, key, want) in cases {
+        let py = format!("{prelude}{body}\nprint(json.dumps(out))\n");
+        let (r, v) = python_json(&py, Some("recv:stall=4s:conn=1"));
+        assert_eq!(v[key], want, "{body}: {}", r.describe());
+        assert!(v["at"].as_f64().unwrap() < 3.0, "{body}: {}", r.describe());
+    }
+    let py = "import socket, json
+l = socket.socket(); l.bind(('127.0.0.1', 0)); l.listen(8); addr = l.getsockname(); l.close()
+try: socket.create_connection(addr, timeout=1); out = 'connected'
+except OSError as e: out = e.errno
+print(json.dumps(out))
+";
+    let (r, v) = python_json(py, Some("close:slow_close=2s"));
+    assert_eq!(
+        v,
+        libc::ECONNREFUSED,
+        "a closed listener refuses at once: {}",
+        r.describe()
+    );
+}
+
 #[test]
 fn stall_and_slow_close_are_refused_where_they_cannot_be() {
     for (spec, token) in [

@@ -965,6 +965,7 @@ fn inject_into(
         Fault::SlowClose(ns) => {
             !matches!(target, Target::Closed(c) if c.kind().is_tcp())
                 || !raw::allowed()
+                || !slow_close_fits(fd)
                 || !handle::timer::hold_close(fd, ns)
         }
         Fault::Errno(_) if unfaithful => inj.wait > 0 && !raw::allowed(),
@@ -1220,7 +1221,14 @@ fn stall_step(
         if !live {
             return StallStep::NotMade;
         }
-        let queued = raw::queued_to_read(fd).unwrap_or(0).max(0) as u64;
+        // In CLOSE_WAIT the peer's FIN is in: nothing more can come, so reads get all that is
+        // queued and then the kernel's end of file (as much as "all").
+        let fin_in = raw::tcp_info(fd).is_some_and(|i| i.state == CLOSE_WAIT);
+        let queued = if fin_in {
+            u64::MAX
+        } else {
+            raw::queued_to_read(fd).unwrap_or(0).max(0) as u64
+        };
         let end = conntable::now_ms().saturating_add(ns.div_ceil(1_000_000));
         rec.stall[1].store(end, Relaxed);
         rec.stall[2].store(queued, Relaxed);
@@ -1260,11 +1268,19 @@ fn stall_step(
         }
         let left_ns = (end_ms - now).saturating_mul(1_000_000);
         let timeout = raw::sock_timeout_ns(fd, if read { libc::SO_RCVTIMEO } else { libc::SO_SNDTIMEO });
-        if timeout > 0 && timeout < left_ns {
-            raw::sleep_ns(timeout);
-            return StallStep::Within(-1, libc::EAGAIN);
+        let wait = if timeout > 0 { left_ns.min(timeout) } else { left_ns };
+        match stall_wait(fd, read, wait, timeout > 0) {
+            Waited::Done if timeout > 0 && timeout < left_ns => return StallStep::Within(-1, libc::EAGAIN),
+            Waited::Done => {}
+            Waited::Interrupted => return StallStep::Within(-1, libc::EINTR),
+            // Shut down by the program meanwhile: the kernel's answer to the call now.
+            Waited::Shut => return StallStep::NotMade,
         }
-        raw::sleep_ns(left_ns);
+        // Closed, and the number given to another socket, while this call waited: the
+        // timer ends the old socket through its copy; the new one is not touched.
+        if rec.gen() != gen {
+            return StallStep::Ended(errno);
+        }
     }
     // The end, once: whichever call (or the timer) meets it first.
     if rec.stall[0]
@@ -1281,6 +1297,47 @@ fn stall_step(
         faithful::take_back_error(fd);
     }
     StallStep::Ended(errno)
+}
+
+/// Whether a close may send its FIN later: a connected TCP socket (a listener would keep
+/// listening while held; a socket never connected has no FIN to send) without SO_LINGER (its
+/// close waits, or resets, and the held copy's close would wait in errshim's timer).
+fn slow_close_fits(fd: i32) -> bool {
+    const ESTABLISHED: u8 = 1;
+    const CLOSE_WAIT: u8 = 8;
+    let connected = raw::tcp_info(fd).is_some_and(|i| matches!(i.state, ESTABLISHED | CLOSE_WAIT));
+    connected && raw::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_LINGER) == Ok(0)
+}
+
+/// How a blocking call's wait within a stall ended.
+enum Waited {
+    /// Its time passed.
+    Done,
+    /// A signal's handler ran that does not restart calls (or the socket has a timeout, with
+    /// which Linux never restarts one): EINTR, as the kernel's wait would give.
+    Interrupted,
+    /// The program shut the direction down meanwhile (another thread's `shutdown`).
+    Shut,
+}
+
+/// Waits `ns` within a stall, in slices of at most 20 ms, as a blocking call would wait: a
+/// `shutdown` of its direction ends it, and so does a signal whose handler would interrupt
+/// the kernel's own wait (a handler without SA_RESTART, or any, on a socket with a timeout).
+fn stall_wait(fd: i32, read: bool, ns: u64, timed: bool) -> Waited {
+    let shut = if read { hist::SHUT_RD } else { hist::SHUT_WR };
+    let start = raw::monotonic_ns();
+    loop {
+        let spent = raw::monotonic_ns().saturating_sub(start);
+        if spent >= ns {
+            return Waited::Done;
+        }
+        if conntable::get(fd).is_some_and(|r| r.history() & shut != 0) {
+            return Waited::Shut;
+        }
+        if raw::nanosleep_once((ns - spent).min(20_000_000)) && (timed || raw::some_handler_interrupts()) {
+            return Waited::Interrupted;
+        }
+    }
 }
 
 /// Within a stall, once what was queued when it began is read: what arrives afterwards makes

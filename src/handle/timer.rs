@@ -111,8 +111,10 @@ fn add(fd: i32, what: u8, due_ms: u64, expect: u64) -> bool {
     else {
         return false;
     };
+    // In the upper half of the limit, but never so high that the kernel must grow the
+    // process's descriptor table far beyond what it uses (a limit of 2^30 in containers).
     let (soft, _) = raw::nofile_limit();
-    let Ok(copy) = raw::dup_cloexec(fd, (soft / 2).clamp(3, i32::MAX as u64) as i32) else {
+    let Ok(copy) = raw::dup_cloexec(fd, (soft / 2).clamp(3, 65_536) as i32) else {
         t.copy.store(0, Release);
         return false;
     };
@@ -237,9 +239,15 @@ extern "C" fn run(_: usize) -> ! {
     }
 }
 
-/// A seccomp filter is about to be installed: the thread ends first (a filter applied to every
-/// thread could otherwise kill the process for one of its calls). Waits for it, at most 0.2 s.
+/// A seccomp filter is about to be installed, or the program changes its credentials: what
+/// waits is done now (copies closed: FINs go early, stalls end with the kernel's own calls),
+/// since errshim may make no system call under the filter, and the thread ends (a filter
+/// given to every thread could kill the process for one of its calls; a thread libc does not
+/// know keeps its old credentials). Waits for it, at most 0.2 s.
 pub fn stop() {
+    if pending() {
+        fire_due(0, true);
+    }
     if THREAD_PID.load(Acquire) != process::pid() || THREAD_TID.load(Acquire) == 0 {
         return;
     }
@@ -263,4 +271,10 @@ pub fn child_after_fork() {
     if pending() {
         fire_due(0, true);
     }
+    // A slot another thread of the parent was filling or firing at the fork: its copy, if
+    // any, is lost to the child (close-on-exec, and closed with it).
+    for t in &TIMERS {
+        let _ = t.copy.compare_exchange(-1, 0, Relaxed, Relaxed);
+    }
+    TAKEN.store(0, Relaxed);
 }

@@ -1066,29 +1066,33 @@ pub unsafe extern "C-unwind" fn clone(
 // --- privileges ---------------------------------------------------------------------------
 
 // The calls that may change the effective user: the log file is prepared for the new user
-// first (`logger::before_user_change`; -1 leaves the effective user as it is), then the real
-// call.
+// first (`logger::before_user_change`; -1 leaves the effective user as it is), errshim's timer
+// thread (which libc does not know, so would keep the old user) ends, then the real call.
 
 hook!(fn setuid(uid: libc::uid_t) -> c_int; real SETUID; |real| {
     logger::before_user_change(uid);
+    crate::handle::timer::stop();
     // SAFETY: the caller's own argument.
     unsafe { real(uid) }
 });
 
 hook!(fn seteuid(euid: libc::uid_t) -> c_int; real SETEUID; |real| {
     logger::before_user_change(euid);
+    crate::handle::timer::stop();
     // SAFETY: the caller's own argument.
     unsafe { real(euid) }
 });
 
 hook!(fn setreuid(ruid: libc::uid_t, euid: libc::uid_t) -> c_int; real SETREUID; |real| {
     logger::before_user_change(euid);
+    crate::handle::timer::stop();
     // SAFETY: the caller's own arguments.
     unsafe { real(ruid, euid) }
 });
 
 hook!(fn setresuid(ruid: libc::uid_t, euid: libc::uid_t, suid: libc::uid_t) -> c_int; real SETRESUID; |real| {
     logger::before_user_change(euid);
+    crate::handle::timer::stop();
     // SAFETY: the caller's own arguments.
     unsafe { real(ruid, euid, suid) }
 });

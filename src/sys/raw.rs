@@ -272,6 +272,43 @@ pub fn getsockopt_int(fd: i32, level: i32, name: i32) -> Result<i32> {
     .map(|_| v)
 }
 
+/// CLOCK_MONOTONIC in nanoseconds, by the system call itself.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: ts is valid for writing.
+    let _ = unsafe {
+        sc(
+            libc::SYS_clock_gettime,
+            [libc::CLOCK_MONOTONIC as usize, pm(&mut ts), 0, 0, 0, 0],
+        )
+    };
+    (ts.tv_sec as u64).saturating_mul(1_000_000_000) + ts.tv_nsec as u64
+}
+
+/// One `nanosleep` of `ns`: whether a signal's handler cut it short (EINTR).
+pub fn nanosleep_once(ns: u64) -> bool {
+    let req = libc::timespec {
+        tv_sec: (ns / 1_000_000_000) as i64,
+        tv_nsec: (ns % 1_000_000_000) as i64,
+    };
+    // SAFETY: req is valid; no remainder wanted.
+    let r = unsafe { sc(libc::SYS_nanosleep, [p(&req), 0, 0, 0, 0, 0]) };
+    r == Err(libc::EINTR)
+}
+
+/// Whether some signal has a handler installed without SA_RESTART (one that interrupts a
+/// blocking socket call rather than restarting it): `rt_sigaction` of each, read only.
+pub fn some_handler_interrupts() -> bool {
+    (1..=64usize).any(|sig| {
+        // The kernel's sigaction: handler, flags, restorer, mask.
+        let mut act = [0usize; 4];
+        // SAFETY: no new action; act is valid for the kernel's 32 bytes.
+        let r = unsafe { sc(libc::SYS_rt_sigaction, [sig, 0, pm(act.as_mut_ptr()), 8, 0, 0]) };
+        let handler = act[0];
+        r.is_ok() && handler > 1 && act[1] & libc::SA_RESTART as usize == 0
+    })
+}
+
 /// CLOCK_MONOTONIC in milliseconds, by the system call itself (for errshim's timer thread,
 /// which runs no libc code: see `handle::timer`). The same clock as `conntable::now_ms`.
 pub fn monotonic_ms() -> u64 {
@@ -342,8 +379,8 @@ pub fn exit_thread() -> ! {
 /// which must never return, use thread-local storage (the new thread shares the calling
 /// thread's) or call into libc. Every signal is blocked in it (blocked around the `clone`, so
 /// the thread starts with all of them blocked; the caller's mask is then restored). `tid`
-/// holds the thread's id while it runs and 0 once it has exited (the kernel's
-/// CLONE_CHILD_SETTID and CLONE_CHILD_CLEARTID, with a futex wake). x86-64 only.
+/// holds the thread's id from before `clone` returns and 0 once it has exited (the kernel's
+/// CLONE_PARENT_SETTID and CLONE_CHILD_CLEARTID, with a futex wake). x86-64 only.
 ///
 /// # Safety
 /// `stack` is the top of memory that stays mapped for the thread's life; `tid` lives forever.
@@ -354,13 +391,14 @@ pub unsafe fn spawn_bare_thread(
     arg: usize,
     tid: &'static core::sync::atomic::AtomicI32,
 ) -> Result<i32> {
+    // Not CLONE_FS: a thread sharing the filesystem context would make `setns` into a mount
+    // namespace and `unshare(CLONE_NEWNS)` fail for the program.
     let flags = (libc::CLONE_VM
-        | libc::CLONE_FS
         | libc::CLONE_FILES
         | libc::CLONE_SIGHAND
         | libc::CLONE_THREAD
         | libc::CLONE_SYSVSEM
-        | libc::CLONE_CHILD_SETTID
+        | libc::CLONE_PARENT_SETTID
         | libc::CLONE_CHILD_CLEARTID) as usize;
     if !allowed() {
         return Err(libc::EPERM);
@@ -390,7 +428,7 @@ pub unsafe fn spawn_bare_thread(
             inlateout("rax") libc::SYS_clone => r,
             in("rdi") flags,
             in("rsi") stack as usize,
-            in("rdx") 0usize,
+            in("rdx") tid.as_ptr() as usize,
             in("r10") tid.as_ptr() as usize,
             in("r8") 0usize,
             in("r12") arg,
