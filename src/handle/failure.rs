@@ -229,10 +229,10 @@ pub fn after_so_error(fd: i32, val: *mut libc::c_void, len: *mut libc::socklen_t
     let gen = rec.gen();
     // The error a stall's end left pending (errshim's abort: ECONNRESET) is the stall's:
     // ETIMEDOUT for one that ends as a timeout. Taken, as the kernel's would be.
-    let w = rec.stall[0].load(Acquire);
-    if (w >> 32) as u32 == gen && w & 0xff == handle::timer::STALL_TIMED_OUT {
-        let ended = w & !0xff | handle::timer::STALL_ENDED;
-        if rec.stall[0].compare_exchange(w, ended, AcqRel, Relaxed).is_ok() && w >> 16 & 1 == 0 {
+    let w = handle::timer::StallWord(rec.stall[0].load(Acquire));
+    if w.gen() == gen && w.phase() == handle::timer::STALL_TIMED_OUT {
+        let ended = w.with_phase(handle::timer::STALL_ENDED);
+        if rec.stall[0].compare_exchange(w.0, ended.0, AcqRel, Relaxed).is_ok() && !w.resets() {
             // SAFETY: the kernel has just written these 4 bytes (see above).
             unsafe { val.cast::<i32>().write_unaligned(libc::ETIMEDOUT) };
         }
@@ -1177,7 +1177,7 @@ fn stall_step(
     errno_before: i32,
     perform: &mut dyn FnMut(usize) -> isize,
 ) -> StallStep {
-    use handle::timer::{STALL_ACTIVE as ACTIVE, STALL_ENDED as ENDED, STALL_TIMED_OUT as TIMED_OUT};
+    use handle::timer::{StallWord, STALL_ACTIVE as ACTIVE, STALL_ENDED as ENDED, STALL_TIMED_OUT as TIMED_OUT};
     let fd = args.fd;
     if !raw::allowed() || !matches!(target, Target::Open) {
         return StallStep::NotMade;
@@ -1186,8 +1186,7 @@ fn stall_step(
         return StallStep::NotMade;
     };
     let gen = rec.gen();
-    // The stall's word: its generation, how it ends (bit 16), its rule, its phase.
-    let word = |phase: u64| (gen as u64) << 32 | (reset as u64) << 16 | (rule as u64 & 0xff) << 8 | phase;
+    let word = |phase: u64| StallWord::new(gen, reset, rule, phase).0;
     let w = rec.stall[0].load(Acquire);
     let errno = if reset { libc::ECONNRESET } else { libc::ETIMEDOUT };
     // The timer ended it (the connection is aborted, its error pending, as after a real RST
@@ -1209,22 +1208,22 @@ fn stall_step(
         } else {
             StallStep::NotMade
         };
-    } else if (w >> 32) as u32 == gen && w & 0xff == ENDED {
+    } else if StallWord(w).gen() == gen && StallWord(w).phase() == ENDED {
         return StallStep::NotMade;
     } else {
         // Only a connection whose segments could go unanswered: a TCP socket connected to its
         // peer, not yet closed.
-        const ESTABLISHED: u8 = 1;
-        const CLOSE_WAIT: u8 = 8;
-        let kind = sockinfo::probe_kind(fd);
-        let live = kind.is_tcp() && raw::tcp_info(fd).is_some_and(|i| matches!(i.state, ESTABLISHED | CLOSE_WAIT));
-        if !live {
+        let state = sockinfo::probe_kind(fd)
+            .is_tcp()
+            .then(|| raw::tcp_info(fd))
+            .flatten()
+            .map(|i| i.state);
+        if !matches!(state, Some(faithful::ESTABLISHED | faithful::CLOSE_WAIT)) {
             return StallStep::NotMade;
         }
         // In CLOSE_WAIT the peer's FIN is in: nothing more can come, so reads get all that is
         // queued and then the kernel's end of file (as much as "all").
-        let fin_in = raw::tcp_info(fd).is_some_and(|i| i.state == CLOSE_WAIT);
-        let queued = if fin_in {
+        let queued = if state == Some(faithful::CLOSE_WAIT) {
             u64::MAX
         } else {
             raw::queued_to_read(fd).unwrap_or(0).max(0) as u64
@@ -1240,7 +1239,7 @@ fn stall_step(
             return StallStep::NotMade;
         }
         // The timer ends it on time, also while the program waits in poll or epoll.
-        handle::timer::stall_began(fd, word(ACTIVE), end, reset);
+        handle::timer::stall_began(fd, StallWord(word(ACTIVE)), end);
         if queued == 0 {
             hide_arrivals(fd);
         }
@@ -1303,9 +1302,7 @@ fn stall_step(
 /// listening while held; a socket never connected has no FIN to send) without SO_LINGER (its
 /// close waits, or resets, and the held copy's close would wait in errshim's timer).
 fn slow_close_fits(fd: i32) -> bool {
-    const ESTABLISHED: u8 = 1;
-    const CLOSE_WAIT: u8 = 8;
-    let connected = raw::tcp_info(fd).is_some_and(|i| matches!(i.state, ESTABLISHED | CLOSE_WAIT));
+    let connected = raw::tcp_info(fd).is_some_and(|i| matches!(i.state, faithful::ESTABLISHED | faithful::CLOSE_WAIT));
     connected && raw::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_LINGER) == Ok(0)
 }
 

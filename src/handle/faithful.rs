@@ -14,10 +14,10 @@ use crate::sys::socket::Kind;
 use core::sync::atomic::{AtomicU8, Ordering::Relaxed};
 
 /// TCP states (`TCP_INFO`'s `tcpi_state`).
-const ESTABLISHED: u8 = 1;
+pub const ESTABLISHED: u8 = 1;
 const FIN_WAIT1: u8 = 4;
 const FIN_WAIT2: u8 = 5;
-const CLOSE_WAIT: u8 = 8;
+pub const CLOSE_WAIT: u8 = 8;
 
 pub fn is_read(call: Call) -> bool {
     matches!(

@@ -571,11 +571,11 @@ fn stalled_or_held(slot: &Slot, seq: u64, call: Call, fd: i32) -> Option<Injecti
     if EXTRA.load(Relaxed) & STALLS == 0 || data_calls() & call.bit() == 0 {
         return None;
     }
-    let w = conntable::get(fd).filter(|r| r.is_live())?.stall[0].load(Acquire);
-    let rule = (w >> 8 & 0xff) as usize;
-    let phase = w & 0xff;
-    let live = conntable::get(fd).is_some_and(|r| (w >> 32) as u32 == r.gen())
-        && (phase == crate::handle::timer::STALL_ACTIVE || phase == crate::handle::timer::STALL_TIMED_OUT);
+    use crate::handle::timer::{StallWord, STALL_ACTIVE, STALL_TIMED_OUT};
+    let rec = conntable::get(fd).filter(|r| r.is_live())?;
+    let w = StallWord(rec.stall[0].load(Acquire));
+    let rule = w.rule();
+    let live = w.gen() == rec.gen() && matches!(w.phase(), STALL_ACTIVE | STALL_TIMED_OUT);
     if !live || rule == 0 || rule > MAX_RULES {
         return None;
     }

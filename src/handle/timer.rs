@@ -17,17 +17,12 @@
 
 use crate::observe::conntable;
 use crate::sys::{process, raw};
-use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering::*};
+use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
 
 /// How many deadlines may wait at once; a fault beyond them falls back to the program's calls
 /// (a stall) or is not made (a slow close).
 const SLOTS: usize = 64;
 const STACK_BYTES: usize = 64 * 1024;
-
-/// What a deadline does.
-const CLOSE: u8 = 1;
-const STALL_TIMEOUT: u8 = 2;
-const STALL_RESET: u8 = 3;
 
 /// The phases of `Record::stall[0]` (see `handle::failure::stall_step`).
 pub const STALL_ACTIVE: u64 = 1;
@@ -36,13 +31,39 @@ pub const STALL_ENDED: u64 = 2;
 /// the stall's errno.
 pub const STALL_TIMED_OUT: u64 = 3;
 
+/// A stall's word in its connection's record (`Record::stall[0]`): the record's generation,
+/// whether the stall ends with a reset (else a timeout), its rule (1-based) and its phase. Of
+/// another generation than the record's, it is no stall (the word is never cleared). Never 0.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct StallWord(pub u64);
+
+impl StallWord {
+    pub fn new(gen: u32, reset: bool, rule: usize, phase: u64) -> StallWord {
+        StallWord((gen as u64) << 32 | (reset as u64) << 16 | (rule as u64 & 0xff) << 8 | phase)
+    }
+    pub fn gen(self) -> u32 {
+        (self.0 >> 32) as u32
+    }
+    pub fn resets(self) -> bool {
+        self.0 >> 16 & 1 != 0
+    }
+    pub fn rule(self) -> usize {
+        (self.0 >> 8 & 0xff) as usize
+    }
+    pub fn phase(self) -> u64 {
+        self.0 & 0xff
+    }
+    pub fn with_phase(self, phase: u64) -> StallWord {
+        StallWord(self.0 & !0xff | phase)
+    }
+}
+
 struct Timer {
     /// errshim's copy of the socket + 1 (0: free; -1: being written or fired).
     copy: AtomicI32,
     due_ms: AtomicU64,
-    what: AtomicU8,
     /// A stall's: the program's descriptor (its record) and the record's stall word while the
-    /// stall is on.
+    /// stall is on. 0: a slow close's.
     fd: AtomicI32,
     expect: AtomicU64,
     /// The socket's identity (device, inode).
@@ -54,7 +75,6 @@ static TIMERS: [Timer; SLOTS] = [const {
     Timer {
         copy: AtomicI32::new(0),
         due_ms: AtomicU64::new(0),
-        what: AtomicU8::new(0),
         fd: AtomicI32::new(0),
         expect: AtomicU64::new(0),
         dev: AtomicU64::new(0),
@@ -89,16 +109,16 @@ pub fn due_from_calls() -> bool {
 /// `slow_close=`: keeps the socket behind `fd` open for `ns` more nanoseconds, before the
 /// program's close of `fd`. Whether it is held (false: no slot, no descriptor left).
 pub fn hold_close(fd: i32, ns: u64) -> bool {
-    add(fd, CLOSE, conntable::now_ms().saturating_add(ns.div_ceil(1_000_000)), 0)
+    add(fd, conntable::now_ms().saturating_add(ns.div_ceil(1_000_000)), 0)
 }
 
 /// A stall began on `fd` (its record's stall word is now `expect`), to end at `due_ms`: the
 /// timer ends it then. Without a slot or a copy, the program's next call ends it.
-pub fn stall_began(fd: i32, expect: u64, due_ms: u64, reset: bool) {
-    let _ = add(fd, if reset { STALL_RESET } else { STALL_TIMEOUT }, due_ms, expect);
+pub fn stall_began(fd: i32, expect: StallWord, due_ms: u64) {
+    let _ = add(fd, due_ms, expect.0);
 }
 
-fn add(fd: i32, what: u8, due_ms: u64, expect: u64) -> bool {
+fn add(fd: i32, due_ms: u64, expect: u64) -> bool {
     let Ok(st) = raw::fstat(fd) else {
         return false;
     };
@@ -119,7 +139,6 @@ fn add(fd: i32, what: u8, due_ms: u64, expect: u64) -> bool {
         return false;
     };
     t.due_ms.store(due_ms, Relaxed);
-    t.what.store(what, Relaxed);
     t.fd.store(fd, Relaxed);
     t.expect.store(expect, Relaxed);
     t.dev.store(st.dev, Relaxed);
@@ -153,9 +172,9 @@ pub fn fire_due(now_ms: u64, all: bool) -> u64 {
         let copy = c - 1;
         let same = raw::fstat(copy).is_ok_and(|st| st.dev == t.dev.load(Relaxed) && st.ino == t.ino.load(Relaxed));
         if same {
-            match t.what.load(Relaxed) {
-                STALL_TIMEOUT | STALL_RESET if !all => end_stall(t, copy),
-                _ => {}
+            let stall = t.expect.load(Relaxed);
+            if stall != 0 && !all {
+                end_stall(t.fd.load(Relaxed), StallWord(stall), copy);
             }
             raw::close(copy);
         }
@@ -168,29 +187,25 @@ pub fn fire_due(now_ms: u64, all: bool) -> u64 {
 /// A stall's time has come: unless the program's own call ended it first, the connection is
 /// aborted for real (an RST to the peer; poll then says IN|OUT|ERR|HUP|RDHUP), which wakes a
 /// program waiting on it, and its record says the program's next call gets the errno.
-fn end_stall(t: &Timer, copy: i32) {
-    let expect = t.expect.load(Relaxed);
-    let Some(rec) = conntable::get(t.fd.load(Relaxed)) else {
+fn end_stall(fd: i32, expect: StallWord, copy: i32) {
+    let Some(rec) = conntable::get(fd) else {
         return;
     };
-    let timed_out = expect & !0xff | STALL_TIMED_OUT;
+    let timed_out = expect.with_phase(STALL_TIMED_OUT);
     // A record of another generation (the program closed the descriptor meanwhile) still
     // holds the old word, which nothing reads; the abort then ends the socket errshim holds.
     let ours = rec.stall[0]
-        .compare_exchange(expect, timed_out, AcqRel, Relaxed)
+        .compare_exchange(expect.0, timed_out.0, AcqRel, Relaxed)
         .is_ok();
-    let open = ours && rec.gen() == (expect >> 32) as u32;
-    if !ours {
-        // The program's call ended it (the connection is already aborted), or a new socket
-        // has the number: nothing more to do than to release the copy.
-        if rec.gen() == (expect >> 32) as u32 {
-            return;
-        }
+    let same_socket = rec.gen() == expect.gen();
+    if !ours && same_socket {
+        // The program's call ended it: the connection is already aborted.
+        return;
     }
-    if open {
+    if ours && same_socket {
         if let Some(info) = raw::tcp_info(copy) {
             let bytes = [info.bytes_received, info.bytes_sent, info.evidence.bytes_retrans];
-            rec.note_reset_from_timer((expect >> 32) as u32, (expect >> 8 & 0xff) as usize, bytes);
+            rec.note_reset_from_timer(expect.gen(), expect.rule(), bytes);
         }
     }
     if raw::abort_connection(copy).is_ok() {

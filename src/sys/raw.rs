@@ -272,7 +272,7 @@ pub fn getsockopt_int(fd: i32, level: i32, name: i32) -> Result<i32> {
     .map(|_| v)
 }
 
-/// CLOCK_MONOTONIC in nanoseconds, by the system call itself.
+/// CLOCK_MONOTONIC in nanoseconds, by the system call itself (no vDSO: see `monotonic_ms`).
 pub fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: ts is valid for writing.
@@ -312,15 +312,7 @@ pub fn some_handler_interrupts() -> bool {
 /// CLOCK_MONOTONIC in milliseconds, by the system call itself (for errshim's timer thread,
 /// which runs no libc code: see `handle::timer`). The same clock as `conntable::now_ms`.
 pub fn monotonic_ms() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: ts is valid for writing.
-    let _ = unsafe {
-        sc(
-            libc::SYS_clock_gettime,
-            [libc::CLOCK_MONOTONIC as usize, pm(&mut ts), 0, 0, 0, 0],
-        )
-    };
-    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
+    monotonic_ns() / 1_000_000
 }
 
 /// `futex(FUTEX_WAIT_PRIVATE)`: sleeps while `*word == expected`, at most `timeout_ms` (None:
@@ -524,7 +516,8 @@ pub fn queued_to_read(fd: i32) -> Result<i32> {
     .map(|_| n)
 }
 
-/// Sends `sig` to the calling thread (`tgkill`), as the kernel sends SIGPIPE.
+/// Sends `sig` to the calling thread as the kernel sends SIGPIPE (SI_USER; `tgkill` if the
+/// kernel refuses that).
 pub fn raise_in_thread(sig: i32) {
     // The kernel's own (`send_sig(sig, current, 0)`) says SI_USER, with this process as the
     // sender: `rt_tgsigqueueinfo` may say so to the calling thread itself (tgkill would say
@@ -1061,12 +1054,12 @@ pub fn abort_connection(fd: i32) -> Result<()> {
     .map(|_| ())
 }
 
-/// The soft and hard `RLIMIT_NOFILE` (`prlimit64`, the call glibc's own start-up makes).
 /// The soft and hard `RLIMIT_NOFILE` (gated: for the fault engine).
 pub fn nofile_limit() -> (u64, u64) {
     nofile_limit_with(sc)
 }
 
+/// The soft and hard `RLIMIT_NOFILE` (`prlimit64`, the call glibc's own start-up makes).
 fn nofile_limit_with(call: unsafe fn(c_long, [usize; 6]) -> Result<usize>) -> (u64, u64) {
     limit_with(libc::RLIMIT_NOFILE as usize, call, (1024, 1024))
 }
